@@ -1,0 +1,29 @@
+"""The numbers every twinchat peer agrees on.
+
+They are protocol constants, not tuning knobs: a peer that changes them speaks
+another protocol. PROTOCOL.md quotes each of them.
+"""
+
+from typing import Final
+
+#: Largest frame, header included, that any peer accepts (the hard cap).
+MAX_FRAME: Final = 64 * 1024
+
+#: Largest text, in UTF-8 bytes, that a chat message, action or private message carries.
+MAX_TEXT: Final = 4096
+
+#: Longest nick, in Unicode code points after NFC normalisation.
+MAX_NICK: Final = 32
+
+#: Largest UDP datagram any peer sends: the IPv6 minimum MTU less room for
+#: headers, so no datagram is ever fragmented by IP on a sane path.
+MAX_DATAGRAM: Final = 1200
+
+#: Longest line of the plain-text dialect, newline included.
+MAX_LINE: Final = MAX_FRAME
+
+#: Most nicks in one WhoReply frame, so a reply fits a frame whatever the nicks.
+WHO_CHUNK: Final = 50
+
+#: Most selective-acknowledgement ranges in one Ack frame.
+MAX_ACK_RANGES: Final = 32

@@ -1,0 +1,139 @@
+"""The plain-text line dialect, so a person can chat with ``nc`` or ``telnet``.
+
+The client sends its nick as the first line, then one message or /command per
+line; ``\\n`` and ``\\r\\n`` both end a line. The server answers with one
+rendered line per event (``common.render``), ended by ``\\n``.
+
+One TCP port serves both dialects: ``detect_dialect`` tells them apart by the
+first byte, since a frame starts with 0xC1, which no UTF-8 text can start with.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Final
+
+from common import events as ev
+from common.errors import ErrorCode, FrameRejected, RemoteProtocolError
+from common.framing import END_OF_STREAM, MAGIC, NEED_DATA, Signal
+from common.limits import MAX_LINE
+from common.render import render
+
+
+class Dialect(Enum):
+    """How a TCP client speaks."""
+
+    #: Binary frames (``common.framing``), as ``tcpchat.client`` speaks.
+    FRAMED = "framed"
+    #: Lines of text, as a person at ``nc`` types.
+    LINES = "lines"
+
+
+def detect_dialect(first_bytes: bytes | bytearray) -> Dialect | None:
+    """The dialect a client speaks, judged by its first byte; None if none arrived."""
+    if not first_bytes:
+        return None
+    return Dialect.FRAMED if first_bytes[0] == MAGIC[0] else Dialect.LINES
+
+
+class LineDecoder:
+    """Push decoder for the line dialect: ``feed`` bytes, pull lines as ``str``.
+
+    An unfinished line longer than ``max_line`` bytes is refused as soon as it
+    is fed (nothing of it stays buffered); a line that is not UTF-8 is skipped
+    with ``FrameRejected``, since a person can type it again.
+    """
+
+    def __init__(self, max_line: int = MAX_LINE) -> None:
+        self._max_line = max_line
+        self._buf = bytearray()
+        self._pos = 0  # start of the next line to return
+        self._scanned = 0  # no newline in _buf[_pos:_scanned]
+        self._partial = 0  # start of the line that has no newline yet
+        self._eof = False
+        self._error: RemoteProtocolError | None = None
+
+    def feed(self, data: bytes | bytearray) -> None:
+        """Add bytes from the peer; ``b""`` means the peer closed the stream."""
+        if self._eof:
+            raise RuntimeError("feed() after end of stream")
+        if not data:
+            self._eof = True
+            return
+        if self._error is not None:
+            return
+        size = len(self._buf)
+        self._buf += data
+        last = data.rfind(b"\n")
+        if last >= 0:
+            self._partial = size + last + 1
+        # An unfinished line of max_line bytes cannot end within the cap.
+        if len(self._buf) - self._partial >= self._max_line:
+            del self._buf[self._partial :]
+            self._error = _too_long(self._max_line)
+
+    def next_line(self) -> str | Signal:
+        """Return the next line without its line ending, ``NEED_DATA`` or ``END_OF_STREAM``.
+
+        A last line without a newline before the end of stream still counts.
+
+        Raises:
+            FrameRejected: the line was not UTF-8 and was skipped.
+            RemoteProtocolError: a line passed the cap; every later call raises too.
+        """
+        buf = self._buf
+        newline = buf.find(b"\n", max(self._pos, self._scanned))
+        if newline >= 0:
+            raw = buf[self._pos : newline]
+            self._pos = self._scanned = newline + 1
+            if self._pos >= 1 << 16 or self._pos == len(buf):
+                del buf[: self._pos]
+                self._partial -= self._pos
+                self._pos = self._scanned = 0
+            if len(raw) + 1 > self._max_line:
+                # Several whole lines arrived in one read; this one is too long.
+                self._error = _too_long(self._max_line)
+                del buf[:]
+                self._pos = self._scanned = self._partial = 0
+                raise self._error
+            return _text(raw)
+        self._scanned = len(buf)
+        if self._error is not None:
+            raise self._error
+        if self._eof:
+            if self._pos < len(buf):
+                raw = buf[self._pos :]
+                self._pos = self._scanned = self._partial = len(buf)
+                return _text(raw)
+            return END_OF_STREAM
+        return NEED_DATA
+
+
+def _too_long(limit: int) -> RemoteProtocolError:
+    return RemoteProtocolError(ErrorCode.FRAME_TOO_LARGE, f"a line passes {limit} bytes")
+
+
+def _text(raw: bytes | bytearray) -> str:
+    if raw.endswith(b"\r"):
+        raw = raw[:-1]
+    try:
+        return str(raw, "utf-8")
+    except UnicodeDecodeError:
+        raise FrameRejected(ErrorCode.BAD_UTF8, "that line is not valid UTF-8") from None
+
+
+def render_line(event: ev.Event) -> bytes | None:
+    """``event`` as bytes for a line-dialect client, or None if it shows nothing."""
+    text = render(event)
+    return None if text is None else (text + "\n").encode("utf-8")
+
+
+#: The end-of-stream and need-data markers, re-exported for line readers.
+__all__: Final = [
+    "END_OF_STREAM",
+    "NEED_DATA",
+    "Dialect",
+    "LineDecoder",
+    "detect_dialect",
+    "render_line",
+]

@@ -1,0 +1,1 @@
+"""twinchat over TCP: a threaded server and a client (not built yet)."""

@@ -1,0 +1,1 @@
+"""twinchat over UDP: a peer table, datagram fan-out and reliability (not built yet)."""
