@@ -344,9 +344,12 @@ class Cookie(SessionEvent):
 
 @dataclass(frozen=True, slots=True)
 class Accept(SessionEvent):
-    """Server to client: the session is open; carry ``token`` in every datagram."""
+    """Server to client: the session is open; carry ``token`` in every datagram.
+    ``unreliable``: the server runs without acknowledgements or retransmission
+    (``--unreliable``), and the client must do the same."""
 
     token: int
+    unreliable: bool = False
 
     def __post_init__(self) -> None:
         _check_u64(self.token, "token")

@@ -228,7 +228,7 @@ _LAYOUTS: Final[dict[type[ev.Event], tuple[FrameType, tuple[tuple[Packer, Unpack
     ev.Goodbye: (FrameType.GOODBYE, (TEXT,)),
     ev.Hello: (FrameType.HELLO, (BLOB, BLOB)),
     ev.Cookie: (FrameType.COOKIE, (BLOB,)),
-    ev.Accept: (FrameType.ACCEPT, (U64,)),
+    ev.Accept: (FrameType.ACCEPT, (U64, BOOL)),
     ev.Session: (FrameType.SESSION, (U64,)),
     ev.Data: (FrameType.DATA, (U64, U8, BLOB)),
     ev.Ack: (FrameType.ACK, (U64, RANGES)),
