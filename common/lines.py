@@ -53,6 +53,11 @@ class LineDecoder:
         self._eof = False
         self._error: RemoteProtocolError | None = None
 
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet returned as lines."""
+        return len(self._buf) - self._pos
+
     def feed(self, data: bytes | bytearray) -> None:
         """Add bytes from the peer; ``b""`` means the peer closed the stream."""
         if self._eof:

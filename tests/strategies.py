@@ -1,0 +1,106 @@
+"""Hypothesis strategies for twinchat's events, nicks, texts and byte streams."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from typing import Any
+
+from hypothesis import strategies as st
+
+from common import events as ev
+from common.errors import ErrorCode
+from common.limits import MAX_ACK_RANGES, MAX_NICK, MAX_TEXT, WHO_CHUNK
+from common.nicks import SPECIALS, check_nick
+
+# Letters from several scripts, so nick rules meet Cyrillic, CJK, Greek and
+# Devanagari, not only ASCII.
+_LETTERS = st.sampled_from("abcxyzABCXYZéßМашаявЖЛ李雷王ΣσςπΩअनप")
+_MARKS = st.sampled_from("\u0301\u0308\u093f\u094d")
+_TAIL = st.one_of(_LETTERS, st.sampled_from("0123456789"), st.sampled_from(sorted(SPECIALS)), _MARKS)
+_FIRST = st.one_of(_LETTERS, st.sampled_from(sorted(SPECIALS - {"-"})))
+
+
+@st.composite
+def nicks(draw: st.DrawFn) -> str:
+    """A nick that obeys every nick rule, in NFC form."""
+    first = draw(_FIRST)
+    rest = draw(st.lists(_TAIL, max_size=MAX_NICK - 1))
+    nick = check_nick(first + "".join(rest))
+    return nick
+
+
+#: Any character a text may hold: no controls (Cc) and no lone surrogates (Cs).
+text_chars = st.characters(blacklist_categories=("Cc", "Cs"))
+
+
+def texts(*, min_size: int = 1, max_size: int = 300) -> st.SearchStrategy[str]:
+    """Chat texts: UTF-8 of at most MAX_TEXT bytes, any script, emoji included."""
+    return st.text(text_chars, min_size=min_size, max_size=max_size).filter(
+        lambda t: len(t.encode("utf-8")) <= MAX_TEXT
+    )
+
+
+#: Texts at the size limit, where off-by-one errors live.
+long_texts = st.builds(lambda n, c: c * n, st.integers(MAX_TEXT // 4 - 2, MAX_TEXT // 4), st.sampled_from("я👋"))
+
+reasons = texts(min_size=0, max_size=80)
+u64 = st.integers(0, 2**64 - 1)
+blobs = st.binary(max_size=300)
+
+
+@st.composite
+def _acks(draw: st.DrawFn) -> ev.Ack:
+    base = draw(st.integers(0, 2**40))
+    ranges = []
+    at = base
+    for _ in range(draw(st.integers(0, MAX_ACK_RANGES))):
+        start = at + draw(st.integers(1, 1000))
+        end = start + draw(st.integers(1, 1000))
+        ranges.append((start, end))
+        at = end
+    return ev.Ack(base, tuple(ranges))
+
+
+_chat_text = st.one_of(texts(), long_texts)
+
+#: One strategy per event class; a test checks that every frame type has one.
+EVENTS: dict[type[ev.Event], st.SearchStrategy[Any]] = {
+    ev.Register: st.builds(ev.Register, nicks()),
+    ev.Say: st.builds(ev.Say, _chat_text),
+    ev.Act: st.builds(ev.Act, texts()),
+    ev.Whisper: st.builds(ev.Whisper, nicks(), _chat_text),
+    ev.ChangeNick: st.builds(ev.ChangeNick, nicks()),
+    ev.Who: st.just(ev.Who()),
+    ev.Help: st.just(ev.Help()),
+    ev.Welcome: st.builds(ev.Welcome, nicks(), u64),
+    ev.Message: st.builds(ev.Message, nicks(), _chat_text),
+    ev.Action: st.builds(ev.Action, nicks(), texts()),
+    ev.Private: st.builds(ev.Private, nicks(), texts()),
+    ev.Joined: st.builds(ev.Joined, nicks()),
+    ev.Left: st.builds(ev.Left, nicks(), reasons),
+    ev.Renamed: st.builds(ev.Renamed, nicks(), nicks()),
+    ev.WhoReply: st.builds(ev.WhoReply, st.lists(nicks(), max_size=WHO_CHUNK).map(tuple), st.booleans()),
+    ev.Reply: st.builds(ev.Reply, texts()),
+    ev.Error: st.builds(ev.Error, st.sampled_from(ErrorCode), reasons),
+    ev.Ping: st.builds(ev.Ping, u64),
+    ev.Pong: st.builds(ev.Pong, u64),
+    ev.Goodbye: st.builds(ev.Goodbye, reasons),
+    ev.Hello: st.builds(ev.Hello, blobs, blobs),
+    ev.Cookie: st.builds(ev.Cookie, blobs),
+    ev.Accept: st.builds(ev.Accept, u64),
+    ev.Session: st.builds(ev.Session, u64),
+    ev.Data: st.builds(ev.Data, u64, st.integers(0, 255), blobs),
+    ev.Ack: _acks(),
+}
+
+any_event: st.SearchStrategy[ev.Event] = st.one_of(*EVENTS.values())
+
+
+@st.composite
+def split_points(draw: st.DrawFn, data: bytes) -> list[bytes]:
+    """``data`` cut into chunks at points hypothesis chooses (empty chunks excluded)."""
+    if not data:
+        return []
+    cuts = draw(st.lists(st.integers(1, len(data) - 1), max_size=20, unique=True)) if len(data) > 1 else []
+    bounds = [0, *sorted(cuts), len(data)]
+    return [data[a:b] for a, b in pairwise(bounds)]
