@@ -87,7 +87,7 @@ EVENTS: dict[type[ev.Event], st.SearchStrategy[Any]] = {
     ev.Goodbye: st.builds(ev.Goodbye, reasons),
     ev.Hello: st.builds(ev.Hello, blobs, blobs),
     ev.Cookie: st.builds(ev.Cookie, blobs),
-    ev.Accept: st.builds(ev.Accept, u64),
+    ev.Accept: st.builds(ev.Accept, u64, st.booleans()),
     ev.Session: st.builds(ev.Session, u64),
     ev.Data: st.builds(ev.Data, u64, st.integers(0, 255), blobs),
     ev.Ack: _acks(),
