@@ -1,0 +1,718 @@
+"""The threaded TCP chat server: ``python -m tcpchat.server``.
+
+Strategy: the chat rules live in ``common.hub``; this module only owns the
+sockets, the threads and the clock, and drives the hub.
+
+Threads:
+
+- the **accept loop** (``serve_forever``) takes connections and starts two
+  threads for each one;
+- a **reader** per connection: one ``recv`` brings a batch of bytes; it is
+  decoded whole (framed or line dialect), and the whole batch goes through the
+  hub under the one hub lock. Its deliveries are queued *before* the lock is
+  released, which is what gives every member one total order;
+- a **writer** per connection: it sleeps on that connection's outbound queue
+  and sends everything queued in one ``sendall``. When nothing is queued or in
+  flight, whoever delivers tries a non-blocking ``send`` first (still under the
+  hub lock, so the order holds) and queues only what the kernel did not take:
+  an idle chat costs no thread wake-up per recipient, and a stuck socket still
+  never blocks anyone but its own writer;
+- a **housekeeper** that ticks a few times a second: registration timeout,
+  pings, idle timeout, and the deadline of connections that are closing.
+
+Each delivered event is encoded once (frame bytes) and rendered once (line
+bytes), whatever the number of recipients. A connection whose queue passes
+``max_queue`` bytes is kicked as a slow consumer and its socket aborted: the
+others get the leave notice at once and nobody waits for it. Memory is thus
+bounded by ``max_queue`` per connection plus one read batch per reader.
+
+Closing: a ``Goodbye`` delivered to a connection is its last event. Its writer
+sends what is queued, then half-closes (FIN after the data, so the peer reads
+everything), and the reader drains until the peer closes too, within
+``LINGER`` seconds; the last of the two threads to finish closes the socket.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import logging
+import queue
+import selectors
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import Final
+
+from common import events as ev
+from common.commands import parse_input
+from common.errors import ErrorCode, FrameRejected, ProtocolError, RemoteProtocolError, RuleError
+from common.framing import StreamDecoder, encode
+from common.hub import Delivery, Hub
+from common.lines import Dialect, LineDecoder, detect_dialect, render_line
+from common.ratelimit import DEFAULT_RATE, TokenBucket
+
+log = logging.getLogger("tcpchat.server")
+
+#: The port the server listens on unless told otherwise.
+DEFAULT_PORT: Final = 7878
+
+#: Bytes a connection may have queued and unsent before it is cut off as a slow
+#: consumer. 1 MiB is 16 frames at the 64 KiB cap, or some 20,000 ordinary chat
+#: lines, on top of what the kernel buffers already hold: a client that falls
+#: that far behind is stuck, not slow. It also keeps a benchmark client that
+#: lags for a moment (a burst of 10 senders) from being cut off, while 1,000
+#: stuck clients cost at most 1 GiB.
+DEFAULT_MAX_QUEUE: Final = 1 << 20
+
+#: Seconds of silence before a framed client is dropped (it is pinged at half).
+DEFAULT_IDLE_TIMEOUT: Final = 60.0
+
+#: Seconds a new connection has to register a nick.
+DEFAULT_REGISTER_TIMEOUT: Final = 5.0
+
+#: Connections at once (registered or not) unless told otherwise.
+DEFAULT_MAX_CLIENTS: Final = 1000
+
+#: Seconds a closing connection has to flush and close before it is aborted.
+LINGER: Final = 2.0
+
+#: Seconds the shutdown gives writers to flush before it aborts the sockets.
+SHUTDOWN_FLUSH: Final = 1.0
+
+#: Bytes asked of one recv: one batch. A whole frame at the cap fits.
+RECV_SIZE: Final = 1 << 16
+
+#: On Linux a blocking socket can still be written without blocking.
+_DONTWAIT: Final = getattr(socket, "MSG_DONTWAIT", 0)
+
+_Item = ev.Event | str | ProtocolError
+
+
+class _Conn:
+    """One client connection: its socket, its queue and its two threads.
+
+    The hub keys members by these objects (identity hash). Fields marked
+    *hub lock* are only written with the server's hub lock held.
+    """
+
+    def __init__(self, sock: socket.socket, peer: str, now: float) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.framed = False  # set once the first bytes tell the dialect
+        self.queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()  # None: close after this
+        self.enqueued = 0  # bytes ever put on the queue (hub lock)
+        self.sent = 0  # bytes of the queue the writer has sent (writer thread only)
+        self.closing = False  # nothing more is queued: Goodbye sent or cut (hub lock)
+        self.close_deadline = 0.0  # when closing: abort the socket after this (hub lock)
+        self.born = now
+        self.last_heard = now  # written by the reader only
+        self.pinged = False  # a Ping is out and unanswered (hub lock)
+        self._done = 0  # threads finished; the second one closes the socket
+        self._done_lock = threading.Lock()
+        self.reader: threading.Thread | None = None
+        self.writer: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        return f"<conn {self.peer}>"
+
+    def abort(self) -> None:
+        """Wake both threads at once: recv returns b"", a blocked send fails."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.queue.put(None)
+
+    def thread_done(self) -> bool:
+        """Count one finished thread; True for the second (it closes the socket)."""
+        with self._done_lock:
+            self._done += 1
+            return self._done == 2
+
+
+class ChatServer:
+    """A threaded chat server on one TCP port, speaking both dialects.
+
+    Bind and listen happen in the constructor (so ``address`` is known at
+    once, ``port=0`` included); ``serve_forever()`` accepts until
+    ``shutdown()`` is called from another thread, or ``stop()`` (safe in a
+    signal handler) makes it return.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        *,
+        max_clients: int = DEFAULT_MAX_CLIENTS,
+        rate_limit: float = DEFAULT_RATE,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        register_timeout: float = DEFAULT_REGISTER_TIMEOUT,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+    ) -> None:
+        self.rate_limit = rate_limit
+        self.idle_timeout = idle_timeout
+        self.register_timeout = register_timeout
+        self.max_queue = max_queue
+        #: The largest backlog any connection has had queued, in bytes (for tests).
+        self.peak_queued = 0
+
+        self._hub: Hub[_Conn] = Hub(max_clients=max_clients)
+        self._lock = threading.Lock()  # the hub lock: the hub, every queue's order
+        self._conns: set[_Conn] = set()  # hub lock
+        # Beyond this many sockets, silent ones included, new ones are closed at once.
+        self._hard_cap = 2 * max_clients + 16 if max_clients else 0
+        self._nonces = itertools.count(1)
+
+        self._stopping = threading.Event()  # accept no more
+        self._serving = False
+        self._served = threading.Event()  # serve_forever has returned
+        self._shut = False
+        self._shut_lock = threading.Lock()
+        self._housekeeper: threading.Thread | None = None
+
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._listener.bind((host, port))
+            self._listener.listen(128)
+            self._listener.setblocking(False)
+        except OSError:
+            self._listener.close()
+            raise
+        # A socket pair wakes the accept loop's select when it is told to stop.
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_w.setblocking(False)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The (host, port) the server listens on."""
+        name = self._listener.getsockname()
+        return name[0], name[1]
+
+    # --- accepting ---------------------------------------------------------------
+
+    def serve_forever(self) -> None:
+        """Accept connections until ``stop()`` or ``shutdown()``."""
+        self._serving = True
+        self._housekeeper = threading.Thread(target=self._housekeep, name="tcpchat-housekeeper", daemon=True)
+        self._housekeeper.start()
+        try:
+            with selectors.DefaultSelector() as sel:
+                sel.register(self._listener, selectors.EVENT_READ)
+                sel.register(self._wake_r, selectors.EVENT_READ)
+                while not self._stopping.is_set():
+                    for key, _ in sel.select():
+                        if key.fileobj is self._listener and not self._stopping.is_set():
+                            self._accept()
+        finally:
+            self._served.set()
+
+    def stop(self) -> None:
+        """Make ``serve_forever`` return; safe from a signal handler."""
+        self._stopping.set()
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+
+    def _accept(self) -> None:
+        try:
+            sock, _ = self._listener.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return  # the connection vanished between select and accept
+        except OSError as exc:
+            log.warning("accept failed: %s", exc)
+            # Out of descriptors: give closing connections a moment instead of spinning.
+            self._stopping.wait(0.05)
+            return
+        try:
+            host, port = sock.getpeername()[:2]
+            peer = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            sock.setblocking(True)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            _keepalive(sock, self.idle_timeout)
+        except OSError as exc:
+            log.info("dropped a connection before it started: %s", exc)
+            sock.close()
+            return
+        conn = _Conn(sock, peer, time.monotonic())
+        with self._lock:
+            if self._hard_cap and len(self._conns) >= self._hard_cap:
+                log.warning("refused %s: %d sockets open", peer, len(self._conns))
+                sock.close()
+                return
+            self._conns.add(conn)
+        log.info("%s connected", peer)
+        conn.reader = threading.Thread(target=self._read_loop, args=(conn,), name=f"read {peer}", daemon=True)
+        conn.writer = threading.Thread(target=self._write_loop, args=(conn,), name=f"write {peer}", daemon=True)
+        conn.writer.start()
+        conn.reader.start()
+
+    # --- delivering (every method here runs with the hub lock held) ---------------
+
+    def _deliver(self, deliveries: list[Delivery[_Conn]]) -> None:
+        """Queue ``deliveries`` in order; kick whoever overflows (hub lock held)."""
+        while deliveries:
+            out = self._route(deliveries)
+            deliveries = []
+            for conn, parts in out.items():
+                if not self._push(conn, parts[0] if len(parts) == 1 else b"".join(parts)):
+                    log.warning("%s is not reading; cut off", conn.peer)
+                    deliveries += self._hub.kick(conn, ErrorCode.SLOW_CONSUMER, "too slow to read the chat")
+                    self._cut(conn)
+                elif conn.closing:
+                    conn.queue.put(None)  # the writer half-closes after the Goodbye
+                    conn.close_deadline = time.monotonic() + LINGER
+
+    def _route(self, deliveries: list[Delivery[_Conn]]) -> dict[_Conn, list[bytes]]:
+        """The bytes each recipient gets, in order; each event encoded and rendered once."""
+        out: dict[_Conn, list[bytes]] = {}
+        for delivery in deliveries:
+            event = delivery.event
+            framed: bytes | None = None
+            line: bytes | None = None
+            last = type(event) is ev.Goodbye
+            if last or type(event) is ev.Welcome:
+                _log_session(delivery)
+            for conn in delivery.recipients:
+                if conn.closing:
+                    continue
+                if conn.framed:
+                    if framed is None:
+                        framed = encode(event)
+                    data = framed
+                else:
+                    if line is None:
+                        line = render_line(event) or b""
+                    if not line:
+                        continue  # pings: a person cannot answer them
+                    data = line
+                parts = out.get(conn)
+                if parts is None:
+                    out[conn] = [data]
+                else:
+                    parts.append(data)
+                if last:
+                    conn.closing = True
+        return out
+
+    def _push(self, conn: _Conn, data: bytes) -> bool:
+        """Send ``data`` to ``conn`` now or queue it; False if its queue overflows."""
+        if conn.enqueued == conn.sent and _DONTWAIT:
+            # Nothing queued nor in flight: the kernel may take it all at once.
+            try:
+                sent = conn.sock.send(data, _DONTWAIT)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                return True  # the peer is gone; its reader will see it and say so
+            if sent == len(data):
+                return True
+            data = data[sent:]
+        backlog = conn.enqueued - conn.sent + len(data)
+        if backlog > self.max_queue:
+            return False
+        self.peak_queued = max(self.peak_queued, backlog)
+        conn.enqueued += len(data)
+        conn.queue.put(data)
+        return True
+
+    def _cut(self, conn: _Conn) -> None:
+        """Drop ``conn`` at once, without flushing (hub lock held)."""
+        conn.closing = True
+        conn.close_deadline = 0.0
+        conn.abort()
+
+    # --- a connection's threads --------------------------------------------------
+
+    def _write_loop(self, conn: _Conn) -> None:
+        sock = conn.sock
+        get = conn.queue.get
+        get_nowait = conn.queue.get_nowait
+        try:
+            while True:
+                parts: list[bytes] = []
+                item = get()
+                while item is not None:
+                    parts.append(item)
+                    try:
+                        item = get_nowait()
+                    except queue.Empty:
+                        break
+                if parts:
+                    data = b"".join(parts)
+                    sock.sendall(data)
+                    conn.sent += len(data)
+                if item is None:
+                    # Everything before the close mark is sent: FIN after it.
+                    sock.shutdown(socket.SHUT_WR)
+                    return
+        except OSError:
+            conn.abort()  # the peer broke it; make the reader notice at once
+        except Exception:
+            log.exception("writer of %s failed", conn.peer)
+            conn.abort()
+        finally:
+            self._thread_done(conn)
+
+    def _read_loop(self, conn: _Conn) -> None:
+        reason = "connection lost"
+        try:
+            reason = self._serve(conn)
+        except OSError as exc:
+            reason = f"connection lost ({exc.strerror or type(exc).__name__})"
+        except Exception:
+            log.exception("reader of %s failed", conn.peer)
+            reason = "server error"
+        finally:
+            try:
+                with self._lock:
+                    self._deliver(self._hub.disconnect(conn, reason))
+                    if not conn.closing:
+                        # The peer left: flush what it may still read, then close.
+                        conn.closing = True
+                        conn.close_deadline = time.monotonic() + LINGER
+                        conn.queue.put(None)
+                log.info("%s disconnected: %s", conn.peer, reason)
+            finally:
+                self._thread_done(conn)
+
+    def _thread_done(self, conn: _Conn) -> None:
+        if conn.thread_done():
+            with self._lock:  # no one sends straight to a socket being closed
+                conn.closing = True
+                conn.sock.close()
+                self._conns.discard(conn)
+
+    def _serve(self, conn: _Conn) -> str:
+        """Run one connection until it ends; return why it ended."""
+        sock = conn.sock
+        data = sock.recv(RECV_SIZE)
+        if not data:
+            return "closed before speaking"
+        conn.last_heard = time.monotonic()
+        conn.framed = detect_dialect(data) is Dialect.FRAMED
+        with self._lock:
+            if self._stopping.is_set():
+                return "server shutting down"
+            self._deliver(self._hub.connect(conn, may_retry=not conn.framed))
+        if conn.framed:
+            reason = self._serve_stream(conn, data, _FramedReader())
+        else:
+            reason = self._serve_stream(conn, data, _LineReader())
+        # Closing: drain until the peer closes, so our close sends no RST over
+        # data it has not read yet (the housekeeper aborts this after LINGER).
+        with contextlib.suppress(OSError):
+            while sock.recv(RECV_SIZE):
+                pass
+        return reason
+
+    def _serve_stream(self, conn: _Conn, data: bytes, reader: _FramedReader | _LineReader) -> str:
+        sock = conn.sock
+        bucket = TokenBucket(self.rate_limit, time.monotonic())
+        limited = self.rate_limit > 0
+        while True:
+            reader.feed(data)
+            items = reader.items()
+            if items:
+                if limited:
+                    self._handle_limited(conn, items, bucket)
+                else:
+                    self._handle(conn, items)
+            if conn.closing:
+                return "closed by the server"
+            data = sock.recv(RECV_SIZE)
+            conn.last_heard = time.monotonic()
+            if not data:
+                reader.feed(b"")
+                items = reader.items()  # a last line without its newline still counts
+                if items:
+                    self._handle(conn, items)
+                return "connection closed"
+
+    def _handle_limited(self, conn: _Conn, items: list[_Item], bucket: TokenBucket) -> None:
+        """Handle ``items`` as fast as the token bucket allows.
+
+        Strategy: the reader waits for tokens instead of reading on. The
+        flooder's bytes pile up in its socket buffers, TCP backpressure slows
+        its sender, and nothing it sent is lost or refused.
+        """
+        start = 0
+        while start < len(items):
+            now = time.monotonic()
+            stop = start
+            while stop < len(items) and bucket.take(now):
+                stop += 1
+            if stop == start:
+                if self._stopping.wait(bucket.wait_time(now)) or conn.closing:
+                    return
+                continue
+            self._handle(conn, items[start:stop])
+            if conn.closing:
+                return
+            start = stop
+
+    def _handle(self, conn: _Conn, items: list[_Item]) -> None:
+        """Drive the hub with one batch under one lock, and queue what it says."""
+        hub = self._hub
+        with self._lock:
+            if conn.closing:
+                return
+            conn.pinged = False
+            out: list[Delivery[_Conn]] = []
+            for item in items:
+                if isinstance(item, ProtocolError):
+                    out += hub.reject(conn, item)
+                    continue
+                if isinstance(item, str):
+                    try:
+                        event = self._line_event(conn, item)
+                    except RuleError as exc:
+                        out += hub.reject(conn, exc)
+                        continue
+                    if event is None:
+                        continue
+                else:
+                    event = item
+                out += hub.receive(conn, event)
+            self._deliver(out)
+
+    def _line_event(self, conn: _Conn, line: str) -> ev.Event | None:
+        """The event a line client's line asks for (hub lock held).
+
+        Until it has a nick, every non-blank line is a nick to try.
+
+        Raises:
+            RuleError: the line is not a valid nick or command.
+        """
+        if self._hub.nick_of(conn) is None:
+            nick = line.strip()
+            return ev.Register(nick) if nick else None
+        return parse_input(line)
+
+    # --- timers ------------------------------------------------------------------
+
+    def _housekeep(self) -> None:
+        tick = max(0.02, min(0.5, self.idle_timeout / 8, self.register_timeout / 8))
+        while not self._stopping.wait(tick):
+            try:
+                self._check_timers(time.monotonic())
+            except Exception:
+                log.exception("housekeeping failed")
+
+    def _check_timers(self, now: float) -> None:
+        hub = self._hub
+        with self._lock:
+            out: list[Delivery[_Conn]] = []
+            for conn in list(self._conns):
+                if conn.closing:
+                    if now > conn.close_deadline:
+                        conn.abort()  # it had LINGER seconds to flush and close
+                    continue
+                silent = now - conn.last_heard
+                if hub.nick_of(conn) is None:
+                    if now - conn.born > self.register_timeout:
+                        log.info("%s did not register in time", conn.peer)
+                        if conn in hub:
+                            out += hub.kick(conn, ErrorCode.REGISTRATION_TIMEOUT, "no nick registered in time")
+                        else:
+                            self._cut(conn)  # it never spoke: there is no dialect to answer in
+                elif not conn.framed:
+                    continue  # a person at nc cannot answer a ping; TCP keepalive watches them
+                elif silent > self.idle_timeout:
+                    log.info("%s did not answer pings", conn.peer)
+                    out += hub.kick(conn, ErrorCode.IDLE_TIMEOUT, f"silent for {self.idle_timeout:g} s")
+                elif silent > self.idle_timeout / 2 and not conn.pinged:
+                    conn.pinged = True
+                    out.append(Delivery((conn,), ev.Ping(next(self._nonces))))
+            self._deliver(out)
+
+    # --- shutting down -----------------------------------------------------------
+
+    def shutdown(self, reason: str = "the server is shutting down") -> None:
+        """Stop accepting, say goodbye to everyone, flush, close, join the threads.
+
+        Takes at most about ``SHUTDOWN_FLUSH`` + 0.5 seconds. Idempotent.
+        """
+        with self._shut_lock:
+            if self._shut:
+                return
+            self._shut = True
+        self.stop()
+        if self._serving:
+            self._served.wait()
+        if self._housekeeper is not None:
+            self._housekeeper.join()
+        deadline = time.monotonic() + SHUTDOWN_FLUSH
+        with self._lock:
+            self._deliver(self._hub.shutdown(reason))
+            conns = list(self._conns)
+            for conn in conns:
+                if not conn.closing:
+                    self._cut(conn)  # it has not spoken yet
+                conn.close_deadline = min(conn.close_deadline, deadline) if conn.close_deadline else deadline
+        threads = [t for c in conns for t in (c.writer, c.reader) if t is not None]
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        for conn in conns:
+            conn.abort()  # whoever did not flush in time
+        for thread in threads:
+            thread.join(0.5)
+        self._listener.close()
+        self._wake_r.close()
+        self._wake_w.close()
+        log.info("shut down")
+
+
+class _FramedReader:
+    """Adapts ``StreamDecoder`` to one batch of items per read."""
+
+    def __init__(self) -> None:
+        self._decoder = StreamDecoder()
+
+    def feed(self, data: bytes) -> None:
+        self._decoder.feed(data)
+
+    def items(self) -> list[_Item]:
+        items: list[_Item] = []
+        items += self._decoder.events()
+        return items
+
+
+class _LineReader:
+    """Adapts ``LineDecoder`` to one batch of lines per read."""
+
+    def __init__(self) -> None:
+        self._decoder = LineDecoder()
+
+    def feed(self, data: bytes) -> None:
+        self._decoder.feed(data)
+
+    def items(self) -> list[_Item]:
+        out: list[_Item] = []
+        next_line = self._decoder.next_line
+        while True:
+            try:
+                line = next_line()
+            except FrameRejected as exc:
+                out.append(exc)
+                continue
+            except RemoteProtocolError as exc:
+                out.append(exc)
+                return out
+            if not isinstance(line, str):
+                return out
+            out.append(line)
+
+
+def _keepalive(sock: socket.socket, idle: float) -> None:
+    """Let TCP notice a vanished peer (line clients are never pinged)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    if hasattr(socket, "TCP_KEEPIDLE"):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, int(idle)))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, int(idle) // 4))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 4)
+
+
+def _log_session(delivery: Delivery[_Conn]) -> None:
+    event = delivery.event
+    if isinstance(event, ev.Welcome):
+        log.info("%s registered as %s", delivery.recipients[0].peer, event.nick)
+    elif log.isEnabledFor(logging.DEBUG) and isinstance(event, ev.Goodbye):
+        log.debug("goodbye to %d connection(s): %s", len(delivery.recipients), event.reason)
+
+
+# --- command line ----------------------------------------------------------------
+
+
+def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = kind(text)
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{text} is negative")
+        return value
+
+    return parse
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tcpchat.server", description="The twinchat TCP chat server.")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port; 0 picks a free one (default: %(default)s)")
+    p.add_argument(
+        "--max-clients",
+        type=_positive(int),
+        default=DEFAULT_MAX_CLIENTS,
+        help="most connections at once; 0 for no limit (default: %(default)s)",
+    )
+    p.add_argument(
+        "--rate-limit",
+        metavar="MSGS_PER_SEC",
+        type=_positive(float),
+        default=DEFAULT_RATE,
+        help="messages per second a client may keep up, bursts of 128 allowed; 0 turns it off (default: %(default)s)",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        metavar="SECONDS",
+        type=_positive(float),
+        default=DEFAULT_IDLE_TIMEOUT,
+        help="drop a client silent this long; it is pinged at half (default: %(default)s)",
+    )
+    p.add_argument(
+        "--register-timeout",
+        metavar="SECONDS",
+        type=_positive(float),
+        default=DEFAULT_REGISTER_TIMEOUT,
+        help="close a connection that has no nick after this long (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-queue",
+        metavar="BYTES",
+        type=_positive(int),
+        default=DEFAULT_MAX_QUEUE,
+        help="unsent bytes after which a client is cut off as a slow consumer (default: %(default)s)",
+    )
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the server until SIGINT or SIGTERM; return the exit code."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        server = ChatServer(
+            args.host,
+            args.port,
+            max_clients=args.max_clients,
+            rate_limit=args.rate_limit,
+            idle_timeout=args.idle_timeout,
+            register_timeout=args.register_timeout,
+            max_queue=args.max_queue,
+        )
+    except OSError as exc:
+        print(f"tcpchat.server: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        server.stop()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    host, port = server.address
+    shown = f"[{host}]" if ":" in host else host
+    print(f"listening on {shown}:{port}", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
