@@ -1,0 +1,645 @@
+"""Reliable, ordered delivery of frames over datagrams, one ``Channel`` per peer.
+
+Sans-IO, like the rest of ``common``: the transport feeds in what it decoded
+from a datagram (``receive``), asks for the datagrams to send (``datagrams``)
+and passes ``now`` (seconds, any monotonic origin) to both; the channel never
+touches a socket or a clock. The byte layouts are ``common.framing``'s
+``Data`` and ``Ack`` frames; PROTOCOL.md, "UDP sessions and reliability",
+describes the rules below for implementers of other peers.
+
+Strategy, by concern:
+
+- **Segments.** Every frame to deliver becomes one ``Data`` segment with the
+  next sequence number, or, if it is larger than ``MAX_CHUNK``, several
+  consecutive segments (fragments) whose ``remaining`` counts down to 0. A
+  ``Data`` with an empty chunk is a keepalive: it carries nothing and exists
+  to be acknowledged.
+- **Window.** At most ``window`` segments are in flight (sent, not yet
+  acknowledged); the rest wait in a backlog bounded by ``max_backlog`` bytes
+  (``send`` says False when it is full, and the transport decides: the server
+  drops the slow peer, the client waits).
+- **Acknowledgements.** The receiver acknowledges with ``Ack(next_expected,
+  ranges)``: everything below ``next_expected`` arrived, and so did each
+  selective range (at most ``MAX_SACK_RANGES``, the lowest ones). An ack is
+  due after any ``Data``, duplicates included (the earlier ack may have been
+  lost); it rides in front of the next datagram the channel produces.
+- **Loss and retransmission.** A segment is taken for lost when a segment at
+  least ``REORDER_THRESHOLD`` numbers above it, sent no earlier, has been
+  acknowledged (fast retransmit, as QUIC's packet threshold), or when the
+  retransmission timer fires. The timer follows RFC 6298: RTO = SRTT + 4
+  RTTVAR from round-trip samples taken only on segments sent once (Karn),
+  clamped to [MIN_RTO, MAX_RTO], doubled on each timeout until a fresh
+  sample.
+- **Receiving.** Segments below ``next_expected`` or already buffered are
+  duplicates, acknowledged and dropped; segments beyond the receive window
+  are dropped unacknowledged; the others are buffered and released in order,
+  fragments joined as they come (which bounds reassembly to one frame).
+- **Liveness.** When nothing has been sent for ``keepalive_after`` seconds the
+  channel sends a keepalive; a peer heard from for ``dead_after`` seconds, or
+  that leaves a segment unacknowledged that long, is dead (``is_dead``).
+- **Unreliable mode** (``reliable=False``): segments are numbered but never
+  retransmitted and no acks are sent except to keepalives (so both sides still
+  learn the other is alive). The receiver drops duplicates, delivers in arrival
+  order, counts the sequence numbers that never arrived (``lost``), and
+  reassembles fragments in bounded buffers that expire.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from collections.abc import Sequence
+from typing import Final
+
+from common import events as ev
+from common.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
+from common.framing import HEADER, HEADER_SIZE, MAGIC, VERSION, FrameType, encode, pack_datagrams
+from common.limits import MAX_DATAGRAM, MAX_FRAME
+
+#: Bytes of the ``Session`` frame that opens every datagram of a session.
+SESSION_FRAME_SIZE: Final = HEADER_SIZE + 8
+
+#: Bytes a ``Data`` frame adds to its chunk: header, seq, remaining, chunk length.
+DATA_OVERHEAD: Final = HEADER_SIZE + 8 + 1 + 2
+
+#: Largest chunk of one ``Data`` segment, so that a datagram holding the
+#: ``Session`` frame and one full segment is exactly MAX_DATAGRAM bytes.
+MAX_CHUNK: Final = MAX_DATAGRAM - SESSION_FRAME_SIZE - DATA_OVERHEAD
+
+#: Segments in flight at most (sent, not yet acknowledged).
+SEND_WINDOW: Final = 1024
+
+#: Segments above ``next_expected`` a receiver buffers at most; larger than
+#: the send window so a conforming sender never has a segment refused.
+RECV_WINDOW: Final = 2 * SEND_WINDOW
+
+#: Selective-ack ranges this implementation puts in one Ack (the frame allows more).
+MAX_SACK_RANGES: Final = 16
+
+#: Backlog, in bytes of encoded segments, beyond which ``send`` refuses.
+MAX_BACKLOG: Final = 4 * 1024 * 1024
+
+#: Retransmission timeout before any round trip was measured, and its bounds.
+INITIAL_RTO: Final = 0.2
+MIN_RTO: Final = 0.02
+MAX_RTO: Final = 2.0
+
+#: Timer granularity assumed by the RTO formula (RFC 6298's G).
+GRANULARITY: Final = 0.005
+
+#: A segment this many numbers below an acknowledged one is taken for lost.
+REORDER_THRESHOLD: Final = 3
+
+#: Segments retransmitted at most per timeout, so a timeout is not a burst.
+RETRANSMIT_BURST: Final = 256
+
+#: Unreliable mode: partial frames kept at most, and for how long.
+MAX_REASSEMBLIES: Final = 8
+REASSEMBLY_TIMEOUT: Final = 5.0
+
+#: Default liveness timers, in seconds.
+KEEPALIVE_AFTER: Final = 5.0
+DEAD_AFTER: Final = 15.0
+
+# The Data frame's layout, packed in one call: segments are the hot path (one
+# per message per recipient), and building a dataclass per segment to run the
+# generic encoder costs more than everything else the channel does. A test
+# checks that both encoders give the same bytes.
+_DATA_HEAD: Final = struct.Struct(">2sBBIQBH")
+_DATA_TYPE: Final = int(FrameType.DATA)
+_DATA_FIELDS: Final = DATA_OVERHEAD - HEADER_SIZE
+
+
+def encode_data(seq: int, remaining: int, chunk: bytes) -> bytes:
+    """The frame of ``Data(seq, remaining, chunk)``, as ``framing.encode`` gives it."""
+    return _DATA_HEAD.pack(MAGIC, VERSION, _DATA_TYPE, _DATA_FIELDS + len(chunk), seq, remaining, len(chunk)) + chunk
+
+
+def split_frame(frame: bytes) -> list[bytes]:
+    """The chunks ``frame`` travels in: itself if it fits one segment, else fragments.
+
+    Raises:
+        LocalProtocolError: the frame is empty or larger than MAX_FRAME.
+    """
+    size = len(frame)
+    if size == 0 or size > MAX_FRAME:
+        raise LocalProtocolError(ErrorCode.FRAME_TOO_LARGE, f"cannot send a frame of {size} bytes")
+    if size <= MAX_CHUNK:
+        return [frame]
+    return [frame[i : i + MAX_CHUNK] for i in range(0, size, MAX_CHUNK)]
+
+
+def is_whole_frame(chunk: bytes) -> bool:
+    """Whether ``chunk`` is one complete frame by its header (not a fragment of one)."""
+    if len(chunk) < HEADER_SIZE or chunk[:2] != MAGIC:
+        return False
+    return HEADER_SIZE + int(HEADER.unpack_from(chunk, 0)[3]) == len(chunk)
+
+
+class _Segment:
+    """One numbered segment on the sending side."""
+
+    __slots__ = ("acked", "first_sent", "frame", "sends", "sent_at", "seq")
+
+    def __init__(self, seq: int, frame: bytes) -> None:
+        self.seq = seq
+        self.frame = frame  # the encoded Data frame, sent as is each time
+        self.sent_at = 0.0  # last transmission
+        self.first_sent = 0.0
+        self.sends = 0
+        self.acked = False
+
+
+class _Reassembly:
+    """Unreliable mode: the fragments of one frame that have arrived, by seq."""
+
+    __slots__ = ("chunks", "size", "started")
+
+    def __init__(self, now: float) -> None:
+        self.chunks: dict[int, bytes] = {}
+        self.size = 0
+        self.started = now
+
+
+class Channel:
+    """One peer's reliable (or numbered, unreliable) delivery; see the module docstring.
+
+    Args:
+        now: the current time, which starts the liveness timers.
+        prefix: bytes that open every datagram (the encoded ``Session`` frame);
+            empty while no session exists.
+        reliable: False for the unreliable mode.
+        window: segments in flight at most.
+        max_backlog: bytes of segments waiting for the window at most.
+        keepalive_after: send a keepalive after this long without sending.
+        dead_after: a peer silent (or not acknowledging) this long is dead.
+    """
+
+    def __init__(
+        self,
+        now: float,
+        *,
+        prefix: bytes = b"",
+        reliable: bool = True,
+        window: int = SEND_WINDOW,
+        max_backlog: int = MAX_BACKLOG,
+        keepalive_after: float = KEEPALIVE_AFTER,
+        dead_after: float = DEAD_AFTER,
+    ) -> None:
+        if len(prefix) > MAX_DATAGRAM - MAX_CHUNK - DATA_OVERHEAD:
+            raise ValueError("the prefix leaves no room for a full segment")
+        if not 1 <= window <= SEND_WINDOW:
+            raise ValueError(f"the window holds 1 to {SEND_WINDOW} segments")
+        self.prefix = prefix
+        self.reliable = reliable
+        self.window = window
+        self.max_backlog = max_backlog
+        self.keepalive_after = keepalive_after
+        self.dead_after = dead_after
+
+        # Sending.
+        self._next_seq = 0
+        self._backlog: deque[_Segment] = deque()  # numbered, never sent yet
+        self._backlog_bytes = 0
+        self._flight: deque[_Segment] = deque()  # sent, in seq order; acked ones linger until the head passes
+        self._unacked: dict[int, _Segment] = {}  # sent and not acknowledged
+        self._lost: dict[int, _Segment] = {}  # to retransmit at the next call to datagrams()
+        self._last_sent = now  # last Data segment sent
+        self._rto_deadline: float | None = None
+        self._srtt: float | None = None
+        self._rttvar = 0.0
+        self._base_rto = INITIAL_RTO
+        self._backoff = 1
+        self._largest_acked = -1
+        self._largest_acked_sent_at = 0.0
+
+        # Receiving.
+        self._recv_next = 0  # reliable: lowest seq not yet received; unreliable: highest seen + 1
+        self._buffered: dict[int, tuple[int, bytes]] = {}  # reliable: out of order, seq -> (remaining, chunk)
+        self._ack_due = False
+        self._parts: list[bytes] | None = None  # reliable: fragments of the frame being joined
+        self._parts_left = 0
+        self._parts_size = 0
+        self._skipping = False  # reliable: dropping the rest of a malformed fragment chain
+        self._seen: set[int] = set()  # unreliable: seqs that arrived, within RECV_WINDOW of the highest
+        self._received = 0  # unreliable: distinct seqs that arrived
+        self._reassembly: dict[int, _Reassembly] = {}  # unreliable: by the seq of the last fragment
+        self.last_heard = now
+
+        #: Counters, for logs and benchmarks.
+        self.retransmits = 0
+        self.duplicates = 0
+        self.malformed = 0
+
+    # --- sending -----------------------------------------------------------------
+
+    def send(self, frame: bytes) -> bool:
+        """Queue one encoded frame for delivery; False (and nothing queued) if the
+        backlog cannot take it.
+
+        Raises:
+            LocalProtocolError: the frame is empty or larger than MAX_FRAME.
+        """
+        chunks = split_frame(frame)
+        cost = len(frame) + DATA_OVERHEAD * len(chunks)
+        if self._backlog_bytes + cost > self.max_backlog and self._backlog:
+            return False
+        seq = self._next_seq
+        remaining = len(chunks) - 1
+        append = self._backlog.append
+        for chunk in chunks:
+            append(_Segment(seq, encode_data(seq, remaining, chunk)))
+            seq += 1
+            remaining -= 1
+        self._next_seq = seq
+        self._backlog_bytes += cost
+        return True
+
+    @property
+    def backlog_bytes(self) -> int:
+        """Bytes of segments queued and never sent."""
+        return self._backlog_bytes
+
+    @property
+    def in_flight(self) -> int:
+        """Segments sent and not acknowledged (always 0 in unreliable mode)."""
+        return len(self._unacked)
+
+    @property
+    def flushed(self) -> bool:
+        """Everything queued has been sent and, in reliable mode, acknowledged."""
+        return not self._backlog and not self._unacked
+
+    @property
+    def wants_to_send(self) -> bool:
+        """An ack is due or segments wait that the window admits: call ``datagrams``."""
+        if self._ack_due or self._lost:
+            return True
+        if not self._backlog:
+            return False
+        return not self.reliable or self._backlog[0].seq < self._window_end()
+
+    @property
+    def rto(self) -> float:
+        """The current retransmission timeout, backoff included."""
+        return min(MAX_RTO, self._base_rto * self._backoff)
+
+    @property
+    def srtt(self) -> float | None:
+        """The smoothed round-trip time, once one was measured."""
+        return self._srtt
+
+    @property
+    def sent(self) -> int:
+        """Sequence numbers used so far."""
+        return self._next_seq
+
+    def _window_end(self) -> int:
+        flight = self._flight
+        while flight and flight[0].acked:
+            flight.popleft()
+        base = flight[0].seq if flight else (self._backlog[0].seq if self._backlog else self._next_seq)
+        return base + self.window
+
+    def next_deadline(self) -> float:
+        """When ``datagrams`` or ``is_dead`` will next have something to do, at the latest."""
+        deadline = min(self._last_sent + self.keepalive_after, self.last_heard + self.dead_after)
+        if self._rto_deadline is not None:
+            deadline = min(deadline, self._rto_deadline)
+        if self._reassembly:
+            deadline = min(deadline, min(r.started for r in self._reassembly.values()) + REASSEMBLY_TIMEOUT)
+        return deadline
+
+    def datagrams(self, now: float) -> list[bytes]:
+        """Every datagram to send now: the due ack, retransmissions, new segments
+        the window admits and a keepalive if one is due, packed in as few
+        datagrams of at most MAX_DATAGRAM bytes as they fit."""
+        frames: list[bytes] = []
+        if self._ack_due:
+            frames.append(self._ack_frame())
+            self._ack_due = False
+        if self.reliable:
+            if self._rto_deadline is not None and now >= self._rto_deadline:
+                self._on_timeout(now)
+            sent_data = self._retransmit(now, frames)
+            sent_data = self._send_new(now, frames) or sent_data
+        else:
+            sent_data = bool(self._backlog)
+            frames.extend(seg.frame for seg in self._backlog)
+            self._backlog.clear()
+            self._backlog_bytes = 0
+        if not sent_data and not self._unacked and now - self._last_sent >= self.keepalive_after:
+            self._keepalive(now, frames)
+            sent_data = True
+        if sent_data:
+            self._last_sent = now
+            if self.reliable and self._rto_deadline is None:
+                self._rto_deadline = now + self.rto
+        if not frames:
+            return []
+        prefix = self.prefix
+        return [prefix + d for d in pack_datagrams(frames, MAX_DATAGRAM - len(prefix))]
+
+    def _retransmit(self, now: float, frames: list[bytes]) -> bool:
+        if not self._lost:
+            return False
+        sent = False
+        for seg in self._lost.values():
+            if not seg.acked:
+                seg.sent_at = now
+                seg.sends += 1
+                frames.append(seg.frame)
+                self.retransmits += 1
+                sent = True
+        self._lost.clear()
+        return sent
+
+    def _send_new(self, now: float, frames: list[bytes]) -> bool:
+        backlog = self._backlog
+        if not backlog:
+            return False
+        end = self._window_end()
+        flight = self._flight
+        unacked = self._unacked
+        freed = 0
+        sent = False
+        while backlog and backlog[0].seq < end:
+            seg = backlog.popleft()
+            seg.sent_at = seg.first_sent = now
+            seg.sends = 1
+            flight.append(seg)
+            unacked[seg.seq] = seg
+            frames.append(seg.frame)
+            freed += len(seg.frame)
+            sent = True
+        self._backlog_bytes -= freed
+        return sent
+
+    def _keepalive(self, now: float, frames: list[bytes]) -> None:
+        seq = self._next_seq
+        self._next_seq += 1
+        seg = _Segment(seq, encode_data(seq, 0, b""))
+        if self.reliable:
+            seg.sent_at = seg.first_sent = now
+            seg.sends = 1
+            self._flight.append(seg)
+            self._unacked[seq] = seg
+        frames.append(seg.frame)
+
+    def _on_timeout(self, now: float) -> None:
+        """The retransmission timer fired: resend what has waited a whole RTO, back off."""
+        if not self._unacked:
+            self._rto_deadline = None
+            return
+        rto = self.rto
+        lost = self._lost
+        for seg in self._flight:
+            if len(lost) >= RETRANSMIT_BURST:
+                break
+            if not seg.acked and (seg.sent_at + rto <= now or not lost):
+                lost[seg.seq] = seg
+        self._backoff = min(self._backoff * 2, 64)
+        self._rto_deadline = now + self.rto
+
+    def _ack_frame(self) -> bytes:
+        if not self.reliable:
+            return encode(ev.Ack(self._recv_next, ()))
+        ranges: list[tuple[int, int]] = []
+        if self._buffered:
+            start = end = -1
+            for seq in sorted(self._buffered):
+                if seq == end:
+                    end += 1
+                    continue
+                if start >= 0:
+                    ranges.append((start, end))
+                    if len(ranges) == MAX_SACK_RANGES:
+                        break
+                start, end = seq, seq + 1
+            else:
+                ranges.append((start, end))
+        return encode(ev.Ack(self._recv_next, tuple(ranges)))
+
+    def _on_ack(self, ack: ev.Ack, now: float) -> None:
+        if not self.reliable:
+            return
+        unacked = self._unacked
+        if not unacked:
+            return
+        newest: _Segment | None = None  # highest seq newly acknowledged
+        sample: _Segment | None = None  # highest seq newly acknowledged that was sent once
+        flight = self._flight
+        limit = ack.next_expected
+        while flight and flight[0].seq < limit:
+            seg = flight.popleft()
+            if unacked.pop(seg.seq, None) is not None:
+                seg.acked = True
+                newest = seg
+                if seg.sends == 1:
+                    sample = seg
+        for seg in self._selectively_acked(ack.ranges):
+            if newest is None or seg.seq > newest.seq:
+                newest = seg
+            if seg.sends == 1 and (sample is None or seg.seq > sample.seq):
+                sample = seg
+        if newest is None:
+            return  # nothing new: a duplicate or stale ack
+        if sample is not None:
+            self._measured(now - sample.sent_at)
+        if newest.seq > self._largest_acked:
+            self._largest_acked = newest.seq
+            self._largest_acked_sent_at = newest.sent_at
+        self._rto_deadline = now + self.rto if unacked else None
+        self._detect_losses()
+
+    def _selectively_acked(self, ranges: tuple[tuple[int, int], ...]) -> list[_Segment]:
+        """Forget the unacknowledged segments in ``ranges``; return them."""
+        unacked = self._unacked
+        out = []
+        for start, end in ranges:
+            if end - start > len(unacked):
+                hits = [s for s in unacked if start <= s < end]
+            else:
+                hits = [s for s in range(start, end) if s in unacked]
+            for s in hits:
+                seg = unacked.pop(s)
+                seg.acked = True
+                out.append(seg)
+        return out
+
+    def _detect_losses(self) -> None:
+        threshold = self._largest_acked - REORDER_THRESHOLD
+        sent_before = self._largest_acked_sent_at
+        lost = self._lost
+        for seg in self._flight:
+            if seg.seq > threshold:
+                break
+            if not seg.acked and seg.sent_at <= sent_before:
+                lost[seg.seq] = seg
+
+    def _measured(self, rtt: float) -> None:
+        """RFC 6298, section 2."""
+        rtt = max(rtt, 0.0)
+        if self._srtt is None:
+            self._srtt = rtt
+            self._rttvar = rtt / 2
+        else:
+            self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - rtt)
+            self._srtt = 0.875 * self._srtt + 0.125 * rtt
+        self._base_rto = min(MAX_RTO, max(MIN_RTO, self._srtt + max(GRANULARITY, 4 * self._rttvar)))
+        self._backoff = 1
+
+    # --- receiving ---------------------------------------------------------------
+
+    def receive(self, frames: Sequence[ev.Event], now: float) -> list[bytes]:
+        """Take the frames of one datagram of this session (after its ``Session``
+        frame); return the whole frames now deliverable, in order.
+
+        Raises:
+            RemoteProtocolError: a frame is neither ``Data`` nor ``Ack``; the
+                datagram was ignored whole.
+        """
+        for frame in frames:
+            if type(frame) is not ev.Data and type(frame) is not ev.Ack:
+                raise RemoteProtocolError(
+                    ErrorCode.UNEXPECTED_FRAME, f"{type(frame).__name__} inside a session datagram"
+                )
+        self.last_heard = now
+        out: list[bytes] = []
+        for frame in frames:
+            if type(frame) is ev.Data:
+                if self.reliable:
+                    self._on_data(frame.seq, frame.remaining, frame.chunk, out)
+                else:
+                    self._on_datagram_data(frame.seq, frame.remaining, frame.chunk, now, out)
+            else:
+                assert isinstance(frame, ev.Ack)
+                self._on_ack(frame, now)
+        if self._reassembly:
+            self._expire(now)
+        return out
+
+    def _on_data(self, seq: int, remaining: int, chunk: bytes, out: list[bytes]) -> None:
+        self._ack_due = True
+        nxt = self._recv_next
+        if seq < nxt or seq in self._buffered:
+            self.duplicates += 1
+            return
+        if seq >= nxt + RECV_WINDOW:
+            return  # beyond the window: not acknowledged, so it comes again later
+        if seq != nxt:
+            self._buffered[seq] = (remaining, chunk)
+            return
+        self._take(remaining, chunk, out)
+        nxt += 1
+        buffered = self._buffered
+        while buffered:
+            item = buffered.pop(nxt, None)
+            if item is None:
+                break
+            self._take(item[0], item[1], out)
+            nxt += 1
+        self._recv_next = nxt
+
+    def _take(self, remaining: int, chunk: bytes, out: list[bytes]) -> None:
+        """The next segment in order: a whole frame, a keepalive or a fragment."""
+        if self._skipping:
+            self._skipping = remaining != 0
+            return
+        parts = self._parts
+        if parts is None:
+            if remaining == 0:
+                if chunk:
+                    out.append(chunk)
+                return
+            self._parts = [chunk]
+            self._parts_left = remaining
+            self._parts_size = len(chunk)
+            return
+        self._parts_size += len(chunk)
+        if remaining != self._parts_left - 1 or self._parts_size > MAX_FRAME:
+            # The chain is not what its first fragment announced: drop the frame.
+            self.malformed += 1
+            self._parts = None
+            self._skipping = remaining != 0
+            return
+        parts.append(chunk)
+        self._parts_left = remaining
+        if remaining == 0:
+            out.append(b"".join(parts))
+            self._parts = None
+
+    def _on_datagram_data(self, seq: int, remaining: int, chunk: bytes, now: float, out: list[bytes]) -> None:
+        """Unreliable mode: drop duplicates and what is too old to tell, deliver the rest."""
+        high = self._recv_next  # highest seq seen + 1
+        if seq < high - RECV_WINDOW or seq in self._seen:
+            self.duplicates += 1
+            return
+        self._seen.add(seq)
+        self._received += 1
+        if seq >= high:
+            self._recv_next = high = seq + 1
+            if len(self._seen) > 2 * RECV_WINDOW:
+                floor = high - RECV_WINDOW
+                self._seen = {s for s in self._seen if s >= floor}
+        if not chunk:
+            self._ack_due = True  # a keepalive: answer it so the peer knows we are here
+            return
+        if remaining == 0 and is_whole_frame(chunk):
+            out.append(chunk)
+            return
+        last = seq + remaining
+        group = self._reassembly.get(last)
+        if group is None:
+            if len(self._reassembly) >= MAX_REASSEMBLIES:
+                oldest = min(self._reassembly, key=lambda k: self._reassembly[k].started)
+                del self._reassembly[oldest]
+                self.malformed += 1
+            group = self._reassembly[last] = _Reassembly(now)
+        group.chunks[seq] = chunk
+        group.size += len(chunk)
+        if group.size > MAX_FRAME:
+            del self._reassembly[last]
+            self.malformed += 1
+            return
+        first = min(group.chunks)
+        head = group.chunks[first]
+        if (
+            len(group.chunks) == last - first + 1
+            and len(head) >= HEADER_SIZE
+            and head[:2] == MAGIC
+            and HEADER_SIZE + int(HEADER.unpack_from(head, 0)[3]) == group.size
+        ):
+            del self._reassembly[last]
+            out.append(b"".join(group.chunks[s] for s in range(first, last + 1)))
+
+    def _expire(self, now: float) -> None:
+        for last in [k for k, r in self._reassembly.items() if now - r.started >= REASSEMBLY_TIMEOUT]:
+            del self._reassembly[last]
+            self.malformed += 1
+
+    @property
+    def lost(self) -> int:
+        """Unreliable mode: sequence numbers below the highest seen that never arrived."""
+        return 0 if self.reliable else self._recv_next - self._received
+
+    @property
+    def reassembling(self) -> int:
+        """Bytes held for frames not yet complete (bounded)."""
+        size = sum(len(c) for _, c in self._buffered.values())
+        size += self._parts_size if self._parts is not None else 0
+        return size + sum(r.size for r in self._reassembly.values())
+
+    # --- liveness ----------------------------------------------------------------
+
+    def is_dead(self, now: float) -> bool:
+        """The peer has been silent, or left a segment unacknowledged, for ``dead_after``."""
+        if now - self.last_heard >= self.dead_after:
+            return True
+        if self._unacked:
+            flight = self._flight
+            while flight and flight[0].acked:
+                flight.popleft()
+            if flight and now - flight[0].first_sent >= self.dead_after:
+                return True
+        return False

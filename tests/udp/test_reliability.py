@@ -1,0 +1,276 @@
+"""The sans-IO reliability layer over an in-memory lossy link with a fake clock."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from common import events as ev
+from common.framing import decode_datagram, encode
+from common.limits import MAX_DATAGRAM, MAX_FRAME
+from common.reliability import (
+    MAX_CHUNK,
+    MAX_RTO,
+    MIN_RTO,
+    RECV_WINDOW,
+    SEND_WINDOW,
+    Channel,
+    encode_data,
+    is_whole_frame,
+    split_frame,
+)
+from tests.udp.simlink import LinkConfig, SimLink, all_within_datagram_limit, session_prefix
+from tests.udp.strategies import frame_lists, impairments, loss_rates, message_frames, seeds
+
+_SIM = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@given(st.integers(0, 2**64 - 1), st.integers(0, 255), st.binary(max_size=MAX_CHUNK))
+def test_fast_data_encoder_gives_the_framing_bytes(seq: int, remaining: int, chunk: bytes) -> None:
+    assert encode_data(seq, remaining, chunk) == encode(ev.Data(seq, remaining, chunk))
+
+
+@given(st.binary(min_size=1, max_size=MAX_FRAME))
+def test_split_frame_joins_back_and_fits_a_datagram(frame: bytes) -> None:
+    chunks = split_frame(frame)
+    assert b"".join(chunks) == frame
+    assert all(len(c) <= MAX_CHUNK for c in chunks)
+    assert len(session_prefix(1) + encode_data(0, 0, chunks[0])) <= MAX_DATAGRAM
+
+
+def test_is_whole_frame_tells_a_frame_from_a_fragment() -> None:
+    frame = encode(ev.Message("bob", "y" * 3000))
+    assert is_whole_frame(frame)
+    assert not any(is_whole_frame(c) for c in split_frame(frame))
+
+
+@_SIM
+@given(
+    seed=seeds,
+    loss_ab=loss_rates,
+    loss_ba=loss_rates,
+    dup=impairments,
+    reorder=impairments,
+    frames_a=frame_lists(),
+    frames_b=frame_lists(max_size=20),
+)
+def test_every_frame_arrives_once_and_in_order_over_a_lossy_link(
+    *,
+    seed: int,
+    loss_ab: float,
+    loss_ba: float,
+    dup: float,
+    reorder: float,
+    frames_a: list[bytes],
+    frames_b: list[bytes],
+) -> None:
+    link = SimLink(
+        seed,
+        a_to_b=LinkConfig(loss=loss_ab, duplicate=dup, reorder=reorder),
+        b_to_a=LinkConfig(loss=loss_ba, duplicate=dup, reorder=reorder),
+    )
+    link.schedule(link.a, frames_a, spacing=0.001)
+    link.schedule(link.b, frames_b, spacing=0.003)
+    link.run_until_done(limit=120.0)
+    assert link.done()
+    assert link.b.delivered == frames_a
+    assert link.a.delivered == frames_b
+    assert all_within_datagram_limit(link)
+    assert not link.a.channel.is_dead(link.now)
+    assert not link.b.channel.is_dead(link.now)
+
+
+@pytest.mark.parametrize("loss", [0.0, 0.1, 0.2, 0.3])
+def test_a_burst_of_thousands_arrives_whole_at_each_loss_rate(loss: float) -> None:
+    frames = message_frames(3000)
+    impaired = LinkConfig(loss=loss, duplicate=0.05, reorder=0.1)
+    link = SimLink(7, a_to_b=impaired, b_to_a=impaired)
+    link.schedule(link.a, frames)
+    link.run_until_done(limit=120.0)
+    assert link.b.delivered == frames
+    assert link.b.channel.duplicates >= 0
+    assert link.a.channel.in_flight == 0
+
+
+def test_a_clean_link_packs_frames_and_never_retransmits() -> None:
+    frames = message_frames(500)
+    link = SimLink(1)
+    link.schedule(link.a, frames)
+    link.run_until_done(limit=10.0)
+    assert link.b.delivered == frames
+    assert link.a.channel.retransmits == 0
+    # ~100-byte segments, about eleven to a datagram.
+    assert link.a.datagrams_out < len(frames) / 8
+    assert all_within_datagram_limit(link)
+    srtt = link.a.channel.srtt
+    assert srtt is not None and srtt == pytest.approx(0.01, rel=0.5)
+
+
+def test_window_bounds_what_is_in_flight_when_nothing_comes_back() -> None:
+    link = SimLink(3, a_to_b=LinkConfig(loss=1.0), b_to_a=LinkConfig(loss=1.0))
+    link.schedule(link.a, message_frames(3 * SEND_WINDOW))
+    for _ in range(200):
+        link.step()
+        assert link.a.channel.in_flight <= SEND_WINDOW
+    assert link.a.channel.in_flight == SEND_WINDOW
+
+
+def test_backlog_refuses_past_its_bound() -> None:
+    channel = Channel(0.0, max_backlog=10_000)
+    frame = message_frames(1, size=900)[0]
+    accepted = 0
+    while channel.send(frame):
+        accepted += 1
+    assert 0 < accepted <= 10_000 // len(frame)
+    assert channel.backlog_bytes <= 10_000
+
+
+@pytest.mark.parametrize("dead_after", [1.0, 15.0])
+def test_death_is_declared_within_the_timeout_at_total_loss(dead_after: float) -> None:
+    link = SimLink(
+        5, a_to_b=LinkConfig(loss=1.0), b_to_a=LinkConfig(loss=1.0), dead_after=dead_after, keepalive_after=0.3
+    )
+    link.schedule(link.a, message_frames(5))
+    declared = None
+    while link.now < 3 * dead_after:
+        link.step()
+        if link.a.channel.is_dead(link.now):
+            declared = link.now
+            break
+    assert declared is not None
+    assert dead_after <= declared <= dead_after + 0.01
+    # Retransmission backed off but stayed bounded.
+    assert MIN_RTO <= link.a.channel.rto <= MAX_RTO
+
+
+def test_an_idle_peer_that_answers_keepalives_is_never_dead() -> None:
+    impaired = LinkConfig(loss=0.3)
+    # dead_after is several MAX_RTOs, as the transports set it, so a keepalive
+    # has many tries before its peer is given up.
+    link = SimLink(11, a_to_b=impaired, b_to_a=impaired, dead_after=10.0, keepalive_after=2.5)
+    for _ in range(60):
+        link.run_for(1.0)
+        assert not link.a.channel.is_dead(link.now)
+        assert not link.b.channel.is_dead(link.now)
+
+
+def test_rto_backs_off_to_its_bound_and_a_fresh_sample_resets_it() -> None:
+    a = Channel(0.0)
+    b = Channel(0.0)
+    a.send(message_frames(1)[0])
+    now = 0.0
+    first = a.datagrams(now)
+    rtos = []
+    for _ in range(12):
+        now += a.rto
+        resent = a.datagrams(now)
+        assert resent, "the timer should have fired"
+        rtos.append(a.rto)
+    assert rtos == sorted(rtos)
+    assert rtos[-1] == MAX_RTO
+    assert a.retransmits == 12
+    # Karn: the ack of a retransmitted segment gives no round-trip sample.
+    b.receive(decode_datagram(first[0]), now)
+    a.receive(decode_datagram(b.datagrams(now + 0.001)[0]), now + 0.001)
+    assert a.srtt is None
+    assert a.flushed
+    # A segment sent once, then acknowledged, does give one and resets the backoff.
+    a.send(message_frames(1)[0])
+    sent = a.datagrams(now + 1.0)
+    b.receive(decode_datagram(sent[0]), now + 1.0)
+    a.receive(decode_datagram(b.datagrams(now + 1.05)[0]), now + 1.05)
+    assert a.srtt == pytest.approx(0.05)
+    assert a.rto < MAX_RTO
+
+
+def test_segments_beyond_the_receive_window_are_not_buffered() -> None:
+    receiver = Channel(0.0)
+    flood = [ev.Data(seq, 0, b"z" * 1000) for seq in range(1, RECV_WINDOW + 500)]
+    delivered = receiver.receive(flood, 1.0)
+    assert delivered == []
+    assert receiver.reassembling <= (RECV_WINDOW - 1) * 1000
+    # The missing first segment releases exactly the buffered ones, in order.
+    delivered = receiver.receive([ev.Data(0, 0, b"a")], 1.0)
+    assert delivered == [b"a"] + [b"z" * 1000] * (RECV_WINDOW - 1)
+    assert receiver.reassembling == 0
+
+
+def test_a_malformed_fragment_chain_loses_only_its_frame() -> None:
+    receiver = Channel(0.0)
+    frames = [
+        ev.Data(0, 2, b"first of three"),
+        ev.Data(1, 0, b"claims to be last"),  # the chain announced one more
+        ev.Data(2, 0, b"whole"),
+    ]
+    assert receiver.receive(frames, 0.0) == [b"whole"]
+    assert receiver.malformed == 1
+
+
+def test_duplicates_are_acknowledged_and_dropped() -> None:
+    receiver = Channel(0.0, prefix=session_prefix(9))
+    data = ev.Data(0, 0, b"once")
+    assert receiver.receive([data], 0.0) == [b"once"]
+    assert receiver.receive([data, data], 0.1) == []
+    assert receiver.duplicates == 2
+    ack = decode_datagram(receiver.datagrams(0.1)[0])[1]
+    assert ack == ev.Ack(1, ())
+
+
+def test_a_datagram_with_a_foreign_frame_changes_nothing() -> None:
+    receiver = Channel(0.0)
+    with pytest.raises(Exception, match="inside a session datagram"):
+        receiver.receive([ev.Data(0, 0, b"x"), ev.Hello(b"", b"")], 5.0)
+    assert receiver.last_heard == 0.0
+    assert receiver.receive([ev.Data(0, 0, b"x")], 5.0) == [b"x"]
+
+
+# --- unreliable mode ------------------------------------------------------------
+
+
+def test_unreliable_mode_never_retransmits_and_counts_losses() -> None:
+    frames = message_frames(2000)
+    link = SimLink(21, a_to_b=LinkConfig(loss=0.2, duplicate=0.05, reorder=0.1), reliable=False)
+    link.schedule(link.a, frames)
+    link.run_for(2.0)
+    delivered = link.b.delivered
+    assert link.a.channel.retransmits == 0
+    assert len(set(delivered)) == len(delivered), "a duplicate was delivered"
+    assert set(delivered) <= set(frames)
+    assert 0 < len(delivered) < len(frames)
+    # The datagrams carried ~11 messages each; every message missing was counted lost.
+    assert link.b.channel.lost == len(frames) - len(delivered)
+
+
+def test_unreliable_mode_reassembles_a_fragmented_frame_arriving_out_of_order() -> None:
+    big = encode(ev.Message("alice", "w" * 4000))
+    sender = Channel(0.0, reliable=False)
+    receiver = Channel(0.0, reliable=False)
+    sender.send(big)
+    datagrams = sender.datagrams(0.0)
+    assert len(datagrams) == 4
+    random.Random(3).shuffle(datagrams)
+    out: list[bytes] = []
+    for d in datagrams:
+        out += receiver.receive(decode_datagram(d), 0.0)
+    assert out == [big]
+    assert receiver.reassembling == 0
+
+
+def test_unreliable_reassembly_is_bounded_and_expires() -> None:
+    receiver = Channel(0.0, reliable=False)
+    # First fragments of many frames whose other fragments never come.
+    for i in range(50):
+        receiver.receive([ev.Data(i * 10, 3, b"p" * MAX_CHUNK)], 0.0)
+    assert receiver.reassembling <= 8 * MAX_CHUNK
+    receiver.receive([ev.Data(1000, 0, encode(ev.Joined("bob")))], 100.0)
+    assert receiver.reassembling == 0
+
+
+def test_unreliable_keepalives_are_answered_so_both_sides_stay_alive() -> None:
+    link = SimLink(4, reliable=False, dead_after=2.0, keepalive_after=0.5)
+    link.run_for(20.0)
+    assert not link.a.channel.is_dead(link.now)
+    assert not link.b.channel.is_dead(link.now)
