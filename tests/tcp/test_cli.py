@@ -1,0 +1,96 @@
+"""The server as a program: its command line, its listening line, and signals."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from common import events as ev
+from common.errors import ErrorCode
+
+from .conftest import WAIT, FramedClient, LineClient
+
+
+def start_server(*args: str) -> tuple[subprocess.Popen[str], tuple[str, int]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-bb", "-m", "tcpchat.server", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # bounded: the process ends or prints it
+    match = re.search(r"listening on (\S+):(\d+)", line)
+    if match is None:
+        proc.kill()
+        _, err = proc.communicate(timeout=WAIT)
+        pytest.fail(f"no listening line: {line!r} {err!r}")
+    return proc, (match.group(1), int(match.group(2)))
+
+
+@pytest.fixture
+def server_process() -> Iterator[tuple[subprocess.Popen[str], tuple[str, int]]]:
+    proc, address = start_server("--log-level", "DEBUG")
+    yield proc, address
+    if proc.poll() is None:
+        proc.kill()
+    proc.communicate(timeout=WAIT)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_with_clients_connected(
+    server_process: tuple[subprocess.Popen[str], tuple[str, int]], signum: signal.Signals
+) -> None:
+    proc, address = server_process
+    framed = FramedClient(address)
+    nc = LineClient(address)
+    try:
+        framed.register("alice")
+        nc.send(b"bob\n")
+        assert nc.line().startswith("*** welcome, bob")
+        framed.expect(ev.Joined)
+        proc.send_signal(signum)
+        assert framed.until_closed()[-2:] == [
+            ev.Error(ErrorCode.SHUTTING_DOWN, "the server is shutting down"),
+            ev.Goodbye("the server is shutting down"),
+        ]
+        assert nc.line().startswith("* error (shutting-down)")
+        assert nc.line() == "*** disconnected: the server is shutting down"
+        assert nc.line() == ""
+        assert proc.wait(WAIT) == 0
+    finally:
+        framed.close()
+        nc.close()
+    _, err = proc.communicate(timeout=WAIT)
+    assert "Traceback" not in err
+    assert "registered as alice" in err
+    assert "shut down" in err
+
+
+def test_help_names_every_flag() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tcpchat.server", "--help"], capture_output=True, text=True, timeout=WAIT, check=False
+    )
+    assert done.returncode == 0
+    for flag in ("--host", "--port", "--max-clients", "--rate-limit", "--idle-timeout", "--log-level"):
+        assert flag in done.stdout
+    assert "7878" in done.stdout
+
+
+def test_port_in_use_is_one_clear_line(server_process: tuple[subprocess.Popen[str], tuple[str, int]]) -> None:
+    _, (host, port) = server_process
+    done = subprocess.run(
+        [sys.executable, "-m", "tcpchat.server", "--host", host, "--port", str(port)],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert done.stderr.count("\n") == 1
+    assert "cannot listen" in done.stderr
