@@ -1,0 +1,212 @@
+"""What each receiver got: the hot-path tally and the exact offline ledger.
+
+Strategy: the load generator's per-message work is the figure's ceiling, so it
+is split in two. While the run is measured, a receiver only timestamps each
+read, keeps the bytes, and moves a ``Progress`` that knows the latest sequence
+number seen per sender (enough for flow control and for knowing when a run is
+complete), in C where the bytes allow (``payload`` explains the fast path).
+After the run, a ``Ledger`` walks the kept bytes once more and does the exact
+accounting: unique deliveries, duplicates, out-of-order deliveries, garbled
+frames and one latency per delivery. Both walk frames by their header only;
+a message's fields are read from the fixed place of its text.
+
+Both are pure: they take bytes and times, never a socket or a clock.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Mapping
+from typing import Final
+
+from bench.payload import FIELDS, KEYS, MESSAGE_PREFIX, MESSAGE_SIZE, TEXT_SIZE, parse_text
+from common.framing import HEADER, HEADER_SIZE, MAGIC, FrameType
+
+_MESSAGE: Final = int(FrameType.MESSAGE)
+#: A Message frame's text length field when the text is a benchmark text.
+_TEXT_LENGTH: Final = TEXT_SIZE.to_bytes(2, "big")
+#: Each byte of MESSAGE_PREFIX with its offset, as ``_uniform`` checks them.
+_PREFIX_COLUMNS: Final = tuple((i, MESSAGE_PREFIX[i : i + 1]) for i in range(len(MESSAGE_PREFIX)))
+
+
+class StreamCorrupt(Exception):
+    """The bytes from the server are not a stream of twinchat frames."""
+
+
+def _uniform(buf: bytes | bytearray) -> int:
+    """Length of the leading run of ``buf`` made only of benchmark messages.
+
+    The run counts only if it is the whole of ``buf`` rounded down to frames;
+    anything else (a notice, a ping, another nick length) returns 0 and the
+    caller walks frame by frame.
+
+    Strategy: ``buf`` starts at a frame boundary. If every MESSAGE_SIZE-th
+    byte run starts with MESSAGE_PREFIX (header and nick length), the first
+    frame is a benchmark message, so the second starts where the prefix says,
+    and so on: the prefixes tile the buffer. Each byte of the prefix is
+    checked for every frame at once with a strided slice, in C.
+    """
+    size = len(buf)
+    count = size // MESSAGE_SIZE
+    if not count:
+        return 0
+    whole = count * MESSAGE_SIZE
+    for offset, expected in _PREFIX_COLUMNS:
+        if buf[offset:whole:MESSAGE_SIZE] != expected * count:
+            return 0
+    return whole
+
+
+def _walk(buf: bytes | bytearray, start: int) -> tuple[list[tuple[int, int, int]], int]:
+    """Frames of ``buf`` from ``start``: ``(type, start, end)`` each, and where the rest begins.
+
+    Raises:
+        StreamCorrupt: a header does not begin with the magic.
+    """
+    frames = []
+    pos = start
+    size = len(buf)
+    unpack = HEADER.unpack_from
+    while pos + HEADER_SIZE <= size:
+        magic, _, ftype, length = unpack(buf, pos)
+        if magic != MAGIC:
+            raise StreamCorrupt(f"no frame header at offset {pos}")
+        end = pos + HEADER_SIZE + length
+        if end > size:
+            break
+        frames.append((ftype, pos, end))
+        pos = end
+    return frames, pos
+
+
+def _is_bench_message(buf: bytes | bytearray, ftype: int, start: int, end: int) -> bool:
+    return ftype == _MESSAGE and end - start >= HEADER_SIZE + 2 + TEXT_SIZE and buf[end - 66 : end - 64] == _TEXT_LENGTH
+
+
+class Progress:
+    """The hot-path tally of one receiver: latest sequence number per sender.
+
+    ``latest`` maps a sender's 4-digit key to the 8 digits of the last sequence
+    number seen from it (the text's own bytes; equal width, so bytes compare
+    as numbers). On an in-order transport the latest is also the highest.
+    """
+
+    __slots__ = ("_rest", "latest", "messages")
+
+    def __init__(self) -> None:
+        self._rest = b""
+        self.latest: dict[bytes, bytes] = {}
+        #: Benchmark messages seen (duplicates included).
+        self.messages = 0
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        """Take bytes from the stream; return every frame that is not a benchmark
+        message, as ``(type, frame)``, for the caller to act on (pings, notices).
+
+        Raises:
+            StreamCorrupt: the stream is not twinchat frames.
+        """
+        buf = self._rest + data if self._rest else data
+        whole = _uniform(buf)
+        if whole:
+            self.latest.update(KEYS.iter_unpack(memoryview(buf)[:whole]))
+            self.messages += whole // MESSAGE_SIZE
+            self._rest = buf[whole:]
+            return []
+        frames, rest = _walk(buf, 0)
+        others = []
+        latest = self.latest
+        for ftype, start, end in frames:
+            if _is_bench_message(buf, ftype, start, end):
+                latest[bytes(buf[end - 64 : end - 60])] = bytes(buf[end - 59 : end - 51])
+                self.messages += 1
+            else:
+                others.append((ftype, bytes(buf[start:end])))
+        self._rest = buf[rest:]
+        return others
+
+
+class Ledger:
+    """The exact accounting of one receiver, done after the run.
+
+    Args:
+        expected: how many messages each sender sent that this receiver should
+            get, numbered from 1 (senders absent here are counted as garbled).
+    """
+
+    def __init__(self, expected: Mapping[int, int]) -> None:
+        self._seen = {sender: bytearray(count + 1) for sender, count in expected.items()}
+        self._top = dict.fromkeys(expected, 0)
+        self.expected = sum(expected.values())
+        self.unique = 0
+        self.duplicates = 0
+        self.out_of_order = 0
+        #: Messages whose text names no expected sender or sequence number.
+        self.garbled = 0
+        #: Frames that were not benchmark messages (notices, pings).
+        self.other_frames = 0
+        #: Receive time minus send time of each unique delivery, in ns.
+        self.latencies: array[int] = array("q")
+        self.first_at: int | None = None
+        self.last_at: int | None = None
+        self._rest = b""
+
+    def feed(self, received_at: int, data: bytes) -> None:
+        """Account for bytes that arrived at ``received_at`` (ns); a frame
+        counts when its last byte arrives.
+
+        Raises:
+            StreamCorrupt: the stream is not twinchat frames.
+        """
+        buf = self._rest + data if self._rest else data
+        whole = _uniform(buf)
+        if whole:
+            for sender, colon1, seq, colon2, sent_at, colon3 in FIELDS.iter_unpack(memoryview(buf)[:whole]):
+                if colon1 == colon2 == colon3 == b":":
+                    self._one(received_at, sender, seq, sent_at)
+                else:
+                    self.garbled += 1
+            self._rest = buf[whole:]
+            return
+        frames, rest = _walk(buf, 0)
+        for ftype, start, end in frames:
+            if not _is_bench_message(buf, ftype, start, end):
+                self.other_frames += 1
+                continue
+            fields = parse_text(buf[end - TEXT_SIZE : end])
+            if fields is None:
+                self.garbled += 1
+                continue
+            sender, seq, sent_at = fields
+            self._record(received_at, sender, seq, sent_at)
+        self._rest = buf[rest:]
+
+    @property
+    def leftover(self) -> int:
+        """Bytes of an incomplete frame at the end of the stream."""
+        return len(self._rest)
+
+    def _one(self, received_at: int, sender: bytes, seq: bytes, sent_at: bytes) -> None:
+        try:
+            self._record(received_at, int(sender), int(seq), int(sent_at))
+        except ValueError:
+            self.garbled += 1
+
+    def _record(self, received_at: int, sender: int, seq: int, sent_at: int) -> None:
+        seen = self._seen.get(sender)
+        if seen is None or not 1 <= seq < len(seen):
+            self.garbled += 1
+            return
+        if seen[seq]:
+            self.duplicates += 1
+            return
+        seen[seq] = 1
+        self.unique += 1
+        if seq < self._top[sender]:
+            self.out_of_order += 1
+        else:
+            self._top[sender] = seq
+        self.latencies.append(received_at - sent_at)
+        if self.first_at is None:
+            self.first_at = received_at
+        self.last_at = received_at

@@ -1,0 +1,189 @@
+"""``python -m bench``: run the matrix, print the table, write the JSON and the PNG."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from bench import scenarios as sc
+from bench.load import LoadError
+from bench.results import RunResult, format_table, medians, to_json
+from bench.runner import Placement, run_once
+from bench.servers import StartError
+
+_DEFAULT_OUT = Path("bench-results")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Measure the TCP and UDP chat servers on the same work: throughput, latency, "
+        "fan-out, a slow consumer and (TCP) memory with 1000 clients. Prints a table, writes a JSON "
+        "file and, with matplotlib installed (the 'plot' extra), a PNG.",
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="small sizes: a smoke run of the whole matrix in under a minute"
+    )
+    p.add_argument("--runs", type=int, default=1, help="runs of each scenario; the table shows medians (default: 1)")
+    p.add_argument(
+        "--scenarios",
+        help=f"comma-separated subset of: {', '.join(s.name for s in sc.FULL)} (default: all)",
+    )
+    p.add_argument(
+        "--transports",
+        help=f"comma-separated subset of: {', '.join(sc.TRANSPORTS)} (default: all)",
+    )
+    p.add_argument("--seed", type=int, default=1, help="seed of the lossy proxy (default: %(default)s)")
+    p.add_argument("--no-pin", action="store_true", help="do not pin the server and the load to separate CPUs")
+    p.add_argument("--json", type=Path, help="result file (default: bench-results/bench-TIME.json)")
+    p.add_argument("--png", type=Path, help="picture (default: next to the JSON file; needs matplotlib)")
+    p.add_argument("--no-png", action="store_true", help="do not draw the picture")
+    return p
+
+
+def _machine() -> dict[str, Any]:
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent.parent,
+            check=False,
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        commit = ""
+    return {
+        "cpu": model,
+        "cpus": len(os.sched_getaffinity(0)),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "commit": commit,
+    }
+
+
+def _slow_consumer_notes(results: list[RunResult]) -> list[RunResult]:
+    """Add to each slow-consumer record the healthy clients' rate as a share of the baseline's."""
+    base = {r.transport: r.rate for r in results if r.scenario == "slow-baseline"}
+    out = []
+    for r in results:
+        if r.scenario == "slow-consumer" and base.get(r.transport):
+            share = 100 * r.rate / base[r.transport]
+            out.append(replace(r, notes=(*r.notes, f"healthy clients got {share:.0f}% of the slow-baseline rate")))
+        else:
+            out.append(r)
+    return out
+
+
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _run_matrix(
+    *,
+    count: int,
+    chosen: Sequence[sc.Scenario],
+    transports: Sequence[sc.Transport],
+    placement: Placement,
+    seed: int,
+    log: Callable[[str], None],
+) -> tuple[list[RunResult], list[str]]:
+    """Every run of every scenario over every transport; the runs that could not start are listed, not fatal."""
+    runs: list[RunResult] = []
+    skipped: list[str] = []
+    for run in range(1, count + 1):
+        for scenario in chosen:
+            for transport in transports:
+                if scenario.only is not None and transport.name not in scenario.only:
+                    continue
+                label = f"{scenario.name}/{transport.name} run {run}"
+                log(f"{label}: starting")
+                try:
+                    result = run_once(scenario, transport, run, placement=placement, seed=seed, log=log)
+                except (StartError, LoadError, OSError, ImportError) as exc:
+                    skipped.append(f"{label}: {exc}")
+                    log(f"{label}: skipped: {exc}")
+                    continue
+                runs.append(result)
+                log(
+                    f"{label}: {result.rate:,.0f} msg/s, p99 {result.p99_ms} ms, "
+                    f"delivered {100 * result.delivery_ratio:.2f}%"
+                )
+    return runs, skipped
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        chosen = sc.select(args.scenarios.split(",") if args.scenarios else None, args.quick)
+        names = args.transports.split(",") if args.transports else list(sc.TRANSPORTS)
+        unknown = [n for n in names if n not in sc.TRANSPORTS]
+        if unknown:
+            raise ValueError(f"unknown transport {', '.join(unknown)} (known: {', '.join(sc.TRANSPORTS)})")
+    except ValueError as exc:
+        print(f"python -m bench: {exc}", file=sys.stderr)
+        return 2
+    transports = [sc.TRANSPORTS[n] for n in names]
+    placement = Placement.split(pin=not args.no_pin)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    json_path = args.json or _DEFAULT_OUT / f"bench-{stamp}.json"
+    png_path = args.png or json_path.with_suffix(".png")
+    log = _log
+
+    log(f"server CPUs {placement.server or 'any'}, load CPUs {placement.load or 'any'}")
+    began = time.monotonic()
+    runs, skipped = _run_matrix(
+        count=args.runs, chosen=chosen, transports=transports, placement=placement, seed=args.seed, log=log
+    )
+    summary = _slow_consumer_notes(medians(runs) if args.runs > 1 else runs)
+    heading = f"medians of {args.runs} runs" if args.runs > 1 else "one run"
+    print(f"twinchat benchmark ({'quick' if args.quick else 'full'}, {heading}, {time.monotonic() - began:.0f} s)")
+    print(format_table(summary))
+    if skipped:
+        print("\nskipped:")
+        for line in skipped:
+            print(f"- {line}")
+    meta = {
+        "command": shlex.join(["python", "-m", "bench", *(argv if argv is not None else sys.argv[1:])]),
+        "date": stamp,
+        "quick": args.quick,
+        "runs": args.runs,
+        "placement": {
+            "server": sorted(placement.server or []),
+            "load": sorted(placement.load or []),
+        },
+        "machine": _machine(),
+        "scenarios": {s.name: s.what for s in chosen},
+        "skipped": skipped,
+    }
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(to_json(runs, summary, meta))
+    print(f"\nresults: {json_path}")
+    if not args.no_png and summary:
+        from bench.plot import PlotUnavailable, draw  # noqa: PLC0415  (matplotlib only when drawing)
+
+        try:
+            draw(summary, png_path, title=meta["command"])
+            print(f"picture: {png_path}")
+        except PlotUnavailable as exc:
+            print(f"picture: not drawn ({exc})")
+    return 0 if runs else 1

@@ -1,0 +1,599 @@
+"""The load generator: many clients in one process, multiplexed with ``epoll``.
+
+Strategy: at these rates a Python load generator is easily the bottleneck, so
+its per-message work is kept to the minimum and done where it is cheapest:
+
+- sending: a frame is the ``Say`` prefix encoded once plus a 64-byte text made
+  by one ``bytes %`` (sender, sequence number, send time); a sender's whole
+  window goes out in one ``send``;
+- receiving: one ``recv`` of up to 256 KiB per ready socket, one timestamp per
+  read, the bytes kept as they are; ``Progress`` (in C for uniform buffers)
+  only learns the latest sequence number per sender, which is all the flow
+  control and the end-of-run check need. Everything else (latency per
+  message, duplicates, reordering) is done by ``accounting.Ledger`` after the
+  measured window, from the kept bytes.
+
+A run has three phases: ``connect`` (clients join in batches, each waits for
+its ``Welcome`` and every ``Joined`` after it, so no notice is in flight when
+the clock starts), ``drive`` (the measured window), and ``close``.
+
+A ``Peer`` is one client; the transport-specific parts (a TCP socket here, a
+UDP session in ``bench.udpload``) are its ``fileno``, ``on_readable``,
+``on_writable``, ``send`` and ``on_timer``. Everything above them is shared.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import heapq
+import select
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from bench import procstat
+from bench.accounting import Progress, StreamCorrupt
+from bench.payload import nick_of, say_frame, sender_key, seq_key
+from common import events as ev
+from common.framing import FrameType, encode
+
+_RECV_SIZE: Final = 256 * 1024
+_WELCOME: Final = int(FrameType.WELCOME)
+_JOINED: Final = int(FrameType.JOINED)
+_LEFT: Final = int(FrameType.LEFT)
+_PING: Final = int(FrameType.PING)
+_ERROR: Final = int(FrameType.ERROR)
+_GOODBYE: Final = int(FrameType.GOODBYE)
+
+#: Clients that connect before waiting for their welcomes (below the server's listen backlog).
+CONNECT_BATCH: Final = 64
+#: How often the server's thread count is sampled during the measured window.
+SAMPLE_EVERY_NS: Final = 100_000_000
+
+
+class LoadError(Exception):
+    """The load could not be set up (a client could not join)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What the load does in one run.
+
+    Exactly one of ``window`` (send as fast as flow control allows) and
+    ``rate`` (messages per second per sender, evenly spaced) is set.
+    """
+
+    clients: int
+    senders: tuple[int, ...]
+    messages: int
+    window: int | None = None
+    rate: float | None = None
+    #: Clients that join and then never read.
+    stuck: tuple[int, ...] = ()
+    #: Hard bound on the measured window, in seconds.
+    deadline_s: float = 60.0
+    #: After the last send, give up waiting for deliveries after this long without any.
+    quiet_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if (self.window is None) == (self.rate is None):
+            raise ValueError("a plan has either a window or a rate")
+        if not set(self.senders) | set(self.stuck) <= set(range(self.clients)):
+            raise ValueError("senders and stuck clients must be among the clients")
+        if set(self.senders) & set(self.stuck):
+            raise ValueError("a stuck client does not send")
+
+    @property
+    def receivers(self) -> tuple[int, ...]:
+        """The clients that read (everyone but the stuck)."""
+        stuck = set(self.stuck)
+        return tuple(i for i in range(self.clients) if i not in stuck)
+
+    def expected_from(self, receiver: int) -> dict[int, int]:
+        """Messages per sender that ``receiver`` should get (not its own)."""
+        return {s: self.messages for s in self.senders if s != receiver}
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What the drive phase measured, before the offline accounting."""
+
+    #: Per receiver index: ``(received_at_ns, bytes)`` of every read.
+    received: dict[int, list[tuple[int, bytes]]]
+    sent: int
+    started_at: int
+    ended_at: int
+    completed: bool
+    load_cpu_s: float
+    server_cpu_s: float
+    server_threads: int
+    notes: list[str] = field(default_factory=list)
+
+
+class Peer:
+    """One load client; subclasses own the socket (see the module docstring)."""
+
+    def __init__(self, index: int, *, reads: bool = True) -> None:
+        self.index = index
+        #: Called when sends start queueing (the loop then watches for writability).
+        self.on_backlog: Callable[[Peer], None] = _ignore
+        self.nick = nick_of(index)
+        self.reads = reads
+        self.alive = True
+        self.progress = Progress()
+        self.chunks: list[tuple[int, bytes]] = []
+        #: Set once the server's Welcome arrives: members online at our join.
+        self.online_at_join: int | None = None
+        self.joined_seen = 0
+        self.events: list[str] = []
+        self.recording = False
+
+    # --- the transport's part ----------------------------------------------
+
+    def fileno(self) -> int:
+        raise NotImplementedError
+
+    def send(self, data: bytes) -> None:
+        """Queue encoded frames for the server."""
+        raise NotImplementedError
+
+    def on_readable(self) -> None:
+        raise NotImplementedError
+
+    def on_writable(self) -> None:
+        raise NotImplementedError
+
+    def wants_write(self) -> bool:
+        return False
+
+    def on_timer(self, now: float) -> float | None:
+        """Run timers due at ``now`` (monotonic seconds); return the next deadline."""
+        return None
+
+    def idle(self) -> bool:
+        """Nothing of ours is waiting to be sent or acknowledged."""
+        return True
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    # --- shared ----------------------------------------------------------------
+
+    def deliver(self, received_at: int, data: bytes) -> None:
+        """Frames from the server arrived (a stream piece or whole frames)."""
+        if self.recording:
+            self.chunks.append((received_at, data))
+        try:
+            others = self.progress.feed(data)
+        except StreamCorrupt as exc:
+            self.events.append(f"{self.nick}: {exc}")
+            self.lost("corrupt stream")
+            return
+        for ftype, frame in others:
+            self._control(ftype, frame)
+
+    def _control(self, ftype: int, frame: bytes) -> None:
+        if ftype == _PING:
+            self.send(encode(ev.Pong(int.from_bytes(frame[-8:], "big"))))
+        elif ftype == _WELCOME:
+            self.online_at_join = int.from_bytes(frame[-8:], "big")
+        elif ftype == _JOINED:
+            self.joined_seen += 1
+        elif ftype in (_ERROR, _LEFT, _GOODBYE):
+            self.events.append(f"{self.nick} got {FrameType(ftype).name}: {frame[10:].decode('utf-8', 'replace')}")
+
+    def settled(self, clients: int) -> bool:
+        """Welcomed, and told of every client that joined after us."""
+        return self.online_at_join is not None and self.joined_seen >= clients - self.online_at_join
+
+    def lost(self, why: str) -> None:
+        """The connection is gone; stop reading it."""
+        if self.alive:
+            self.alive = False
+            self.events.append(f"{self.nick} lost: {why}")
+
+
+class TcpPeer(Peer):
+    """A load client over TCP: a non-blocking socket with Nagle off."""
+
+    def __init__(self, index: int, address: tuple[str, int], *, reads: bool = True) -> None:
+        super().__init__(index, reads=reads)
+        self.sock = socket.create_connection(address, timeout=5.0)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.setblocking(False)
+        self._out = bytearray()
+        self.send(encode(ev.Register(self.nick)))
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send(self, data: bytes) -> None:
+        if not self.alive:
+            return
+        if self._out:
+            self._out += data
+            return
+        try:
+            sent = self.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self.lost(f"send: {exc}")
+            return
+        if sent < len(data):
+            self._out += data[sent:]
+            self.on_backlog(self)
+
+    def wants_write(self) -> bool:
+        return bool(self._out)
+
+    def on_writable(self) -> None:
+        if not self._out or not self.alive:
+            return
+        try:
+            sent = self.sock.send(self._out)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self.lost(f"send: {exc}")
+            return
+        del self._out[:sent]
+
+    def on_readable(self) -> None:
+        try:
+            data = self.sock.recv(_RECV_SIZE)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self.lost(f"recv: {exc}")
+            return
+        if not data:
+            self.lost("closed by the server")
+            return
+        self.deliver(time.monotonic_ns(), data)
+
+    def idle(self) -> bool:
+        return not self._out
+
+    def close(self) -> None:
+        self.alive = False
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+PeerFactory = Callable[[int, bool], Peer]
+
+
+def _ignore(peer: Peer) -> None:
+    pass
+
+
+class Loop:
+    """The ``epoll`` loop over every peer, with timers and the sampling of the server."""
+
+    def __init__(self, server_pid: int | None) -> None:
+        self._ep = select.epoll()
+        self._by_fd: dict[int, Peer] = {}
+        self._writing: dict[int, Peer] = {}
+        self._backlog: set[Peer] = set()
+        self.server_pid = server_pid
+        self.threads_peak = 0
+        self._next_sample = 0
+
+    def add(self, peer: Peer) -> None:
+        """Serve ``peer``. A client that never reads is not watched at all: even
+        an error or hang-up on it must not make us read from it."""
+        peer.on_backlog = self._backlogged
+        if not peer.reads:
+            return
+        fd = peer.fileno()
+        self._by_fd[fd] = peer
+        self._ep.register(fd, select.EPOLLIN)
+
+    def _backlogged(self, peer: Peer) -> None:
+        self._backlog.add(peer)
+
+    def _update_interest(self) -> None:
+        # Watch for writability only while something is queued; only peers
+        # that queued since the last poll, or are being watched, can change.
+        check = self._backlog
+        self._backlog = set()
+        check.update(p for p in self._writing.values())
+        for peer in check:
+            if not peer.reads or not peer.alive:
+                self._writing.pop(peer.index, None)
+                continue
+            want = peer.wants_write()
+            if want == (peer.index in self._writing):
+                continue
+            with contextlib.suppress(OSError):
+                self._ep.modify(peer.fileno(), select.EPOLLIN | (select.EPOLLOUT if want else 0))
+            if want:
+                self._writing[peer.index] = peer
+            else:
+                del self._writing[peer.index]
+
+    def poll(self, timeout: float) -> int:
+        """Wait up to ``timeout`` seconds; serve every ready peer; return how many were."""
+        if self._backlog or self._writing:
+            self._update_interest()
+        ready = self._ep.poll(max(0.0, timeout))
+        by_fd = self._by_fd
+        for fd, mask in ready:
+            peer = by_fd[fd]
+            if mask & select.EPOLLOUT:
+                peer.on_writable()
+            if mask & (select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP):
+                peer.on_readable()
+            if not peer.alive:
+                with contextlib.suppress(OSError, ValueError):
+                    self._ep.unregister(fd)
+                del by_fd[fd]
+                self._writing.pop(peer.index, None)
+        return len(ready)
+
+    def sample(self, now_ns: int) -> None:
+        """Note the server's thread count, at most every SAMPLE_EVERY_NS."""
+        if self.server_pid is None or now_ns < self._next_sample:
+            return
+        self._next_sample = now_ns + SAMPLE_EVERY_NS
+        reading = procstat.sample(self.server_pid)
+        if reading is not None:
+            self.threads_peak = max(self.threads_peak, reading.threads)
+
+    def close(self) -> None:
+        self._ep.close()
+
+
+def _timers(peers: Sequence[Peer], now: float) -> float | None:
+    soonest: float | None = None
+    for peer in peers:
+        if peer.alive:
+            due = peer.on_timer(now)
+            if due is not None and (soonest is None or due < soonest):
+                soonest = due
+    return soonest
+
+
+def _pump(loop: Loop, peers: Sequence[Peer], timeout: float, timed: bool) -> None:
+    if timed:
+        now = time.monotonic()
+        due = _timers(peers, now)
+        if due is not None:
+            timeout = min(timeout, max(0.0, due - now))
+    loop.poll(timeout)
+
+
+def connect(make: PeerFactory, plan: Plan, loop: Loop, *, timed: bool, timeout: float) -> list[Peer]:
+    """Join every client of ``plan``, in batches; return them settled.
+
+    Raises:
+        LoadError: a client could not connect or was not settled in time.
+    """
+    deadline = time.monotonic() + timeout
+    stuck = set(plan.stuck)
+    peers: list[Peer] = []
+    try:
+        for first in range(0, plan.clients, CONNECT_BATCH):
+            for index in range(first, min(first + CONNECT_BATCH, plan.clients)):
+                peer = make(index, index not in stuck)
+                peers.append(peer)
+                loop.add(peer)
+            # Wait for this batch's welcomes: the server's accept queue stays short.
+            while not all(p.online_at_join is not None for p in peers if p.reads):
+                if time.monotonic() > deadline:
+                    raise LoadError(f"{sum(p.online_at_join is None for p in peers)} clients not welcomed in time")
+                _pump(loop, peers, 0.05, timed)
+        while not all(p.settled(plan.clients) for p in peers if p.reads):
+            if time.monotonic() > deadline:
+                raise LoadError("join notices did not all arrive in time")
+            _pump(loop, peers, 0.05, timed)
+    except OSError as exc:
+        for peer in peers:
+            peer.close()
+        raise LoadError(f"cannot connect client {len(peers)}: {exc}") from exc
+    except LoadError:
+        for peer in peers:
+            peer.close()
+        raise
+    dead = [p.nick for p in peers if not p.alive]
+    if dead:
+        for peer in peers:
+            peer.close()
+        raise LoadError(f"clients lost while joining: {', '.join(dead[:5])}")
+    return peers
+
+
+class _Sender:
+    __slots__ = ("acked", "index", "key", "peer", "receivers", "sent")
+
+    def __init__(self, peer: Peer, receivers: list[Peer]) -> None:
+        self.peer = peer
+        self.index = peer.index
+        self.key = sender_key(peer.index)
+        self.receivers = [r for r in receivers if r is not peer]
+        self.sent = 0
+        self.acked = 0
+
+    def seen_by_all(self) -> int:
+        """Highest sequence number every live receiver has seen (flow control)."""
+        key = self.key
+        lowest = b"99999999"
+        for r in self.receivers:
+            if r.alive:
+                got = r.progress.latest.get(key, b"00000000")
+                lowest = min(lowest, got)
+        return int(lowest)
+
+
+class _Drive:
+    """The measured window's state; ``drive`` is its only user."""
+
+    def __init__(self, peers: Sequence[Peer], plan: Plan, loop: Loop, *, timed: bool, lossy: bool) -> None:
+        self.peers = peers
+        self.plan = plan
+        self.loop = loop
+        self.timed = timed
+        self.lossy = lossy
+        self.receivers = [p for p in peers if p.reads]
+        self.senders = [_Sender(peers[i], self.receivers) for i in plan.senders]
+        self.total = len(self.senders) * plan.messages
+        self.last_key = seq_key(plan.messages)
+        self.quiet_ns = int(plan.quiet_s * 1e9)
+        self.notes: list[str] = []
+        self.sent = 0
+        self.late_ns = 0
+        self.seen = 0
+        self.started = self.last_progress = time.monotonic_ns()
+        # Paced sending: a heap of (due_ns, sender position), senders evenly staggered.
+        self.gap = int(1e9 / plan.rate) if plan.rate else 0
+        count = max(1, len(self.senders))
+        self.due = [(self.started + self.gap * k // count, k) for k in range(len(self.senders))] if plan.rate else []
+        heapq.heapify(self.due)
+
+    def send_window(self, now: int) -> None:
+        """Fill every sender's window; a sender's batch goes out in one write."""
+        window = self.plan.window or 0
+        messages = self.plan.messages
+        for s in self.senders:
+            if s.sent >= messages or not s.peer.alive:
+                continue
+            room = window - (s.sent - s.acked)
+            if room <= 0:
+                s.acked = s.seen_by_all()
+                room = window - (s.sent - s.acked)
+                if room <= 0:
+                    if self.lossy and now - self.last_progress > self.quiet_ns:
+                        s.acked = s.sent  # what did not arrive by now is presumed lost
+                    continue
+            count = min(room, messages - s.sent)
+            stamp = time.monotonic_ns()
+            first = s.sent + 1
+            index = s.index
+            s.peer.send(b"".join([say_frame(index, q, stamp) for q in range(first, first + count)]))
+            s.sent += count
+            self.sent += count
+
+    def send_paced(self, now: int) -> float:
+        """Send every message that is due; return seconds until the next one."""
+        due = self.due
+        while due and due[0][0] <= now:
+            at, k = heapq.heappop(due)
+            s = self.senders[k]
+            self.late_ns = max(self.late_ns, now - at)
+            s.sent += 1
+            s.peer.send(say_frame(s.index, s.sent, time.monotonic_ns()))
+            self.sent += 1
+            if s.sent < self.plan.messages:
+                heapq.heappush(due, (at + self.gap, k))
+        return max(0.0, (due[0][0] - time.monotonic_ns()) / 1e9) if due else 0.05
+
+    def note_progress(self, now: int) -> None:
+        seen = sum(r.progress.messages for r in self.receivers)
+        if seen != self.seen:
+            self.seen = seen
+            self.last_progress = now
+
+    def finished(self) -> bool:
+        """Every live receiver has seen the last message of every other sender."""
+        last_key = self.last_key
+        for r in self.receivers:
+            if not r.alive:
+                continue
+            latest = r.progress.latest
+            for s in self.senders:
+                if s.index != r.index and latest.get(s.key) != last_key:
+                    return False
+        return True
+
+    def stalled(self, now: int) -> bool:
+        return now - self.last_progress > self.quiet_ns and all(p.idle() for p in self.peers if p.alive)
+
+    def run(self) -> bool:
+        """Loop until done; return whether every expected delivery happened."""
+        plan = self.plan
+        deadline = self.started + int(plan.deadline_s * 1e9)
+        while True:
+            now = time.monotonic_ns()
+            if plan.window is not None:
+                self.send_window(now)
+                self.note_progress(now)
+                timeout = 0.05
+            else:
+                timeout = self.send_paced(now)
+            if self.sent >= self.total:
+                self.note_progress(now)
+                if self.finished():
+                    return True
+                if self.stalled(now):
+                    self.notes.append(f"deliveries stopped for {plan.quiet_s:g} s before every receiver had all")
+                    return False
+                timeout = min(timeout, 0.01)
+            if now > deadline:
+                self.notes.append(f"the run hit its {plan.deadline_s:g} s deadline")
+                return False
+            self.loop.sample(now)
+            _pump(self.loop, self.peers, timeout, self.timed)
+
+
+def drive(peers: Sequence[Peer], plan: Plan, loop: Loop, *, timed: bool, lossy: bool) -> Outcome:
+    """The measured window: send as the plan says until every receiver has
+    everything, or deliveries stop for ``plan.quiet_s`` after the last send,
+    or the plan's deadline passes.
+
+    Args:
+        timed: peers have timers (UDP sessions); ask them before each poll.
+        lossy: deliveries may be lost for good, so flow control must not wait
+            for them forever: a window that does not move for ``quiet_s`` is
+            presumed lost and released.
+    """
+    receivers = [p for p in peers if p.reads]
+    for p in receivers:
+        p.recording = True
+    # A collection walks every kept chunk; pausing the collector keeps its
+    # pauses out of the measured window (nothing here makes cycles).
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    cpu0 = time.process_time()
+    start_reading = procstat.sample(loop.server_pid) if loop.server_pid else None
+    state = _Drive(peers, plan, loop, timed=timed, lossy=lossy)
+    try:
+        completed = state.run()
+    finally:
+        ended = time.monotonic_ns()
+        load_cpu = time.process_time() - cpu0
+        if gc_was_enabled:
+            gc.enable()
+        for p in peers:
+            p.recording = False
+    end_reading = procstat.sample(loop.server_pid) if loop.server_pid else None
+    server_cpu = end_reading.cpu_s - start_reading.cpu_s if end_reading and start_reading else 0.0
+    if state.late_ns > 5_000_000:
+        state.notes.append(f"paced sends ran up to {state.late_ns / 1e6:.1f} ms late (load generator busy)")
+    return Outcome(
+        received={p.index: p.chunks for p in receivers},
+        sent=state.sent,
+        started_at=state.started,
+        ended_at=ended,
+        completed=completed,
+        load_cpu_s=load_cpu,
+        server_cpu_s=server_cpu,
+        server_threads=loop.threads_peak,
+        notes=state.notes,
+    )
+
+
+__all__ = [
+    "CONNECT_BATCH",
+    "LoadError",
+    "Loop",
+    "Outcome",
+    "Peer",
+    "Plan",
+    "TcpPeer",
+    "connect",
+    "drive",
+]

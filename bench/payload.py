@@ -1,0 +1,105 @@
+"""The benchmark's message text and the fixed frame shapes its hot path relies on.
+
+Every benchmark message is a ``Say`` whose text is exactly 64 ASCII bytes::
+
+    SSSS:QQQQQQQQ:TTTTTTTTTTTTTTTTTTTT:-----------------------------
+    sender seq      send time (ns, CLOCK_MONOTONIC)   padding
+
+Fixed-width decimal fields keep it valid chat text (no control characters) and
+make byte order equal numeric order, so the hot path can compare sequence
+numbers without converting them. ``CLOCK_MONOTONIC`` is one clock for every
+process on the machine, so a receiver in another process can subtract.
+
+Strategy: every client's nick has the same length (``b0000`` to ``b9999``), so
+every ``Message`` frame the server relays is exactly ``MESSAGE_SIZE`` bytes and
+starts with the same ``MESSAGE_PREFIX``. A receiver can then check a whole
+buffer of relayed messages with one ``bytes.count`` and unpack it with
+``struct.iter_unpack``, in C, instead of walking frames in Python.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+from common import events as ev
+from common.framing import HEADER_SIZE, encode
+
+TEXT_SIZE: Final = 64
+NICK_WIDTH: Final = 5
+MAX_CLIENTS: Final = 10_000
+
+_HEAD: Final = b"%04d:%08d:%020d:"
+_HEAD_SIZE: Final = 4 + 1 + 8 + 1 + 20 + 1
+_PAD: Final = b"-" * (TEXT_SIZE - _HEAD_SIZE)
+
+#: Offsets of the fields inside the text.
+SENDER: Final = slice(0, 4)
+SEQ: Final = slice(5, 13)
+SENT_AT: Final = slice(14, 34)
+
+
+def nick_of(index: int) -> str:
+    """The nick of load client ``index``; all nicks have NICK_WIDTH characters."""
+    if not 0 <= index < MAX_CLIENTS:
+        raise ValueError(f"client index {index} is out of range")
+    return f"b{index:04d}"
+
+
+def make_text(sender: int, seq: int, sent_at_ns: int) -> bytes:
+    """The 64-byte text of message ``seq`` (from 1) of client ``sender``."""
+    return _HEAD % (sender, seq, sent_at_ns) + _PAD
+
+
+def parse_text(text: bytes | bytearray | memoryview) -> tuple[int, int, int] | None:
+    """``(sender, seq, sent_at_ns)`` of a benchmark text, or None if it is not one."""
+    if len(text) != TEXT_SIZE:
+        return None
+    raw = bytes(text)
+    if raw[4:5] != b":" or raw[13:14] != b":" or raw[34:35] != b":":
+        return None
+    try:
+        return int(raw[SENDER]), int(raw[SEQ]), int(raw[SENT_AT])
+    except ValueError:
+        return None
+
+
+def seq_key(seq: int) -> bytes:
+    """A sequence number as the hot path sees it: the text's own digits."""
+    return b"%08d" % seq
+
+
+def sender_key(sender: int) -> bytes:
+    """A sender index as the hot path sees it."""
+    return b"%04d" % sender
+
+
+# Encoded once: every Say frame is this prefix followed by its 64-byte text.
+SAY_PREFIX: Final = encode(ev.Say("x" * TEXT_SIZE))[:-TEXT_SIZE]
+
+
+def say_frame(sender: int, seq: int, sent_at_ns: int) -> bytes:
+    """One encoded ``Say`` frame carrying a benchmark text."""
+    return SAY_PREFIX + _HEAD % (sender, seq, sent_at_ns) + _PAD
+
+
+_SAMPLE_MESSAGE: Final = encode(ev.Message(nick_of(0), "x" * TEXT_SIZE))
+
+#: Size of every relayed benchmark ``Message`` frame.
+MESSAGE_SIZE: Final = len(_SAMPLE_MESSAGE)
+
+#: Header plus nick length byte: identical for every relayed benchmark message.
+#: 0xC1 (the magic's first byte) never occurs in UTF-8 text or nicks, so in a
+#: stream of frames this prefix occurs only where such a frame starts.
+MESSAGE_PREFIX: Final = _SAMPLE_MESSAGE[: HEADER_SIZE + 1]
+
+#: Where the text starts inside a relayed benchmark message frame.
+TEXT_OFFSET: Final = MESSAGE_SIZE - TEXT_SIZE
+
+#: Unpacks ``(sender, seq)`` digits of each relayed message (the hot path).
+KEYS: Final = struct.Struct(f">{TEXT_OFFSET}x4sx8s{TEXT_SIZE - 13}x")
+
+#: Unpacks ``(sender, ":", seq, ":", sent_at, ":")`` of each relayed message (accounting).
+FIELDS: Final = struct.Struct(f">{TEXT_OFFSET}x4sc8sc20sc{TEXT_SIZE - 35}x")
+
+assert KEYS.size == FIELDS.size == MESSAGE_SIZE

@@ -1,0 +1,68 @@
+"""The picture: latency distribution per transport and the throughput bars.
+
+matplotlib is the optional ``plot`` extra; it is imported only here, only
+when a picture is asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.results import RunResult
+from bench.stats import CDF_QUANTILES
+
+
+class PlotUnavailable(Exception):
+    """matplotlib is not installed."""
+
+
+def draw(results: Sequence[RunResult], path: Path, *, title: str = "") -> None:
+    """Draw ``results`` to a PNG at ``path``.
+
+    Raises:
+        PlotUnavailable: matplotlib is missing (install the ``plot`` extra).
+    """
+    try:
+        # Lazily: matplotlib is optional and slow to import.
+        import matplotlib  # noqa: PLC0415
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+    except ImportError:
+        raise PlotUnavailable("matplotlib is not installed: pip install -e '.[plot]'") from None
+
+    latency = [r for r in results if r.scenario == "latency" and r.cdf_ms]
+    bars = [r for r in results if r.scenario == "throughput"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5.5))
+    for r in latency:
+        # The tail matters most: plot against "nines" so p90, p99, p99.9 are evenly spaced.
+        xs = [min(q, 99.99) for q in CDF_QUANTILES]
+        left.plot(xs, r.cdf_ms, marker=".", label=f"{r.transport} (p99 {r.p99_ms} ms)")
+    left.set_xscale("logit")
+    left.set_yscale("log")
+    left.set_xlabel("percentile")
+    left.set_ylabel("end-to-end latency, ms (log)")
+    left.set_title("latency scenario: 100 clients, 10 senders at 50 msg/s")
+    if latency:
+        left.legend(fontsize=8)
+    left.grid(True, which="both", alpha=0.3)
+
+    names = [r.transport for r in bars]
+    rates = [r.rate for r in bars]
+    colours = ["tab:red" if r.load_limited or not r.completed else "tab:blue" for r in bars]
+    right.barh(names, rates, color=colours)
+    for y, r in enumerate(bars):
+        label = f"{r.rate:,.0f}  ({100 * r.delivery_ratio:.1f}% delivered)"
+        if r.load_limited:
+            label += " load-limited"
+        right.text(r.rate, y, " " + label, va="center", fontsize=8)
+    right.invert_yaxis()
+    right.set_xlabel("delivered messages/s (summed over receivers)")
+    right.set_title("throughput scenario: 10 clients all sending")
+    right.margins(x=0.45)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,69 @@
+"""What a process costs, read from ``/proc/PID`` (Linux).
+
+CPU time is user plus system time of every thread of the process, from
+``/proc/PID/stat``; peak RSS is the kernel's own high-water mark (``VmHWM``
+in ``/proc/PID/status``), so a spike between two samples is not missed;
+the thread count has no high-water mark, so the load generator samples it.
+The parsers are pure; ``sample`` reads the files.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Final
+
+_TICKS: Final = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+@dataclass(frozen=True, slots=True)
+class ProcSample:
+    """One reading of a process."""
+
+    cpu_s: float
+    rss_mb: float
+    peak_rss_mb: float
+    threads: int
+
+
+def parse_stat_cpu(stat: str, ticks: int = _TICKS) -> float:
+    """User plus system CPU seconds from the text of ``/proc/PID/stat``.
+
+    The command name (field 2) may hold spaces and parentheses, so fields are
+    counted from the last ``)``.
+
+    Raises:
+        ValueError: the text is not a stat line.
+    """
+    rest = stat[stat.rindex(")") + 2 :].split()
+    # rest[0] is field 3 (state); utime and stime are fields 14 and 15.
+    return (int(rest[11]) + int(rest[12])) / ticks
+
+
+def parse_status(status: str) -> tuple[float, float, int]:
+    """``(rss_mb, peak_rss_mb, threads)`` from the text of ``/proc/PID/status``.
+
+    Raises:
+        ValueError: a field is missing.
+    """
+    found: dict[str, int] = {}
+    for line in status.splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM", "Threads"):
+            found[name] = int(value.split()[0])
+    try:
+        return found["VmRSS"] / 1024, found["VmHWM"] / 1024, found["Threads"]
+    except KeyError as exc:
+        raise ValueError(f"/proc status has no {exc.args[0]}") from None
+
+
+def sample(pid: int) -> ProcSample | None:
+    """Read process ``pid`` now; None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            cpu = parse_stat_cpu(f.read())
+        with open(f"/proc/{pid}/status") as f:
+            rss, peak, threads = parse_status(f.read())
+    except (OSError, ValueError):
+        return None
+    return ProcSample(cpu, rss, peak, threads)

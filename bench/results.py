@@ -1,0 +1,200 @@
+"""Result records: one per run, their medians, the JSON file and the stdout table (pure)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from bench.stats import median
+
+#: Version of the JSON layout; bump it when a field changes meaning.
+SCHEMA = 1
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """Everything measured in one run of one scenario over one transport."""
+
+    scenario: str
+    transport: str
+    run: int
+    clients: int
+    senders: int
+    #: Messages the senders sent.
+    sent: int
+    #: Deliveries that should happen: each message to each receiver.
+    expected: int
+    #: Unique deliveries that happened.
+    delivered: int
+    duplicates: int
+    out_of_order: int
+    #: Relayed messages whose text was not a benchmark text (merged, cut, corrupted).
+    garbled: int
+    #: From the first send to the last delivery.
+    seconds: float
+    #: Unique deliveries per second, summed over receivers.
+    rate: float
+    delivery_ratio: float
+    p50_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    #: Server CPU (user + system) over the measured window, and as % of one core.
+    server_cpu_s: float
+    server_cpu_pct: float
+    server_rss_mb: float
+    server_threads: int
+    #: The load generator's own CPU over the measured window, and as % of one core.
+    load_cpu_s: float
+    load_cpu_pct: float
+    #: The load generator was near a full core: the figure is a floor, not the server's.
+    load_limited: bool
+    #: Every expected delivery happened before the deadline (or the run drained).
+    completed: bool
+    notes: tuple[str, ...] = ()
+    cdf_ms: tuple[float, ...] = field(default=())
+
+
+_NUMERIC = tuple(
+    f.name
+    for f in fields(RunResult)
+    if f.name not in {"scenario", "transport", "run", "load_limited", "completed", "notes", "cdf_ms"}
+)
+
+
+def _median_or_none(values: Sequence[Any]) -> Any:
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    mid = median(present)
+    return round(mid) if all(isinstance(v, int) and not isinstance(v, bool) for v in present) else mid
+
+
+def medians(results: Iterable[RunResult]) -> list[RunResult]:
+    """One record per (scenario, transport): the median of each figure over its runs.
+
+    ``run`` becomes the number of runs; a run that was load-limited or did not
+    complete marks the median too, and notes are kept once each.
+    """
+    groups: dict[tuple[str, str], list[RunResult]] = {}
+    for result in results:
+        groups.setdefault((result.scenario, result.transport), []).append(result)
+    out = []
+    for runs in groups.values():
+        figures = {name: _median_or_none([getattr(r, name) for r in runs]) for name in _NUMERIC}
+        cdfs = [r.cdf_ms for r in runs if r.cdf_ms]
+        cdf = tuple(median(column) for column in zip(*cdfs, strict=True)) if cdfs else ()
+        notes = tuple(dict.fromkeys(note for r in runs for note in r.notes))
+        out.append(
+            replace(
+                runs[0],
+                run=len(runs),
+                load_limited=any(r.load_limited for r in runs),
+                completed=all(r.completed for r in runs),
+                notes=notes,
+                cdf_ms=cdf,
+                **figures,
+            )
+        )
+    return out
+
+
+def to_json(runs: Sequence[RunResult], summary: Sequence[RunResult], meta: dict[str, Any]) -> str:
+    """The JSON file: machine and command in ``meta``, every run, and the medians."""
+    document = {
+        "schema": SCHEMA,
+        "meta": meta,
+        "runs": [asdict(r) for r in runs],
+        "medians": [asdict(r) for r in summary],
+    }
+    return json.dumps(document, indent=1)
+
+
+def result_from_dict(raw: dict[str, Any]) -> RunResult:
+    """Rebuild a record from its JSON form."""
+    raw = dict(raw)
+    raw["notes"] = tuple(raw.get("notes", ()))
+    raw["cdf_ms"] = tuple(raw.get("cdf_ms", ()))
+    return RunResult(**raw)
+
+
+def from_json(text: str) -> tuple[list[RunResult], list[RunResult], dict[str, Any]]:
+    """Read back what ``to_json`` wrote: runs, medians, meta.
+
+    Raises:
+        ValueError: not a result file of this schema.
+    """
+    document = json.loads(text)
+    if not isinstance(document, dict) or document.get("schema") != SCHEMA:
+        raise ValueError("not a twinchat benchmark result of this schema")
+    runs = [result_from_dict(r) for r in document["runs"]]
+    summary = [result_from_dict(r) for r in document["medians"]]
+    return runs, summary, document["meta"]
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+_COLUMNS = (
+    ("scenario", "<"),
+    ("transport", "<"),
+    ("clients", ">"),
+    ("msgs/s", ">"),
+    ("p50 ms", ">"),
+    ("p99 ms", ">"),
+    ("max ms", ">"),
+    ("delivered", ">"),
+    ("dup", ">"),
+    ("ooo", ">"),
+    ("srv cpu", ">"),
+    ("srv MB", ">"),
+    ("thr", ">"),
+    ("load cpu", ">"),
+    ("flags", "<"),
+)
+
+
+def _row(r: RunResult) -> list[str]:
+    flags = []
+    if r.load_limited:
+        flags.append("LOAD-LIMITED")
+    if not r.completed:
+        flags.append("INCOMPLETE")
+    if r.garbled:
+        flags.append(f"garbled={r.garbled}")
+    return [
+        r.scenario,
+        r.transport,
+        str(r.clients),
+        f"{r.rate:,.0f}",
+        _ms(r.p50_ms),
+        _ms(r.p99_ms),
+        _ms(r.max_ms),
+        f"{100 * r.delivery_ratio:.2f}%",
+        str(r.duplicates),
+        str(r.out_of_order),
+        f"{r.server_cpu_pct:.0f}%",
+        f"{r.server_rss_mb:.0f}",
+        str(r.server_threads),
+        f"{r.load_cpu_pct:.0f}%",
+        " ".join(flags),
+    ]
+
+
+def format_table(results: Sequence[RunResult]) -> str:
+    """A plain-text table, one row per record, and the notes under it."""
+    rows = [[name for name, _ in _COLUMNS], *(_row(r) for r in results)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
+    lines = []
+    for row in rows:
+        cells = [
+            cell.ljust(width) if align == "<" else cell.rjust(width)
+            for cell, width, (_, align) in zip(row, widths, _COLUMNS, strict=True)
+        ]
+        lines.append("  ".join(cells).rstrip())
+    notes = [f"- {r.scenario}/{r.transport}: {note}" for r in results for note in r.notes]
+    if notes:
+        lines += ["", "notes:", *notes]
+    return "\n".join(lines)

@@ -1,0 +1,227 @@
+"""One run: a fresh server, the load, the accounting, one ``RunResult``.
+
+Every run starts its own server (and proxy), so peak RSS and thread counts
+belong to that run alone, and stops them before it returns, whatever
+happened: each wait has a bound (server start, joining, the plan's deadline,
+SIGTERM then SIGKILL).
+
+CPUs: on a machine with two or more, the server gets every CPU but the last
+and the load generator (this process, and the lossy proxy when there is one)
+gets the last, so the two never compete for a core.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Final
+
+from bench import procstat
+from bench.accounting import Ledger, StreamCorrupt
+from bench.load import Loop, Outcome, Peer, Plan, TcpPeer, connect, drive
+from bench.results import RunResult
+from bench.scenarios import Scenario, Transport
+from bench.servers import Child
+from bench.stats import rate, summarize_latencies
+
+#: The load generator counts as the bottleneck above this share of one core.
+LOAD_LIMIT_PCT: Final = 85.0
+#: Most distinct client events (errors, notices) quoted in a run's notes.
+MAX_EVENT_NOTES: Final = 3
+_SERVER_FLAGS: Final = ("--host", "127.0.0.1", "--port", "0", "--rate-limit", "0", "--max-clients", "0")
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Which CPUs the server and the load run on (None: wherever the kernel likes)."""
+
+    server: set[int] | None
+    load: set[int] | None
+
+    @staticmethod
+    def split(pin: bool) -> Placement:
+        cpus = sorted(os.sched_getaffinity(0))
+        if not pin or len(cpus) < 2:
+            return Placement(None, None)
+        return Placement(set(cpus[:-1]), {cpus[-1]})
+
+
+def raise_nofile(needed: int) -> int:
+    """Raise our soft open-file limit to at least ``needed`` (children inherit it).
+
+    Returns the soft limit in force. Raises ``OSError`` if the hard limit is lower.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= needed:
+        return soft
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise OSError(f"{needed} open files are needed and the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    return needed
+
+
+def server_args(transport: Transport, idle_timeout: float) -> tuple[str, list[str]]:
+    """The server module and flags for ``transport``: loopback, a free port,
+    no flood control and no client limit (the load would trip both), an idle
+    timeout longer than any run, and quiet logs."""
+    args = [*_SERVER_FLAGS, "--idle-timeout", f"{idle_timeout:g}", "--log-level", "WARNING"]
+    if transport.kind == "tcp":
+        return "tcpchat.server", args
+    if transport.unreliable:
+        args.append("--unreliable")
+    return "udpchat.server", args
+
+
+def account(plan: Plan, outcome: Outcome) -> tuple[list[Ledger], int]:
+    """Run each receiver's ledger over what it got; return them and the last delivery time."""
+    ledgers = []
+    last = outcome.started_at
+    for index, chunks in outcome.received.items():
+        ledger = Ledger(plan.expected_from(index))
+        try:
+            for received_at, data in chunks:
+                ledger.feed(received_at, data)
+        except StreamCorrupt:
+            ledger.garbled += 1
+        if ledger.last_at is not None:
+            last = max(last, ledger.last_at)
+        ledgers.append(ledger)
+    return ledgers, last
+
+
+def summarize(
+    *,
+    scenario: Scenario,
+    transport: Transport,
+    run: int,
+    plan: Plan,
+    outcome: Outcome,
+    peers: list[Peer],
+    peak_rss_mb: float,
+) -> RunResult:
+    """Turn one run's raw outcome into its result record."""
+    ledgers, last = account(plan, outcome)
+    latencies: array[int] = array("q")
+    for ledger in ledgers:
+        latencies.extend(ledger.latencies)
+    expected = sum(ledger.expected for ledger in ledgers)
+    delivered = sum(ledger.unique for ledger in ledgers)
+    seconds = max(0.0, (last - outcome.started_at) / 1e9)
+    wall = max(1e-9, (outcome.ended_at - outcome.started_at) / 1e9)
+    lat = summarize_latencies(latencies)
+    load_pct = 100 * outcome.load_cpu_s / wall
+    notes = list(outcome.notes)
+    events = list(dict.fromkeys(e for p in peers for e in p.events))
+    notes += events[:MAX_EVENT_NOTES]
+    if len(events) > MAX_EVENT_NOTES:
+        notes.append(f"... and {len(events) - MAX_EVENT_NOTES} more client events")
+    limited = load_pct >= LOAD_LIMIT_PCT
+    if limited:
+        notes.append(f"load generator used {load_pct:.0f}% of its core: the rate is a floor set by it")
+    return RunResult(
+        scenario=scenario.name,
+        transport=transport.name,
+        run=run,
+        clients=plan.clients,
+        senders=len(plan.senders),
+        sent=outcome.sent,
+        expected=expected,
+        delivered=delivered,
+        duplicates=sum(ledger.duplicates for ledger in ledgers),
+        out_of_order=sum(ledger.out_of_order for ledger in ledgers),
+        garbled=sum(ledger.garbled for ledger in ledgers),
+        seconds=round(seconds, 4),
+        rate=round(rate(delivered, seconds), 1),
+        delivery_ratio=round(delivered / expected, 6) if expected else 0.0,
+        p50_ms=lat.p50_ms if lat else None,
+        p99_ms=lat.p99_ms if lat else None,
+        max_ms=lat.max_ms if lat else None,
+        server_cpu_s=round(outcome.server_cpu_s, 3),
+        server_cpu_pct=round(100 * outcome.server_cpu_s / wall, 1),
+        server_rss_mb=round(peak_rss_mb, 1),
+        server_threads=outcome.server_threads,
+        load_cpu_s=round(outcome.load_cpu_s, 3),
+        load_cpu_pct=round(load_pct, 1),
+        load_limited=limited,
+        completed=outcome.completed,
+        notes=tuple(notes),
+        cdf_ms=lat.cdf_ms if lat else (),
+    )
+
+
+PeerMaker = Callable[[int, bool], Peer]
+
+
+def _tcp_maker(address: tuple[str, int]) -> PeerMaker:
+    def make(index: int, reads: bool) -> Peer:
+        return TcpPeer(index, address, reads=reads)
+
+    return make
+
+
+def run_once(
+    scenario: Scenario,
+    transport: Transport,
+    run: int,
+    *,
+    placement: Placement,
+    seed: int,
+    log: Callable[[str], None] = lambda line: None,
+) -> RunResult:
+    """Run ``scenario`` over ``transport`` once, on fresh processes.
+
+    Raises:
+        bench.servers.StartError, bench.load.LoadError: the run could not start.
+    """
+    quiet_s = 0.5 if transport.unreliable else 3.0
+    plan = scenario.plan(quiet_s=quiet_s)
+    raise_nofile(2 * plan.clients + 256)
+    module, args = server_args(transport, idle_timeout=3600)
+    saved = os.sched_getaffinity(0)
+    children: list[Child] = []
+    peers: list[Peer] = []
+    loop: Loop | None = None
+    try:
+        server = Child(module, args, cpus=placement.server)
+        children.append(server)
+        address = server.start()
+        if placement.load:
+            os.sched_setaffinity(0, placement.load)
+        timed = transport.kind == "udp"
+        if timed:
+            # Imported here: the UDP side is optional until it exists.
+            from bench import udpload  # noqa: PLC0415
+
+            make, extra = udpload.maker(address, transport, seed=seed + run, cpus=placement.load)
+            children.extend(extra)
+        else:
+            make = _tcp_maker(address)
+        loop = Loop(server.pid)
+        peers = connect(make, plan, loop, timed=timed, timeout=30 + plan.clients / 20)
+        log(f"  {scenario.name}/{transport.name}: {plan.clients} clients joined, driving")
+        outcome = drive(peers, plan, loop, timed=timed, lossy=transport.unreliable)
+        reading = procstat.sample(server.pid)
+        peak = reading.peak_rss_mb if reading else 0.0
+        if not server.alive():
+            outcome.notes.append(f"the server exited during the run: {server.log_tail(300)}")
+    finally:
+        for peer in peers:
+            peer.close()
+        if loop is not None:
+            loop.close()
+        for child in reversed(children):
+            child.close()
+        os.sched_setaffinity(0, saved)
+    result = summarize(
+        scenario=scenario, transport=transport, run=run, plan=plan, outcome=outcome, peers=peers, peak_rss_mb=peak
+    )
+    if server.killed:
+        result = _with_note(result, "the server ignored SIGTERM and was killed")
+    return result
+
+
+def _with_note(result: RunResult, note: str) -> RunResult:
+    return replace(result, notes=(*result.notes, note))

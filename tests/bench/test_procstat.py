@@ -1,0 +1,43 @@
+"""Reading CPU, memory and threads from /proc."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from bench.procstat import parse_stat_cpu, parse_status, sample
+from bench.servers import parse_listening
+
+
+def test_stat_cpu_counts_from_the_last_parenthesis() -> None:
+    # A command name with a space and a parenthesis must not shift the fields.
+    fields = ["S", *["0"] * 10, "250", "150", *["0"] * 30]
+    line = "1234 (evil) name) " + " ".join(fields)
+    assert parse_stat_cpu(line, ticks=100) == 4.0
+
+
+def test_status_fields() -> None:
+    text = "Name:\tpython\nVmHWM:\t  204800 kB\nVmRSS:\t  102400 kB\nThreads:\t7\n"
+    assert parse_status(text) == (100.0, 200.0, 7)
+    with pytest.raises(ValueError):
+        parse_status("Name:\tpython\n")
+
+
+def test_sample_of_ourselves_and_of_nobody() -> None:
+    mine = sample(os.getpid())
+    assert mine is not None
+    assert mine.threads >= 1 and mine.peak_rss_mb >= mine.rss_mb > 0
+    assert sample(2**22 + 12345) is None  # above pid_max: never a process
+
+
+@pytest.mark.parametrize(
+    ("line", "found"),
+    [
+        (b"listening on 127.0.0.1:40123", ("127.0.0.1", 40123)),
+        (b"2026 INFO udpchat: listening on [::1]:7000 (reliable)", ("::1", 7000)),
+        (b"starting up", None),
+    ],
+)
+def test_listening_line(line: bytes, found: tuple[str, int] | None) -> None:
+    assert parse_listening(line) == found

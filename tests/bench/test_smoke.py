@@ -1,0 +1,92 @@
+"""One tiny run end to end against the real TCP server, and the command line.
+
+Figures are printed by the benchmark, never asserted here: these tests check
+that every message is accounted for and that nothing is left running.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.runner import Placement, run_once
+from bench.scenarios import TRANSPORTS, Scenario
+
+pytestmark = [
+    pytest.mark.timeout(20),
+    pytest.mark.skipif(importlib.util.find_spec("tcpchat.server") is None, reason="the TCP server is not built yet"),
+]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def our_children() -> list[int]:
+    """Pids of the processes this test process started and that still exist."""
+    me = os.getpid()
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2 :].split()[1]) == me:
+            out.append(int(entry))
+    return out
+
+
+def test_a_tiny_window_run_accounts_for_every_message() -> None:
+    tiny = Scenario("throughput", clients=4, senders=4, messages=200, window=16, deadline_s=10)
+    result = run_once(tiny, TRANSPORTS["tcp"], 1, placement=Placement(None, None), seed=1)
+    print(result)
+    assert result.completed
+    assert (result.sent, result.expected, result.delivered) == (800, 2400, 2400)
+    assert (result.duplicates, result.out_of_order, result.garbled) == (0, 0, 0)
+    assert result.p99_ms is not None and result.server_threads > 0
+    assert our_children() == []
+
+
+def test_a_tiny_paced_run_with_a_stuck_client() -> None:
+    tiny = Scenario("latency", clients=5, senders=2, messages=10, rate=200, stuck=1, deadline_s=10)
+    result = run_once(tiny, TRANSPORTS["tcp"], 1, placement=Placement.split(pin=True), seed=1)
+    print(result)
+    assert result.completed
+    assert result.expected == result.delivered == 2 * 10 * 3
+    assert our_children() == []
+
+
+def test_the_command_line_writes_its_json(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--scenarios",
+            "throughput",
+            "--transports",
+            "tcp",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=18,
+        check=False,
+    )
+    print(proc.stdout, proc.stderr)
+    assert proc.returncode == 0
+    assert "throughput" in proc.stdout and "msgs/s" in proc.stdout
+    document = json.loads(out.read_text())
+    assert [r["transport"] for r in document["runs"]] == ["tcp"]
+    assert document["runs"][0]["delivery_ratio"] == 1.0

@@ -1,0 +1,125 @@
+"""Percentiles, medians, result records, their JSON and the table."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from bench.results import RunResult, format_table, from_json, medians, to_json
+from bench.stats import CDF_QUANTILES, median, percentile, rate, summarize_latencies
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = list(range(1, 101))
+    assert percentile(values, 50) == 50
+    assert percentile(values, 99) == 99
+    assert percentile(values, 100) == 100
+    assert percentile(values, 0) == 1
+    assert percentile([7], 99) == 7
+    assert percentile([1, 2, 3, 4], 50) == 2
+    assert percentile([1, 2, 3, 4], 51) == 3
+
+
+@pytest.mark.parametrize("p", [-1, 101])
+def test_percentile_refuses_out_of_range(p: float) -> None:
+    with pytest.raises(ValueError):
+        percentile([1], p)
+
+
+def test_percentile_of_nothing_is_an_error() -> None:
+    with pytest.raises(ValueError):
+        percentile([], 50)
+
+
+def test_median() -> None:
+    assert median([3, 1, 2]) == 2
+    assert median([4, 1, 2, 3]) == 2.5
+    with pytest.raises(ValueError):
+        median([])
+
+
+def test_latency_summary_in_milliseconds() -> None:
+    summary = summarize_latencies([i * 1_000_000 for i in range(1, 1001)])  # 1..1000 ms
+    assert summary is not None
+    assert (summary.count, summary.p50_ms, summary.p99_ms, summary.max_ms) == (1000, 500.0, 990.0, 1000.0)
+    assert len(summary.cdf_ms) == len(CDF_QUANTILES)
+    assert list(summary.cdf_ms) == sorted(summary.cdf_ms)
+    assert summarize_latencies([]) is None
+
+
+def test_rate() -> None:
+    assert rate(10, 2.0) == 5.0
+    assert rate(10, 0.0) == 0.0
+
+
+def record(**changes: object) -> RunResult:
+    base = RunResult(
+        scenario="throughput",
+        transport="tcp",
+        run=1,
+        clients=10,
+        senders=10,
+        sent=20_000,
+        expected=180_000,
+        delivered=180_000,
+        duplicates=0,
+        out_of_order=0,
+        garbled=0,
+        seconds=0.5,
+        rate=360_000.0,
+        delivery_ratio=1.0,
+        p50_ms=1.0,
+        p99_ms=2.0,
+        max_ms=3.0,
+        server_cpu_s=0.5,
+        server_cpu_pct=100.0,
+        server_rss_mb=20.0,
+        server_threads=22,
+        load_cpu_s=0.3,
+        load_cpu_pct=60.0,
+        load_limited=False,
+        completed=True,
+        notes=("a note",),
+        cdf_ms=(0.5, 1.0, 2.0),
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def test_medians_per_scenario_and_transport() -> None:
+    runs = [
+        record(run=1, rate=100.0, p99_ms=1.0, server_threads=20, cdf_ms=(1.0, 2.0, 3.0)),
+        record(run=2, rate=300.0, p99_ms=None, server_threads=24, load_limited=True, cdf_ms=(3.0, 4.0, 5.0)),
+        record(run=3, rate=200.0, p99_ms=3.0, server_threads=22, completed=False, cdf_ms=(2.0, 3.0, 4.0)),
+        record(transport="udp", rate=50.0),
+    ]
+    tcp, udp = medians(runs)
+    assert (tcp.transport, tcp.run, tcp.rate, tcp.server_threads) == ("tcp", 3, 200.0, 22)
+    assert tcp.p99_ms == 2.0  # the median of the runs that measured one
+    assert tcp.cdf_ms == (2.0, 3.0, 4.0)
+    assert tcp.load_limited and not tcp.completed
+    assert tcp.notes == ("a note",)
+    assert (udp.run, udp.rate) == (1, 50.0)
+
+
+def test_json_round_trip() -> None:
+    runs = [record(), record(run=2, p50_ms=None, cdf_ms=())]
+    text = to_json(runs, medians(runs), {"command": "python -m bench --quick"})
+    back_runs, back_summary, meta = from_json(text)
+    assert back_runs == runs
+    assert back_summary == medians(runs)
+    assert meta == {"command": "python -m bench --quick"}
+
+
+def test_json_refuses_another_document() -> None:
+    with pytest.raises(ValueError):
+        from_json('{"schema": 999}')
+
+
+def test_table_has_a_row_per_record_and_flags() -> None:
+    table = format_table([record(), record(transport="udp", load_limited=True, completed=False, garbled=3)])
+    lines = table.splitlines()
+    assert lines[0].split()[:2] == ["scenario", "transport"]
+    assert "360,000" in lines[1]
+    assert "LOAD-LIMITED" in lines[2] and "INCOMPLETE" in lines[2] and "garbled=3" in lines[2]
+    assert "- throughput/tcp: a note" in table
