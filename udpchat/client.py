@@ -1,0 +1,399 @@
+"""The UDP chat client: ``python -m udpchat.client --host H --port P --nick N``.
+
+This module is the UDP edge of the client; everything a person sees is the
+shared front end (``frontend``). ``udp_connect`` opens a session (the
+handshake of PROTOCOL.md: padded ``Hello``, ``Cookie``, padded ``Hello`` with
+the cookie, ``Accept``), registers the nick over it and returns a ``UdpLink``
+with two threads around one ``common.reliability.Channel``:
+
+- the **receive thread** (the one the assignment asks for) feeds each datagram
+  to the channel, answers the server's pings and hands every event the
+  channel releases, in order, to the front end;
+- the **pump thread** sends: it wakes when the channel has something to say
+  (new messages, an ack) and every ``TICK`` seconds for the channel's timers
+  (retransmission, keepalive, the dead-server verdict).
+
+Closing: ``close(reason)`` sends a ``Goodbye`` through the channel. The server
+handles what a session sends in order and answers a Goodbye with its own only
+after everything sent before it, so once that answer arrives the server has it
+all; the client then acknowledges it and lets go.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Final
+
+import frontend
+from common import events as ev
+from common.errors import ErrorCode, RemoteProtocolError, RuleError
+from common.framing import decode_datagram, decode_frame, encode
+from common.limits import MAX_DATAGRAM
+from common.reliability import Channel
+from frontend import ConnectError
+
+#: The port the server listens on unless told otherwise.
+DEFAULT_PORT: Final = 7878
+
+#: Seconds to open a session and be welcomed.
+CONNECT_TIMEOUT: Final = 5.0
+
+#: Seconds ``close`` waits for the server's answer to the Goodbye (a long paste
+#: held back by flood control needs a while).
+CLOSE_TIMEOUT: Final = 10.0
+
+#: The first wait for an answer to a Hello; it doubles on each retry up to a second.
+HELLO_RETRY: Final = 0.25
+
+#: Seconds without sending before the client sends a keepalive, and of silence
+#: from the server before it is given up.
+KEEPALIVE_AFTER: Final = 5.0
+DEAD_AFTER: Final = 15.0
+
+#: Seconds between two runs of the channel's timers.
+TICK: Final = 0.02
+
+#: Bytes asked of one recv: more than MAX_DATAGRAM, so oversize ones are seen.
+RECV_SIZE: Final = 2048
+
+#: Bytes of kernel receive buffer asked for: a fan-out burst waits there.
+SOCKET_BUFFER: Final = 4 << 20
+
+#: Errors that refuse a registration: connect() reports them.
+_REFUSALS: Final = frozenset({ErrorCode.BAD_NICK, ErrorCode.NICK_TAKEN, ErrorCode.SERVER_FULL})
+
+
+def _hello(cookie: bytes) -> bytes:
+    """A ``Hello`` datagram padded to MAX_DATAGRAM bytes: the server answers
+    nothing shorter, so it can never be used to amplify a spoofed one."""
+    bare = len(encode(ev.Hello(cookie, b"")))
+    return encode(ev.Hello(cookie, bytes(MAX_DATAGRAM - bare)))
+
+
+class UdpLink:
+    """A UDP session with a chat server; see the module docstring."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        accept: ev.Accept,
+        on_event: Callable[[ev.ServerEvent], None],
+        on_closed: Callable[[str], None],
+        *,
+        keepalive_after: float = KEEPALIVE_AFTER,
+        dead_after: float = DEAD_AFTER,
+    ) -> None:
+        self._sock = sock
+        self._on_event = on_event
+        self._on_closed = on_closed
+        now = time.monotonic()
+        self._channel = Channel(
+            now,
+            prefix=encode(ev.Session(accept.token)),
+            reliable=not accept.unreliable,
+            keepalive_after=keepalive_after,
+            dead_after=dead_after,
+        )
+        self.token = accept.token
+        self.unreliable = accept.unreliable
+        self._lock = threading.Lock()  # the channel
+        self._wake = threading.Condition(self._lock)  # the pump waits here
+        self._room = threading.Condition(self._lock)  # send() waits here for backlog room
+        self._dirty = False
+        self._stopped = False  # the threads end (lock)
+        self._closing = False  # close() was called
+        self._close_lock = threading.Lock()
+        self._ended = threading.Event()  # the session is over, for whatever reason
+        self._end_reason = ""
+        self._closed_told = False
+        # Registration, before connect() returns.
+        self._registered = threading.Event()
+        self._go = threading.Event()  # connect() is about to return: deliver events
+        self._refusal: str | None = None
+        #: Datagrams that were not this session's and were ignored.
+        self.ignored = 0
+        self._receiver = threading.Thread(target=self._receive_loop, name="udpchat-receive", daemon=True)
+        self._pump = threading.Thread(target=self._pump_loop, name="udpchat-pump", daemon=True)
+        self._receiver.start()
+        self._pump.start()
+
+    # --- the Link interface ------------------------------------------------------
+
+    def send(self, event: ev.ClientEvent) -> None:
+        """Queue ``event`` for the server; thread-safe. Waits only while the
+        backlog is full (the server is not keeping up), and at most CLOSE_TIMEOUT."""
+        frame = encode(event)
+        deadline = time.monotonic() + CLOSE_TIMEOUT
+        with self._lock:
+            while not self._stopped and not self._channel.send(frame):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._room.wait(left)
+            if not self._stopped:
+                self._poke()
+
+    def close(self, reason: str = "") -> None:
+        """Say Goodbye if still open, wait (bounded) for the server's answer, release."""
+        with self._close_lock:
+            if self._closing:
+                return
+            self._closing = True
+        if not self._ended.is_set():
+            self.send(ev.Goodbye(ev.scrub(reason)))
+            if threading.current_thread() is not self._receiver:
+                self._ended.wait(CLOSE_TIMEOUT)
+        self._end("connection closed")
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)  # wakes the receive thread
+        for thread in (self._receiver, self._pump):
+            if thread is not threading.current_thread():
+                thread.join(CLOSE_TIMEOUT)
+        self._sock.close()
+        self._tell_closed()
+
+    # --- for tests and benchmarks ------------------------------------------------
+
+    @property
+    def flushed(self) -> bool:
+        """Everything sent so far has been acknowledged by the server."""
+        with self._lock:
+            return self._channel.flushed
+
+    @property
+    def channel(self) -> Channel:
+        """The reliability state (read it under no assumption of stability)."""
+        return self._channel
+
+    # --- threads -------------------------------------------------------------------
+
+    def _poke(self) -> None:
+        """The channel has something to send: wake the pump (lock held)."""
+        if not self._dirty:
+            self._dirty = True
+            self._wake.notify()
+
+    def _end(self, reason: str) -> None:
+        """The session is over: stop the threads (their sockets stay open for close)."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            self._end_reason = reason
+            self._wake.notify_all()
+            self._room.notify_all()
+        self._ended.set()
+        self._registered.set()
+
+    def _tell_closed(self) -> None:
+        with self._lock:
+            if self._closed_told:
+                return
+            self._closed_told = True
+        if self._go.is_set():
+            self._on_closed(self._end_reason)
+
+    def _pump_loop(self) -> None:
+        sendto = self._sock.send
+        while True:
+            with self._lock:
+                if not self._dirty and not self._stopped:
+                    self._wake.wait(TICK)
+                if self._stopped:
+                    return
+                self._dirty = False
+                now = time.monotonic()
+                datagrams = self._channel.datagrams(now)
+                dead = self._channel.is_dead(now)
+                self._room.notify_all()
+            for datagram in datagrams:
+                with contextlib.suppress(OSError):
+                    sendto(datagram)
+            if dead:
+                self._end("the server stopped answering")
+                self._tell_closed()
+                return
+
+    def _receive_loop(self) -> None:
+        recv = self._sock.recv
+        token = self.token
+        try:
+            while not self._stopped:
+                try:
+                    data = recv(RECV_SIZE)
+                except OSError:
+                    # ECONNREFUSED from an ICMP error: the server may be gone;
+                    # the dead-server verdict decides.
+                    if self._stopped:
+                        return
+                    continue
+                if not data:
+                    return  # close() shut the socket down
+                try:
+                    frames = decode_datagram(data)
+                    first = frames[0]
+                    if type(first) is not ev.Session or first.token != token:
+                        self.ignored += 1  # a late Cookie or Accept, or not ours
+                        continue
+                    with self._lock:
+                        chunks = self._channel.receive(frames[1:], time.monotonic())
+                        if self._channel.wants_to_send:
+                            self._poke()
+                except RemoteProtocolError:
+                    self.ignored += 1
+                    continue
+                for chunk in chunks:
+                    if not self._dispatch(chunk):
+                        return
+        finally:
+            self._tell_closed()
+
+    def _dispatch(self, chunk: bytes) -> bool:
+        """Hand one frame to the front end; False when the session is over."""
+        try:
+            event = decode_frame(chunk)
+        except RemoteProtocolError:
+            return True  # a frame we cannot read; the session goes on
+        if type(event) is ev.Ping:
+            self.send(ev.Pong(event.nonce))
+            return True
+        if not isinstance(event, ev.ServerEvent) or type(event) is ev.Pong:
+            return True
+        if not self._go.is_set():
+            # Still registering: connect() is waiting for the outcome.
+            if type(event) is ev.Welcome:
+                self._registered.set()
+                while not self._go.wait(TICK):
+                    if self._stopped:
+                        return False  # connect() gave up meanwhile
+            elif type(event) is ev.Error and event.code in _REFUSALS:
+                self._refusal = f"refused: {event.detail} ({event.code.slug})"
+                self._registered.set()
+                return True
+            elif type(event) is ev.Goodbye:
+                self._refusal = self._refusal or f"refused: {event.reason or 'the server said goodbye'}"
+                self._end(self._refusal)
+                return False
+            else:
+                return True
+        if type(event) is ev.Goodbye:
+            self._acknowledge_last()
+            self._on_event(event)
+            self._end(event.reason or "disconnected")
+            return False
+        self._on_event(event)
+        return True
+
+    def _acknowledge_last(self) -> None:
+        """Acknowledge the server's Goodbye at once (twice: the server keeps
+        the session until it hears, and nobody will answer a lost ack)."""
+        with self._lock:
+            datagrams = self._channel.datagrams(time.monotonic())
+        for datagram in datagrams + datagrams:
+            with contextlib.suppress(OSError):
+                self._sock.send(datagram)
+
+
+def _open_session(sock: socket.socket, where: str, deadline: float) -> ev.Accept:
+    """The handshake: padded Hello, Cookie, padded Hello with it, Accept."""
+    cookie = b""
+    wait = HELLO_RETRY
+    refused = False
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            if refused:
+                raise ConnectError(f"cannot reach {where}: nothing listens there")
+            raise ConnectError(f"{where} did not answer")
+        with contextlib.suppress(OSError):
+            sock.send(_hello(cookie))
+        sock.settimeout(min(wait, left))
+        wait = min(2 * wait, 1.0)
+        try:
+            while True:
+                frames = decode_datagram(sock.recv(RECV_SIZE))
+                first = frames[0]
+                if type(first) is ev.Cookie:
+                    cookie = first.cookie
+                    wait = HELLO_RETRY
+                    break
+                if type(first) is ev.Accept:
+                    return first
+        except TimeoutError:
+            continue
+        except ConnectionRefusedError:
+            refused = True  # an ICMP port unreachable; retry until the deadline all the same
+            time.sleep(min(wait, max(0.0, deadline - time.monotonic())))
+        except RemoteProtocolError:
+            raise ConnectError(f"{where} does not speak twinchat") from None
+        except OSError as exc:
+            raise ConnectError(f"cannot reach {where}: {exc.strerror or exc}") from None
+
+
+def udp_connect(
+    host: str,
+    port: int,
+    nick: str,
+    on_event: Callable[[ev.ServerEvent], None],
+    on_closed: Callable[[str], None],
+    *,
+    timeout: float = CONNECT_TIMEOUT,
+    keepalive_after: float = KEEPALIVE_AFTER,
+    dead_after: float = DEAD_AFTER,
+) -> UdpLink:
+    """Open a session with a twinchat UDP server and register ``nick``.
+
+    Raises:
+        ConnectError: the nick is invalid or refused, the server is full,
+            unreachable or silent, or it does not speak twinchat.
+    """
+    try:
+        register = ev.Register(nick)
+    except RuleError as exc:
+        raise ConnectError(f"invalid nick {nick!r}: {exc.detail}") from None
+    where = f"{host}:{port}"
+    deadline = time.monotonic() + timeout
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+    except OSError as exc:
+        raise ConnectError(f"cannot reach {where}: {exc.strerror or exc}") from None
+    sock = socket.socket(family, kind, proto)
+    link: UdpLink | None = None
+    try:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+        # A connected socket hears only the server, and hears ICMP errors.
+        sock.connect(addr)
+        accept = _open_session(sock, where, deadline)
+        sock.settimeout(None)
+        link = UdpLink(sock, accept, on_event, on_closed, keepalive_after=keepalive_after, dead_after=dead_after)
+        link.send(register)
+        if not link._registered.wait(max(0.0, deadline - time.monotonic())):
+            raise ConnectError(f"{where} did not answer")
+        if link._refusal is not None or link._ended.is_set():
+            raise ConnectError(link._refusal or link._end_reason or f"{where} ended the session")
+    except BaseException:
+        if link is not None:
+            link._end("")
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            link._receiver.join(1.0)
+            link._pump.join(1.0)
+        sock.close()
+        raise
+    link._go.set()  # the receive thread may now hand the Welcome on
+    return link
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the client; return the exit code."""
+    return frontend.main(argv, connect=udp_connect, prog="udpchat.client", default_port=DEFAULT_PORT)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,610 @@
+"""The UDP chat server: ``python -m udpchat.server``.
+
+Strategy: the chat rules live in ``common.hub`` and reliable delivery in
+``common.reliability``; this module owns the socket, the threads and the
+clock, and drives both. PROTOCOL.md, "UDP sessions and reliability", has the
+wire rules.
+
+Peers are sessions, keyed by a random 64-bit token, not by address. A client
+opens one with a two-step handshake: a ``Hello`` padded to a full datagram,
+answered by a stateless ``Cookie`` (``common.cookies``), echoed in a second
+padded ``Hello``, answered by ``Accept(token)``. Only then does the server keep
+any state for it, and until then it never answers with more bytes than it got.
+A datagram of a session must start with its ``Session(token)`` frame and come
+from the address that opened it; anything else is counted, logged at debug
+level and ignored, so it changes nobody's session.
+
+Threads:
+
+- the **receiver** takes one datagram at a time, decodes it, feeds its
+  segments to the peer's ``Channel`` and the frames that completes to the hub,
+  under the one lock; every resulting delivery is encoded once and queued on
+  each recipient's channel before the lock is released, which gives every peer
+  one total order;
+- the **pump** sends: woken when a channel has something to say, it drains
+  each such channel (acks, retransmissions, new segments the window admits,
+  packed up to 1200 bytes per datagram) and calls ``sendto`` outside the lock.
+  Every ``TICK`` seconds it also runs the timers of every peer (retransmission,
+  keepalive, idle expiry, registration timeout, flood holding).
+
+Slow and dead peers: UDP ``sendto`` never waits for a peer, so nobody can stall
+the others; what a peer has not acknowledged piles up in its own channel's
+backlog, bounded by ``max_queue`` bytes. A peer whose backlog overflows is
+dropped with a leave notice; a peer silent for ``idle_timeout`` seconds (it is
+sent keepalives at a quarter of that) is dropped the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import Final
+
+from common import events as ev
+from common.cookies import CookieJar
+from common.errors import ErrorCode, ProtocolError, RemoteProtocolError
+from common.framing import decode_datagram, decode_frame, encode
+from common.hub import Delivery, Hub
+from common.limits import MAX_DATAGRAM
+from common.ratelimit import DEFAULT_RATE, TokenBucket
+from common.reliability import MAX_BACKLOG, Channel
+
+log = logging.getLogger("udpchat.server")
+
+#: The port the server listens on unless told otherwise (the TCP server's too).
+DEFAULT_PORT: Final = 7878
+
+#: Seconds of silence before a peer is dropped; it is sent keepalives at a quarter.
+DEFAULT_IDLE_TIMEOUT: Final = 60.0
+
+#: Seconds a new session has to register a nick.
+DEFAULT_REGISTER_TIMEOUT: Final = 5.0
+
+#: Sessions at once (registered or not) unless told otherwise.
+DEFAULT_MAX_CLIENTS: Final = 1000
+
+#: Bytes of segments a peer may have waiting for its window before it is
+#: dropped as a slow consumer: some 40,000 chat lines, far more than a benchmark
+#: burst, and 4 GiB for 1,000 stuck peers at the very worst.
+DEFAULT_MAX_QUEUE: Final = MAX_BACKLOG
+
+#: Events of a flooding peer held back for the rate limit at most; past this
+#: it is dropped.
+MAX_HELD: Final = 4096
+
+#: Seconds a closing session (its Goodbye queued) has to get its last segments
+#: acknowledged before it is forgotten anyway.
+LINGER: Final = 2.0
+
+#: Seconds the shutdown waits for every peer to acknowledge its goodbye.
+SHUTDOWN_FLUSH: Final = 1.0
+
+#: Seconds between two runs of the timers.
+TICK: Final = 0.02
+
+#: Bytes asked of one recvfrom: more than MAX_DATAGRAM, so oversize ones are seen.
+RECV_SIZE: Final = 2048
+
+#: Kernel socket buffers asked for, so a burst of a thousand datagrams waits in
+#: the kernel instead of being dropped by it.
+SOCKET_BUFFER: Final = 4 << 20
+
+
+class _Peer:
+    """One session: its address, its channel, and the chat-side bookkeeping."""
+
+    __slots__ = ("addr", "born", "bucket", "channel", "close_deadline", "closing", "held", "name", "token")
+
+    def __init__(self, token: int, addr: tuple[str, int], channel: Channel, bucket: TokenBucket, now: float) -> None:
+        self.token = token
+        self.addr = addr
+        self.name = f"{addr[0]}:{addr[1]}"
+        self.channel = channel
+        self.bucket = bucket
+        self.born = now
+        self.held: deque[ev.Event | ProtocolError] = deque()  # waiting for rate-limit tokens
+        self.closing = False  # its Goodbye is queued; the hub has forgotten it
+        self.close_deadline = 0.0
+
+    def __repr__(self) -> str:
+        return f"<peer {self.name} {self.token:016x}>"
+
+
+class ChatServer:
+    """A chat server on one UDP port; see the module docstring.
+
+    The socket is bound in the constructor (so ``address`` is known at once,
+    ``port=0`` included). ``start()`` runs the threads in the background;
+    ``serve_forever()`` runs them until ``stop()`` (safe in a signal handler);
+    ``shutdown()`` says goodbye to every peer and releases everything.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        *,
+        max_clients: int = DEFAULT_MAX_CLIENTS,
+        rate_limit: float = DEFAULT_RATE,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        register_timeout: float = DEFAULT_REGISTER_TIMEOUT,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        unreliable: bool = False,
+        random: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self.rate_limit = rate_limit
+        self.idle_timeout = idle_timeout
+        self.register_timeout = register_timeout
+        self.max_queue = max_queue
+        self.unreliable = unreliable
+        #: What was refused and why (garbage, spoofed, ...) and other events, for logs and tests.
+        self.counters: Counter[str] = Counter()
+
+        self._random = random
+        self._cookies = CookieJar(random)
+        self._hub: Hub[_Peer] = Hub(max_clients=max_clients)
+        self._lock = threading.Lock()  # the hub, the peer tables, every channel
+        self._wake = threading.Condition(self._lock)  # the pump waits here for work
+        self._gone = threading.Condition(self._lock)  # shutdown waits here for peers to leave
+        self._peers: dict[int, _Peer] = {}
+        self._by_addr: dict[tuple[str, int], _Peer] = {}
+        self._dirty: dict[_Peer, None] = {}  # peers whose channel has something to send, in order
+        self._stopping = threading.Event()  # serve_forever returns
+        self._halt = False  # the threads end (lock)
+        self._threads: list[threading.Thread] = []
+        self._shut = False
+        self._shut_lock = threading.Lock()
+
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                with contextlib.suppress(OSError):
+                    self._sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+            self._sock.bind((host, port))
+        except OSError:
+            self._sock.close()
+            raise
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The (host, port) the server listens on."""
+        name = self._sock.getsockname()
+        return name[0], name[1]
+
+    def peer_count(self) -> int:
+        """Sessions open now, closing ones included (for tests)."""
+        with self._lock:
+            return len(self._peers)
+
+    # --- running -----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the receiver and the pump in the background."""
+        if self._threads:
+            return
+        self._threads = [
+            threading.Thread(target=self._receive_loop, name="udpchat-receiver", daemon=True),
+            threading.Thread(target=self._pump_loop, name="udpchat-pump", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def serve_forever(self) -> None:
+        """Serve until ``stop()`` or ``shutdown()``."""
+        self.start()
+        while not self._stopping.wait(0.5):
+            pass
+
+    def stop(self) -> None:
+        """Make ``serve_forever`` return; safe from a signal handler."""
+        self._stopping.set()
+
+    def shutdown(self, reason: str = "the server is shutting down") -> None:
+        """Say goodbye to every peer, wait up to ``SHUTDOWN_FLUSH`` seconds for
+        them to acknowledge it, then stop the threads and close the socket.
+        Idempotent."""
+        with self._shut_lock:
+            if self._shut:
+                return
+            self._shut = True
+        self.stop()
+        deadline = time.monotonic() + SHUTDOWN_FLUSH
+        with self._lock:
+            if self._threads:
+                self._deliver(self._hub.shutdown(reason), time.monotonic())
+                for peer in self._peers.values():
+                    peer.closing = True  # pending ones included: the hub forgot them all
+                    peer.close_deadline = min(peer.close_deadline or deadline, deadline)
+                while self._peers and (left := deadline - time.monotonic()) > 0:
+                    self._gone.wait(left)
+            self._halt = True
+            self._wake.notify_all()
+        with contextlib.suppress(OSError):
+            # Wake the receiver out of recvfrom.
+            self._sock.sendto(b"", self.address)
+        for thread in self._threads:
+            thread.join(1.0)
+        self._sock.close()
+        log.info("shut down; %s", dict(self.counters) or "nothing refused")
+
+    # --- receiving ---------------------------------------------------------------
+
+    def _receive_loop(self) -> None:
+        recvfrom = self._sock.recvfrom
+        while True:
+            try:
+                data, addr = recvfrom(RECV_SIZE)
+            except OSError:
+                if self._halt:
+                    return
+                continue  # an ICMP error from an earlier send to a vanished peer
+            if self._halt:
+                return
+            try:
+                self._datagram(data, addr, time.monotonic())
+            except Exception:
+                # A bug must not cost the server its only receiver.
+                log.exception("datagram from %s", addr)
+
+    def _refuse(self, what: str, addr: tuple[str, int], detail: object = "") -> None:
+        self.counters[what] += 1
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s from %s:%s %s", what, addr[0], addr[1], detail)
+
+    def _datagram(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+        if not data:
+            return  # the shutdown's wake-up call, or an empty probe
+        try:
+            frames = decode_datagram(data)
+        except RemoteProtocolError as exc:
+            self._refuse("garbage", addr, exc)
+            return
+        first = frames[0]
+        if type(first) is ev.Session:
+            self._session_datagram(first.token, frames, addr, now)
+        elif type(first) is ev.Hello and len(frames) == 1:
+            self._hello(first, len(data), addr, now)
+        else:
+            self._refuse("unexpected", addr, type(first).__name__)
+
+    def _session_datagram(self, token: int, frames: list[ev.Event], addr: tuple[str, int], now: float) -> None:
+        with self._lock:
+            peer = self._peers.get(token)
+            if peer is None or peer.addr != addr:
+                self._refuse("spoofed", addr, f"token {token:016x}")
+                return
+            try:
+                chunks = peer.channel.receive(frames[1:], now)
+            except RemoteProtocolError as exc:
+                self._refuse("garbage", addr, exc)
+                return
+            if chunks and not peer.closing:
+                items: list[ev.Event | ProtocolError] = []
+                for chunk in chunks:
+                    try:
+                        items.append(decode_frame(chunk))
+                    except RemoteProtocolError as exc:
+                        items.append(exc)
+                self._handle(peer, items, now)
+            if peer.channel.wants_to_send:
+                self._mark(peer)
+
+    def _handle(self, peer: _Peer, items: list[ev.Event | ProtocolError], now: float) -> None:
+        """Feed what ``peer`` said to the hub, as the rate limit allows (lock held)."""
+        held = peer.held
+        if self.rate_limit:
+            held.extend(items)
+            items = []
+            bucket = peer.bucket
+            while held and bucket.take(now):
+                items.append(held.popleft())
+            if len(held) > MAX_HELD:
+                held.clear()
+                log.info("%s floods; dropped", peer.name)
+                self.counters["flooding"] += 1
+                self._deliver(self._hub.kick(peer, ErrorCode.RATE_LIMITED, "sending too fast"), now)
+                return
+        hub = self._hub
+        out: list[Delivery[_Peer]] = []
+        for item in items:
+            if isinstance(item, ProtocolError):
+                self._refuse("bad frame", peer.addr, item)
+                out += hub.reject(peer, item)
+            else:
+                out += hub.receive(peer, item)
+        self._deliver(out, now)
+
+    # --- the handshake -----------------------------------------------------------
+
+    def _hello(self, hello: ev.Hello, size: int, addr: tuple[str, int], now: float) -> None:
+        if size < MAX_DATAGRAM:
+            # Answering a short Hello would let a spoofer aim more bytes than it sent.
+            self._refuse("short hello", addr, size)
+            return
+        key = f"{addr[0]}:{addr[1]}".encode()
+        if not hello.cookie:
+            self._send_now(encode(ev.Cookie(self._cookies.issue(key, now))), addr)
+            return
+        if not self._cookies.check(hello.cookie, key, now):
+            self._refuse("bad cookie", addr)
+            # Perhaps only expired: a fresh one lets an honest client go on.
+            self._send_now(encode(ev.Cookie(self._cookies.issue(key, now))), addr)
+            return
+        with self._lock:
+            if self._halt or self._stopping.is_set():
+                return
+            peer = self._by_addr.get(addr)
+            if peer is not None and peer.closing:
+                self._forget(peer)  # a new session from the same address replaces an ending one
+                peer = None
+            if peer is None:
+                peer = self._open(addr, now)
+            token = peer.token
+        # Sent again for every valid Hello: the client retries until it has one.
+        self._send_now(encode(ev.Accept(token, self.unreliable)), addr)
+
+    def _open(self, addr: tuple[str, int], now: float) -> _Peer:
+        """A new session for ``addr`` (lock held)."""
+        token = 0
+        while token == 0 or token in self._peers:
+            token = int.from_bytes(self._random(8), "big")
+        channel = Channel(
+            now,
+            prefix=encode(ev.Session(token)),
+            reliable=not self.unreliable,
+            max_backlog=self.max_queue,
+            keepalive_after=max(TICK, self.idle_timeout / 4),
+            dead_after=self.idle_timeout,
+        )
+        peer = _Peer(token, addr, channel, TokenBucket(self.rate_limit, now), now)
+        self._peers[token] = peer
+        self._by_addr[addr] = peer
+        log.debug("session %016x for %s", token, peer.name)
+        self._deliver(self._hub.connect(peer), now)
+        return peer
+
+    def _send_now(self, datagram: bytes, addr: tuple[str, int]) -> None:
+        try:
+            self._sock.sendto(datagram, addr)
+        except OSError as exc:
+            log.debug("sendto %s: %s", addr, exc)
+
+    # --- delivering --------------------------------------------------------------
+
+    def _mark(self, peer: _Peer) -> None:
+        """``peer``'s channel has something to send: wake the pump (lock held)."""
+        if not self._dirty:
+            self._wake.notify()
+        self._dirty[peer] = None
+
+    def _deliver(self, deliveries: list[Delivery[_Peer]], now: float) -> None:
+        """Queue ``deliveries`` on the recipients' channels in order; drop whoever
+        overflows, with a leave notice to the others (lock held)."""
+        while deliveries:
+            overflowed: list[_Peer] = []
+            for delivery in deliveries:
+                event = delivery.event
+                frame = encode(event)
+                last = type(event) is ev.Goodbye
+                if last or type(event) is ev.Welcome:
+                    _log_session(delivery)
+                for peer in delivery.recipients:
+                    if peer.closing:
+                        continue
+                    if not peer.channel.send(frame):
+                        overflowed.append(peer)
+                        continue
+                    self._mark(peer)
+                    if last:
+                        peer.closing = True
+                        peer.close_deadline = now + LINGER
+            deliveries = []
+            for peer in overflowed:
+                if peer.token in self._peers and not peer.closing:
+                    log.warning("%s is not keeping up; dropped", peer.name)
+                    self.counters["slow consumer"] += 1
+                    deliveries += self._hub.disconnect(peer, "too slow to keep up with the chat")
+                    self._forget(peer)
+
+    def _forget(self, peer: _Peer) -> None:
+        """Remove ``peer``'s session for good (lock held)."""
+        peer.closing = True
+        if self._peers.get(peer.token) is peer:
+            del self._peers[peer.token]
+        if self._by_addr.get(peer.addr) is peer:
+            del self._by_addr[peer.addr]
+        self._dirty.pop(peer, None)
+        self._gone.notify_all()
+
+    # --- the pump: sending and timers --------------------------------------------
+
+    def _pump_loop(self) -> None:
+        next_tick = 0.0
+        sendto = self._sock.sendto
+        while True:
+            with self._lock:
+                while not self._dirty and not self._halt:
+                    wait = next_tick - time.monotonic()
+                    if wait <= 0:
+                        break
+                    self._wake.wait(wait)
+                if self._halt:
+                    return
+                now = time.monotonic()
+                tick = now >= next_tick
+                if tick:
+                    next_tick = now + TICK
+                out = self._collect(now, tick)
+            for addr, datagrams in out:
+                for datagram in datagrams:
+                    try:
+                        sendto(datagram, addr)
+                    except OSError as exc:
+                        log.debug("sendto %s: %s", addr, exc)
+
+    def _collect(self, now: float, tick: bool) -> list[tuple[tuple[str, int], list[bytes]]]:
+        """The datagrams due now, by address: from the dirty channels, or on a
+        tick from every channel once its timers have run (lock held)."""
+        if tick:
+            try:
+                self._timers(now)
+            except Exception:
+                log.exception("timers failed")
+            targets = list(self._peers.values())
+        else:
+            targets = list(self._dirty)
+        self._dirty.clear()
+        out = []
+        for peer in targets:
+            datagrams = peer.channel.datagrams(now)
+            if datagrams:
+                out.append((peer.addr, datagrams))
+            if peer.closing and peer.channel.flushed:
+                self._forget(peer)
+        return out
+
+    def _timers(self, now: float) -> None:
+        """Expire the dead, the unregistered and the closing; release held events (lock held)."""
+        hub = self._hub
+        out: list[Delivery[_Peer]] = []
+        for peer in list(self._peers.values()):
+            if peer.closing:
+                if now >= peer.close_deadline or peer.channel.is_dead(now):
+                    self._forget(peer)
+                continue
+            if peer.channel.is_dead(now):
+                log.info("%s silent for %g s; dropped", peer.name, self.idle_timeout)
+                self.counters["expired"] += 1
+                out += hub.disconnect(peer, f"timed out after {self.idle_timeout:g} s of silence")
+                self._forget(peer)
+            elif hub.nick_of(peer) is None and now - peer.born > self.register_timeout:
+                log.info("%s did not register in time", peer.name)
+                out += hub.kick(peer, ErrorCode.REGISTRATION_TIMEOUT, "no nick registered in time")
+            elif peer.held:
+                self._handle(peer, [], now)
+        self._deliver(out, now)
+
+
+def _log_session(delivery: Delivery[_Peer]) -> None:
+    event = delivery.event
+    if isinstance(event, ev.Welcome):
+        log.info("%s registered as %s", delivery.recipients[0].name, event.nick)
+    elif log.isEnabledFor(logging.DEBUG) and isinstance(event, ev.Goodbye):
+        log.debug("goodbye to %d peer(s): %s", len(delivery.recipients), event.reason)
+
+
+# --- command line ----------------------------------------------------------------
+
+
+def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = kind(text)
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{text} is negative")
+        return value
+
+    return parse
+
+
+def _nonzero(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not positive")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m udpchat.server", description="The twinchat UDP chat server.")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port; 0 picks a free one (default: %(default)s)")
+    p.add_argument(
+        "--max-clients",
+        type=_positive(int),
+        default=DEFAULT_MAX_CLIENTS,
+        help="most sessions at once; 0 for no limit (default: %(default)s)",
+    )
+    p.add_argument(
+        "--rate-limit",
+        metavar="MSGS_PER_SEC",
+        type=_positive(float),
+        default=DEFAULT_RATE,
+        help="messages per second a client may keep up, bursts of 128 allowed; 0 turns it off (default: %(default)s)",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        metavar="SECONDS",
+        type=_nonzero,
+        default=DEFAULT_IDLE_TIMEOUT,
+        help="drop a client silent this long; keepalives go out at a quarter (default: %(default)s)",
+    )
+    p.add_argument(
+        "--register-timeout",
+        metavar="SECONDS",
+        type=_nonzero,
+        default=DEFAULT_REGISTER_TIMEOUT,
+        help="close a session that has no nick after this long (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-queue",
+        metavar="BYTES",
+        type=_positive(int),
+        default=DEFAULT_MAX_QUEUE,
+        help="bytes waiting for a client's window after which it is dropped as too slow (default: %(default)s)",
+    )
+    p.add_argument(
+        "--unreliable",
+        action="store_true",
+        help="no acknowledgements, no retransmission: raw datagrams, losses counted",
+    )
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the server until SIGINT or SIGTERM; return the exit code."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        server = ChatServer(
+            args.host,
+            args.port,
+            max_clients=args.max_clients,
+            rate_limit=args.rate_limit,
+            idle_timeout=args.idle_timeout,
+            register_timeout=args.register_timeout,
+            max_queue=args.max_queue,
+            unreliable=args.unreliable,
+        )
+    except OSError as exc:
+        print(f"udpchat.server: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        server.stop()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    host, port = server.address
+    shown = f"[{host}]" if ":" in host else host
+    mode = " (unreliable)" if args.unreliable else ""
+    print(f"listening on {shown}:{port}{mode}", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
