@@ -1,0 +1,25 @@
+"""The chat client's front end, shared by the TCP and the UDP client.
+
+A transport provides one ``Connect`` function; the front end owns everything a
+person (or a script) sees: the command line, the terminal UI on a TTY, and the
+plain line mode when stdin is a pipe.
+
+The contract between the two halves:
+
+- ``connect(host, port, nick, on_event, on_closed)`` registers ``nick`` and
+  returns a ``Link`` once the server's ``Welcome`` arrived, or raises
+  ``ConnectError`` with a one-line reason;
+- after it returned, the transport's receive thread calls ``on_event(event)``
+  for every server event (the ``Welcome`` first) and ``on_closed(reason)``
+  once, when the link ends for whatever reason;
+- ``Link.send`` is thread-safe and never blocks long; ``Link.close(reason)``
+  says ``Goodbye(reason)`` if the link is still open, waits (bounded) until
+  the server has it, and releases everything.
+"""
+
+from __future__ import annotations
+
+from frontend.app import main
+from frontend.link import Connect, ConnectError, Link
+
+__all__ = ["ConnectError", "Link", "Connect", "main"]

@@ -1,0 +1,109 @@
+"""Plain mode, for pipes, scripts and bots: lines in, lines out.
+
+Each stdin line is a message or a /command; each server event is one line on
+stdout in the common text rendering (``common.render``), flushed at once so a
+script can react to it. At the end of stdin the client says goodbye, waits
+until the server has everything, and exits 0. Problems go to stderr.
+
+Strategy: a helper thread reads stdin and hands lines to the main thread
+through a queue, which the link's end can also wake; so a session the server
+ends does not wait for stdin, and reading stdin never waits for the network.
+"""
+
+from __future__ import annotations
+
+import io
+import queue
+import sys
+import threading
+from typing import Final, TextIO
+
+from common import events as ev
+from common.render import render
+from frontend.commands import interpret
+from frontend.link import Connect, ConnectError
+
+_EOF: Final = object()  # stdin ended
+_CLOSED: Final = object()  # the link ended
+
+
+def run_plain(
+    connect: Connect,
+    host: str,
+    port: int,
+    nick: str,
+    *,
+    prog: str,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    """Run a plain-mode session; return the exit code."""
+    if stdin is None:
+        stdin = _utf8(sys.stdin)
+    if stdout is None:
+        stdout = _utf8(sys.stdout)
+    stderr = stderr or sys.stderr
+    inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
+    out_lock = threading.Lock()
+    why: list[str] = []
+
+    def write(line: str) -> None:
+        with out_lock:
+            try:
+                stdout.write(line + "\n")
+                stdout.flush()
+            except (OSError, ValueError):
+                pass  # stdout was closed by whoever reads it; keep the session going
+
+    def on_event(event: ev.ServerEvent) -> None:
+        text = render(event)
+        if text is not None:
+            write(text)
+
+    def on_closed(reason: str) -> None:
+        why.append(reason)
+        inbox.put(_CLOSED)
+
+    try:
+        link = connect(host, port, nick, on_event, on_closed)
+    except ConnectError as exc:
+        print(f"{prog}: {exc}", file=stderr, flush=True)
+        return 1
+
+    threading.Thread(target=_read_lines, args=(stdin, inbox), name="stdin", daemon=True).start()
+    while True:
+        item = inbox.get()
+        if item is _EOF:
+            link.close("")
+            return 0
+        if item is _CLOSED:
+            link.close()
+            print(f"{prog}: {why[0] if why else 'connection closed'}", file=stderr, flush=True)
+            return 1
+        assert isinstance(item, str)
+        typed = interpret(item)
+        for event in typed.show:
+            write(render(event) or "")
+        if isinstance(typed.send, ev.Goodbye):
+            link.close(typed.send.reason)
+            return 0
+        if typed.send is not None:
+            link.send(typed.send)
+
+
+def _utf8(stream: TextIO) -> TextIO:
+    """Chat text is UTF-8 whatever the locale; bytes that are not become U+FFFD."""
+    if isinstance(stream, io.TextIOWrapper):
+        stream.reconfigure(encoding="utf-8", errors="replace")
+    return stream
+
+
+def _read_lines(stdin: TextIO, inbox: queue.SimpleQueue[object]) -> None:
+    try:
+        for line in stdin:
+            inbox.put(line.rstrip("\r\n"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        pass  # an unreadable stdin ends the input like its end does
+    finally:
+        inbox.put(_EOF)

@@ -1,0 +1,142 @@
+"""The terminal UI: messages scroll above an input line that stays put.
+
+Strategy: a prompt_toolkit ``PromptSession`` owns the input line, and
+``patch_stdout`` turns every ``print`` (from any thread) into "erase the
+prompt, print the line above it, draw the prompt again", so the receive
+thread never writes over a half-typed line. Lines are coloured with plain
+ANSI sequences (``raw=True`` lets them through); server texts cannot carry
+control characters (``common.events`` refuses them), so a peer cannot drive
+our terminal.
+
+The user's own messages are shown locally as they are sent (the server does
+not echo them back); ``/help`` is answered locally; ``/quit``, Ctrl-C and
+Ctrl-D leave with a Goodbye. When the server ends the session, the prompt is
+ended from the receive thread through the UI's event loop.
+"""
+
+from __future__ import annotations
+
+import threading
+import zlib
+from collections.abc import Callable
+from typing import Any, Final
+
+from prompt_toolkit import PromptSession
+from prompt_toolkit.patch_stdout import patch_stdout
+
+from common import events as ev
+from common.nicks import nick_key
+from common.render import render
+from frontend.commands import interpret
+from frontend.link import Connect, ConnectError
+
+_RESET: Final = "\x1b[0m"
+_DIM: Final = "\x1b[2m"
+_RED: Final = "\x1b[31m"
+_BOLD: Final = "\x1b[1m"
+#: Nick colours: the bright ANSI colours a dark or light terminal both show.
+_PALETTE: Final = ("\x1b[91m", "\x1b[92m", "\x1b[93m", "\x1b[94m", "\x1b[95m", "\x1b[96m")
+
+
+def colour(nick: str) -> str:
+    """``nick`` in its own colour, the same for every spelling of one nick."""
+    shade = _PALETTE[zlib.crc32(nick_key(nick).encode()) % len(_PALETTE)]
+    return f"{shade}{nick}{_RESET}"
+
+
+_STYLED: Final[dict[type[ev.Event], Callable[[Any], str]]] = {
+    ev.Message: lambda e: f"{colour(e.sender)}: {e.text}",
+    ev.Action: lambda e: f"* {colour(e.sender)} {e.text}",
+    ev.Private: lambda e: f"{_BOLD}*{_RESET}{colour(e.sender)}{_BOLD}*{_RESET} {e.text}",
+    ev.Joined: lambda e: f"{_DIM}***{_RESET} {colour(e.nick)} {_DIM}joined{_RESET}",
+    ev.Renamed: lambda e: f"{_DIM}***{_RESET} {colour(e.old)} {_DIM}is now known as{_RESET} {colour(e.new)}",
+    ev.WhoReply: lambda e: "* online: " + ", ".join(colour(n) for n in e.nicks) + (" ..." if e.more else ""),
+    ev.Error: lambda e: f"{_RED}{render(e)}{_RESET}",
+}
+
+
+def styled(event: ev.Event) -> str | None:
+    """The coloured line for ``event``: the common rendering, nicks coloured."""
+    style = _STYLED.get(type(event))
+    if style is not None:
+        return style(event)
+    text = render(event)
+    if text is not None and text.startswith("***"):
+        return f"{_DIM}{text}{_RESET}"
+    return text
+
+
+def echo(nick: str, event: ev.ClientEvent) -> str | None:
+    """How the user's own outgoing ``event`` is shown to them, if at all."""
+    if isinstance(event, ev.Say):
+        return f"{colour(nick)}: {event.text}"
+    if isinstance(event, ev.Act):
+        return f"* {colour(nick)} {event.text}"
+    if isinstance(event, ev.Whisper):
+        return f"{_BOLD}->{_RESET} *{colour(event.to)}* {event.text}"
+    return None
+
+
+class _LinkEnded(Exception):
+    """Ends the prompt when the server ends the session."""
+
+
+def run_terminal(connect: Connect, host: str, port: int, nick: str, *, prog: str) -> int:
+    """Run the interactive UI; return the exit code."""
+    session: PromptSession[str] = PromptSession()
+    me = [nick]  # follows /nick, as the server confirms it
+    ended = threading.Event()
+    why: list[str] = []
+
+    def on_event(event: ev.ServerEvent) -> None:
+        if isinstance(event, ev.Welcome):
+            me[0] = event.nick
+        elif isinstance(event, ev.Renamed) and nick_key(event.old) == nick_key(me[0]):
+            me[0] = event.new
+        line = styled(event)
+        if line is not None:
+            print(line, flush=True)
+
+    def on_closed(reason: str) -> None:
+        why.append(reason)
+        ended.set()
+        app = session.app
+        loop = app.loop
+        if loop is not None and app.is_running:
+            loop.call_soon_threadsafe(_end_prompt, app)
+
+    with patch_stdout(raw=True):
+        try:
+            link = connect(host, port, nick, on_event, on_closed)
+        except ConnectError as exc:
+            print(f"{prog}: {exc}", flush=True)
+            return 1
+        try:
+            while not ended.is_set():
+                try:
+                    line = session.prompt(lambda: f"{me[0]}> ")
+                except (EOFError, KeyboardInterrupt):
+                    link.close("")
+                    return 0
+                except _LinkEnded:
+                    break
+                typed = interpret(line)
+                for event in typed.show:
+                    print(styled(event), flush=True)
+                if isinstance(typed.send, ev.Goodbye):
+                    link.close(typed.send.reason)
+                    return 0
+                if typed.send is not None:
+                    link.send(typed.send)
+                    shown = echo(me[0], typed.send)
+                    if shown is not None:
+                        print(shown, flush=True)
+        finally:
+            link.close()
+    print(f"{prog}: {why[0] if why else 'connection closed'}", flush=True)
+    return 1
+
+
+def _end_prompt(app: Any) -> None:
+    if app.is_running and not app.is_done:
+        app.exit(exception=_LinkEnded())

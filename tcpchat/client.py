@@ -1,0 +1,213 @@
+"""The TCP chat client: ``python -m tcpchat.client --host H --port P --nick N``.
+
+This module is the TCP edge of the client; everything a person sees is the
+shared front end (``frontend``). ``tcp_connect`` registers and returns a
+``TcpLink`` with two threads:
+
+- the **receive thread** (the one the assignment asks for) decodes what the
+  server sends, answers its pings, and hands every event to the front end;
+- a **send thread** drains an unbounded queue in batches, so ``send`` never
+  blocks the UI even while the server holds the client back (flood control
+  works by TCP backpressure).
+
+Closing: ``close(reason)`` queues a ``Goodbye``; the server answers with its
+own ``Goodbye`` only after everything sent before it, so waiting for that
+answer (bounded by ``CLOSE_TIMEOUT``) is waiting until the server has it all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Final
+
+import frontend
+from common import events as ev
+from common.errors import FrameRejected, RemoteProtocolError, RuleError
+from common.framing import END_OF_STREAM, NEED_DATA, StreamDecoder, encode
+from frontend import ConnectError
+
+#: The port the server listens on unless told otherwise.
+DEFAULT_PORT: Final = 7878
+
+#: Seconds to reach the server and be welcomed.
+CONNECT_TIMEOUT: Final = 10.0
+
+#: Seconds ``close`` waits for the server to take what is queued and answer
+#: the Goodbye (a long paste held back by flood control needs a while).
+CLOSE_TIMEOUT: Final = 10.0
+
+_STOP: Final = object()
+
+
+class TcpLink:
+    """A registered TCP session; see the module docstring."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        decoder: StreamDecoder,
+        welcome: ev.Welcome,
+        on_event: Callable[[ev.ServerEvent], None],
+        on_closed: Callable[[str], None],
+    ) -> None:
+        self._sock = sock
+        self._decoder = decoder
+        self._on_event = on_event
+        self._on_closed = on_closed
+        self._outbox: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._closing = False
+        self._close_lock = threading.Lock()
+        self._ended = threading.Event()  # the receive thread is done
+        self._goodbye: str | None = None  # the reason of the server's Goodbye
+        self._sender = threading.Thread(target=self._send_loop, name="tcpchat-send", daemon=True)
+        self._receiver = threading.Thread(
+            target=self._receive_loop, args=(welcome,), name="tcpchat-receive", daemon=True
+        )
+        self._sender.start()
+        self._receiver.start()
+
+    def send(self, event: ev.ClientEvent) -> None:
+        """Queue ``event`` for the server; thread-safe, never blocks."""
+        if not self._closing:
+            self._outbox.put(event)
+
+    def close(self, reason: str = "") -> None:
+        """Say Goodbye if still open, wait (bounded) for the server's answer, release."""
+        with self._close_lock:
+            if self._closing:
+                return
+            self._closing = True
+        if not self._ended.is_set():
+            self._outbox.put(ev.Goodbye(ev.scrub(reason)))
+        self._outbox.put(_STOP)
+        deadline = time.monotonic() + CLOSE_TIMEOUT
+        self._sender.join(CLOSE_TIMEOUT)
+        if threading.current_thread() is not self._receiver:
+            self._ended.wait(max(0.0, deadline - time.monotonic()))
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)  # wakes both threads if they still wait
+        for thread in (self._sender, self._receiver):
+            if thread is not threading.current_thread():
+                thread.join(CLOSE_TIMEOUT)
+        self._sock.close()
+
+    def _send_loop(self) -> None:
+        get, get_nowait = self._outbox.get, self._outbox.get_nowait
+        try:
+            while True:
+                batch = [get()]
+                with contextlib.suppress(queue.Empty):
+                    while batch[-1] is not _STOP:
+                        batch.append(get_nowait())
+                data = b"".join(encode(e) for e in batch if isinstance(e, ev.Event))
+                if data:
+                    self._sock.sendall(data)
+                if batch[-1] is _STOP:
+                    return
+        except OSError:
+            pass  # the receive thread reports the end of the link
+
+    def _receive_loop(self, welcome: ev.Welcome) -> None:
+        reason = "connection closed by the server"
+        try:
+            self._on_event(welcome)
+            while True:
+                try:
+                    item = self._decoder.next_event()
+                except FrameRejected:
+                    continue  # one frame we cannot read; the stream goes on
+                if item is NEED_DATA:
+                    self._decoder.feed(self._sock.recv(1 << 16))
+                elif item is END_OF_STREAM:
+                    break
+                elif isinstance(item, ev.ServerEvent):
+                    if isinstance(item, ev.Ping):
+                        self.send(ev.Pong(item.nonce))  # answered here; the front end shows nothing
+                    elif isinstance(item, ev.Goodbye):
+                        self._goodbye = item.reason
+                    self._on_event(item)
+        except RemoteProtocolError as exc:
+            reason = f"the server broke the protocol ({exc})"
+        except OSError as exc:
+            reason = "connection closed" if self._closing else f"connection lost ({exc.strerror or exc})"
+        finally:
+            if self._goodbye is not None:
+                reason = self._goodbye or "disconnected"
+            self._ended.set()
+            self._on_closed(reason)
+
+
+def tcp_connect(
+    host: str,
+    port: int,
+    nick: str,
+    on_event: Callable[[ev.ServerEvent], None],
+    on_closed: Callable[[str], None],
+) -> TcpLink:
+    """Connect to a twinchat TCP server and register ``nick``.
+
+    Raises:
+        ConnectError: the nick is invalid or refused, the server is full or
+            unreachable, or it does not speak twinchat.
+    """
+    try:
+        register = ev.Register(nick)
+    except RuleError as exc:
+        raise ConnectError(f"invalid nick {nick!r}: {exc.detail}") from None
+    try:
+        sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
+    except OSError as exc:
+        raise ConnectError(f"cannot reach {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(encode(register))
+        decoder = StreamDecoder()
+        welcome = _await_welcome(sock, decoder, f"{host}:{port}")
+        sock.settimeout(None)
+    except BaseException:
+        sock.close()
+        raise
+    return TcpLink(sock, decoder, welcome, on_event, on_closed)
+
+
+def _await_welcome(sock: socket.socket, decoder: StreamDecoder, where: str) -> ev.Welcome:
+    """Read until the server welcomes us; anything else ends in ConnectError."""
+    try:
+        while True:
+            try:
+                item = decoder.next_event()
+            except FrameRejected:
+                continue
+            if item is NEED_DATA:
+                decoder.feed(sock.recv(1 << 16))
+            elif item is END_OF_STREAM:
+                raise ConnectError(f"{where} closed the connection")
+            elif isinstance(item, ev.Welcome):
+                return item
+            elif isinstance(item, ev.Error):
+                raise ConnectError(f"refused: {item.detail} ({item.code.slug})")
+            elif isinstance(item, ev.Goodbye):
+                raise ConnectError(f"refused: {item.reason or 'the server said goodbye'}")
+            elif isinstance(item, ev.Ping):
+                sock.sendall(encode(ev.Pong(item.nonce)))
+    except TimeoutError:
+        raise ConnectError(f"{where} did not answer") from None
+    except RemoteProtocolError:
+        raise ConnectError(f"{where} does not speak twinchat") from None
+    except OSError as exc:
+        raise ConnectError(f"connection to {where} lost: {exc.strerror or exc}") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the client; return the exit code."""
+    return frontend.main(argv, connect=tcp_connect, prog="tcpchat.client", default_port=DEFAULT_PORT)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

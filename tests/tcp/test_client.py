@@ -1,0 +1,253 @@
+"""The TCP client: its link in-process, and the program in pipe mode as a subprocess."""
+
+from __future__ import annotations
+
+import queue
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from common import events as ev
+from frontend import ConnectError
+from tcpchat.client import tcp_connect
+from tcpchat.server import ChatServer
+
+from .conftest import WAIT, FramedClient
+
+MakeServer = Callable[..., ChatServer]
+MakeClient = Callable[..., FramedClient]
+
+
+def client_process(port: int, nick: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-bb", "-m", "tcpchat.client", "--port", str(port), "--nick", nick],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        encoding="utf-8",
+    )
+
+
+@pytest.fixture
+def processes() -> Iterator[Callable[[int, str], subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+
+    def start(port: int, nick: str) -> subprocess.Popen[str]:
+        proc = client_process(port, nick)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(WAIT)
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A loopback port that refuses connections (bound, never listening)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+# --- the program in pipe mode --------------------------------------------------------
+
+
+def test_pipe_mode_session(
+    make_server: MakeServer, clients: MakeClient, processes: Callable[[int, str], subprocess.Popen[str]]
+) -> None:
+    server = make_server()
+    obs = clients(server.address)
+    obs.register("obs")
+    proc = processes(server.address[1], "bot")
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == "*** welcome, bot: 1 other online\n"
+    proc.stdin.write("hello\n/me waves\n/msg obs psst\nпривет 👋\n/bogus\n//slash\n\n")
+    proc.stdin.flush()
+    assert obs.expect(ev.Joined) == ev.Joined("bot")
+    assert obs.expect(ev.Message) == ev.Message("bot", "hello")
+    assert obs.expect(ev.Action) == ev.Action("bot", "waves")
+    assert obs.expect(ev.Private) == ev.Private("bot", "psst")
+    assert obs.expect(ev.Message) == ev.Message("bot", "привет 👋")
+    assert obs.expect(ev.Message) == ev.Message("bot", "/slash")
+    assert proc.stdout.readline().startswith("* error (unknown-command): unknown command /bogus")
+    obs.send(ev.Say("hi bot 😀"), ev.Act("smiles"), ev.Whisper("bot", "just you"))
+    assert proc.stdout.readline() == "obs: hi bot 😀\n"
+    assert proc.stdout.readline() == "* obs smiles\n"
+    assert proc.stdout.readline() == "*obs* just you\n"
+    proc.stdin.write("/who\nlast line\n")
+    proc.stdin.close()  # EOF: send everything, say goodbye, exit 0
+    assert proc.wait(WAIT) == 0
+    assert proc.stdout.read() == "* online: obs, bot\n*** disconnected: bye\n"
+    assert obs.expect(ev.Message) == ev.Message("bot", "last line")
+    assert obs.expect(ev.Left) == ev.Left("bot", "")
+
+
+def test_pipe_mode_quit_command(make_server: MakeServer, clients: MakeClient) -> None:
+    server = make_server()
+    obs = clients(server.address)
+    obs.register("obs")
+    done = subprocess.run(
+        [sys.executable, "-bb", "-m", "tcpchat.client", "--port", str(server.address[1]), "--nick", "bot"],
+        input="one\n/quit see you\nnever sent\n",
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )
+    assert done.returncode == 0
+    assert done.stdout.endswith("*** disconnected: bye\n")
+    obs.expect(ev.Joined)
+    assert obs.expect(ev.Message).text == "one"
+    assert obs.expect(ev.Left) == ev.Left("bot", "see you")
+
+
+def test_refused_nick_is_one_line_on_stderr(make_server: MakeServer, clients: MakeClient) -> None:
+    server = make_server()
+    clients(server.address).register("Маша")
+    done = subprocess.run(
+        [sys.executable, "-bb", "-m", "tcpchat.client", "--port", str(server.address[1]), "--nick", "маша"],
+        input="hello\n",
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=WAIT,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert done.stdout == ""
+    assert done.stderr.count("\n") == 1
+    assert "nick-taken" in done.stderr
+
+
+def test_unreachable_server_is_one_line_on_stderr(closed_port: int) -> None:
+    done = subprocess.run(
+        [sys.executable, "-bb", "-m", "tcpchat.client", "--port", str(closed_port), "--nick", "bot"],
+        input="hello\n",
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert done.stderr.count("\n") == 1
+    assert "cannot reach" in done.stderr
+
+
+def test_pipe_mode_exits_when_the_server_goes(
+    make_server: MakeServer, processes: Callable[[int, str], subprocess.Popen[str]]
+) -> None:
+    server = make_server()
+    proc = processes(server.address[1], "bot")
+    assert proc.stdout is not None
+    assert proc.stdout.readline().startswith("*** welcome, bot")
+    server.shutdown()  # stdin stays open: the client must not wait for it
+    assert proc.wait(WAIT) == 1
+    assert proc.stderr is not None
+    assert proc.stderr.read() == "tcpchat.client: the server is shutting down\n"
+
+
+# --- the link, in-process ----------------------------------------------------------
+
+
+class Recorder:
+    """Collects what a link reports, for a test to wait on."""
+
+    def __init__(self) -> None:
+        self.events: queue.SimpleQueue[ev.ServerEvent] = queue.SimpleQueue()
+        self.closed: queue.SimpleQueue[str] = queue.SimpleQueue()
+
+    def next(self) -> ev.ServerEvent:
+        return self.events.get(timeout=WAIT)
+
+
+def test_link_reports_welcome_first_then_events_then_close(make_server: MakeServer, clients: MakeClient) -> None:
+    server = make_server()
+    obs = clients(server.address)
+    obs.register("obs")
+    seen = Recorder()
+    link = tcp_connect("127.0.0.1", server.address[1], "bot", seen.events.put, seen.closed.put)
+    try:
+        assert seen.next() == ev.Welcome("bot", 2)
+        obs.expect(ev.Joined)
+        obs.send(ev.Say("hi"))
+        assert seen.next() == ev.Message("obs", "hi")
+        obs.send(ev.Goodbye("leaving"))
+        assert seen.next() == ev.Left("obs", "leaving")
+    finally:
+        link.close("done")
+    assert seen.next() == ev.Goodbye("bye")
+    assert seen.closed.get(timeout=WAIT) == "bye"
+    assert seen.closed.empty()
+    link.close()  # a second close is harmless
+
+
+def test_close_waits_until_the_server_has_everything(make_server: MakeServer, clients: MakeClient) -> None:
+    server = make_server(rate_limit=100.0)  # a burst of 200, then the server holds the client back
+    obs = clients(server.address)
+    obs.register("obs")
+    seen = Recorder()
+    link = tcp_connect("127.0.0.1", server.address[1], "bot", seen.events.put, seen.closed.put)
+    for n in range(400):
+        link.send(ev.Say(f"n{n}"))
+    link.close("all sent")
+    obs.expect(ev.Joined)
+    assert [obs.expect(ev.Message).text for _ in range(400)] == [f"n{n}" for n in range(400)]
+    assert obs.expect(ev.Left) == ev.Left("bot", "all sent")
+
+
+def test_link_answers_pings(make_server: MakeServer) -> None:
+    server = make_server(idle_timeout=0.6)
+    seen = Recorder()
+    link = tcp_connect("127.0.0.1", server.address[1], "bot", seen.events.put, seen.closed.put)
+    try:
+        assert isinstance(seen.next(), ev.Welcome)
+        pings = [seen.next() for _ in range(3)]  # three idle periods survived
+        assert all(isinstance(p, ev.Ping) for p in pings)
+        assert seen.closed.empty()
+    finally:
+        link.close()
+
+
+@pytest.mark.parametrize(
+    ("nick", "words"),
+    [("has space", "bad-nick"), ("x" * 40, "invalid nick"), ("9lives", "bad-nick"), ("taken", "nick-taken")],
+)
+def test_connect_refusals(make_server: MakeServer, clients: MakeClient, nick: str, words: str) -> None:
+    server = make_server()
+    clients(server.address).register("taken")
+    seen = Recorder()
+    with pytest.raises(ConnectError, match=words):
+        tcp_connect("127.0.0.1", server.address[1], nick, seen.events.put, seen.closed.put)
+    assert seen.events.empty()
+
+
+def test_connect_to_something_else() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+
+        def answer_like_http() -> None:
+            peer, _ = listener.accept()
+            with peer:
+                peer.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+        thread = threading.Thread(target=answer_like_http)
+        thread.start()
+        seen = Recorder()
+        try:
+            with pytest.raises(ConnectError, match="does not speak twinchat"):
+                tcp_connect("127.0.0.1", listener.getsockname()[1], "bot", seen.events.put, seen.closed.put)
+        finally:
+            thread.join(WAIT)
