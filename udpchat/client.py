@@ -68,7 +68,7 @@ SOCKET_BUFFER: Final = 4 << 20
 _REFUSALS: Final = frozenset({ErrorCode.BAD_NICK, ErrorCode.NICK_TAKEN, ErrorCode.SERVER_FULL})
 
 
-def _hello(cookie: bytes) -> bytes:
+def hello_datagram(cookie: bytes) -> bytes:
     """A ``Hello`` datagram padded to MAX_DATAGRAM bytes: the server answers
     nothing shorter, so it can never be used to amplify a spoofed one."""
     bare = len(encode(ev.Hello(cookie, b"")))
@@ -277,6 +277,7 @@ class UdpLink:
                 return True
             elif type(event) is ev.Goodbye:
                 self._refusal = self._refusal or f"refused: {event.reason or 'the server said goodbye'}"
+                self._acknowledge_last()
                 self._end(self._refusal)
                 return False
             else:
@@ -311,7 +312,7 @@ def _open_session(sock: socket.socket, where: str, deadline: float) -> ev.Accept
                 raise ConnectError(f"cannot reach {where}: nothing listens there")
             raise ConnectError(f"{where} did not answer")
         with contextlib.suppress(OSError):
-            sock.send(_hello(cookie))
+            sock.send(hello_datagram(cookie))
         sock.settimeout(min(wait, left))
         wait = min(2 * wait, 1.0)
         try:

@@ -1,0 +1,297 @@
+"""The UDP server and client over real sockets on loopback."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from common import events as ev
+from common.errors import ErrorCode
+from common.framing import decode_datagram, encode, encode_datagram
+from frontend import ConnectError
+from tests.udp.harness import PATIENCE, Member, members, python, raw_session, stop
+from udpchat.client import hello_datagram, udp_connect
+from udpchat.lossyproxy import Impairment, LossyProxy
+from udpchat.server import ChatServer
+
+
+@pytest.fixture
+def server() -> Iterator[ChatServer]:
+    srv = ChatServer(port=0, rate_limit=0)
+    srv.start()
+    yield srv
+    srv.shutdown()
+
+
+def _say_all(member: Member, count: int, size: int = 0) -> list[str]:
+    texts = [f"{member.nick} {i} " + "x" * size for i in range(count)]
+    for text in texts:
+        member.link.send(ev.Say(text))
+    return texts
+
+
+def test_every_member_sees_the_others_in_one_order(server: ChatServer) -> None:
+    with members(server.address, "ann", "bob", "cat") as (ann, bob, cat):
+        sent = {m.nick: _say_all(m, 200) for m in (ann, bob, cat)}
+        for m in (ann, bob, cat):
+            others = [n for n in sent if n != m.nick]
+            assert m.wait_for(lambda m, o=others: all(len(m.texts(n)) == 200 for n in o))
+            for nick in others:
+                assert m.texts(nick) == sent[nick]
+            assert m.texts(m.nick) == []
+        # One total order: any two members agree on the order of what both saw.
+        views = [[(e.sender, e.text) for e in m.shared() if isinstance(e, ev.Message)] for m in (ann, bob, cat)]
+        for i, view in enumerate(views):
+            for other in views[i + 1 :]:
+                common_part = set(view) & set(other)
+                assert [x for x in view if x in common_part] == [x for x in other if x in common_part]
+
+
+def test_twenty_percent_loss_each_way_still_delivers_everything_once_in_order(server: ChatServer) -> None:
+    lossy = Impairment(loss=0.2, duplicate=0.02, reorder=0.05)
+    with LossyProxy(server.address, up=lossy, down=lossy, seed=42) as proxy:
+        with members(proxy.address, "ann", "bob", "cat") as (ann, bob, cat):
+            sent = {m.nick: _say_all(m, 150) for m in (ann, bob)}
+            sent["ann"].append("long " + "L" * 3990)
+            ann.link.send(ev.Say(sent["ann"][-1]))
+            assert cat.wait_for(lambda m: len(m.texts("ann")) == 151 and len(m.texts("bob")) == 150)
+            assert bob.wait_for(lambda m: len(m.texts("ann")) == 151)
+            assert cat.texts("ann") == sent["ann"]
+            assert cat.texts("bob") == sent["bob"]
+            assert bob.texts("ann") == sent["ann"]
+            assert ann.wait_for(lambda m: len(m.texts("bob")) == 150)
+            assert ann.texts("bob") == sent["bob"]
+        assert proxy.stats.dropped > 0
+
+
+def test_a_4000_byte_message_arrives_whole(server: ChatServer) -> None:
+    text = "é" * 1000 + "z" * 2000  # 4000 bytes of UTF-8
+    assert len(text.encode()) == 4000
+    with members(server.address, "ann", "bob") as (ann, bob):
+        ann.link.send(ev.Say(text))
+        assert bob.wait_for(lambda m: bool(m.texts("ann")))
+        assert bob.texts("ann") == [text]
+
+
+def test_garbage_and_spoofed_datagrams_change_nothing(server: ChatServer) -> None:
+    with members(server.address, "ann", "bob") as (ann, bob):
+        attacker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        attacker.bind(("127.0.0.1", 0))
+        try:
+            say = encode(ev.Data(0, 0, encode(ev.Say("forged"))))
+            goodbye = encode(ev.Data(0, 0, encode(ev.Goodbye("forged"))))
+            junk = [
+                b"",
+                b"\x00" * 50,
+                b"hello there",
+                b"\xc1\x54\x01",  # a header cut short
+                encode(ev.Say("no session"))[:-2],  # truncated frame
+                b"\xc1\x54\x01\x63" + b"\xff" * 2000,  # oversize
+                encode_datagram([encode(ev.Session(12345)), say]),  # unknown token
+                encode_datagram([encode(ev.Session(ann.link.token)), goodbye]),  # known token, wrong address
+                encode_datagram([encode(ev.Session(bob.link.token)), say]),
+                encode(ev.Hello(b"\x00" * 20, b"\x00" * 1168)),  # a forged cookie, padded to 1200
+                encode(ev.Say("a chat frame outside any session")),
+            ]
+            for datagram in junk:
+                attacker.sendto(datagram, server.address)
+            # The server handles datagrams in order: once ann's next message
+            # reached bob, every junk datagram had been judged.
+            ann.link.send(ev.Say("still here"))
+            assert bob.wait_for(lambda m: "still here" in m.texts("ann"))
+        finally:
+            attacker.close()
+        assert bob.texts("ann") == ["still here"]
+        assert not ann.has(ev.Message) and not ann.has(ev.Left) and not bob.has(ev.Left)
+        assert ann.closed is None and bob.closed is None
+        assert server.peer_count() == 2
+        counted = server.counters
+        assert counted["garbage"] >= 5 and counted["spoofed"] == 3 and counted["bad cookie"] == 1
+        assert counted["unexpected"] == 1
+
+
+def test_a_short_hello_is_never_answered(server: ChatServer) -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(PATIENCE)
+    try:
+        sock.sendto(encode(ev.Hello(b"", b"")), server.address)
+        sock.sendto(hello_datagram(b""), server.address)
+        # Loopback delivers in order and the server answers in order: had the
+        # short Hello been answered, that answer would be first and a second
+        # datagram would be waiting now.
+        reply = decode_datagram(sock.recv(2048))
+        assert isinstance(reply[0], ev.Cookie)
+        assert len(encode(reply[0])) < 1200
+        sock.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            sock.recv(2048)
+    finally:
+        sock.close()
+    assert server.counters["short hello"] == 1
+
+
+def test_a_peer_that_never_acknowledges_is_dropped_as_slow_with_a_leave_notice() -> None:
+    srv = ChatServer(port=0, rate_limit=0, max_queue=60_000)
+    srv.start()
+    try:
+        mute, token = raw_session(srv.address)
+        try:
+            mute.sendto(
+                encode_datagram([encode(ev.Session(token)), encode(ev.Data(0, 0, encode(ev.Register("mute"))))]),
+                srv.address,
+            )
+            with members(srv.address, "ann", "bob") as (ann, bob):
+                assert ann.wait_for(lambda m: m.has(ev.Joined, nick="bob"))
+                # mute never acks: its window fills, then its backlog overflows.
+                # In rounds that bob sees through before the next one, so bob
+                # (who acknowledges) never lags by more than a round (~21 kB),
+                # while mute's backlog grows past the 60 kB bound.
+                for round_ in range(10):
+                    for i in range(300):
+                        ann.link.send(ev.Say(f"{round_}/{i} " + "x" * 30))
+                    assert bob.wait_for(lambda m, n=300 * (round_ + 1): len(m.texts("ann")) == n)
+                assert bob.wait_for(lambda m: m.has(ev.Left, nick="mute"))
+                assert srv.counters["slow consumer"] == 1
+        finally:
+            mute.close()
+    finally:
+        srv.shutdown()
+
+
+def test_a_refused_nick_and_a_full_server_raise_connect_error() -> None:
+    srv = ChatServer(port=0, rate_limit=0, max_clients=2)
+    srv.start()
+    try:
+        with members(srv.address, "ann") as (ann,):
+            with pytest.raises(ConnectError, match="nick-taken"):
+                Member(srv.address, "ANN")
+            with pytest.raises(ConnectError, match="bad-nick"):
+                Member(srv.address, "-dash")
+            bob = Member(srv.address, "bob")
+            try:
+                with pytest.raises(ConnectError, match="server-full"):
+                    Member(srv.address, "cat")
+            finally:
+                bob.link.close()
+            assert ann.wait_for(lambda m: m.has(ev.Left, nick="bob"))
+    finally:
+        srv.shutdown()
+
+
+def test_a_server_that_never_answers_is_a_connect_error() -> None:
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    try:
+        with pytest.raises(ConnectError, match="did not answer"):
+            udp_connect("127.0.0.1", silent.getsockname()[1], "ann", print, print, timeout=0.5)
+    finally:
+        silent.close()
+
+
+def test_goodbye_leaves_at_once_and_close_waits_for_the_server(server: ChatServer) -> None:
+    with members(server.address, "ann", "bob") as (ann, bob):
+        texts = _say_all(ann, 300)
+        ann.link.close("gone fishing")
+        # close() returned: the server had everything before the goodbye.
+        assert ann.link.flushed
+        assert ann.closed is not None
+        assert bob.wait_for(lambda m: m.has(ev.Left, nick="ann"))
+        assert bob.texts("ann") == texts
+        assert bob.has(ev.Left, nick="ann", reason="gone fishing")
+
+
+def test_unreliable_mode_delivers_on_a_clean_link() -> None:
+    srv = ChatServer(port=0, rate_limit=0, unreliable=True)
+    srv.start()
+    try:
+        with members(srv.address, "ann", "bob") as (ann, bob):
+            assert ann.link.unreliable and bob.link.unreliable
+            ann.link.send(ev.Say("fire and forget"))
+            assert bob.wait_for(lambda m: bool(m.texts("ann")))
+            assert bob.texts("ann") == ["fire and forget"]
+            assert ann.link.channel.retransmits == 0
+    finally:
+        srv.shutdown()
+
+
+# --- processes -------------------------------------------------------------------
+
+
+def test_a_killed_client_expires_and_the_others_are_told() -> None:
+    srv = ChatServer(port=0, rate_limit=0, idle_timeout=1.0)
+    srv.start()
+    host, port = srv.address
+    victim = python(
+        "-m", "udpchat.client", "--host", host, "--port", str(port), "--nick", "victim",
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        with members(srv.address, "ann") as (ann,):
+            assert ann.wait_for(lambda m: m.has(ev.Joined, nick="victim"))
+            victim.send_signal(signal.SIGKILL)
+            assert ann.wait_for(lambda m: m.has(ev.Left, nick="victim"))
+            assert ann.closed is None
+    finally:
+        stop(victim)
+        srv.shutdown()
+
+
+def test_plain_client_at_eof_delivers_everything_says_goodbye_and_exits_0(server: ChatServer) -> None:
+    host, port = server.address
+    lines = [f"line {i}" for i in range(200)] + ["/me waves", "last " + "w" * 3000]
+    with members(server.address, "ann") as (ann,):
+        proc = python(
+            "-m", "udpchat.client", "--host", host, "--port", str(port), "--nick", "piper",
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            out, err = proc.communicate("\n".join(lines) + "\n", timeout=PATIENCE)
+        finally:
+            stop(proc)
+        assert proc.returncode == 0, err
+        assert out.startswith("*** welcome, piper")
+        assert ann.wait_for(lambda m: m.has(ev.Left, nick="piper"))
+        assert ann.texts("piper") == [line for line in lines if not line.startswith("/")]
+        assert ann.has(ev.Action, sender="piper", text="waves")
+
+
+def test_plain_client_refused_nick_is_one_line_on_stderr_and_nonzero(server: ChatServer) -> None:
+    host, port = server.address
+    with members(server.address, "ann"):
+        proc = python(
+            "-m", "udpchat.client", "--host", host, "--port", str(port), "--nick", "ann",
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            _, err = proc.communicate("", timeout=PATIENCE)
+        finally:
+            stop(proc)
+    assert proc.returncode != 0
+    assert len(err.strip().splitlines()) == 1 and "nick-taken" in err
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_server_process_says_goodbye_to_everyone_on_signal_and_exits_0(signum: int) -> None:
+    proc = python(
+        "-m", "udpchat.server", "--port", "0", "--log-level", "WARNING",
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "listening on 127.0.0.1:" in line
+        port = int(line.split("listening on 127.0.0.1:")[1].split()[0])
+        with members(("127.0.0.1", port), "ann", "bob") as (ann, bob):
+            proc.send_signal(signum)
+            for m in (ann, bob):
+                assert m.wait_for(lambda m: m.closed is not None)
+                assert m.has(ev.Error, code=ErrorCode.SHUTTING_DOWN)
+                assert m.has(ev.Goodbye)
+        assert proc.wait(timeout=PATIENCE) == 0
+    finally:
+        stop(proc)
