@@ -48,7 +48,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import Final
+from typing import Any, Final
 
 from common import events as ev
 from common.cookies import CookieJar
@@ -94,6 +94,12 @@ TICK: Final = 0.02
 
 #: Bytes asked of one recvfrom: more than MAX_DATAGRAM, so oversize ones are seen.
 RECV_SIZE: Final = 2048
+
+#: Datagrams the receiver takes in one go when more are waiting.
+READ_BURST: Final = 64
+
+#: On Linux a blocking socket can still be read without blocking.
+_DONTWAIT: Final = getattr(socket, "MSG_DONTWAIT", 0)
 
 #: Kernel socket buffers asked for, so a burst of a thousand datagrams waits in
 #: the kernel instead of being dropped by it.
@@ -149,6 +155,7 @@ class ChatServer:
         self.unreliable = unreliable
         #: What was refused and why (garbage, spoofed, ...) and other events, for logs and tests.
         self.counters: Counter[str] = Counter()
+        self._count_lock = threading.Lock()
 
         self._random = random
         self._cookies = CookieJar(random)
@@ -244,61 +251,80 @@ class ChatServer:
         recvfrom = self._sock.recvfrom
         while True:
             try:
-                data, addr = recvfrom(RECV_SIZE)
+                batch = [recvfrom(RECV_SIZE)]
             except OSError:
                 if self._halt:
                     return
                 continue  # an ICMP error from an earlier send to a vanished peer
+            # Take what else is waiting, so one lock and one wake-up of the
+            # pump serve many datagrams, and the pump packs their fan-out.
+            with contextlib.suppress(OSError):
+                while _DONTWAIT and len(batch) < READ_BURST:
+                    batch.append(recvfrom(RECV_SIZE, _DONTWAIT))
             if self._halt:
                 return
-            try:
-                self._datagram(data, addr, time.monotonic())
-            except Exception:
-                # A bug must not cost the server its only receiver.
-                log.exception("datagram from %s", addr)
+            self._datagrams(batch, time.monotonic())
+
+    def _count(self, what: str) -> None:
+        with self._count_lock:
+            self.counters[what] += 1
 
     def _refuse(self, what: str, addr: tuple[str, int], detail: object = "") -> None:
-        self.counters[what] += 1
+        self._count(what)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s from %s:%s %s", what, addr[0], addr[1], detail)
 
-    def _datagram(self, data: bytes, addr: tuple[str, int], now: float) -> None:
-        if not data:
-            return  # the shutdown's wake-up call, or an empty probe
+    def _datagrams(self, batch: list[tuple[bytes, tuple[str, int]]], now: float) -> None:
+        """Judge a batch of datagrams; feed the sessions' ones to their peers under one lock."""
+        sessions: list[tuple[int, list[ev.Event], tuple[str, int]]] = []
+        for data, addr in batch:
+            if not data:
+                continue  # the shutdown's wake-up call, or an empty probe
+            try:
+                frames = decode_datagram(data)
+            except RemoteProtocolError as exc:
+                self._refuse("garbage", addr, exc)
+                continue
+            first = frames[0]
+            if type(first) is ev.Session:
+                sessions.append((first.token, frames, addr))
+            elif type(first) is ev.Hello and len(frames) == 1:
+                self._guarded(self._hello, first, len(data), addr, now)
+            else:
+                self._refuse("unexpected", addr, type(first).__name__)
+        if sessions:
+            with self._lock:
+                for token, frames, addr in sessions:
+                    self._guarded(self._session_datagram, token, frames, addr, now)
+
+    def _guarded(self, handler: Callable[..., None], *args: Any) -> None:
         try:
-            frames = decode_datagram(data)
+            handler(*args)
+        except Exception:
+            # A bug must not cost the server its only receiver, nor the batch.
+            log.exception("datagram from %s", args[-2])
+
+    def _session_datagram(self, token: int, frames: list[ev.Event], addr: tuple[str, int], now: float) -> None:
+        """One datagram of a session (lock held)."""
+        peer = self._peers.get(token)
+        if peer is None or peer.addr != addr:
+            self._refuse("spoofed", addr, f"token {token:016x}")
+            return
+        try:
+            chunks = peer.channel.receive(frames[1:], now)
         except RemoteProtocolError as exc:
             self._refuse("garbage", addr, exc)
             return
-        first = frames[0]
-        if type(first) is ev.Session:
-            self._session_datagram(first.token, frames, addr, now)
-        elif type(first) is ev.Hello and len(frames) == 1:
-            self._hello(first, len(data), addr, now)
-        else:
-            self._refuse("unexpected", addr, type(first).__name__)
-
-    def _session_datagram(self, token: int, frames: list[ev.Event], addr: tuple[str, int], now: float) -> None:
-        with self._lock:
-            peer = self._peers.get(token)
-            if peer is None or peer.addr != addr:
-                self._refuse("spoofed", addr, f"token {token:016x}")
-                return
-            try:
-                chunks = peer.channel.receive(frames[1:], now)
-            except RemoteProtocolError as exc:
-                self._refuse("garbage", addr, exc)
-                return
-            if chunks and not peer.closing:
-                items: list[ev.Event | ProtocolError] = []
-                for chunk in chunks:
-                    try:
-                        items.append(decode_frame(chunk))
-                    except RemoteProtocolError as exc:
-                        items.append(exc)
-                self._handle(peer, items, now)
-            if peer.channel.wants_to_send:
-                self._mark(peer)
+        if chunks and not peer.closing:
+            items: list[ev.Event | ProtocolError] = []
+            for chunk in chunks:
+                try:
+                    items.append(decode_frame(chunk))
+                except RemoteProtocolError as exc:
+                    items.append(exc)
+            self._handle(peer, items, now)
+        if peer.channel.wants_to_send:
+            self._mark(peer)
 
     def _handle(self, peer: _Peer, items: list[ev.Event | ProtocolError], now: float) -> None:
         """Feed what ``peer`` said to the hub, as the rate limit allows (lock held)."""
@@ -312,7 +338,7 @@ class ChatServer:
             if len(held) > MAX_HELD:
                 held.clear()
                 log.info("%s floods; dropped", peer.name)
-                self.counters["flooding"] += 1
+                self._count("flooding")
                 self._deliver(self._hub.kick(peer, ErrorCode.RATE_LIMITED, "sending too fast"), now)
                 return
         hub = self._hub
@@ -413,7 +439,7 @@ class ChatServer:
             for peer in overflowed:
                 if peer.token in self._peers and not peer.closing:
                     log.warning("%s is not keeping up; dropped", peer.name)
-                    self.counters["slow consumer"] += 1
+                    self._count("slow consumer")
                     deliveries += self._hub.disconnect(peer, "too slow to keep up with the chat")
                     self._forget(peer)
 
@@ -485,7 +511,7 @@ class ChatServer:
                 continue
             if peer.channel.is_dead(now):
                 log.info("%s silent for %g s; dropped", peer.name, self.idle_timeout)
-                self.counters["expired"] += 1
+                self._count("expired")
                 out += hub.disconnect(peer, f"timed out after {self.idle_timeout:g} s of silence")
                 self._forget(peer)
             elif hub.nick_of(peer) is None and now - peer.born > self.register_timeout:
