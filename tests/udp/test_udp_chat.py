@@ -295,3 +295,62 @@ def test_server_process_says_goodbye_to_everyone_on_signal_and_exits_0(signum: i
         assert proc.wait(timeout=PATIENCE) == 0
     finally:
         stop(proc)
+
+
+def test_rate_limited_messages_are_held_in_order_not_lost() -> None:
+    srv = ChatServer(port=0, rate_limit=100)  # bursts of 200, then 100 per second
+    srv.start()
+    try:
+        with members(srv.address, "ann", "bob") as (ann, bob):
+            texts = _say_all(ann, 300)
+            assert bob.wait_for(lambda m: len(m.texts("ann")) == 300)
+            assert bob.texts("ann") == texts
+    finally:
+        srv.shutdown()
+
+
+def test_a_flood_past_what_the_rate_limit_holds_is_dropped() -> None:
+    srv = ChatServer(port=0, rate_limit=1)
+    srv.start()
+    try:
+        with members(srv.address, "ann", "bob") as (ann, bob):
+            _say_all(ann, 4500)
+            assert ann.wait_for(lambda m: m.has(ev.Error, code=ErrorCode.RATE_LIMITED))
+            assert bob.wait_for(lambda m: m.has(ev.Left, nick="ann"))
+            assert srv.counters["flooding"] == 1
+    finally:
+        srv.shutdown()
+
+
+def test_an_idle_client_is_kept_alive_by_keepalives() -> None:
+    # Keepalives every 0.1 s; bob's client would not send one for 5 s by itself.
+    srv = ChatServer(port=0, rate_limit=0, idle_timeout=0.4)
+    srv.start()
+    try:
+        with members(srv.address, "ann", "bob") as (ann, bob):
+            # Waiting for what must not happen, for several idle timeouts.
+            assert not ann.wait_for(lambda m: m.has(ev.Left), timeout=2.0)
+            assert srv.counters["expired"] == 0
+            bob.link.send(ev.Say("still here"))
+            assert ann.wait_for(lambda m: m.texts("bob") == ["still here"])
+    finally:
+        srv.shutdown()
+
+
+def test_the_client_notices_a_killed_server() -> None:
+    proc = python(
+        "-m", "udpchat.server", "--port", "0", "--log-level", "WARNING",
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline().split("listening on 127.0.0.1:")[1].split()[0])
+        ann = Member(("127.0.0.1", port), "ann", keepalive_after=0.1, dead_after=1.0)
+        try:
+            proc.send_signal(signal.SIGKILL)
+            assert ann.wait_for(lambda m: m.closed is not None)
+            assert ann.closed == "the server stopped answering"
+        finally:
+            ann.link.close()
+    finally:
+        stop(proc)
