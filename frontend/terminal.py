@@ -16,6 +16,7 @@ ended from the receive thread through the UI's event loop.
 
 from __future__ import annotations
 
+import sys
 import threading
 import zlib
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from common import events as ev
 from common.nicks import nick_key
 from common.render import render
 from frontend.commands import interpret
-from frontend.link import Connect, ConnectError
+from frontend.link import Connect, ConnectError, Link
 
 _RESET: Final = "\x1b[0m"
 _DIM: Final = "\x1b[2m"
@@ -82,7 +83,7 @@ class _LinkEnded(Exception):
 
 
 def run_terminal(connect: Connect, host: str, port: int, nick: str, *, prog: str) -> int:
-    """Run the interactive UI; return the exit code."""
+    """Run the interactive UI; return the exit code (0: the user left)."""
     session: PromptSession[str] = PromptSession()
     me = [nick]  # follows /nick, as the server confirms it
     ended = threading.Event()
@@ -105,36 +106,47 @@ def run_terminal(connect: Connect, host: str, port: int, nick: str, *, prog: str
         if loop is not None and app.is_running:
             loop.call_soon_threadsafe(_end_prompt, app)
 
+    failed = ""
     with patch_stdout(raw=True):
         try:
             link = connect(host, port, nick, on_event, on_closed)
         except ConnectError as exc:
-            print(f"{prog}: {exc}", flush=True)
-            return 1
-        try:
-            while not ended.is_set():
-                try:
-                    line = session.prompt(lambda: f"{me[0]}> ")
-                except (EOFError, KeyboardInterrupt):
-                    link.close("")
-                    return 0
-                except _LinkEnded:
-                    break
-                typed = interpret(line)
-                for event in typed.show:
-                    print(styled(event), flush=True)
-                if isinstance(typed.send, ev.Goodbye):
-                    link.close(typed.send.reason)
-                    return 0
-                if typed.send is not None:
-                    link.send(typed.send)
-                    shown = echo(me[0], typed.send)
-                    if shown is not None:
-                        print(shown, flush=True)
-        finally:
-            link.close()
-    print(f"{prog}: {why[0] if why else 'connection closed'}", flush=True)
+            failed = str(exc)
+        else:
+            left = _converse(session, link, me, ended)
+    if failed:
+        print(f"{prog}: {failed}", file=sys.stderr, flush=True)
+        return 1
+    if left:
+        return 0
+    print(f"{prog}: {why[0] if why else 'connection closed'}", file=sys.stderr, flush=True)
     return 1
+
+
+def _converse(session: PromptSession[str], link: Link, me: list[str], ended: threading.Event) -> bool:
+    """Read and send what the user types; True if the user left, False if the link ended."""
+    try:
+        while not ended.is_set():
+            try:
+                line = session.prompt(lambda: f"{me[0]}> ")
+            except (EOFError, KeyboardInterrupt):
+                return True
+            except _LinkEnded:
+                return False
+            typed = interpret(line)
+            for event in typed.show:
+                print(styled(event), flush=True)
+            if isinstance(typed.send, ev.Goodbye):
+                link.close(typed.send.reason)
+                return True
+            if typed.send is not None:
+                link.send(typed.send)
+                shown = echo(me[0], typed.send)
+                if shown is not None:
+                    print(shown, flush=True)
+        return False
+    finally:
+        link.close()
 
 
 def _end_prompt(app: Any) -> None:

@@ -136,6 +136,8 @@ class TcpLink:
             reason = f"the server broke the protocol ({exc})"
         except OSError as exc:
             reason = "connection closed" if self._closing else f"connection lost ({exc.strerror or exc})"
+        except Exception as exc:  # a front end's callback failed: end the link, say why
+            reason = f"client error: {exc!r}"
         finally:
             if self._goodbye is not None:
                 reason = self._goodbye or "disconnected"

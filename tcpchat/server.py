@@ -199,7 +199,11 @@ class ChatServer:
 
     def serve_forever(self) -> None:
         """Accept connections until ``stop()`` or ``shutdown()``."""
-        self._serving = True
+        with self._shut_lock:
+            if self._shut:
+                self._served.set()
+                return
+            self._serving = True
         self._housekeeper = threading.Thread(target=self._housekeep, name="tcpchat-housekeeper", daemon=True)
         self._housekeeper.start()
         try:

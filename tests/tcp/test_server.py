@@ -495,3 +495,14 @@ def test_shutdown_says_goodbye_to_everyone(
         "* error (shutting-down): the server is shutting down",
         "*** disconnected: the server is shutting down",
     ]
+
+
+def test_huge_idle_timeout_still_accepts(make_server: MakeServer, clients: MakeClient) -> None:
+    server = make_server(idle_timeout=3600 * 24 * 365)  # past what TCP keepalive can be told
+    assert clients(server.address).register("alice") == ev.Welcome("alice", 1)
+
+
+def test_shutdown_before_serving_is_clean() -> None:
+    server = ChatServer("127.0.0.1", 0)
+    server.shutdown()
+    server.serve_forever()  # returns at once: the server is shut already
