@@ -448,6 +448,9 @@ class ChatServer:
         peer.closing = True
         if self._peers.get(peer.token) is peer:
             del self._peers[peer.token]
+            if self.unreliable and peer.channel.lost:
+                with self._count_lock:
+                    self.counters["lost segments"] += peer.channel.lost
         if self._by_addr.get(peer.addr) is peer:
             del self._by_addr[peer.addr]
         self._dirty.pop(peer, None)
