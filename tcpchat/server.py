@@ -273,35 +273,23 @@ class ChatServer:
                     conn.close_deadline = time.monotonic() + LINGER
 
     def _route(self, deliveries: list[Delivery[_Conn]]) -> dict[_Conn, list[bytes]]:
-        """The bytes each recipient gets, in order; each event encoded and rendered once."""
+        """The bytes each recipient gets, in order; each event encoded and rendered once.
+
+        Strategy: the hub hands out one shared recipients tuple per audience
+        ("everyone but alice"), so a batch of alice's messages is a run of
+        deliveries with the very same tuple. Each run is encoded (and rendered)
+        into one chunk, and each recipient gets that chunk once: the work per
+        recipient is per batch, not per message.
+        """
         out: dict[_Conn, list[bytes]] = {}
-        for delivery in deliveries:
-            event = delivery.event
-            framed: bytes | None = None
-            line: bytes | None = None
-            last = type(event) is ev.Goodbye
-            if last or type(event) is ev.Welcome:
-                _log_session(delivery)
-            for conn in delivery.recipients:
-                if conn.closing:
-                    continue
-                if conn.framed:
-                    if framed is None:
-                        framed = encode(event)
-                    data = framed
-                else:
-                    if line is None:
-                        line = render_line(event) or b""
-                    if not line:
-                        continue  # pings: a person cannot answer them
-                    data = line
-                parts = out.get(conn)
-                if parts is None:
-                    out[conn] = [data]
-                else:
-                    parts.append(data)
-                if last:
-                    conn.closing = True
+        start, count = 0, len(deliveries)
+        while start < count:
+            recipients = deliveries[start].recipients
+            stop = start + 1
+            while stop < count and deliveries[stop].recipients is recipients:
+                stop += 1
+            _route_run(out, recipients, deliveries[start:stop])
+            start = stop
         return out
 
     def _push(self, conn: _Conn, data: bytes) -> bool:
@@ -621,6 +609,41 @@ def _keepalive(sock: socket.socket, idle: float) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle_s)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, idle_s // 4))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 4)
+
+
+def _route_run(out: dict[_Conn, list[bytes]], recipients: tuple[_Conn, ...], run: list[Delivery[_Conn]]) -> None:
+    """Add one run of deliveries to the same recipients to ``out``."""
+    for delivery in run:
+        if type(delivery.event) in _LOGGED:
+            _log_session(delivery)
+    # A Goodbye is the last event its recipients get, so it ends its run.
+    last = type(run[-1].event) is ev.Goodbye
+    framed: bytes | None = None
+    lines: bytes | None = None
+    for conn in recipients:
+        if conn.closing:
+            continue
+        if conn.framed:
+            if framed is None:
+                framed = b"".join([encode(d.event) for d in run])
+            data = framed
+        else:
+            if lines is None:
+                lines = b"".join([line for d in run if (line := render_line(d.event)) is not None])
+            if not lines:
+                continue  # only pings: a person cannot answer them
+            data = lines
+        parts = out.get(conn)
+        if parts is None:
+            out[conn] = [data]
+        else:
+            parts.append(data)
+        if last:
+            conn.closing = True
+
+
+#: Events that are logged as they are delivered: sessions starting and ending.
+_LOGGED: Final = frozenset({ev.Welcome, ev.Goodbye})
 
 
 def _log_session(delivery: Delivery[_Conn]) -> None:
