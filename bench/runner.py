@@ -195,12 +195,19 @@ def run_once(
             # Imported here: the UDP side is optional until it exists.
             from bench import udpload  # noqa: PLC0415
 
-            make, extra = udpload.maker(address, transport, seed=seed + run, cpus=placement.load)
+            make, extra = udpload.maker(address, transport, seed=seed + run, cpus=placement.load, clients=plan.clients)
             children.extend(extra)
         else:
             make = _tcp_maker(address)
         loop = Loop(server.pid)
-        peers = connect(make, plan, loop, timed=timed, timeout=30 + plan.clients / 20)
+        peers = connect(
+            make,
+            plan,
+            loop,
+            timed=timed,
+            timeout=30 + plan.clients / 20,
+            lossy=transport.unreliable and bool(transport.loss),
+        )
         log(f"  {scenario.name}/{transport.name}: {plan.clients} clients joined, driving")
         outcome = drive(peers, plan, loop, timed=timed, lossy=transport.unreliable)
         reading = procstat.sample(server.pid)

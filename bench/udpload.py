@@ -1,20 +1,246 @@
-"""The load generator's UDP clients (placeholder until the UDP server exists)."""
+"""The load generator's UDP clients: sessions multiplexed in one process.
+
+Each client is a non-blocking connected UDP socket and one
+``common.reliability.Channel``, the same sans-IO reliability code the UDP
+server and client use, driven by the load generator's loop instead of
+threads: ``on_readable`` drains the socket and feeds the channel, sends go
+through the channel, ``on_timer`` runs its retransmission and keepalive
+timers. The handshake (padded ``Hello``, ``Cookie``, padded ``Hello`` with the
+cookie, ``Accept``) is a small state machine here, because the UDP client's
+``udp_connect`` blocks and starts two threads per session, which a load
+generator with hundreds of sessions in one process cannot afford.
+
+Loss: through ``udpchat.lossyproxy`` subprocesses (seeded); one proxy relays
+at most ``PROXY_CLIENTS`` clients, so a large scenario gets several, each
+client going through proxy ``index % count``.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import time
+from collections import deque
 from collections.abc import Callable
+from typing import Final
 
 from bench.load import Peer
 from bench.scenarios import Transport
 from bench.servers import Child
+from common import events as ev
+from common.errors import RemoteProtocolError
+from common.framing import decode_datagram, encode
+from common.limits import MAX_DATAGRAM
+from common.reliability import Channel
+
+#: Clients one lossy proxy relays at most (``udpchat.lossyproxy.MAX_CLIENTS``).
+PROXY_CLIENTS: Final = 256
+#: Datagrams taken from one socket per wake-up, so one busy client cannot starve the others.
+READ_BURST: Final = 64
+#: Kernel receive buffer asked for (the UDP client asks the same).
+SOCKET_BUFFER: Final = 4 << 20
+#: Seconds before a Hello is sent again.
+HELLO_RETRY: Final = 0.25
+#: Seconds before an unanswered Register is sent again (unreliable mode loses some).
+REGISTER_RETRY: Final = 0.3
+#: Liveness timers: longer than any run, so only real trouble ends a session.
+KEEPALIVE_AFTER: Final = 5.0
+DEAD_AFTER: Final = 60.0
+
+
+def hello(cookie: bytes) -> bytes:
+    """A ``Hello`` padded to a full datagram, as the server requires (no amplification)."""
+    bare = len(encode(ev.Hello(cookie, b"")))
+    return encode(ev.Hello(cookie, bytes(MAX_DATAGRAM - bare)))
+
+
+class UdpPeer(Peer):
+    """A load client over UDP: handshake, then a reliability channel."""
+
+    reads_to_join = True
+
+    def __init__(self, index: int, address: tuple[str, int], *, reads: bool = True) -> None:
+        super().__init__(index, reads=reads)
+        self.sock = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET, socket.SOCK_DGRAM)
+        with contextlib.suppress(OSError):
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+        self.sock.connect(address)
+        self.sock.setblocking(False)
+        self.channel: Channel | None = None
+        self.token = 0
+        self._cookie = b""
+        self._hello_at = 0.0
+        self._register_at = 0.0
+        self._early: deque[bytes] = deque([encode(ev.Register(self.nick))])  # until the session opens
+        self._waiting: deque[bytes] = deque()  # the channel's backlog was full
+        self._say_hello(time.monotonic())
+
+    def _say_hello(self, now: float) -> None:
+        self._hello_at = now
+        with contextlib.suppress(OSError):
+            self.sock.send(hello(self._cookie))
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    # --- sending -----------------------------------------------------------------
+
+    def send(self, data: bytes) -> None:
+        self.send_frames([data])
+
+    def send_frames(self, frames: list[bytes]) -> None:
+        if not self.alive:
+            return
+        channel = self.channel
+        if channel is None:
+            self._early.extend(frames)
+            return
+        waiting = self._waiting
+        if waiting:
+            waiting.extend(frames)
+        else:
+            for i, frame in enumerate(frames):
+                if not channel.send(frame):
+                    waiting.extend(frames[i:])
+                    break
+        self._flush(time.monotonic())
+
+    def _flush(self, now: float) -> None:
+        channel = self.channel
+        if channel is None:
+            return
+        waiting = self._waiting
+        while waiting and channel.send(waiting[0]):
+            waiting.popleft()
+        send = self.sock.send
+        for datagram in channel.datagrams(now):
+            try:
+                send(datagram)
+            except BlockingIOError:
+                break  # the kernel is full; the channel will retransmit
+            except OSError as exc:
+                self.lost(f"send: {exc}")
+                return
+
+    def idle(self) -> bool:
+        return self.channel is not None and self.channel.flushed and not self._waiting
+
+    def on_writable(self) -> None:
+        pass
+
+    def on_timer(self, now: float) -> None:
+        if self.muted:
+            return
+        channel = self.channel
+        if channel is None:
+            if now - self._hello_at >= HELLO_RETRY:
+                self._say_hello(now)
+            return
+        if not channel.reliable and self.online_at_join is None and now - self._register_at >= REGISTER_RETRY:
+            # Nothing retransmits in unreliable mode; a second Register that
+            # meets a live session only earns an ALREADY_REGISTERED error.
+            self._register_at = now
+            self.send(encode(ev.Register(self.nick)))
+        if channel.wants_to_send or now >= channel.next_deadline():
+            self._flush(now)
+        if channel.is_dead(now):
+            self.lost("the server stopped answering")
+
+    # --- receiving ---------------------------------------------------------------
+
+    def on_readable(self) -> None:
+        recv = self.sock.recv
+        batch = []
+        for _ in range(READ_BURST):
+            try:
+                batch.append(recv(2048))
+            except BlockingIOError:
+                break
+            except OSError:
+                break  # an ICMP error: the session's timers decide
+        if not batch:
+            return
+        received_at = time.monotonic_ns()
+        now = received_at / 1e9
+        for datagram in batch:
+            self._datagram(datagram, received_at, now)
+        if self.channel is not None and self.channel.wants_to_send:
+            self._flush(now)
+
+    def _datagram(self, datagram: bytes, received_at: int, now: float) -> None:
+        try:
+            frames = decode_datagram(datagram)
+        except RemoteProtocolError:
+            return
+        first = frames[0]
+        channel = self.channel
+        if type(first) is ev.Session and channel is not None:
+            if first.token != self.token:
+                return
+            try:
+                chunks = channel.receive(frames[1:], now)
+            except RemoteProtocolError:
+                return
+            if chunks:
+                self.deliver(received_at, chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        elif type(first) is ev.Cookie and channel is None:
+            self._cookie = first.cookie
+            self._say_hello(now)
+        elif type(first) is ev.Accept and channel is None:
+            self._open(first, now)
+
+    def _open(self, accept: ev.Accept, now: float) -> None:
+        self.token = accept.token
+        self.channel = Channel(
+            now,
+            prefix=encode(ev.Session(accept.token)),
+            reliable=not accept.unreliable,
+            keepalive_after=KEEPALIVE_AFTER,
+            dead_after=DEAD_AFTER,
+        )
+        self._register_at = now
+        early = list(self._early)
+        self._early.clear()
+        self.send_frames(early)
+
+    def close(self) -> None:
+        self.alive = False
+        with contextlib.suppress(OSError):
+            self.sock.close()
 
 
 def maker(
-    address: tuple[str, int], transport: Transport, *, seed: int, cpus: set[int] | None
+    address: tuple[str, int], transport: Transport, *, seed: int, cpus: set[int] | None, clients: int
 ) -> tuple[Callable[[int, bool], Peer], list[Child]]:
-    """A factory of UDP load clients for ``transport``, and the processes it started.
+    """A factory of UDP load clients for ``transport``, and the proxies it started.
 
     Raises:
-        ImportError: the UDP side is not there yet.
+        bench.servers.StartError: a proxy did not start.
     """
-    raise ImportError("the UDP load clients are not built yet")
+    proxies: list[Child] = []
+    targets = [address]
+    if transport.loss:
+        count = -(-clients // PROXY_CLIENTS)
+        targets = []
+        try:
+            for k in range(count):
+                proxy = Child(
+                    "udpchat.lossyproxy",
+                    [
+                        *("--target", f"{address[0]}:{address[1]}"),
+                        *("--loss", f"{transport.loss / 100:g}"),
+                        *("--seed", str(seed * 1000 + k)),
+                    ],
+                    cpus=cpus,
+                )
+                proxies.append(proxy)
+                targets.append(proxy.start())
+        except BaseException:
+            for proxy in proxies:
+                proxy.close()
+            raise
+
+    def make(index: int, reads: bool) -> Peer:
+        return UdpPeer(index, targets[index % len(targets)], reads=reads)
+
+    return make, proxies
