@@ -167,6 +167,7 @@ class ChatServer:
         # Beyond this many sockets, silent ones included, new ones are closed at once.
         self._hard_cap = 2 * max_clients + 16 if max_clients else 0
         self._nonces = itertools.count(1)
+        self._accept_failing = False  # accept() is failing (out of descriptors), logged once
 
         self._stopping = threading.Event()  # accept no more
         self._serving = False
@@ -229,10 +230,15 @@ class ChatServer:
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             return  # the connection vanished between select and accept
         except OSError as exc:
-            log.warning("accept failed: %s", exc)
+            if not self._accept_failing:
+                log.warning("accept failed: %s (retrying)", exc)  # once per streak, not 20 times a second
+            self._accept_failing = True
             # Out of descriptors: give closing connections a moment instead of spinning.
             self._stopping.wait(0.05)
             return
+        if self._accept_failing:
+            log.warning("accept works again")
+            self._accept_failing = False
         try:
             host, port = sock.getpeername()[:2]
             peer = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
