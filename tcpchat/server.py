@@ -446,6 +446,8 @@ class ChatServer:
             while stop < len(items) and bucket.take(now):
                 stop += 1
             if stop == start:
+                # Bytes of it are waiting here: it is held back, not idle.
+                conn.last_heard = now
                 if self._stopping.wait(bucket.wait_time(now)) or conn.closing:
                     return
                 continue
