@@ -506,3 +506,15 @@ def test_shutdown_before_serving_is_clean() -> None:
     server = ChatServer("127.0.0.1", 0)
     server.shutdown()
     server.serve_forever()  # returns at once: the server is shut already
+
+
+def test_a_client_held_back_by_flood_control_is_not_idle(make_server: MakeServer, clients: MakeClient) -> None:
+    server = make_server(rate_limit=50.0, idle_timeout=1.0)
+    flooder, reader = clients(server.address), clients(server.address)
+    flooder.register("flooder")
+    reader.register("reader")
+    flooder.send(*(ev.Say(f"n{n}") for n in range(200)))  # a burst of 128, then 1.4 s at 50/s
+    assert [reader.expect(ev.Message).text for _ in range(200)] == [f"n{n}" for n in range(200)]
+    flooder.send(ev.Who())
+    assert flooder.expect(ev.Joined).nick == "reader"
+    assert flooder.expect(ev.WhoReply).nicks == ("flooder", "reader")
