@@ -50,6 +50,11 @@ CLOSE_TIMEOUT: Final = 10.0
 #: The first wait for an answer to a Hello; it doubles on each retry up to a second.
 HELLO_RETRY: Final = 0.25
 
+#: Unreliable mode: seconds between two tries of the Register, and how long
+#: ``close`` waits for the answer to its Goodbye (which may well be lost).
+REGISTER_RETRY: Final = 0.25
+UNRELIABLE_CLOSE: Final = 1.0
+
 #: Seconds without sending before the client sends a keepalive, and of silence
 #: from the server before it is given up.
 KEEPALIVE_AFTER: Final = 5.0
@@ -147,7 +152,7 @@ class UdpLink:
         if not self._ended.is_set():
             self.send(ev.Goodbye(ev.scrub(reason)))
             if threading.current_thread() is not self._receiver:
-                self._ended.wait(CLOSE_TIMEOUT)
+                self._ended.wait(UNRELIABLE_CLOSE if self.unreliable else CLOSE_TIMEOUT)
         self._end("connection closed")
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)  # wakes the receive thread
@@ -374,8 +379,13 @@ def udp_connect(
         sock.settimeout(None)
         link = UdpLink(sock, accept, on_event, on_closed, keepalive_after=keepalive_after, dead_after=dead_after)
         link.send(register)
-        if not link._registered.wait(max(0.0, deadline - time.monotonic())):
-            raise ConnectError(f"{where} did not answer")
+        # Unreliable mode: nothing retransmits the Register (or the Welcome), so
+        # repeat it until answered; the server welcomes a repeated one again.
+        while not link._registered.wait(min(REGISTER_RETRY, max(0.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                raise ConnectError(f"{where} did not answer")
+            if link.unreliable:
+                link.send(register)
         if link._refusal is not None or link._ended.is_set():
             raise ConnectError(link._refusal or link._end_reason or f"{where} ended the session")
     except BaseException:

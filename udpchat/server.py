@@ -347,6 +347,10 @@ class ChatServer:
             if isinstance(item, ProtocolError):
                 self._refuse("bad frame", peer.addr, item)
                 out += hub.reject(peer, item)
+            elif self.unreliable and type(item) is ev.Register and (nick := hub.nick_of(peer)) is not None:
+                # Without retransmission a client repeats its Register until it
+                # is answered; the Welcome may be what was lost, so say it again.
+                out.append(Delivery((peer,), ev.Welcome(nick, len(hub.nicks()))))
             else:
                 out += hub.receive(peer, item)
         self._deliver(out, now)

@@ -66,14 +66,15 @@ class Member:
 
 
 @contextlib.contextmanager
-def members(address: tuple[str, int], *nicks: str, **kwargs: Any) -> Iterator[list[Member]]:
-    """Clients that all joined before the block; closed after it."""
+def members(address: tuple[str, int], *nicks: str, see_joins: bool = True, **kwargs: Any) -> Iterator[list[Member]]:
+    """Clients that all joined before the block; closed after it. ``see_joins``:
+    also wait until each has seen the later ones join (not if notices may be lost)."""
     made: list[Member] = []
     try:
         for nick in nicks:
             made.append(Member(address, nick, **kwargs))
         # Everyone has seen everyone who came later join.
-        for i, m in enumerate(made):
+        for i, m in enumerate(made if see_joins else []):
             for later in nicks[i + 1 :]:
                 assert m.wait_for(lambda m, n=later: m.has(ev.Joined, nick=n))
         yield made

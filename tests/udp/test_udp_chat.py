@@ -354,3 +354,29 @@ def test_the_client_notices_a_killed_server() -> None:
             ann.link.close()
     finally:
         stop(proc)
+
+
+def test_unreliable_mode_at_twenty_percent_loss_joins_loses_some_and_never_duplicates() -> None:
+    srv = ChatServer(port=0, rate_limit=0, unreliable=True)
+    srv.start()
+    lossy = Impairment(loss=0.2, duplicate=0.05)  # no reordering: the path stays FIFO
+    try:
+        with (
+            LossyProxy(srv.address, up=lossy, down=lossy, seed=7) as proxy,
+            members(proxy.address, "ann", "bob", see_joins=False) as (ann, bob),
+        ):
+            sent = _say_all(ann, 300)
+            # A FIFO path: once a marker is through, whatever came before it
+            # arrived or is lost for good.
+            for attempt in range(100):
+                ann.link.send(ev.Say(f"end {attempt}"))
+                if bob.wait_for(lambda m: any(t.startswith("end ") for t in m.texts("ann")), timeout=0.2):
+                    break
+            got = [t for t in bob.texts("ann") if not t.startswith("end ")]
+            assert len(set(got)) == len(got), "a message was delivered twice"
+            assert got == [t for t in sent if t in set(got)], "out of order on a FIFO path"
+            assert 0 < len(got) < len(sent)
+            assert bob.link.channel.lost > 0
+            assert ann.link.channel.retransmits == 0
+    finally:
+        srv.shutdown()
