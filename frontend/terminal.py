@@ -128,7 +128,8 @@ def _converse(session: PromptSession[str], link: Link, me: list[str], ended: thr
     try:
         while not ended.is_set():
             try:
-                line = session.prompt(lambda: f"{me[0]}> ")
+                # pre_run covers a link that ended before this prompt was running.
+                line = session.prompt(lambda: f"{me[0]}> ", pre_run=lambda: _end_prompt_if(ended, session.app))
             except (EOFError, KeyboardInterrupt):
                 return True
             except _LinkEnded:
@@ -150,5 +151,11 @@ def _converse(session: PromptSession[str], link: Link, me: list[str], ended: thr
 
 
 def _end_prompt(app: Any) -> None:
-    if app.is_running and not app.is_done:
+    # Before the prompt's future exists, pre_run will end it instead.
+    if app.is_running and app.future is not None and not app.is_done:
         app.exit(exception=_LinkEnded())
+
+
+def _end_prompt_if(ended: threading.Event, app: Any) -> None:
+    if ended.is_set():
+        _end_prompt(app)
