@@ -29,7 +29,9 @@ import gc
 import heapq
 import select
 import socket
+import struct
 import time
+from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -42,6 +44,10 @@ from common.errors import ErrorCode
 from common.framing import FrameType, encode
 
 _RECV_SIZE: Final = 256 * 1024
+#: The one receive buffer of the process (it serves one socket at a time).
+_RECV_BUFFER: Final = bytearray(_RECV_SIZE)
+_RECV_BUFFERS: Final = [_RECV_BUFFER]
+_RECV_VIEW: Final = memoryview(_RECV_BUFFER)
 _WELCOME: Final = int(FrameType.WELCOME)
 _JOINED: Final = int(FrameType.JOINED)
 _LEFT: Final = int(FrameType.LEFT)
@@ -56,6 +62,36 @@ SETTLE_QUIET: Final = 1.0
 CONNECT_BATCH: Final = 64
 #: How often the server's thread count is sampled during the measured window.
 SAMPLE_EVERY_NS: Final = 100_000_000
+
+
+# Receive timestamps. A load generator that serves hundreds of sockets reads
+# each one some time after its bytes arrived; timing the read would add that
+# wait, which is the load generator's, to the server's latency. The kernel
+# stamps every packet as it lands in the socket (SO_TIMESTAMPNS) and hands the
+# stamp of the last one a read takes over with the bytes: that is the receive
+# time used, and the wait until the read is reported apart (``read_lags``).
+# The kernel stamps on CLOCK_REALTIME, so send times are taken on it too.
+
+#: ``SO_TIMESTAMPNS`` (Linux; Python does not name it), also the cmsg type.
+SO_TIMESTAMPNS: Final = getattr(socket, "SO_TIMESTAMPNS", 35)
+_TIMESPEC: Final = struct.Struct("@qq")
+#: Room for one timestamp control message.
+ANCILLARY_SIZE: Final = socket.CMSG_SPACE(_TIMESPEC.size)
+
+
+def stamp_arrivals(sock: socket.socket) -> None:
+    """Ask the kernel to timestamp what arrives on ``sock`` (where it can)."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+
+
+def kernel_stamp(ancillary: list[tuple[int, int, bytes]], fallback: int) -> int:
+    """The arrival time (ns, CLOCK_REALTIME) in a read's control messages, else ``fallback``."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
+            seconds, nanoseconds = _TIMESPEC.unpack_from(data)
+            return int(seconds) * 1_000_000_000 + int(nanoseconds)
+    return fallback
 
 
 class LoadError(Exception):
@@ -108,13 +144,18 @@ class Outcome:
     #: Per receiver index: ``(received_at_ns, bytes)`` of every read.
     received: dict[int, list[tuple[int, bytes]]]
     sent: int
+    #: CLOCK_MONOTONIC ns: the measured window, for CPU shares.
     started_at: int
     ended_at: int
+    #: CLOCK_REALTIME ns when the window opened, the origin of send and receive stamps.
+    started_wall: int
     completed: bool
     load_cpu_s: float
     server_cpu_s: float
     server_threads: int
     notes: list[str] = field(default_factory=list)
+    #: Every read's wait in its socket before the load generator took it, ns.
+    read_lags: array[int] = field(default_factory=lambda: array("q"))
 
 
 class Peer:
@@ -129,6 +170,8 @@ class Peer:
         self.alive = True
         self.progress = Progress()
         self.chunks: list[tuple[int, bytes]] = []
+        #: Per read: how long its bytes waited in the socket for us, in ns.
+        self.read_lags: array[int] = array("q")
         #: Set once the server's Welcome arrives: members online at our join.
         self.online_at_join: int | None = None
         self.joined_seen = 0
@@ -174,10 +217,12 @@ class Peer:
 
     # --- shared ----------------------------------------------------------------
 
-    def deliver(self, received_at: int, data: bytes) -> None:
-        """Frames from the server arrived (a stream piece or whole frames)."""
+    def deliver(self, received_at: int, data: bytes, read_at: int) -> None:
+        """Frames from the server arrived (a stream piece or whole frames):
+        at ``received_at`` by the kernel's clock, read by us at ``read_at``."""
         if self.recording:
             self.chunks.append((received_at, data))
+            self.read_lags.append(read_at - received_at)
         try:
             others = self.progress.feed(data)
         except StreamCorrupt as exc:
@@ -220,6 +265,7 @@ class TcpPeer(Peer):
         super().__init__(index, reads=reads)
         self.sock = socket.create_connection(address, timeout=5.0)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        stamp_arrivals(self.sock)
         self.sock.setblocking(False)
         self._out = bytearray()
         self.send(encode(ev.Register(self.nick)))
@@ -260,17 +306,22 @@ class TcpPeer(Peer):
         del self._out[:sent]
 
     def on_readable(self) -> None:
+        # Into one preallocated buffer, then copied out: asking recvmsg for
+        # 256 KiB allocates (and the allocator maps) 256 KiB per call, which
+        # costs five times the whole read of a small message.
         try:
-            data = self.sock.recv(_RECV_SIZE)
+            size, ancillary, _, _ = self.sock.recvmsg_into(_RECV_BUFFERS, ANCILLARY_SIZE)
         except BlockingIOError:
             return
         except OSError as exc:
             self.lost(f"recv: {exc}")
             return
-        if not data:
+        if not size:
             self.lost("closed by the server")
             return
-        self.deliver(time.monotonic_ns(), data)
+        data = _RECV_VIEW[:size].tobytes()
+        read_at = time.time_ns()
+        self.deliver(kernel_stamp(ancillary, read_at), data, read_at)
 
     def idle(self) -> bool:
         return not self._out
@@ -500,6 +551,7 @@ class _Drive:
         self.late_ns = 0
         self.seen = 0
         self.started = self.last_progress = time.monotonic_ns()
+        self.started_wall = time.time_ns()
         # Paced sending: a heap of (due_ns, sender position), senders evenly staggered.
         self.gap = int(1e9 / plan.rate) if plan.rate else 0
         count = max(1, len(self.senders))
@@ -522,7 +574,7 @@ class _Drive:
                         s.acked = s.sent  # what did not arrive by now is presumed lost
                     continue
             count = min(room, messages - s.sent)
-            stamp = time.monotonic_ns()
+            stamp = time.time_ns()
             first = s.sent + 1
             index = s.index
             s.peer.send_frames([say_frame(index, q, stamp) for q in range(first, first + count)])
@@ -537,7 +589,7 @@ class _Drive:
             s = self.senders[k]
             self.late_ns = max(self.late_ns, now - at)
             s.sent += 1
-            s.peer.send(say_frame(s.index, s.sent, time.monotonic_ns()))
+            s.peer.send(say_frame(s.index, s.sent, time.time_ns()))
             self.sent += 1
             if s.sent < self.plan.messages:
                 heapq.heappush(due, (at + self.gap, k))
@@ -627,11 +679,16 @@ def drive(peers: Sequence[Peer], plan: Plan, loop: Loop, *, timed: bool, lossy: 
     server_cpu = end_reading.cpu_s - start_reading.cpu_s if end_reading and start_reading else 0.0
     if state.late_ns > 5_000_000:
         state.notes.append(f"paced sends ran up to {state.late_ns / 1e6:.1f} ms late (load generator busy)")
+    lags: array[int] = array("q")
+    for p in receivers:
+        lags.extend(p.read_lags)
     return Outcome(
         received={p.index: p.chunks for p in receivers},
         sent=state.sent,
         started_at=state.started,
         ended_at=ended,
+        started_wall=state.started_wall,
+        read_lags=lags,
         completed=completed,
         load_cpu_s=load_cpu,
         server_cpu_s=server_cpu,

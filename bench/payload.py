@@ -3,17 +3,19 @@
 Every benchmark message is a ``Say`` whose text is exactly 64 ASCII bytes::
 
     SSSS:QQQQQQQQ:TTTTTTTTTTTTTTTTTTTT:-----------------------------
-    sender seq      send time (ns, CLOCK_MONOTONIC)   padding
+    sender seq      send time (ns, CLOCK_REALTIME)   padding
 
 Fixed-width decimal fields keep it valid chat text (no control characters) and
 make byte order equal numeric order, so the hot path can compare sequence
-numbers without converting them. ``CLOCK_MONOTONIC`` is one clock for every
-process on the machine, so a receiver in another process can subtract.
+numbers without converting them. The send time is on ``CLOCK_REALTIME``
+(``time.time_ns``), the clock the kernel stamps received packets with
+(``bench.load`` explains why receive times come from the kernel); it is one
+clock for every process on the machine.
 
 Strategy: every client's nick has the same length (``b0000`` to ``b9999``), so
 every ``Message`` frame the server relays is exactly ``MESSAGE_SIZE`` bytes and
 starts with the same ``MESSAGE_PREFIX``. A receiver can then check a whole
-buffer of relayed messages with one ``bytes.count`` and unpack it with
+buffer of relayed messages with a few strided slices and unpack it with
 ``struct.iter_unpack``, in C, instead of walking frames in Python.
 """
 

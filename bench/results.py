@@ -40,6 +40,10 @@ class RunResult:
     p50_ms: float | None
     p99_ms: float | None
     max_ms: float | None
+    #: p99 of how long bytes waited in a client socket before the load generator
+    #: read them: not part of the latency above (kernel receive stamps), shown
+    #: so a reader sees what a slower reader would have added.
+    read_lag_p99_ms: float | None
     #: Server CPU (user + system) over the measured window, and as % of one core.
     server_cpu_s: float
     server_cpu_pct: float

@@ -25,7 +25,7 @@ from bench.load import Loop, Outcome, Peer, Plan, TcpPeer, connect, drive
 from bench.results import RunResult
 from bench.scenarios import Scenario, Transport
 from bench.servers import Child
-from bench.stats import rate, summarize_latencies
+from bench.stats import percentile, rate, summarize_latencies
 
 #: The load generator counts as the bottleneck above this share of one core.
 LOAD_LIMIT_PCT: Final = 85.0
@@ -78,7 +78,7 @@ def server_args(transport: Transport, idle_timeout: float) -> tuple[str, list[st
 def account(plan: Plan, outcome: Outcome) -> tuple[list[Ledger], int]:
     """Run each receiver's ledger over what it got; return them and the last delivery time."""
     ledgers = []
-    last = outcome.started_at
+    last = outcome.started_wall
     for index, chunks in outcome.received.items():
         ledger = Ledger(plan.expected_from(index))
         try:
@@ -109,9 +109,11 @@ def summarize(
         latencies.extend(ledger.latencies)
     expected = sum(ledger.expected for ledger in ledgers)
     delivered = sum(ledger.unique for ledger in ledgers)
-    seconds = max(0.0, (last - outcome.started_at) / 1e9)
+    seconds = max(0.0, (last - outcome.started_wall) / 1e9)
     wall = max(1e-9, (outcome.ended_at - outcome.started_at) / 1e9)
     lat = summarize_latencies(latencies)
+    lags = sorted(outcome.read_lags)
+    lag_p99 = round(percentile(lags, 99) / 1e6, 4) if lags else None
     load_pct = 100 * outcome.load_cpu_s / wall
     notes = list(outcome.notes)
     events = list(dict.fromkeys(e for p in peers for e in p.events))
@@ -139,6 +141,7 @@ def summarize(
         p50_ms=lat.p50_ms if lat else None,
         p99_ms=lat.p99_ms if lat else None,
         max_ms=lat.max_ms if lat else None,
+        read_lag_p99_ms=lag_p99,
         server_cpu_s=round(outcome.server_cpu_s, 3),
         server_cpu_pct=round(100 * outcome.server_cpu_s / wall, 1),
         server_rss_mb=round(peak_rss_mb, 1),

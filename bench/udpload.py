@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Final
 
-from bench.load import Peer
+from bench.load import ANCILLARY_SIZE, Peer, kernel_stamp, stamp_arrivals
 from bench.scenarios import Transport
 from bench.servers import Child
 from common import events as ev
@@ -64,6 +64,7 @@ class UdpPeer(Peer):
         self.sock = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET, socket.SOCK_DGRAM)
         with contextlib.suppress(OSError):
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+        stamp_arrivals(self.sock)
         self.sock.connect(address)
         self.sock.setblocking(False)
         self.channel: Channel | None = None
@@ -149,25 +150,26 @@ class UdpPeer(Peer):
     # --- receiving ---------------------------------------------------------------
 
     def on_readable(self) -> None:
-        recv = self.sock.recv
+        recvmsg = self.sock.recvmsg
         batch = []
         for _ in range(READ_BURST):
             try:
-                batch.append(recv(2048))
+                datagram, ancillary, _, _ = recvmsg(2048, ANCILLARY_SIZE)
             except BlockingIOError:
                 break
             except OSError:
                 break  # an ICMP error: the session's timers decide
+            batch.append((datagram, ancillary))
         if not batch:
             return
-        received_at = time.monotonic_ns()
-        now = received_at / 1e9
-        for datagram in batch:
-            self._datagram(datagram, received_at, now)
+        read_at = time.time_ns()
+        now = time.monotonic()  # the channel's clock
+        for datagram, ancillary in batch:
+            self._datagram(datagram, kernel_stamp(ancillary, read_at), read_at, now)
         if self.channel is not None and self.channel.wants_to_send:
             self._flush(now)
 
-    def _datagram(self, datagram: bytes, received_at: int, now: float) -> None:
+    def _datagram(self, datagram: bytes, received_at: int, read_at: int, now: float) -> None:
         try:
             frames = decode_datagram(datagram)
         except RemoteProtocolError:
@@ -182,7 +184,7 @@ class UdpPeer(Peer):
             except RemoteProtocolError:
                 return
             if chunks:
-                self.deliver(received_at, chunks[0] if len(chunks) == 1 else b"".join(chunks))
+                self.deliver(received_at, chunks[0] if len(chunks) == 1 else b"".join(chunks), read_at)
         elif type(first) is ev.Cookie and channel is None:
             self._cookie = first.cookie
             self._say_hello(now)

@@ -72,6 +72,7 @@ def record(**changes: object) -> RunResult:
         p50_ms=1.0,
         p99_ms=2.0,
         max_ms=3.0,
+        read_lag_p99_ms=0.5,
         server_cpu_s=0.5,
         server_cpu_pct=100.0,
         server_rss_mb=20.0,
