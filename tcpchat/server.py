@@ -560,8 +560,9 @@ class ChatServer:
             thread.join(max(0.0, deadline - time.monotonic()))
         for conn in conns:
             conn.abort()  # whoever did not flush in time
+        deadline = time.monotonic() + 0.5
         for thread in threads:
-            thread.join(0.5)
+            thread.join(max(0.0, deadline - time.monotonic()))
         self._listener.close()
         self._wake_r.close()
         self._wake_w.close()
