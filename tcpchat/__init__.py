@@ -1,1 +1,1 @@
-"""twinchat over TCP: a threaded server and a client (not built yet)."""
+"""twinchat over TCP: a threaded server (``tcpchat.server``) and a client (``tcpchat.client``)."""
