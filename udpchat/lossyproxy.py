@@ -67,11 +67,12 @@ class _Lane:
 
 
 class _Client:
-    def __init__(self, addr: tuple[str, int], upstream: socket.socket, seed: int) -> None:
+    def __init__(self, addr: tuple[str, int], upstream: socket.socket, seed: int, index: int) -> None:
         self.addr = addr
         self.upstream = upstream
-        self.up = _Lane(random.Random(f"{seed}:up:{addr[1]}"))
-        self.down = _Lane(random.Random(f"{seed}:down:{addr[1]}"))
+        # Seeded by arrival order, not port: the nth client meets the same dice in every run.
+        self.up = _Lane(random.Random(f"{seed}:up:{index}"))
+        self.down = _Lane(random.Random(f"{seed}:down:{index}"))
 
 
 class LossyProxy:
@@ -181,7 +182,7 @@ class LossyProxy:
             upstream = socket.socket(family, socket.SOCK_DGRAM)
             upstream.bind((self._front.getsockname()[0], 0))
             upstream.setblocking(False)
-            client = self._clients[addr] = _Client(addr, upstream, self.seed)
+            client = self._clients[addr] = _Client(addr, upstream, self.seed, len(self._clients))
             self._by_upstream[upstream] = client
             self._selector.register(upstream, selectors.EVENT_READ)
         return client

@@ -365,7 +365,7 @@ def test_unreliable_mode_at_twenty_percent_loss_joins_loses_some_and_never_dupli
             LossyProxy(srv.address, up=lossy, down=lossy, seed=7) as proxy,
             members(proxy.address, "ann", "bob", see_joins=False) as (ann, bob),
         ):
-            sent = _say_all(ann, 300)
+            sent = _say_all(ann, 600)  # some 50 datagrams each way: all through at 20% loss is a 1e-5 chance
             # A FIFO path: once a marker is through, whatever came before it
             # arrived or is lost for good.
             for attempt in range(100):
@@ -376,7 +376,12 @@ def test_unreliable_mode_at_twenty_percent_loss_joins_loses_some_and_never_dupli
             assert len(set(got)) == len(got), "a message was delivered twice"
             assert got == [t for t in sent if t in set(got)], "out of order on a FIFO path"
             assert 0 < len(got) < len(sent)
-            assert bob.link.channel.lost > 0
             assert ann.link.channel.retransmits == 0
+            bob_lost = bob.link.channel.lost
+        srv.shutdown()
+        # Each missing message was lost on one of the two legs, before an end
+        # marker that got through: a gap bob counted, or one the server counted
+        # in ann's session.
+        assert bob_lost + srv.counters["lost segments"] > 0
     finally:
         srv.shutdown()
