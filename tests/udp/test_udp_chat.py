@@ -385,3 +385,25 @@ def test_unreliable_mode_at_twenty_percent_loss_joins_loses_some_and_never_dupli
         assert bob_lost + srv.counters["lost segments"] > 0
     finally:
         srv.shutdown()
+
+
+def test_lossy_proxy_command_relays_and_stops_on_sigterm(server: ChatServer) -> None:
+    host, port = server.address
+    proc = python(
+        "-m", "udpchat.lossyproxy", "--target", f"{host}:{port}", "--loss", "0", "--seed", "3",
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "listening on 127.0.0.1:" in line
+        proxy_port = int(line.split("listening on 127.0.0.1:")[1].split(",")[0])
+        with members(("127.0.0.1", proxy_port), "ann", "bob") as (ann, bob):
+            ann.link.send(ev.Say("via the proxy"))
+            assert bob.wait_for(lambda m: m.texts("ann") == ["via the proxy"])
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=PATIENCE)
+        assert proc.returncode == 0
+        assert "dropped=0" in err and "forwarded=" in err
+    finally:
+        stop(proc)
