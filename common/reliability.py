@@ -53,7 +53,7 @@ from typing import Final
 
 from common import events as ev
 from common.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
-from common.framing import HEADER, HEADER_SIZE, MAGIC, VERSION, FrameType, encode, pack_datagrams
+from common.framing import HEADER, HEADER_SIZE, MAGIC, VERSION, FrameType, encode
 from common.limits import MAX_DATAGRAM, MAX_FRAME
 
 #: Bytes of the ``Session`` frame that opens every datagram of a session.
@@ -137,16 +137,16 @@ def is_whole_frame(chunk: bytes) -> bool:
 
 
 class _Segment:
-    """One numbered segment on the sending side."""
+    """One segment in flight (sent, perhaps acknowledged, not yet forgotten)."""
 
     __slots__ = ("acked", "first_sent", "frame", "sends", "sent_at", "seq")
 
-    def __init__(self, seq: int, frame: bytes) -> None:
+    def __init__(self, seq: int, frame: bytes, now: float) -> None:
         self.seq = seq
         self.frame = frame  # the encoded Data frame, sent as is each time
-        self.sent_at = 0.0  # last transmission
-        self.first_sent = 0.0
-        self.sends = 0
+        self.sent_at = now  # last transmission
+        self.first_sent = now
+        self.sends = 1
         self.acked = False
 
 
@@ -199,7 +199,8 @@ class Channel:
 
         # Sending.
         self._next_seq = 0
-        self._backlog: deque[_Segment] = deque()  # numbered, never sent yet
+        # Encoded Data frames never sent yet; their seqs run up to _next_seq - 1.
+        self._backlog: deque[bytes] = deque()
         self._backlog_bytes = 0
         self._flight: deque[_Segment] = deque()  # sent, in seq order; acked ones linger until the head passes
         self._unacked: dict[int, _Segment] = {}  # sent and not acknowledged
@@ -240,15 +241,27 @@ class Channel:
         Raises:
             LocalProtocolError: the frame is empty or larger than MAX_FRAME.
         """
+        size = len(frame)
+        if 0 < size <= MAX_CHUNK:
+            # The common case, inlined: one frame, one segment.
+            cost = size + DATA_OVERHEAD
+            if self._backlog_bytes + cost > self.max_backlog and self._backlog:
+                return False
+            seq = self._next_seq
+            self._next_seq = seq + 1
+            head = _DATA_HEAD.pack(MAGIC, VERSION, _DATA_TYPE, _DATA_FIELDS + size, seq, 0, size)
+            self._backlog.append(head + frame)
+            self._backlog_bytes += cost
+            return True
         chunks = split_frame(frame)
-        cost = len(frame) + DATA_OVERHEAD * len(chunks)
+        cost = size + DATA_OVERHEAD * len(chunks)
         if self._backlog_bytes + cost > self.max_backlog and self._backlog:
             return False
         seq = self._next_seq
         remaining = len(chunks) - 1
         append = self._backlog.append
         for chunk in chunks:
-            append(_Segment(seq, encode_data(seq, remaining, chunk)))
+            append(encode_data(seq, remaining, chunk))
             seq += 1
             remaining -= 1
         self._next_seq = seq
@@ -277,7 +290,7 @@ class Channel:
             return True
         if not self._backlog:
             return False
-        return not self.reliable or self._backlog[0].seq < self._window_end()
+        return not self.reliable or self._next_seq - len(self._backlog) < self._window_end()
 
     @property
     def rto(self) -> float:
@@ -298,7 +311,7 @@ class Channel:
         flight = self._flight
         while flight and flight[0].acked:
             flight.popleft()
-        base = flight[0].seq if flight else (self._backlog[0].seq if self._backlog else self._next_seq)
+        base = flight[0].seq if flight else self._next_seq - len(self._backlog)
         return base + self.window
 
     def next_deadline(self) -> float:
@@ -325,7 +338,7 @@ class Channel:
             sent_data = self._send_new(now, frames) or sent_data
         else:
             sent_data = bool(self._backlog)
-            frames.extend(seg.frame for seg in self._backlog)
+            frames.extend(self._backlog)
             self._backlog.clear()
             self._backlog_bytes = 0
         if not sent_data and not self._unacked and now - self._last_sent >= self.keepalive_after:
@@ -337,8 +350,27 @@ class Channel:
                 self._rto_deadline = now + self.rto
         if not frames:
             return []
+        return self._pack(frames)
+
+    def _pack(self, frames: list[bytes]) -> list[bytes]:
+        """``frames`` in order, in as few datagrams as they fit, each opened by the prefix."""
         prefix = self.prefix
-        return [prefix + d for d in pack_datagrams(frames, MAX_DATAGRAM - len(prefix))]
+        limit = MAX_DATAGRAM - len(prefix)
+        out: list[bytes] = []
+        batch = [prefix]
+        used = 0
+        for frame in frames:
+            size = len(frame)
+            if used + size > limit:
+                if size > limit:
+                    raise LocalProtocolError(ErrorCode.DATAGRAM_TOO_LARGE, f"a frame of {size} bytes passes {limit}")
+                out.append(b"".join(batch))
+                batch = [prefix]
+                used = 0
+            batch.append(frame)
+            used += size
+        out.append(b"".join(batch))
+        return out
 
     def _retransmit(self, now: float, frames: list[bytes]) -> bool:
         if not self._lost:
@@ -356,35 +388,34 @@ class Channel:
 
     def _send_new(self, now: float, frames: list[bytes]) -> bool:
         backlog = self._backlog
-        if not backlog:
+        first = self._next_seq - len(backlog)
+        count = min(len(backlog), self._window_end() - first)
+        if count <= 0:
             return False
-        end = self._window_end()
-        flight = self._flight
+        flight_append = self._flight.append
         unacked = self._unacked
+        frames_append = frames.append
+        popleft = backlog.popleft
         freed = 0
-        sent = False
-        while backlog and backlog[0].seq < end:
-            seg = backlog.popleft()
-            seg.sent_at = seg.first_sent = now
-            seg.sends = 1
-            flight.append(seg)
-            unacked[seg.seq] = seg
-            frames.append(seg.frame)
-            freed += len(seg.frame)
-            sent = True
+        for seq in range(first, first + count):
+            frame = popleft()
+            seg = _Segment(seq, frame, now)
+            flight_append(seg)
+            unacked[seq] = seg
+            frames_append(frame)
+            freed += len(frame)
         self._backlog_bytes -= freed
-        return sent
+        return True
 
     def _keepalive(self, now: float, frames: list[bytes]) -> None:
         seq = self._next_seq
         self._next_seq += 1
-        seg = _Segment(seq, encode_data(seq, 0, b""))
+        frame = encode_data(seq, 0, b"")
         if self.reliable:
-            seg.sent_at = seg.first_sent = now
-            seg.sends = 1
+            seg = _Segment(seq, frame, now)
             self._flight.append(seg)
             self._unacked[seq] = seg
-        frames.append(seg.frame)
+        frames.append(frame)
 
     def _on_timeout(self, now: float) -> None:
         """The retransmission timer fired: resend what has waited a whole RTO, back off."""

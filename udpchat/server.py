@@ -421,6 +421,8 @@ class ChatServer:
     def _deliver(self, deliveries: list[Delivery[_Peer]], now: float) -> None:
         """Queue ``deliveries`` on the recipients' channels in order; drop whoever
         overflows, with a leave notice to the others (lock held)."""
+        dirty = self._dirty
+        idle = not dirty
         while deliveries:
             overflowed: list[_Peer] = []
             for delivery in deliveries:
@@ -435,7 +437,7 @@ class ChatServer:
                     if not peer.channel.send(frame):
                         overflowed.append(peer)
                         continue
-                    self._mark(peer)
+                    dirty[peer] = None
                     if last:
                         peer.closing = True
                         peer.close_deadline = now + LINGER
@@ -446,6 +448,8 @@ class ChatServer:
                     self._count("slow consumer")
                     deliveries += self._hub.disconnect(peer, "too slow to keep up with the chat")
                     self._forget(peer)
+        if idle and dirty:
+            self._wake.notify()
 
     def _forget(self, peer: _Peer) -> None:
         """Remove ``peer``'s session for good (lock held)."""
