@@ -16,12 +16,13 @@ import io
 import queue
 import sys
 import threading
+from collections.abc import Callable
 from typing import Final, TextIO
 
 from common import events as ev
 from common.render import render
 from frontend.commands import interpret
-from frontend.link import Connect, ConnectError
+from frontend.link import Connect, ConnectError, Link
 
 _EOF: Final = object()  # stdin ended
 _CLOSED: Final = object()  # the link ended
@@ -65,29 +66,40 @@ def run_plain(
         why.append(reason)
         inbox.put(_CLOSED)
 
+    link: Link | None = None
     try:
         link = connect(host, port, nick, on_event, on_closed)
+        threading.Thread(target=_read_lines, args=(stdin, inbox), name="stdin", daemon=True).start()
+        if _converse(link, inbox, write):
+            return 0
     except ConnectError as exc:
         print(f"{prog}: {exc}", file=stderr, flush=True)
         return 1
+    except KeyboardInterrupt:
+        if link is not None:
+            link.close("")  # Ctrl-C: leave as cleanly as at the end of stdin
+        return 130
+    print(f"{prog}: {why[0] if why else 'connection closed'}", file=stderr, flush=True)
+    return 1
 
-    threading.Thread(target=_read_lines, args=(stdin, inbox), name="stdin", daemon=True).start()
+
+def _converse(link: Link, inbox: queue.SimpleQueue[object], write: Callable[[str], None]) -> bool:
+    """Send what stdin says until it ends or the link does; True if the user ended it."""
     while True:
         item = inbox.get()
         if item is _EOF:
             link.close("")
-            return 0
+            return True
         if item is _CLOSED:
             link.close()
-            print(f"{prog}: {why[0] if why else 'connection closed'}", file=stderr, flush=True)
-            return 1
+            return False
         assert isinstance(item, str)
         typed = interpret(item)
         for event in typed.show:
             write(render(event) or "")
         if isinstance(typed.send, ev.Goodbye):
             link.close(typed.send.reason)
-            return 0
+            return True
         if typed.send is not None:
             link.send(typed.send)
 

@@ -112,6 +112,8 @@ def run_terminal(connect: Connect, host: str, port: int, nick: str, *, prog: str
             link = connect(host, port, nick, on_event, on_closed)
         except ConnectError as exc:
             failed = str(exc)
+        except KeyboardInterrupt:
+            return 130  # Ctrl-C before the prompt: nothing to leave yet
         else:
             left = _converse(session, link, me, ended)
     if failed:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import signal
 import socket
 import subprocess
 import sys
@@ -251,3 +252,26 @@ def test_connect_to_something_else() -> None:
                 tcp_connect("127.0.0.1", listener.getsockname()[1], "bot", seen.events.put, seen.closed.put)
         finally:
             thread.join(WAIT)
+
+
+def test_pipe_mode_ctrl_c_leaves_cleanly(
+    make_server: MakeServer, clients: MakeClient, processes: Callable[[int, str], subprocess.Popen[str]]
+) -> None:
+    server = make_server()
+    obs = clients(server.address)
+    obs.register("obs")
+    proc = processes(server.address[1], "bot")
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    assert proc.stdin is not None
+    assert proc.stdout.readline().startswith("*** welcome, bot")
+    proc.stdin.write("/help\n")  # answered by the main loop: once it shows, Ctrl-C lands there
+    proc.stdin.flush()
+    while not (line := proc.stdout.readline()).startswith("* //text"):
+        assert line  # the client still runs
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(WAIT) == 130
+    assert obs.expect(ev.Joined) == ev.Joined("bot")
+    assert obs.expect(ev.Left) == ev.Left("bot", "")  # it said Goodbye: no "connection lost"
+    assert proc.stdout.read() == "*** disconnected: bye\n"
+    assert proc.stderr.read() == ""
