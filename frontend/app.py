@@ -30,7 +30,8 @@ def main(argv: Sequence[str] | None, *, connect: Connect, prog: str, default_por
 
     Returns:
         0 when the user (or the end of stdin) ended the session; 1 when the
-        client could not join or the server ended or lost the link.
+        client could not join or the server ended or lost the link; 130 when
+        Ctrl-C ended plain mode (or the wait for the server).
     """
     args = _parser(prog, default_port).parse_args(argv)
     if args.plain or not sys.stdin.isatty():
