@@ -518,3 +518,23 @@ def test_a_client_held_back_by_flood_control_is_not_idle(make_server: MakeServer
     flooder.send(ev.Who())
     assert flooder.expect(ev.Joined).nick == "reader"
     assert flooder.expect(ev.WhoReply).nicks == ("flooder", "reader")
+
+
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6")
+def test_ipv6_loopback(clients: MakeClient) -> None:
+    try:
+        server = ChatServer("::1", 0, rate_limit=0)
+    except OSError as exc:
+        pytest.skip(f"::1 unavailable: {exc}")
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        alice, bob = clients(server.address), clients(server.address)
+        alice.register("alice")
+        bob.register("bob")
+        bob.send(ev.Say("over v6"))
+        alice.expect(ev.Joined)
+        assert alice.expect(ev.Message) == ev.Message("bob", "over v6")
+    finally:
+        server.shutdown()
+        thread.join(WAIT)
