@@ -40,8 +40,8 @@ from bench import procstat
 from bench.accounting import Progress, StreamCorrupt
 from bench.payload import nick_of, say_frame, sender_key, seq_key
 from common import events as ev
-from common.errors import ErrorCode
-from common.framing import FrameType, encode
+from common.errors import ErrorCode, ProtocolError
+from common.framing import FrameType, decode_frame, encode
 
 _RECV_SIZE: Final = 256 * 1024
 #: The one receive buffer of the process (it serves one socket at a time).
@@ -92,6 +92,14 @@ def kernel_stamp(ancillary: list[tuple[int, int, bytes]], fallback: int) -> int:
             seconds, nanoseconds = _TIMESPEC.unpack_from(data)
             return int(seconds) * 1_000_000_000 + int(nanoseconds)
     return fallback
+
+
+def _describe(frame: bytes) -> str:
+    """A notice or error, for a run's notes (rare: decoded in full)."""
+    try:
+        return repr(decode_frame(frame))
+    except ProtocolError as exc:
+        return f"an undecodable frame ({exc})"
 
 
 class LoadError(Exception):
@@ -245,7 +253,7 @@ class Peer:
             if self.online_at_join is None:
                 self.online_at_join = 0
         elif ftype in (_ERROR, _LEFT, _GOODBYE):
-            self.events.append(f"{self.nick} got {FrameType(ftype).name}: {frame[10:].decode('utf-8', 'replace')}")
+            self.events.append(f"{self.nick} got {_describe(frame)}")
 
     def settled(self, clients: int) -> bool:
         """Welcomed, and told of every client that joined after us."""
