@@ -73,8 +73,9 @@ DEFAULT_MAX_QUEUE: Final = 1 << 20
 #: Seconds of silence before a framed client is dropped (it is pinged at half).
 DEFAULT_IDLE_TIMEOUT: Final = 60.0
 
-#: Seconds a new connection has to register a nick.
-DEFAULT_REGISTER_TIMEOUT: Final = 5.0
+#: Seconds a new connection has to register a nick: a person at ``nc`` gets no
+#: prompt and has to type one, a program sends it at once.
+DEFAULT_REGISTER_TIMEOUT: Final = 10.0
 
 #: Connections at once (registered or not) unless told otherwise.
 DEFAULT_MAX_CLIENTS: Final = 1000
