@@ -7,11 +7,15 @@ the cookie, ``Accept``), registers the nick over it and returns a ``UdpLink``
 with two threads around one ``common.reliability.Channel``:
 
 - the **receive thread** (the one the assignment asks for) feeds each datagram
-  to the channel, answers the server's pings and hands every event the
-  channel releases, in order, to the front end;
-- the **pump thread** sends: it wakes when the channel has something to say
-  (new messages, an ack) and every ``TICK`` seconds for the channel's timers
-  (retransmission, keepalive, the dead-server verdict).
+  to the channel, sends the acknowledgement it makes due at once, answers the
+  server's pings and hands every event the channel releases, in order, to the
+  front end;
+- the **pump thread** sends what the user typed (woken by ``send``, so a
+  paste is packed into few datagrams) and, every ``TICK`` seconds, runs the
+  channel's timers (retransmission, keepalive, the dead-server verdict).
+
+Both send holding a send lock taken under the channel lock, so datagrams leave
+in the order the channel made them.
 
 Closing: ``close(reason)`` sends a ``Goodbye`` through the channel. The server
 handles what a session sends in order and answers a Goodbye with its own only
@@ -107,6 +111,7 @@ class UdpLink:
         self.token = accept.token
         self.unreliable = accept.unreliable
         self._lock = threading.Lock()  # the channel
+        self._send_lock = threading.Lock()  # taken under the channel lock, held while sending
         self._wake = threading.Condition(self._lock)  # the pump waits here
         self._room = threading.Condition(self._lock)  # send() waits here for backlog room
         self._dirty = False
@@ -203,8 +208,17 @@ class UdpLink:
         if self._go.is_set():
             self._on_closed(self._end_reason)
 
+    def _send_all(self, datagrams: list[bytes]) -> None:
+        """Send, then release the send lock, which the caller took under the
+        channel lock: datagrams leave in the order the channel made them."""
+        try:
+            for datagram in datagrams:
+                with contextlib.suppress(OSError):
+                    self._sock.send(datagram)
+        finally:
+            self._send_lock.release()
+
     def _pump_loop(self) -> None:
-        sendto = self._sock.send
         while True:
             with self._lock:
                 if not self._dirty and not self._stopped:
@@ -216,9 +230,8 @@ class UdpLink:
                 datagrams = self._channel.datagrams(now)
                 dead = self._channel.is_dead(now)
                 self._room.notify_all()
-            for datagram in datagrams:
-                with contextlib.suppress(OSError):
-                    sendto(datagram)
+                self._send_lock.acquire()
+            self._send_all(datagrams)
             if dead:
                 self._end("the server stopped answering")
                 self._tell_closed()
@@ -246,12 +259,19 @@ class UdpLink:
                         self.ignored += 1  # a late Cookie or Accept, or not ours
                         continue
                     with self._lock:
-                        chunks = self._channel.receive(frames[1:], time.monotonic())
-                        if self._channel.wants_to_send:
-                            self._poke()
+                        now = time.monotonic()
+                        chunks = self._channel.receive(frames[1:], now)
+                        # The ack (and what the window now admits) goes out from
+                        # here at once, rather than after a hand-off to the pump.
+                        replies = self._channel.datagrams(now) if self._channel.wants_to_send else []
+                        if replies:
+                            self._room.notify_all()
+                            self._send_lock.acquire()
                 except RemoteProtocolError:
                     self.ignored += 1
                     continue
+                if replies:
+                    self._send_all(replies)
                 for chunk in chunks:
                     if not self._dispatch(chunk):
                         return
@@ -300,9 +320,8 @@ class UdpLink:
         the session until it hears, and nobody will answer a lost ack)."""
         with self._lock:
             datagrams = self._channel.datagrams(time.monotonic())
-        for datagram in datagrams + datagrams:
-            with contextlib.suppress(OSError):
-                self._sock.send(datagram)
+            self._send_lock.acquire()
+        self._send_all(datagrams + datagrams)
 
 
 def _open_session(sock: socket.socket, where: str, deadline: float) -> ev.Accept:

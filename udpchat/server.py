@@ -16,16 +16,22 @@ level and ignored, so it changes nobody's session.
 
 Threads:
 
-- the **receiver** takes one datagram at a time, decodes it, feeds its
-  segments to the peer's ``Channel`` and the frames that completes to the hub,
-  under the one lock; every resulting delivery is encoded once and queued on
-  each recipient's channel before the lock is released, which gives every peer
-  one total order;
-- the **pump** sends: woken when a channel has something to say, it drains
-  each such channel (acks, retransmissions, new segments the window admits,
-  packed up to 1200 bytes per datagram) and calls ``sendto`` outside the lock.
-  Every ``TICK`` seconds it also runs the timers of every peer (retransmission,
-  keepalive, idle expiry, registration timeout, flood holding).
+- the **receiver** takes the datagrams waiting (up to ``READ_BURST`` at once),
+  decodes them, and under the one lock feeds each session's segments to its
+  ``Channel`` and the frames that completes to the hub; every resulting
+  delivery is encoded once and queued on each recipient's channel before the
+  lock is released, which gives every peer one total order. Still under the
+  lock it drains the channels that now have something to say (acks, new
+  segments the window admits, packed up to 1200 bytes per datagram) and sends
+  them itself: a hand-off to another thread would cost each message a
+  scheduling delay, and ``sendto`` on UDP never waits for a peer;
+- the **pump** runs every ``TICK`` seconds, and when woken by anything that
+  did not come through the receiver (a new session's notices, the shutdown):
+  the timers of every peer (retransmission, keepalive, idle expiry,
+  registration timeout, flood holding) and what they make due.
+
+Both send outside the hub lock, holding a send lock taken before the hub lock
+is let go, so datagrams leave in the order the channels made them.
 
 Slow and dead peers: UDP ``sendto`` never waits for a peer, so nobody can stall
 the others; what a peer has not acknowledged piles up in its own channel's
@@ -166,6 +172,8 @@ class ChatServer:
         self._peers: dict[int, _Peer] = {}
         self._by_addr: dict[tuple[str, int], _Peer] = {}
         self._dirty: dict[_Peer, None] = {}  # peers whose channel has something to send, in order
+        self._receiving = False  # the receiver holds the lock and will send what is due itself
+        self._send_lock = threading.Lock()  # taken under the hub lock, held while sending
         self._stopping = threading.Event()  # serve_forever returns
         self._halt = False  # the threads end (lock)
         self._threads: list[threading.Thread] = []
@@ -294,8 +302,15 @@ class ChatServer:
                 self._refuse("unexpected", addr, type(first).__name__)
         if sessions:
             with self._lock:
-                for token, frames, addr in sessions:
-                    self._guarded(self._session_datagram, token, frames, addr, now)
+                self._receiving = True
+                try:
+                    for token, frames, addr in sessions:
+                        self._guarded(self._session_datagram, token, frames, addr, now)
+                    out = self._collect(now, tick=False)
+                finally:
+                    self._receiving = False
+                self._send_lock.acquire()
+            self._send_all(out)
 
     def _guarded(self, handler: Callable[..., None], *args: Any) -> None:
         try:
@@ -414,7 +429,7 @@ class ChatServer:
 
     def _mark(self, peer: _Peer) -> None:
         """``peer``'s channel has something to send: wake the pump (lock held)."""
-        if not self._dirty:
+        if not self._dirty and not self._receiving:
             self._wake.notify()
         self._dirty[peer] = None
 
@@ -448,7 +463,7 @@ class ChatServer:
                     self._count("slow consumer")
                     deliveries += self._hub.disconnect(peer, "too slow to keep up with the chat")
                     self._forget(peer)
-        if idle and dirty:
+        if idle and dirty and not self._receiving:
             self._wake.notify()
 
     def _forget(self, peer: _Peer) -> None:
@@ -468,7 +483,6 @@ class ChatServer:
 
     def _pump_loop(self) -> None:
         next_tick = 0.0
-        sendto = self._sock.sendto
         while True:
             with self._lock:
                 while not self._dirty and not self._halt:
@@ -483,12 +497,27 @@ class ChatServer:
                 if tick:
                     next_tick = now + TICK
                 out = self._collect(now, tick)
+                self._send_lock.acquire()
+            self._send_all(out)
+
+    def _send_all(self, out: list[tuple[tuple[str, int], list[bytes]]]) -> None:
+        """Send what ``_collect`` gathered, then release the send lock.
+
+        The caller takes the send lock before it lets go of the hub lock, so
+        datagrams leave in the order the channels made them, whichever thread
+        sends; the hub lock is not held meanwhile: ``sendto`` on UDP never waits
+        for a peer, so the receiver sending delays nobody.
+        """
+        sendto = self._sock.sendto
+        try:
             for addr, datagrams in out:
                 for datagram in datagrams:
                     try:
                         sendto(datagram, addr)
                     except OSError as exc:
                         log.debug("sendto %s: %s", addr, exc)
+        finally:
+            self._send_lock.release()
 
     def _collect(self, now: float, tick: bool) -> list[tuple[tuple[str, int], list[bytes]]]:
         """The datagrams due now, by address: from the dirty channels, or on a
