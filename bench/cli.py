@@ -40,7 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--transports",
-        help=f"comma-separated subset of: {', '.join(sc.TRANSPORTS)} (default: all)",
+        help=f"comma-separated subset of: {', '.join(sc.TRANSPORTS)} (default: all; with --quick: "
+        f"{', '.join(sc.QUICK_TRANSPORTS)})",
     )
     p.add_argument("--seed", type=int, default=1, help="seed of the lossy proxy (default: %(default)s)")
     p.add_argument("--no-pin", action="store_true", help="do not pin the server and the load to separate CPUs")
@@ -135,7 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         chosen = sc.select(args.scenarios.split(",") if args.scenarios else None, args.quick)
-        names = args.transports.split(",") if args.transports else list(sc.TRANSPORTS)
+        default = sc.QUICK_TRANSPORTS if args.quick else tuple(sc.TRANSPORTS)
+        names = args.transports.split(",") if args.transports else list(default)
         unknown = [n for n in names if n not in sc.TRANSPORTS]
         if unknown:
             raise ValueError(f"unknown transport {', '.join(unknown)} (known: {', '.join(sc.TRANSPORTS)})")

@@ -446,7 +446,7 @@ def _timers(peers: Sequence[Peer], now: float) -> None:
             peer.on_timer(now)
 
 
-def _pump(loop: Loop, peers: Sequence[Peer], timeout: float, timed: bool) -> None:
+def pump(loop: Loop, peers: Sequence[Peer], timeout: float, timed: bool) -> None:
     if timed:
         now = time.monotonic()
         if now >= loop.next_timers:
@@ -503,7 +503,7 @@ def _join(
         while not all(p.online_at_join is not None for p in peers if p.reads or p.reads_to_join):
             if time.monotonic() > deadline:
                 raise LoadError(f"{sum(p.online_at_join is None for p in peers)} clients not welcomed in time")
-            _pump(loop, peers, 0.05, timed)
+            pump(loop, peers, 0.05, timed)
     seen, quiet_from = -1, time.monotonic()
     while not all(p.settled(plan.clients) for p in peers if p.reads):
         now = time.monotonic()
@@ -515,7 +515,7 @@ def _join(
                 return
         if now > deadline:
             raise LoadError("join notices did not all arrive in time")
-        _pump(loop, peers, 0.05, timed)
+        pump(loop, peers, 0.05, timed)
 
 
 class _Sender:
@@ -650,7 +650,7 @@ class _Drive:
                 self.notes.append(f"the run hit its {plan.deadline_s:g} s deadline")
                 return False
             self.loop.sample(now)
-            _pump(self.loop, self.peers, timeout, self.timed)
+            pump(self.loop, self.peers, timeout, self.timed)
 
 
 def drive(peers: Sequence[Peer], plan: Plan, loop: Loop, *, timed: bool, lossy: bool) -> Outcome:
@@ -715,4 +715,5 @@ __all__ = [
     "TcpPeer",
     "connect",
     "drive",
+    "pump",
 ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import resource
+import time
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -21,7 +22,7 @@ from typing import Final
 
 from bench import procstat
 from bench.accounting import Ledger, StreamCorrupt
-from bench.load import Loop, Outcome, Peer, Plan, TcpPeer, connect, drive
+from bench.load import Loop, Outcome, Peer, Plan, TcpPeer, connect, drive, pump
 from bench.results import RunResult
 from bench.scenarios import Scenario, Transport
 from bench.servers import Child
@@ -217,6 +218,8 @@ def run_once(
         peak = reading.peak_rss_mb if reading else 0.0
         if not server.alive():
             outcome.notes.append(f"the server exited during the run: {server.log_tail(300)}")
+        else:
+            _shut_down(server, loop, peers, timed=timed)
     finally:
         for peer in peers:
             peer.close()
@@ -230,7 +233,23 @@ def run_once(
     )
     if server.killed:
         result = _with_note(result, "the server ignored SIGTERM and was killed")
+    elif server.exit_code:
+        result = _with_note(result, f"the server exited with {server.exit_code}: {server.log_tail(200)}")
     return result
+
+
+#: Seconds the clients keep answering a server that is shutting down.
+SHUTDOWN_WAIT: Final = 3.0
+
+
+def _shut_down(server: Child, loop: Loop, peers: list[Peer], *, timed: bool) -> None:
+    """SIGTERM the server while the clients still answer it, so its graceful
+    shutdown (a goodbye each, acknowledged over UDP) ends at once instead of
+    waiting out its timeouts on clients that are gone."""
+    server.terminate()
+    deadline = time.monotonic() + SHUTDOWN_WAIT
+    while server.alive() and time.monotonic() < deadline and any(p.alive for p in peers):
+        pump(loop, peers, 0.02, timed)
 
 
 def _with_note(result: RunResult, note: str) -> RunResult:

@@ -130,6 +130,11 @@ QUICK: Final = (
 )
 
 
+#: ``--quick`` runs these transports unless told otherwise: one of each kind, so
+#: the smoke run stays under a minute (each lossy transport costs ~15 s).
+QUICK_TRANSPORTS: Final = ("tcp", "udp", "udp-unreliable", "udp-loss20")
+
+
 def select(names: list[str] | None, quick: bool) -> list[Scenario]:
     """The scenarios to run, by name, in the table's order.
 

@@ -121,6 +121,12 @@ class Child:
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    def terminate(self) -> None:
+        """Ask it to stop (SIGTERM) without waiting; ``stop`` waits."""
+        if self._proc is not None and self._proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.send_signal(signal.SIGTERM)
+
     def stop(self, grace: float = 3.0) -> int | None:
         """SIGTERM, then SIGKILL after ``grace`` seconds; return the exit code."""
         proc = self._proc
