@@ -67,3 +67,25 @@ def sample(pid: int) -> ProcSample | None:
     except (OSError, ValueError):
         return None
     return ProcSample(cpu, rss, peak, threads)
+
+
+def parse_udp_drops(snmp: str) -> int:
+    """``RcvbufErrors`` of the ``Udp:`` lines of ``/proc/net/snmp``: datagrams
+    the kernel dropped because a socket's receive buffer was full.
+
+    Raises:
+        ValueError: the text has no such field.
+    """
+    rows = [line.split() for line in snmp.splitlines() if line.startswith("Udp:")]
+    if len(rows) < 2 or "RcvbufErrors" not in rows[0]:
+        raise ValueError("no Udp RcvbufErrors in /proc/net/snmp")
+    return int(rows[1][rows[0].index("RcvbufErrors")])
+
+
+def udp_drops() -> int | None:
+    """The machine's count of UDP datagrams dropped for full receive buffers (all processes)."""
+    try:
+        with open("/proc/net/snmp") as f:
+            return parse_udp_drops(f.read())
+    except (OSError, ValueError):
+        return None

@@ -213,7 +213,14 @@ def run_once(
             lossy=transport.unreliable and bool(transport.loss),
         )
         log(f"  {scenario.name}/{transport.name}: {plan.clients} clients joined, driving")
+        drops_before = procstat.udp_drops()
         outcome = drive(peers, plan, loop, timed=timed, lossy=transport.unreliable)
+        drops_after = procstat.udp_drops()
+        if timed and drops_before is not None and drops_after is not None and drops_after > drops_before:
+            outcome.notes.append(
+                f"the kernel dropped {drops_after - drops_before} UDP datagrams on full receive buffers "
+                "(machine-wide count)"
+            )
         reading = procstat.sample(server.pid)
         peak = reading.peak_rss_mb if reading else 0.0
         if not server.alive():

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from bench.procstat import parse_stat_cpu, parse_status, sample
+from bench.procstat import parse_stat_cpu, parse_status, parse_udp_drops, sample
 from bench.servers import parse_listening
 
 
@@ -41,3 +41,16 @@ def test_sample_of_ourselves_and_of_nobody() -> None:
 )
 def test_listening_line(line: bytes, found: tuple[str, int] | None) -> None:
     assert parse_listening(line) == found
+
+
+def test_udp_drops_from_snmp() -> None:
+    snmp = (
+        "Ip: Forwarding DefaultTTL\nIp: 1 64\n"
+        "Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors\n"
+        "Udp: 100 2 7 90 7 0\n"
+        "UdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors\n"
+        "UdpLite: 0 0 0 0 0 0\n"
+    )
+    assert parse_udp_drops(snmp) == 7
+    with pytest.raises(ValueError):
+        parse_udp_drops("Ip: Forwarding\nIp: 1\n")
