@@ -1,1 +1,7 @@
-"""twinchat over UDP: a peer table, datagram fan-out and reliability (not built yet)."""
+"""twinchat over UDP: token sessions, datagram fan-out and the reliability raw UDP lacks.
+
+``udpchat.server`` is the server, ``udpchat.client`` the client (on the shared
+``frontend``), ``udpchat.lossyproxy`` a seeded lossy relay for tests and
+benchmarks. The protocol logic itself is sans-IO, in ``common.reliability``
+and ``common.cookies``.
+"""
