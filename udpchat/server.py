@@ -471,9 +471,16 @@ class ChatServer:
         peer.closing = True
         if self._peers.get(peer.token) is peer:
             del self._peers[peer.token]
-            if self.unreliable and peer.channel.lost:
-                with self._count_lock:
-                    self.counters["lost segments"] += peer.channel.lost
+            channel = peer.channel
+            with self._count_lock:
+                # Zero counts are not stored, so the shutdown log lists what happened.
+                for what, count in (
+                    ("lost segments", channel.lost),
+                    ("retransmitted segments", channel.retransmits),
+                    ("duplicate segments", channel.duplicates),
+                ):
+                    if count:
+                        self.counters[what] += count
         if self._by_addr.get(peer.addr) is peer:
             del self._by_addr[peer.addr]
         self._dirty.pop(peer, None)
