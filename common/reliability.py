@@ -23,13 +23,18 @@ Strategy, by concern:
   selective range (at most ``MAX_SACK_RANGES``, the lowest ones). An ack is
   due after any ``Data``, duplicates included (the earlier ack may have been
   lost); it rides in front of the next datagram the channel produces.
-- **Loss and retransmission.** A segment is taken for lost when a segment at
-  least ``REORDER_THRESHOLD`` numbers above it, sent no earlier, has been
-  acknowledged (fast retransmit, as QUIC's packet threshold), or when the
-  retransmission timer fires. The timer follows RFC 6298: RTO = SRTT + 4
-  RTTVAR from round-trip samples taken only on segments sent once (Karn),
-  clamped to [MIN_RTO, MAX_RTO], doubled on each timeout until a fresh
-  sample.
+- **Loss and retransmission.** A segment is taken for lost, and sent again,
+  when a segment at least ``REORDER_THRESHOLD`` numbers above it and sent no
+  earlier has been acknowledged, or one sent ``TIME_THRESHOLD`` smoothed round
+  trips after it (QUIC's packet and time thresholds). The retransmission
+  timer follows RFC 6298: RTO = SRTT + 4 RTTVAR from round-trip samples taken
+  only on segments sent once (Karn), clamped to [MIN_RTO, MAX_RTO]. When it
+  fires, only the ``PROBES`` oldest segments are sent again, each in its own
+  datagram, and the RTO doubles; their acks reveal the rest of what was lost
+  through the time threshold. A timeout is as often a peer slow to answer as
+  a loss, and resending the whole window then would add load exactly when it
+  hurts. Any ack of new data undoes the backoff (as QUIC does; otherwise a
+  tail of resent segments, which give no clean sample, would wait MAX_RTO).
 - **Receiving.** Segments below ``next_expected`` or already buffered are
   duplicates, acknowledged and dropped; segments beyond the receive window
   are dropped unacknowledged; the others are buffered and released in order,
@@ -90,8 +95,12 @@ GRANULARITY: Final = 0.005
 #: A segment this many numbers below an acknowledged one is taken for lost.
 REORDER_THRESHOLD: Final = 3
 
-#: Segments retransmitted at most per timeout, so a timeout is not a burst.
-RETRANSMIT_BURST: Final = 256
+#: Segments resent as probes when the retransmission timer fires.
+PROBES: Final = 2
+
+#: A segment sent this many smoothed round trips before one that has been
+#: acknowledged, and not acknowledged itself, is taken for lost.
+TIME_THRESHOLD: Final = 1.125
 
 #: Unreliable mode: partial frames kept at most, and for how long.
 MAX_REASSEMBLIES: Final = 8
@@ -205,6 +214,7 @@ class Channel:
         self._flight: deque[_Segment] = deque()  # sent, in seq order; acked ones linger until the head passes
         self._unacked: dict[int, _Segment] = {}  # sent and not acknowledged
         self._lost: dict[int, _Segment] = {}  # to retransmit at the next call to datagrams()
+        self._probes: list[_Segment] = []  # the timer fired: resend these, a datagram each
         self._last_sent = now  # last Data segment sent
         self._rto_deadline: float | None = None
         self._srtt: float | None = None
@@ -213,6 +223,7 @@ class Channel:
         self._backoff = 1
         self._largest_acked = -1
         self._largest_acked_sent_at = 0.0
+        self._latest_acked_sent_at = -1e9  # sending time of the latest transmission acknowledged
 
         # Receiving.
         self._recv_next = 0  # reliable: lowest seq not yet received; unreliable: highest seen + 1
@@ -336,6 +347,11 @@ class Channel:
                 self._on_timeout(now)
             sent_data = self._retransmit(now, frames)
             sent_data = self._send_new(now, frames) or sent_data
+            if self._probes:
+                probes = self._probe(now)
+                if not frames:
+                    return probes
+                return self._pack(frames) + probes
         else:
             sent_data = bool(self._backlog)
             frames.extend(self._backlog)
@@ -386,6 +402,19 @@ class Channel:
         self._lost.clear()
         return sent
 
+    def _probe(self, now: float) -> list[bytes]:
+        """The probes the timer asked for, one datagram each (the timer is armed)."""
+        out = []
+        for seg in self._probes:
+            if not seg.acked:
+                seg.sent_at = now
+                seg.sends += 1
+                self.retransmits += 1
+                out.append(self.prefix + seg.frame)
+        self._probes.clear()
+        self._last_sent = now
+        return out
+
     def _send_new(self, now: float, frames: list[bytes]) -> bool:
         backlog = self._backlog
         first = self._next_seq - len(backlog)
@@ -422,13 +451,18 @@ class Channel:
         if not self._unacked:
             self._rto_deadline = None
             return
-        rto = self.rto
-        lost = self._lost
+        # Only the oldest segments, as probes, each in a datagram of its own
+        # (two, as QUIC sends, so that one lost datagram or ack does not cost
+        # another timeout): a timeout is as often a peer that is
+        # slow to answer as a loss, and resending all that is in flight would
+        # double the load exactly when it hurts. A probe's ack shows what else
+        # is missing (the time threshold of _detect_losses).
+        probes = self._probes
         for seg in self._flight:
-            if len(lost) >= RETRANSMIT_BURST:
-                break
-            if not seg.acked and (seg.sent_at + rto <= now or not lost):
-                lost[seg.seq] = seg
+            if not seg.acked:
+                probes.append(seg)
+                if len(probes) == PROBES:
+                    break
         self._backoff = min(self._backoff * 2, 64)
         self._rto_deadline = now + self.rto
 
@@ -459,6 +493,7 @@ class Channel:
             return
         newest: _Segment | None = None  # highest seq newly acknowledged
         sample: _Segment | None = None  # highest seq newly acknowledged that was sent once
+        latest = self._latest_acked_sent_at  # latest transmission known to have arrived
         flight = self._flight
         limit = ack.next_expected
         while flight and flight[0].seq < limit:
@@ -466,9 +501,11 @@ class Channel:
             if unacked.pop(seg.seq, None) is not None:
                 seg.acked = True
                 newest = seg
+                latest = max(latest, seg.sent_at)
                 if seg.sends == 1:
                     sample = seg
         for seg in self._selectively_acked(ack.ranges):
+            latest = max(latest, seg.sent_at)
             if newest is None or seg.seq > newest.seq:
                 newest = seg
             if seg.sends == 1 and (sample is None or seg.seq > sample.seq):
@@ -477,6 +514,10 @@ class Channel:
             return  # nothing new: a duplicate or stale ack
         if sample is not None:
             self._measured(now - sample.sent_at)
+        # The path works again: undo the backoff even without a clean sample,
+        # as QUIC does, else a tail of resent segments waits MAX_RTO each.
+        self._backoff = 1
+        self._latest_acked_sent_at = latest
         if newest.seq > self._largest_acked:
             self._largest_acked = newest.seq
             self._largest_acked_sent_at = newest.sent_at
@@ -499,13 +540,21 @@ class Channel:
         return out
 
     def _detect_losses(self) -> None:
+        """Mark lost what a later transmission overtook (QUIC's two thresholds):
+        by ``REORDER_THRESHOLD`` sequence numbers, or by ``TIME_THRESHOLD``
+        round trips of sending time."""
         threshold = self._largest_acked - REORDER_THRESHOLD
         sent_before = self._largest_acked_sent_at
+        overtaken = self._latest_acked_sent_at - TIME_THRESHOLD * (self._srtt or self._base_rto)
         lost = self._lost
         for seg in self._flight:
-            if seg.seq > threshold:
-                break
-            if not seg.acked and seg.sent_at <= sent_before:
+            if seg.acked:
+                continue
+            if seg.seq > threshold and seg.sent_at > overtaken:
+                if seg.sends == 1:
+                    break  # later segments were first sent later still, and not resent before this one
+                continue
+            if seg.sent_at <= sent_before or seg.sent_at <= overtaken:
                 lost[seg.seq] = seg
 
     def _measured(self, rtt: float) -> None:

@@ -12,9 +12,11 @@ from common import events as ev
 from common.framing import decode_datagram, encode
 from common.limits import MAX_DATAGRAM, MAX_FRAME
 from common.reliability import (
+    INITIAL_RTO,
     MAX_CHUNK,
     MAX_RTO,
     MIN_RTO,
+    PROBES,
     RECV_WINDOW,
     SEND_WINDOW,
     Channel,
@@ -157,7 +159,7 @@ def test_an_idle_peer_that_answers_keepalives_is_never_dead() -> None:
         assert not link.b.channel.is_dead(link.now)
 
 
-def test_rto_backs_off_to_its_bound_and_a_fresh_sample_resets_it() -> None:
+def test_rto_backs_off_to_its_bound_and_an_ack_of_new_data_undoes_it() -> None:
     a = Channel(0.0)
     b = Channel(0.0)
     a.send(message_frames(1)[0])
@@ -172,18 +174,48 @@ def test_rto_backs_off_to_its_bound_and_a_fresh_sample_resets_it() -> None:
     assert rtos == sorted(rtos)
     assert rtos[-1] == MAX_RTO
     assert a.retransmits == 12
-    # Karn: the ack of a retransmitted segment gives no round-trip sample.
+    # Karn: the ack of a retransmitted segment gives no round-trip sample,
+    # but it is news that the path works: the backoff is undone.
     b.receive(decode_datagram(first[0]), now)
     a.receive(decode_datagram(b.datagrams(now + 0.001)[0]), now + 0.001)
     assert a.srtt is None
+    assert a.rto == INITIAL_RTO
     assert a.flushed
-    # A segment sent once, then acknowledged, does give one and resets the backoff.
+    # A segment sent once, then acknowledged, does give a sample.
     a.send(message_frames(1)[0])
     sent = a.datagrams(now + 1.0)
     b.receive(decode_datagram(sent[0]), now + 1.0)
     a.receive(decode_datagram(b.datagrams(now + 1.05)[0]), now + 1.05)
     assert a.srtt == pytest.approx(0.05)
-    assert a.rto < MAX_RTO
+
+
+def test_a_timeout_resends_only_probes_whose_acks_reveal_the_losses() -> None:
+    a = Channel(0.0)
+    b = Channel(0.0)
+    for frame in message_frames(100):
+        a.send(frame)
+    sent = a.datagrams(0.0)
+    assert len(sent) > 5
+    # The first datagram is lost; the others arrive, but every ack is lost.
+    for d in sent[1:]:
+        b.receive(decode_datagram(d), 0.005)
+    b.datagrams(0.005)
+    probes = a.datagrams(a.rto)
+    assert len(probes) == PROBES
+    assert all(len(decode_datagram(p)) == 1 for p in probes), "one segment per probe datagram"
+    assert a.retransmits == PROBES
+    # The probes' ack shows the first datagram's other segments missing,
+    # though they were sent before the probes: resent at once, no timeout.
+    for p in probes:
+        b.receive(decode_datagram(p), a.rto + 0.005)
+    a.receive(decode_datagram(b.datagrams(a.rto + 0.005)[0]), a.rto + 0.01)
+    again = a.datagrams(a.rto + 0.01)
+    for d in again:
+        b.receive(decode_datagram(d), a.rto + 0.015)
+    a.receive(decode_datagram(b.datagrams(a.rto + 0.015)[0]), a.rto + 0.02)
+    assert a.flushed
+    # Each segment of the lost datagram was sent again exactly once.
+    assert a.retransmits == len(decode_datagram(sent[0]))
 
 
 def test_segments_beyond_the_receive_window_are_not_buffered() -> None:
