@@ -459,7 +459,7 @@ class Channel:
         # is missing (the time threshold of _detect_losses).
         probes = self._probes
         for seg in self._flight:
-            if not seg.acked:
+            if not seg.acked and seg.seq not in self._lost:  # those go again anyway
                 probes.append(seg)
                 if len(probes) == PROBES:
                     break
