@@ -120,6 +120,7 @@ class UdpLink:
         self._close_lock = threading.Lock()
         self._ended = threading.Event()  # the session is over, for whatever reason
         self._end_reason = ""
+        self._server_gone = False  # the server said goodbye or stopped answering
         self._closed_told = False
         # Registration, before connect() returns.
         self._registered = threading.Event()
@@ -158,6 +159,14 @@ class UdpLink:
             self.send(ev.Goodbye(ev.scrub(reason)))
             if threading.current_thread() is not self._receiver:
                 self._ended.wait(UNRELIABLE_CLOSE if self.unreliable else CLOSE_TIMEOUT)
+        elif not self._server_gone:
+            # Ended on our side (a front end's callback failed): tell the server
+            # once, best effort, rather than leave it to the idle timeout.
+            with self._lock:
+                self._channel.send(encode(ev.Goodbye(ev.scrub(reason))))
+                datagrams = self._channel.datagrams(time.monotonic())
+                self._send_lock.acquire()
+            self._send_all(datagrams)
         self._end("connection closed")
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)  # wakes the receive thread
@@ -233,6 +242,7 @@ class UdpLink:
                 self._send_lock.acquire()
             self._send_all(datagrams)
             if dead:
+                self._server_gone = True
                 self._end("the server stopped answering")
                 self._tell_closed()
                 return
@@ -275,6 +285,8 @@ class UdpLink:
                 for chunk in chunks:
                     if not self._dispatch(chunk):
                         return
+        except Exception as exc:  # a front end's callback failed: end the link, say why
+            self._end(f"client error: {exc!r}")
         finally:
             self._tell_closed()
 
@@ -301,6 +313,7 @@ class UdpLink:
                 self._registered.set()
                 return True
             elif type(event) is ev.Goodbye:
+                self._server_gone = True
                 self._refusal = self._refusal or f"refused: {event.reason or 'the server said goodbye'}"
                 self._acknowledge_last()
                 self._end(self._refusal)
@@ -308,6 +321,7 @@ class UdpLink:
             else:
                 return True
         if type(event) is ev.Goodbye:
+            self._server_gone = True
             self._acknowledge_last()
             self._on_event(event)
             self._end(event.reason or "disconnected")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -407,3 +408,29 @@ def test_lossy_proxy_command_relays_and_stops_on_sigterm(server: ChatServer) -> 
         assert "dropped=0" in err and "forwarded=" in err
     finally:
         stop(proc)
+
+
+def test_a_failing_callback_ends_the_link_cleanly(server: ChatServer) -> None:
+    closed: list[str] = []
+    done = threading.Event()
+
+    def on_event(event: ev.ServerEvent) -> None:
+        if isinstance(event, ev.Message):
+            raise RuntimeError("front end bug")
+
+    def on_closed(reason: str) -> None:
+        closed.append(reason)
+        done.set()
+
+    link = udp_connect(*server.address, "fragile", on_event, on_closed)
+    try:
+        with members(server.address, "ann") as (ann,):
+            ann.link.send(ev.Say("boom"))
+            assert done.wait(PATIENCE)
+            assert closed == ["client error: RuntimeError('front end bug')"]
+            link.close()
+            # The server is told at once, not after its idle timeout.
+            assert ann.wait_for(lambda m: m.has(ev.Left, nick="fragile"))
+    finally:
+        link.close()
+    assert closed == ["client error: RuntimeError('front end bug')"]
