@@ -164,6 +164,9 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
     #: Every read's wait in its socket before the load generator took it, ns.
     read_lags: array[int] = field(default_factory=lambda: array("q"))
+    #: CPU of the lossy proxies, and of every other process on the machine (set by the runner).
+    proxy_cpu_s: float = 0.0
+    other_cpu_s: float = 0.0
 
 
 class Peer:

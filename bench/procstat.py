@@ -89,3 +89,28 @@ def udp_drops() -> int | None:
             return parse_udp_drops(f.read())
     except (OSError, ValueError):
         return None
+
+
+def parse_machine_busy(stat: str, ticks: int = _TICKS) -> float:
+    """CPU seconds the whole machine spent busy (every CPU, every process),
+    from the ``cpu`` line of ``/proc/stat``: all but idle and iowait.
+
+    Raises:
+        ValueError: the text has no ``cpu`` line.
+    """
+    for line in stat.splitlines():
+        fields = line.split()
+        if fields and fields[0] == "cpu":
+            values = [int(v) for v in fields[1:9]]
+            idle = values[3] + values[4]
+            return (sum(values) - idle) / ticks
+    raise ValueError("no cpu line in /proc/stat")
+
+
+def machine_busy() -> float | None:
+    """``parse_machine_busy`` of this machine now; None where there is no /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            return parse_machine_busy(f.read())
+    except (OSError, ValueError):
+        return None

@@ -10,7 +10,10 @@ from typing import Any
 from bench.stats import median
 
 #: Version of the JSON layout; bump it when a field changes meaning.
-SCHEMA = 1
+SCHEMA = 2
+
+#: Other processes count as disturbing a run above this share of one core.
+DISTURBED_PCT = 25.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +55,11 @@ class RunResult:
     #: The load generator's own CPU over the measured window, and as % of one core.
     load_cpu_s: float
     load_cpu_pct: float
-    #: The load generator was near a full core: the figure is a floor, not the server's.
+    #: The lossy proxies' CPU (they share the load generator's core), % of one core.
+    proxy_cpu_pct: float
+    #: Every other process on the machine (other people's work), % of one core.
+    other_cpu_pct: float
+    #: The load side (generator and proxies) was near a full core: the figure is a floor, not the server's.
     load_limited: bool
     #: Every expected delivery happened before the deadline (or the run drained).
     completed: bool
@@ -156,6 +163,8 @@ _COLUMNS = (
     ("srv MB", ">"),
     ("thr", ">"),
     ("load cpu", ">"),
+    ("proxy", ">"),
+    ("other", ">"),
     ("flags", "<"),
 )
 
@@ -166,6 +175,8 @@ def _row(r: RunResult) -> list[str]:
         flags.append("LOAD-LIMITED")
     if not r.completed:
         flags.append("INCOMPLETE")
+    if r.other_cpu_pct >= DISTURBED_PCT:
+        flags.append("DISTURBED")
     if r.garbled:
         flags.append(f"garbled={r.garbled}")
     return [
@@ -183,6 +194,8 @@ def _row(r: RunResult) -> list[str]:
         f"{r.server_rss_mb:.0f}",
         str(r.server_threads),
         f"{r.load_cpu_pct:.0f}%",
+        f"{r.proxy_cpu_pct:.0f}%" if r.proxy_cpu_pct else "-",
+        f"{r.other_cpu_pct:.0f}%",
         " ".join(flags),
     ]
 

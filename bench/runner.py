@@ -23,7 +23,7 @@ from typing import Final
 from bench import procstat
 from bench.accounting import Ledger, StreamCorrupt
 from bench.load import Loop, Outcome, Peer, Plan, TcpPeer, connect, drive, pump
-from bench.results import RunResult
+from bench.results import DISTURBED_PCT, RunResult
 from bench.scenarios import Scenario, Transport
 from bench.servers import Child
 from bench.stats import percentile, rate, summarize_latencies
@@ -32,6 +32,7 @@ from bench.stats import percentile, rate, summarize_latencies
 LOAD_LIMIT_PCT: Final = 85.0
 #: Most distinct client events (errors, notices) quoted in a run's notes.
 MAX_EVENT_NOTES: Final = 3
+
 _SERVER_FLAGS: Final = ("--host", "127.0.0.1", "--port", "0", "--rate-limit", "0", "--max-clients", "0")
 
 
@@ -100,7 +101,7 @@ def summarize(
     run: int,
     plan: Plan,
     outcome: Outcome,
-    peers: list[Peer],
+    events: list[str],
     peak_rss_mb: float,
 ) -> RunResult:
     """Turn one run's raw outcome into its result record."""
@@ -116,14 +117,20 @@ def summarize(
     lags = sorted(outcome.read_lags)
     lag_p99 = round(percentile(lags, 99) / 1e6, 4) if lags else None
     load_pct = 100 * outcome.load_cpu_s / wall
+    proxy_pct = 100 * outcome.proxy_cpu_s / wall
+    other_pct = 100 * outcome.other_cpu_s / wall
     notes = list(outcome.notes)
-    events = list(dict.fromkeys(e for p in peers for e in p.events))
-    notes += events[:MAX_EVENT_NOTES]
-    if len(events) > MAX_EVENT_NOTES:
-        notes.append(f"... and {len(events) - MAX_EVENT_NOTES} more client events")
-    limited = load_pct >= LOAD_LIMIT_PCT
+    notes += summarize_events(events)
+    limited = load_pct + proxy_pct >= LOAD_LIMIT_PCT
     if limited:
-        notes.append(f"load generator used {load_pct:.0f}% of its core: the rate is a floor set by it")
+        proxies = f" and the lossy proxies {proxy_pct:.0f}%" if proxy_pct >= 1 else ""
+        notes.append(
+            f"the load generator used {load_pct:.0f}% of its core{proxies}: the figures are floors set by the load side"
+        )
+    if other_pct >= DISTURBED_PCT:
+        notes.append(
+            f"other processes on the machine used {other_pct:.0f}% of a core during the run: figures disturbed"
+        )
     return RunResult(
         scenario=scenario.name,
         transport=transport.name,
@@ -149,11 +156,37 @@ def summarize(
         server_threads=outcome.server_threads,
         load_cpu_s=round(outcome.load_cpu_s, 3),
         load_cpu_pct=round(load_pct, 1),
+        proxy_cpu_pct=round(proxy_pct, 1),
+        other_cpu_pct=round(other_pct, 1),
         load_limited=limited,
         completed=outcome.completed,
         notes=tuple(notes),
         cdf_ms=lat.cdf_ms if lat else (),
     )
+
+
+def summarize_events(events: list[str]) -> list[str]:
+    """Client events (``"NICK what"``) as notes: each distinct ``what`` once, with
+    how many clients saw it, the commonest first."""
+    seen: dict[str, set[str]] = {}
+    for event in events:
+        nick, _, what = event.partition(" ")
+        seen.setdefault(what, set()).add(nick)
+    ranked = sorted(seen.items(), key=lambda item: -len(item[1]))
+    notes = [f"{len(nicks)} client{'s' if len(nicks) > 1 else ''}: {what}" for what, nicks in ranked[:MAX_EVENT_NOTES]]
+    if len(ranked) > MAX_EVENT_NOTES:
+        notes.append(f"and {len(ranked) - MAX_EVENT_NOTES} other kinds of client events")
+    return notes
+
+
+def _others(children: list[Child]) -> tuple[float, float | None]:
+    """CPU seconds of ``children`` (the proxies) and of the whole machine, now."""
+    cpu = 0.0
+    for child in children:
+        reading = procstat.sample(child.pid)
+        if reading is not None:
+            cpu += reading.cpu_s
+    return cpu, procstat.machine_busy()
 
 
 PeerMaker = Callable[[int, bool], Peer]
@@ -180,8 +213,7 @@ def run_once(
     Raises:
         bench.servers.StartError, bench.load.LoadError: the run could not start.
     """
-    quiet_s = 0.5 if transport.unreliable else 3.0
-    plan = scenario.plan(quiet_s=quiet_s)
+    plan = scenario.plan(quiet_s=0.5 if transport.unreliable else 3.0)
     raise_nofile(2 * plan.clients + 256)
     module, args = server_args(transport, idle_timeout=3600)
     saved = os.sched_getaffinity(0)
@@ -204,23 +236,10 @@ def run_once(
         else:
             make = _tcp_maker(address)
         loop = Loop(server.pid)
-        peers = connect(
-            make,
-            plan,
-            loop,
-            timed=timed,
-            timeout=30 + plan.clients / 20,
-            lossy=transport.unreliable and bool(transport.loss),
-        )
+        lossy_join = transport.unreliable and bool(transport.loss)
+        peers = connect(make, plan, loop, timed=timed, timeout=30 + plan.clients / 20, lossy=lossy_join)
         log(f"  {scenario.name}/{transport.name}: {plan.clients} clients joined, driving")
-        drops_before = procstat.udp_drops()
-        outcome = drive(peers, plan, loop, timed=timed, lossy=transport.unreliable)
-        drops_after = procstat.udp_drops()
-        if timed and drops_before is not None and drops_after is not None and drops_after > drops_before:
-            outcome.notes.append(
-                f"the kernel dropped {drops_after - drops_before} UDP datagrams on full receive buffers "
-                "(machine-wide count)"
-            )
+        outcome, events = _measure(plan, loop, peers, children, timed=timed, lossy=transport.unreliable)
         reading = procstat.sample(server.pid)
         peak = reading.peak_rss_mb if reading else 0.0
         if not server.alive():
@@ -236,13 +255,36 @@ def run_once(
             child.close()
         os.sched_setaffinity(0, saved)
     result = summarize(
-        scenario=scenario, transport=transport, run=run, plan=plan, outcome=outcome, peers=peers, peak_rss_mb=peak
+        scenario=scenario, transport=transport, run=run, plan=plan, outcome=outcome, events=events, peak_rss_mb=peak
     )
     if server.killed:
         result = _with_note(result, "the server ignored SIGTERM and was killed")
     elif server.exit_code:
         result = _with_note(result, f"the server exited with {server.exit_code}: {server.log_tail(200)}")
     return result
+
+
+def _measure(
+    plan: Plan, loop: Loop, peers: list[Peer], children: list[Child], *, timed: bool, lossy: bool
+) -> tuple[Outcome, list[str]]:
+    """``drive``, plus what it cannot see: the proxies' CPU, everyone else's,
+    and the datagrams the kernel dropped; return the outcome and the client
+    events of the run (before the shutdown adds its goodbyes)."""
+    drops_before = procstat.udp_drops()
+    others_before = _others(children[1:])
+    outcome = drive(peers, plan, loop, timed=timed, lossy=lossy)
+    others_after = _others(children[1:])
+    drops_after = procstat.udp_drops()
+    outcome.proxy_cpu_s = others_after[0] - others_before[0]
+    if others_before[1] is not None and others_after[1] is not None:
+        busy = others_after[1] - others_before[1]
+        outcome.other_cpu_s = max(0.0, busy - outcome.server_cpu_s - outcome.load_cpu_s - outcome.proxy_cpu_s)
+    if timed and drops_before is not None and drops_after is not None and drops_after > drops_before:
+        outcome.notes.append(
+            f"the kernel dropped {drops_after - drops_before} UDP datagrams on full receive buffers "
+            "(machine-wide count)"
+        )
+    return outcome, [e for p in peers for e in p.events]
 
 
 #: Seconds the clients keep answering a server that is shutting down.

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from bench.procstat import parse_stat_cpu, parse_status, parse_udp_drops, sample
+from bench.procstat import parse_machine_busy, parse_stat_cpu, parse_status, parse_udp_drops, sample
 from bench.servers import parse_listening
 
 
@@ -54,3 +54,10 @@ def test_udp_drops_from_snmp() -> None:
     assert parse_udp_drops(snmp) == 7
     with pytest.raises(ValueError):
         parse_udp_drops("Ip: Forwarding\nIp: 1\n")
+
+
+def test_machine_busy_leaves_out_idle_and_iowait() -> None:
+    stat = "cpu  100 5 20 1000 50 1 2 3 0 0\ncpu0 50 0 10 500 25 0 1 1 0 0\n"
+    assert parse_machine_busy(stat, ticks=100) == (100 + 5 + 20 + 1 + 2 + 3) / 100
+    with pytest.raises(ValueError):
+        parse_machine_busy("intr 1 2 3\n")

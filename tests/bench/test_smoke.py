@@ -63,6 +63,24 @@ def test_a_tiny_paced_run_with_a_stuck_client() -> None:
     assert our_children() == []
 
 
+@pytest.mark.skipif(importlib.util.find_spec("udpchat.server") is None, reason="the UDP server is not built yet")
+@pytest.mark.parametrize("transport", ["udp", "udp-unreliable"])
+def test_a_tiny_udp_run_accounts_for_every_message(transport: str) -> None:
+    tiny = Scenario("throughput", clients=3, senders=3, messages=100, window=16, deadline_s=10)
+    result = run_once(tiny, TRANSPORTS[transport], 1, placement=Placement(None, None), seed=1)
+    print(result)
+    assert result.completed
+    assert result.sent == 300
+    assert result.expected == 600
+    if transport == "udp":
+        assert result.delivered == 600
+        assert result.out_of_order == 0
+    else:
+        assert 0 < result.delivered <= 600  # what the kernel dropped is lost, and counted
+    assert (result.duplicates, result.garbled) == (0, 0)
+    assert our_children() == []
+
+
 def test_the_command_line_writes_its_json(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     proc = subprocess.run(

@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 
 from bench.results import RunResult, format_table, from_json, medians, to_json
+from bench.runner import summarize_events
 from bench.stats import CDF_QUANTILES, median, percentile, rate, summarize_latencies
 
 
@@ -79,6 +80,8 @@ def record(**changes: object) -> RunResult:
         server_threads=22,
         load_cpu_s=0.3,
         load_cpu_pct=60.0,
+        proxy_cpu_pct=0.0,
+        other_cpu_pct=3.0,
         load_limited=False,
         completed=True,
         notes=("a note",),
@@ -118,9 +121,19 @@ def test_json_refuses_another_document() -> None:
 
 
 def test_table_has_a_row_per_record_and_flags() -> None:
-    table = format_table([record(), record(transport="udp", load_limited=True, completed=False, garbled=3)])
+    table = format_table(
+        [record(), record(transport="udp", load_limited=True, completed=False, garbled=3, other_cpu_pct=40.0)]
+    )
     lines = table.splitlines()
     assert lines[0].split()[:2] == ["scenario", "transport"]
     assert "360,000" in lines[1]
     assert "LOAD-LIMITED" in lines[2] and "INCOMPLETE" in lines[2] and "garbled=3" in lines[2]
+    assert "DISTURBED" in lines[2] and "DISTURBED" not in lines[1]
     assert "- throughput/tcp: a note" in table
+
+
+def test_client_events_are_counted_once_per_kind() -> None:
+    events = [f"b000{i} got Left(nick='b0009')" for i in range(9)] + ["b0001 lost: closed", "b0001 lost: closed"]
+    assert summarize_events(events) == ["9 clients: got Left(nick='b0009')", "1 client: lost: closed"]
+    many = [f"b0000 kind {k}" for k in range(5)]
+    assert summarize_events(many)[-1] == "and 2 other kinds of client events"
