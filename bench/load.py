@@ -160,6 +160,8 @@ class Outcome:
     completed: bool
     load_cpu_s: float
     server_cpu_s: float
+    #: The part of the server's CPU spent in the kernel.
+    server_sys_s: float
     server_threads: int
     notes: list[str] = field(default_factory=list)
     #: Every read's wait in its socket before the load generator took it, ns.
@@ -688,6 +690,7 @@ def drive(peers: Sequence[Peer], plan: Plan, loop: Loop, *, timed: bool, lossy: 
             p.recording = False
     end_reading = procstat.sample(loop.server_pid) if loop.server_pid else None
     server_cpu = end_reading.cpu_s - start_reading.cpu_s if end_reading and start_reading else 0.0
+    server_sys = end_reading.sys_s - start_reading.sys_s if end_reading and start_reading else 0.0
     if state.late_ns > 5_000_000:
         state.notes.append(f"paced sends ran up to {state.late_ns / 1e6:.1f} ms late (load generator busy)")
     lags: array[int] = array("q")
@@ -703,6 +706,7 @@ def drive(peers: Sequence[Peer], plan: Plan, loop: Loop, *, timed: bool, lossy: 
         completed=completed,
         load_cpu_s=load_cpu,
         server_cpu_s=server_cpu,
+        server_sys_s=server_sys,
         server_threads=loop.threads_peak,
         notes=state.notes,
     )

@@ -21,13 +21,25 @@ class ProcSample:
     """One reading of a process."""
 
     cpu_s: float
+    #: The part of ``cpu_s`` spent in the kernel (system calls, the network stack).
+    sys_s: float
     rss_mb: float
     peak_rss_mb: float
     threads: int
 
 
 def parse_stat_cpu(stat: str, ticks: int = _TICKS) -> float:
-    """User plus system CPU seconds from the text of ``/proc/PID/stat``.
+    """User plus system CPU seconds from the text of ``/proc/PID/stat``; see ``parse_stat_times``.
+
+    Raises:
+        ValueError: the text is not a stat line.
+    """
+    user, system = parse_stat_times(stat, ticks)
+    return user + system
+
+
+def parse_stat_times(stat: str, ticks: int = _TICKS) -> tuple[float, float]:
+    """User and system CPU seconds from the text of ``/proc/PID/stat``.
 
     The command name (field 2) may hold spaces and parentheses, so fields are
     counted from the last ``)``.
@@ -37,7 +49,7 @@ def parse_stat_cpu(stat: str, ticks: int = _TICKS) -> float:
     """
     rest = stat[stat.rindex(")") + 2 :].split()
     # rest[0] is field 3 (state); utime and stime are fields 14 and 15.
-    return (int(rest[11]) + int(rest[12])) / ticks
+    return int(rest[11]) / ticks, int(rest[12]) / ticks
 
 
 def parse_status(status: str) -> tuple[float, float, int]:
@@ -61,12 +73,12 @@ def sample(pid: int) -> ProcSample | None:
     """Read process ``pid`` now; None if it is gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            cpu = parse_stat_cpu(f.read())
+            user, system = parse_stat_times(f.read())
         with open(f"/proc/{pid}/status") as f:
             rss, peak, threads = parse_status(f.read())
     except (OSError, ValueError):
         return None
-    return ProcSample(cpu, rss, peak, threads)
+    return ProcSample(user + system, system, rss, peak, threads)
 
 
 def parse_udp_drops(snmp: str) -> int:

@@ -50,6 +50,8 @@ class RunResult:
     #: Server CPU (user + system) over the measured window, and as % of one core.
     server_cpu_s: float
     server_cpu_pct: float
+    #: Share of the server's CPU spent in the kernel (system calls, the loopback network stack).
+    server_sys_share: float
     server_rss_mb: float
     server_threads: int
     #: The load generator's own CPU over the measured window, and as % of one core.

@@ -152,6 +152,7 @@ def summarize(
         read_lag_p99_ms=lag_p99,
         server_cpu_s=round(outcome.server_cpu_s, 3),
         server_cpu_pct=round(100 * outcome.server_cpu_s / wall, 1),
+        server_sys_share=round(outcome.server_sys_s / outcome.server_cpu_s, 3) if outcome.server_cpu_s else 0.0,
         server_rss_mb=round(peak_rss_mb, 1),
         server_threads=outcome.server_threads,
         load_cpu_s=round(outcome.load_cpu_s, 3),

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from bench.procstat import parse_machine_busy, parse_stat_cpu, parse_status, parse_udp_drops, sample
+from bench.procstat import parse_machine_busy, parse_stat_cpu, parse_stat_times, parse_status, parse_udp_drops, sample
 from bench.servers import parse_listening
 
 
@@ -15,6 +15,7 @@ def test_stat_cpu_counts_from_the_last_parenthesis() -> None:
     fields = ["S", *["0"] * 10, "250", "150", *["0"] * 30]
     line = "1234 (evil) name) " + " ".join(fields)
     assert parse_stat_cpu(line, ticks=100) == 4.0
+    assert parse_stat_times(line, ticks=100) == (2.5, 1.5)
 
 
 def test_status_fields() -> None:

@@ -76,6 +76,7 @@ def record(**changes: object) -> RunResult:
         read_lag_p99_ms=0.5,
         server_cpu_s=0.5,
         server_cpu_pct=100.0,
+        server_sys_share=0.3,
         server_rss_mb=20.0,
         server_threads=22,
         load_cpu_s=0.3,
