@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import resource
 
 import pytest
 
 from bench.procstat import parse_machine_busy, parse_stat_cpu, parse_stat_times, parse_status, parse_udp_drops, sample
+from bench.runner import Placement, raise_nofile
 from bench.servers import parse_listening
 
 
@@ -62,3 +64,22 @@ def test_machine_busy_leaves_out_idle_and_iowait() -> None:
     assert parse_machine_busy(stat, ticks=100) == (100 + 5 + 20 + 1 + 2 + 3) / 100
     with pytest.raises(ValueError):
         parse_machine_busy("intr 1 2 3\n")
+
+
+def test_raise_nofile_keeps_a_limit_that_is_enough_and_refuses_past_the_hard_one() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert raise_nofile(min(soft, 64)) == soft
+    if hard != resource.RLIM_INFINITY:
+        with pytest.raises(OSError):
+            raise_nofile(hard + 1)
+    assert resource.getrlimit(resource.RLIMIT_NOFILE) == (soft, hard)
+
+
+def test_placement_keeps_the_load_apart_from_the_server() -> None:
+    placement = Placement.split(pin=True)
+    cpus = os.sched_getaffinity(0)
+    if len(cpus) >= 2:
+        assert placement.server and placement.load
+        assert not placement.server & placement.load
+        assert placement.server | placement.load == cpus
+    assert Placement.split(pin=False) == Placement(None, None)
