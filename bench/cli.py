@@ -16,11 +16,14 @@ from typing import Any
 
 from bench import scenarios as sc
 from bench.load import LoadError
+from bench.machinelock import machine_lock
 from bench.results import RunResult, format_table, medians, to_json
 from bench.runner import Placement, run_once
 from bench.servers import StartError
 
 _DEFAULT_OUT = Path("bench-results")
+#: Seconds a run waits for another benchmark's run on this machine before going ahead.
+LOCK_WAIT = 600.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -119,7 +122,12 @@ def _run_matrix(
                 label = f"{scenario.name}/{transport.name} run {run}"
                 log(f"{label}: starting")
                 try:
-                    result = run_once(scenario, transport, run, placement=placement, seed=seed, log=log)
+                    with machine_lock(LOCK_WAIT, log) as alone:
+                        result = run_once(scenario, transport, run, placement=placement, seed=seed, log=log)
+                    if not alone:
+                        result = replace(
+                            result, notes=(*result.notes, "ran alongside another benchmark (its lock was not freed)")
+                        )
                 except (StartError, LoadError, OSError, ImportError) as exc:
                     skipped.append(f"{label}: {exc}")
                     log(f"{label}: skipped: {exc}")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import resource
+from pathlib import Path
 
 import pytest
 
+from bench.machinelock import machine_lock
 from bench.procstat import parse_machine_busy, parse_stat_cpu, parse_stat_times, parse_status, parse_udp_drops, sample
 from bench.runner import Placement, raise_nofile
 from bench.servers import parse_listening
@@ -83,3 +85,13 @@ def test_placement_keeps_the_load_apart_from_the_server() -> None:
         assert not placement.server & placement.load
         assert placement.server | placement.load == cpus
     assert Placement.split(pin=False) == Placement(None, None)
+
+
+def test_the_machine_lock_lets_one_run_at_a_time(tmp_path: Path) -> None:
+    path = tmp_path / "lock"
+    with machine_lock(1.0, path=path) as first:
+        assert first
+        with machine_lock(0.0, path=path) as second:
+            assert not second  # held by the first: the wait is bounded and says so
+    with machine_lock(0.0, path=path) as third:
+        assert third
