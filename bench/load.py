@@ -6,8 +6,9 @@ its per-message work is kept to the minimum and done where it is cheapest:
 - sending: a frame is the ``Say`` prefix encoded once plus a 64-byte text made
   by one ``bytes %`` (sender, sequence number, send time); a sender's whole
   window goes out in one ``send``;
-- receiving: one ``recv`` of up to 256 KiB per ready socket, one timestamp per
-  read, the bytes kept as they are; ``Progress`` (in C for uniform buffers)
+- receiving: one read of up to 256 KiB per ready socket into one preallocated
+  buffer, the kernel's arrival stamp of the read (below), the bytes kept as
+  they are; ``Progress`` (in C for uniform buffers)
   only learns the latest sequence number per sender, which is all the flow
   control and the end-of-run check need. Everything else (latency per
   message, duplicates, reordering) is done by ``accounting.Ledger`` after the
@@ -15,7 +16,8 @@ its per-message work is kept to the minimum and done where it is cheapest:
 
 A run has three phases: ``connect`` (clients join in batches, each waits for
 its ``Welcome`` and every ``Joined`` after it, so no notice is in flight when
-the clock starts), ``drive`` (the measured window), and ``close``.
+the clock starts), ``drive`` (the measured window), and the shutdown (the
+runner's). The garbage collector is off during ``drive``.
 
 A ``Peer`` is one client; the transport-specific parts (a TCP socket here, a
 UDP session in ``bench.udpload``) are its ``fileno``, ``on_readable``,
