@@ -29,12 +29,14 @@ Strategy, by concern:
   trips after it (QUIC's packet and time thresholds). The retransmission
   timer follows RFC 6298: RTO = SRTT + 4 RTTVAR from round-trip samples taken
   only on segments sent once (Karn), clamped to [MIN_RTO, MAX_RTO]. When it
-  fires, only the ``PROBES`` oldest segments are sent again, each in its own
-  datagram, and the RTO doubles; their acks reveal the rest of what was lost
-  through the time threshold. A timeout is as often a peer slow to answer as
-  a loss, and resending the whole window then would add load exactly when it
-  hurts. Any ack of new data undoes the backoff (as QUIC does; otherwise a
-  tail of resent segments, which give no clean sample, would wait MAX_RTO).
+  fires, the ``PROBES`` oldest segments are sent again, each in its own
+  datagram (so each draws its own ack), with at most ``TIMEOUT_BURST`` more of
+  those unacknowledged for a whole RTO, and the RTO doubles; the acks reveal
+  the rest of what was lost through the time threshold. A timeout is as
+  often a peer slow to answer as a loss, and resending the whole window then
+  would add load exactly when it hurts. Any ack of new data undoes the
+  backoff (as QUIC does; otherwise a tail of resent segments, which give no
+  clean sample, would wait MAX_RTO).
 - **Receiving.** Segments below ``next_expected`` or already buffered are
   duplicates, acknowledged and dropped; segments beyond the receive window
   are dropped unacknowledged; the others are buffered and released in order,
@@ -97,6 +99,9 @@ REORDER_THRESHOLD: Final = 3
 
 #: Segments resent as probes when the retransmission timer fires.
 PROBES: Final = 2
+
+#: Further segments, among those unacknowledged for a whole RTO, resent with the probes.
+TIMEOUT_BURST: Final = 64
 
 #: A segment sent this many smoothed round trips before one that has been
 #: acknowledged, and not acknowledged itself, is taken for lost.
@@ -447,22 +452,27 @@ class Channel:
         frames.append(frame)
 
     def _on_timeout(self, now: float) -> None:
-        """The retransmission timer fired: resend what has waited a whole RTO, back off."""
+        """The retransmission timer fired: probes, a bounded burst, back off."""
         if not self._unacked:
             self._rto_deadline = None
             return
-        # Only the oldest segments, as probes, each in a datagram of its own
-        # (two, as QUIC sends, so that one lost datagram or ack does not cost
-        # another timeout): a timeout is as often a peer that is
-        # slow to answer as a loss, and resending all that is in flight would
-        # double the load exactly when it hurts. A probe's ack shows what else
+        # The two oldest as probes, a datagram each (as QUIC sends two, so one
+        # lost datagram or ack does not cost another timeout); then, in seq
+        # order, what has waited a whole RTO, up to TIMEOUT_BURST: a timeout is
+        # as often a peer slow to answer as a loss, and resending the whole
+        # window would add load exactly when it hurts. The acks show what else
         # is missing (the time threshold of _detect_losses).
         probes = self._probes
+        rto = self.rto
         for seg in self._flight:
-            if not seg.acked and seg.seq not in self._lost:  # those go again anyway
+            if seg.acked or seg.seq in self._lost:  # those go again anyway
+                continue
+            if len(probes) < PROBES:
                 probes.append(seg)
-                if len(probes) == PROBES:
-                    break
+            elif seg.sent_at + rto <= now and len(self._lost) < TIMEOUT_BURST:
+                self._lost[seg.seq] = seg
+            else:
+                break
         self._backoff = min(self._backoff * 2, 64)
         self._rto_deadline = now + self.rto
 
