@@ -84,11 +84,24 @@ def _median_or_none(values: Sequence[Any]) -> Any:
     return round(mid) if all(isinstance(v, int) and not isinstance(v, bool) for v in present) else mid
 
 
+def _runs_of_notes(runs: Sequence[RunResult]) -> tuple[str, ...]:
+    """Each distinct note once, saying which runs it is from."""
+    where: dict[str, list[int]] = {}
+    for r in runs:
+        for note in r.notes:
+            where.setdefault(note, []).append(r.run)
+    return tuple(
+        f"{note} (run{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))})"
+        for note, numbers in where.items()
+    )
+
+
 def medians(results: Iterable[RunResult]) -> list[RunResult]:
     """One record per (scenario, transport): the median of each figure over its runs.
 
     ``run`` becomes the number of runs; a run that was load-limited or did not
-    complete marks the median too, and notes are kept once each.
+    complete marks the median too, and notes are kept once each with the runs
+    they come from.
     """
     groups: dict[tuple[str, str], list[RunResult]] = {}
     for result in results:
@@ -98,7 +111,7 @@ def medians(results: Iterable[RunResult]) -> list[RunResult]:
         figures = {name: _median_or_none([getattr(r, name) for r in runs]) for name in _NUMERIC}
         cdfs = [r.cdf_ms for r in runs if r.cdf_ms]
         cdf = tuple(median(column) for column in zip(*cdfs, strict=True)) if cdfs else ()
-        notes = tuple(dict.fromkeys(note for r in runs for note in r.notes))
+        notes = _runs_of_notes(runs) if len(runs) > 1 else runs[0].notes
         out.append(
             replace(
                 runs[0],

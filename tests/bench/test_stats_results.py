@@ -103,8 +103,8 @@ def test_medians_per_scenario_and_transport() -> None:
     assert tcp.p99_ms == 2.0  # the median of the runs that measured one
     assert tcp.cdf_ms == (2.0, 3.0, 4.0)
     assert tcp.load_limited and not tcp.completed
-    assert tcp.notes == ("a note",)
-    assert (udp.run, udp.rate) == (1, 50.0)
+    assert tcp.notes == ("a note (runs 1, 2, 3)",)
+    assert (udp.run, udp.rate, udp.notes) == (1, 50.0, ("a note",))
 
 
 def test_json_round_trip() -> None:
