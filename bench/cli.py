@@ -17,7 +17,7 @@ from typing import Any
 from bench import scenarios as sc
 from bench.load import LoadError
 from bench.machinelock import machine_lock
-from bench.results import RunResult, format_table, medians, to_json
+from bench.results import RunResult, format_table, from_json, medians, to_json
 from bench.runner import Placement, run_once
 from bench.servers import StartError
 
@@ -51,6 +51,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="result file (default: bench-results/bench-TIME.json)")
     p.add_argument("--png", type=Path, help="picture (default: next to the JSON file; needs matplotlib)")
     p.add_argument("--no-png", action="store_true", help="do not draw the picture")
+    p.add_argument(
+        "--from-json",
+        type=Path,
+        nargs="+",
+        metavar="FILE",
+        help="run nothing: print the medians of these result files as one table (and draw --png if given)",
+    )
+    p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     return p
 
 
@@ -140,8 +148,34 @@ def _run_matrix(
     return runs, skipped
 
 
+def _replay(files: Sequence[Path], *, markdown: bool, png: Path | None) -> int:
+    """Print (and draw) the medians of result files written earlier, merged."""
+    summary: list[RunResult] = []
+    commands = []
+    for path in files:
+        try:
+            _, medians_of_file, meta = from_json(path.read_text())
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            print(f"python -m bench: {path}: {exc}", file=sys.stderr)
+            return 2
+        summary += medians_of_file
+        commands.append(str(meta.get("command", path)))
+    print(format_table(summary, markdown=markdown))
+    if png is not None:
+        from bench.plot import PlotUnavailable, draw  # noqa: PLC0415  (matplotlib only when drawing)
+
+        try:
+            draw(summary, png, title=" + ".join(commands))
+            print(f"picture: {png}")
+        except PlotUnavailable as exc:
+            print(f"picture: not drawn ({exc})")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.from_json:
+        return _replay(args.from_json, markdown=args.markdown, png=args.png)
     try:
         chosen = sc.select(args.scenarios.split(",") if args.scenarios else None, args.quick)
         default = sc.QUICK_TRANSPORTS if args.quick else tuple(sc.TRANSPORTS)
@@ -167,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = _slow_consumer_notes(medians(runs) if args.runs > 1 else runs)
     heading = f"medians of {args.runs} runs" if args.runs > 1 else "one run"
     print(f"twinchat benchmark ({'quick' if args.quick else 'full'}, {heading}, {time.monotonic() - began:.0f} s)")
-    print(format_table(summary))
+    print(format_table(summary, markdown=args.markdown))
     if skipped:
         print("\nskipped:")
         for line in skipped:

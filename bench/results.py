@@ -215,18 +215,23 @@ def _row(r: RunResult) -> list[str]:
     ]
 
 
-def format_table(results: Sequence[RunResult]) -> str:
-    """A plain-text table, one row per record, and the notes under it."""
+def format_table(results: Sequence[RunResult], *, markdown: bool = False) -> str:
+    """A table, one row per record, and the notes under it: plain text, or Markdown."""
     rows = [[name for name, _ in _COLUMNS], *(_row(r) for r in results)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
-    lines = []
-    for row in rows:
-        cells = [
-            cell.ljust(width) if align == "<" else cell.rjust(width)
-            for cell, width, (_, align) in zip(row, widths, _COLUMNS, strict=True)
-        ]
-        lines.append("  ".join(cells).rstrip())
     notes = [f"- {r.scenario}/{r.transport}: {note}" for r in results for note in r.notes]
+    if markdown:
+        lines = ["| " + " | ".join(rows[0]) + " |"]
+        lines.append("|" + "|".join("---:" if align == ">" else "---" for _, align in _COLUMNS) + "|")
+        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows[1:]]
+    else:
+        widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
+        lines = []
+        for row in rows:
+            cells = [
+                cell.ljust(width) if align == "<" else cell.rjust(width)
+                for cell, width, (_, align) in zip(row, widths, _COLUMNS, strict=True)
+            ]
+            lines.append("  ".join(cells).rstrip())
     if notes:
         lines += ["", "notes:", *notes]
     return "\n".join(lines)

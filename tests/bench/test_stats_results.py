@@ -138,3 +138,11 @@ def test_client_events_are_counted_once_per_kind() -> None:
     assert summarize_events(events) == ["9 clients: got Left(nick='b0009')", "1 client: lost: closed"]
     many = [f"b0000 kind {k}" for k in range(5)]
     assert summarize_events(many)[-1] == "and 2 other kinds of client events"
+
+
+def test_markdown_table() -> None:
+    table = format_table([record(), record(transport="udp")], markdown=True)
+    lines = table.splitlines()
+    assert lines[0].startswith("| scenario | transport |")
+    assert lines[1].startswith("|---|---|---:|")
+    assert len(lines[2].split("|")) == len(lines[0].split("|"))
