@@ -187,6 +187,8 @@ class UdpPeer(Peer):
         self._due = channel.next_deadline()
 
     def idle(self) -> bool:
+        if self.muted:
+            return True  # a stuck client's backlog is the point, not a delivery in flight
         return self.channel is not None and self.channel.flushed and not self._waiting
 
     def on_writable(self) -> None:
