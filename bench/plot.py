@@ -10,12 +10,18 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.results import RunResult
+from bench.results import DISTURBED_PCT, RunResult
 from bench.stats import CDF_QUANTILES
 
 
 class PlotUnavailable(Exception):
     """matplotlib is not installed."""
+
+
+def _colour(r: RunResult) -> str:
+    if r.load_limited or not r.completed:
+        return "tab:red"
+    return "tab:orange" if r.other_cpu_pct >= DISTURBED_PCT else "tab:blue"
 
 
 def draw(results: Sequence[RunResult], path: Path, *, title: str = "") -> None:
@@ -27,6 +33,7 @@ def draw(results: Sequence[RunResult], path: Path, *, title: str = "") -> None:
     try:
         # Lazily: matplotlib is optional and slow to import.
         import matplotlib  # noqa: PLC0415
+        import matplotlib.ticker  # noqa: PLC0415
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt  # noqa: PLC0415
@@ -45,6 +52,8 @@ def draw(results: Sequence[RunResult], path: Path, *, title: str = "") -> None:
     left.set_xticks([-math.log10(1 - q / 100) for q in (50, 90, 99, 99.9, 99.99)])
     left.set_xticklabels(["p50", "p90", "p99", "p99.9", "max"])
     left.set_yscale("log")
+    left.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda y, _: f"{y:g}"))
+    left.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     left.set_xlabel("percentile of deliveries")
     left.set_ylabel("end-to-end latency, ms (log)")
     if latency:
@@ -55,16 +64,26 @@ def draw(results: Sequence[RunResult], path: Path, *, title: str = "") -> None:
 
     names = [r.transport for r in bars]
     rates = [r.rate for r in bars]
-    colours = ["tab:red" if r.load_limited or not r.completed else "tab:blue" for r in bars]
+    colours = [
+        "tab:red"
+        if r.load_limited or not r.completed
+        else "tab:orange"
+        if r.other_cpu_pct >= DISTURBED_PCT
+        else "tab:blue"
+        for r in bars
+    ]
     right.barh(names, rates, color=colours)
     for y, r in enumerate(bars):
         label = f"{r.rate:,.0f}  ({100 * r.delivery_ratio:.1f}% delivered)"
         if r.load_limited:
             label += " load-limited"
+        if r.other_cpu_pct >= DISTURBED_PCT:
+            label += " disturbed"
         right.text(r.rate, y, " " + label, va="center", fontsize=8)
     right.invert_yaxis()
     right.set_xlabel("delivered messages/s (summed over receivers)")
-    right.set_title("throughput scenario: every client sending (red: incomplete or load-limited)")
+    right.set_title("throughput scenario: every client sending\n(red: incomplete or load-limited; orange: disturbed)")
+    right.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:,.0f}k"))
     right.margins(x=0.45)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
