@@ -171,6 +171,7 @@ class Outcome:
     #: CPU of the lossy proxies, and of every other process on the machine (set by the runner).
     proxy_cpu_s: float = 0.0
     other_cpu_s: float = 0.0
+    proxy_pids: list[int] = field(default_factory=list)
 
 
 class Peer:

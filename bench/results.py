@@ -57,11 +57,11 @@ class RunResult:
     #: The load generator's own CPU over the measured window, and as % of one core.
     load_cpu_s: float
     load_cpu_pct: float
-    #: The lossy proxies' CPU (they share the load generator's core), % of one core.
+    #: The lossy proxies' CPU, all of them together, % of one core.
     proxy_cpu_pct: float
     #: Every other process on the machine (other people's work), % of one core.
     other_cpu_pct: float
-    #: The load side (generator and proxies) was near a full core: the figure is a floor, not the server's.
+    #: The load generator, or a lossy proxy, was near a full core: the figure is a floor, not the server's.
     load_limited: bool
     #: Every expected delivery happened before the deadline (or the run drained).
     completed: bool
