@@ -34,21 +34,19 @@ everything), and the reader drains until the peer closes too, within
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import itertools
 import logging
 import queue
 import selectors
-import signal
 import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
-from types import FrameType
+from collections.abc import Sequence
 from typing import Final
 
+import servercli
 from common import events as ev
 from common.commands import parse_input
 from common.errors import ErrorCode, FrameRejected, ProtocolError, RemoteProtocolError, RuleError
@@ -666,65 +664,24 @@ def _log_session(delivery: Delivery[_Conn]) -> None:
 
 # --- command line ----------------------------------------------------------------
 
-
-def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        value = kind(text)
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"{text} is negative")
-        return value
-
-    return parse
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tcpchat.server", description="The twinchat TCP chat server.")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port; 0 picks a free one (default: %(default)s)")
-    p.add_argument(
-        "--max-clients",
-        type=_positive(int),
-        default=DEFAULT_MAX_CLIENTS,
-        help="most connections at once; 0 for no limit (default: %(default)s)",
-    )
-    p.add_argument(
-        "--rate-limit",
-        metavar="MSGS_PER_SEC",
-        type=_positive(float),
-        default=DEFAULT_RATE,
-        help="messages per second a client may keep up, bursts of 128 allowed; 0 turns it off (default: %(default)s)",
-    )
-    p.add_argument(
-        "--idle-timeout",
-        metavar="SECONDS",
-        type=_positive(float),
-        default=DEFAULT_IDLE_TIMEOUT,
-        help="drop a client silent this long; it is pinged at half (default: %(default)s)",
-    )
-    p.add_argument(
-        "--register-timeout",
-        metavar="SECONDS",
-        type=_positive(float),
-        default=DEFAULT_REGISTER_TIMEOUT,
-        help="close a connection that has no nick after this long (default: %(default)s)",
-    )
-    p.add_argument(
-        "--max-queue",
-        metavar="BYTES",
-        type=_positive(int),
-        default=DEFAULT_MAX_QUEUE,
-        help="unsent bytes after which a client is cut off as a slow consumer (default: %(default)s)",
-    )
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    return p
+_DEFAULTS: Final = servercli.Defaults(
+    port=DEFAULT_PORT,
+    max_clients=DEFAULT_MAX_CLIENTS,
+    idle_timeout=DEFAULT_IDLE_TIMEOUT,
+    idle_help="drop a client silent this long; it is pinged at half",
+    register_timeout=DEFAULT_REGISTER_TIMEOUT,
+    max_queue=DEFAULT_MAX_QUEUE,
+    max_queue_help="unsent bytes after which a client is cut off as a slow consumer",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the server until SIGINT or SIGTERM; return the exit code."""
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        server = ChatServer(
+    prog = "python -m tcpchat.server"
+    args = servercli.parser(prog, "The twinchat TCP chat server.", _DEFAULTS).parse_args(argv)
+
+    def build() -> ChatServer:
+        return ChatServer(
             args.host,
             args.port,
             max_clients=args.max_clients,
@@ -733,23 +690,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             register_timeout=args.register_timeout,
             max_queue=args.max_queue,
         )
-    except OSError as exc:
-        print(f"tcpchat.server: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        server.stop()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    host, port = server.address
-    shown = f"[{host}]" if ":" in host else host
-    print(f"listening on {shown}:{port}", flush=True)
-    try:
-        server.serve_forever()
-    finally:
-        server.shutdown()
-    return 0
+    return servercli.run(args, build, prog=prog)
 
 
 if __name__ == "__main__":

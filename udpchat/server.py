@@ -42,20 +42,18 @@ sent keepalives at a quarter of that) is dropped the same way.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import os
-import signal
 import socket
 import sys
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from types import FrameType
 from typing import Any, Final
 
+import servercli
 from common import events as ev
 from common.cookies import CookieJar
 from common.errors import ErrorCode, ProtocolError, RemoteProtocolError
@@ -579,77 +577,30 @@ def _log_session(delivery: Delivery[_Peer]) -> None:
 
 # --- command line ----------------------------------------------------------------
 
-
-def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        value = kind(text)
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"{text} is negative")
-        return value
-
-    return parse
-
-
-def _nonzero(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} is not positive")
-    return value
+_DEFAULTS: Final = servercli.Defaults(
+    port=DEFAULT_PORT,
+    max_clients=DEFAULT_MAX_CLIENTS,
+    idle_timeout=DEFAULT_IDLE_TIMEOUT,
+    idle_help="drop a client silent this long; keepalives go out at a quarter",
+    register_timeout=DEFAULT_REGISTER_TIMEOUT,
+    max_queue=DEFAULT_MAX_QUEUE,
+    max_queue_help="bytes waiting for a client's window after which it is dropped as too slow",
+)
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m udpchat.server", description="The twinchat UDP chat server.")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port; 0 picks a free one (default: %(default)s)")
-    p.add_argument(
-        "--max-clients",
-        type=_positive(int),
-        default=DEFAULT_MAX_CLIENTS,
-        help="most sessions at once; 0 for no limit (default: %(default)s)",
-    )
-    p.add_argument(
-        "--rate-limit",
-        metavar="MSGS_PER_SEC",
-        type=_positive(float),
-        default=DEFAULT_RATE,
-        help="messages per second a client may keep up, bursts of 128 allowed; 0 turns it off (default: %(default)s)",
-    )
-    p.add_argument(
-        "--idle-timeout",
-        metavar="SECONDS",
-        type=_nonzero,
-        default=DEFAULT_IDLE_TIMEOUT,
-        help="drop a client silent this long; keepalives go out at a quarter (default: %(default)s)",
-    )
-    p.add_argument(
-        "--register-timeout",
-        metavar="SECONDS",
-        type=_nonzero,
-        default=DEFAULT_REGISTER_TIMEOUT,
-        help="close a session that has no nick after this long (default: %(default)s)",
-    )
-    p.add_argument(
-        "--max-queue",
-        metavar="BYTES",
-        type=_positive(int),
-        default=DEFAULT_MAX_QUEUE,
-        help="bytes waiting for a client's window after which it is dropped as too slow (default: %(default)s)",
-    )
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the server until SIGINT or SIGTERM; return the exit code."""
+    prog = "python -m udpchat.server"
+    p = servercli.parser(prog, "The twinchat UDP chat server.", _DEFAULTS)
     p.add_argument(
         "--unreliable",
         action="store_true",
         help="no acknowledgements, no retransmission: raw datagrams, losses counted",
     )
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    return p
+    args = p.parse_args(argv)
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the server until SIGINT or SIGTERM; return the exit code."""
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        server = ChatServer(
+    def build() -> ChatServer:
+        return ChatServer(
             args.host,
             args.port,
             max_clients=args.max_clients,
@@ -659,24 +610,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_queue=args.max_queue,
             unreliable=args.unreliable,
         )
-    except OSError as exc:
-        print(f"udpchat.server: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        server.stop()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    host, port = server.address
-    shown = f"[{host}]" if ":" in host else host
-    mode = " (unreliable)" if args.unreliable else ""
-    print(f"listening on {shown}:{port}{mode}", flush=True)
-    try:
-        server.serve_forever()
-    finally:
-        server.shutdown()
-    return 0
+    return servercli.run(args, build, prog=prog, mode="(unreliable)" if args.unreliable else "")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,139 @@
+"""The command line both chat servers share: flags, signals, the ready line.
+
+``python -m tcpchat.server`` and ``python -m udpchat.server`` take the same
+flags where they apply and behave the same way from a shell: they print one
+``listening on HOST:PORT`` line once they accept clients (scripts and tests
+wait for it), stop on SIGINT or SIGTERM with a goodbye to every client, and
+exit 0. Each transport states its own defaults and adds its own flags; this
+module owns the rest, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+from typing import Protocol
+
+from common.ratelimit import DEFAULT_RATE, MIN_BURST
+
+
+class Server(Protocol):
+    """What a transport's server offers its command line."""
+
+    @property
+    def address(self) -> tuple[str, int]: ...
+
+    def serve_forever(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def shutdown(self, reason: str = ...) -> None: ...
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """A transport's defaults and the wording of its flags' help."""
+
+    port: int
+    max_clients: int
+    idle_timeout: float
+    idle_help: str
+    register_timeout: float
+    max_queue: int
+    max_queue_help: str
+
+
+def _at_least(minimum: float, kind: Callable[[str], float], *, allow_equal: bool) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = kind(text)
+        if value < minimum or (value == minimum and not allow_equal):
+            relation = "at least" if allow_equal else "above"
+            raise argparse.ArgumentTypeError(f"{text} is not {relation} {minimum:g}")
+        return value
+
+    return parse
+
+
+def parser(prog: str, description: str, defaults: Defaults) -> argparse.ArgumentParser:
+    """An argument parser with every flag the servers share; add transport flags to it."""
+    count = _at_least(0, int, allow_equal=True)
+    seconds = _at_least(0, float, allow_equal=False)
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    p.add_argument("--port", type=int, default=defaults.port, help="port; 0 picks a free one (default: %(default)s)")
+    p.add_argument(
+        "--max-clients",
+        type=count,
+        default=defaults.max_clients,
+        help="most clients at once; 0 for no limit (default: %(default)s)",
+    )
+    p.add_argument(
+        "--rate-limit",
+        metavar="MSGS_PER_SEC",
+        type=_at_least(0, float, allow_equal=True),
+        default=DEFAULT_RATE,
+        help=f"messages per second a client may keep up, bursts of {MIN_BURST:g} allowed; 0 turns it off"
+        " (default: %(default)s)",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        metavar="SECONDS",
+        type=seconds,
+        default=defaults.idle_timeout,
+        help=f"{defaults.idle_help} (default: %(default)s)",
+    )
+    p.add_argument(
+        "--register-timeout",
+        metavar="SECONDS",
+        type=seconds,
+        default=defaults.register_timeout,
+        help="close a client that has no nick after this long (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-queue",
+        metavar="BYTES",
+        type=count,
+        default=defaults.max_queue,
+        help=f"{defaults.max_queue_help} (default: %(default)s)",
+    )
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return p
+
+
+def run(args: argparse.Namespace, build: Callable[[], Server], *, prog: str, mode: str = "") -> int:
+    """Build the server, serve until SIGINT or SIGTERM, shut down; return the exit code.
+
+    Args:
+        args: the parsed command line (``--log-level``, ``--host`` and ``--port`` are read).
+        build: makes the server from ``args``; an ``OSError`` means it cannot listen.
+        prog: the command's name, for the one-line error.
+        mode: words added after the ready line, e.g. ``(unreliable)``.
+    """
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        server = build()
+    except OSError as exc:
+        print(f"{prog}: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        server.stop()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    host, port = server.address
+    shown = f"[{host}]" if ":" in host else host
+    print(f"listening on {shown}:{port}{f' {mode}' if mode else ''}", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.shutdown()
+    return 0
+
+
+__all__ = ["Defaults", "Server", "parser", "run"]
