@@ -57,6 +57,11 @@ _PING: Final = int(FrameType.PING)
 _ERROR: Final = int(FrameType.ERROR)
 _GOODBYE: Final = int(FrameType.GOODBYE)
 _ALREADY_REGISTERED: Final = int(ErrorCode.ALREADY_REGISTERED).to_bytes(2, "big")
+#: Over a transport that loses for good, a full window that has not moved for
+#: this long is presumed lost and released: the receiver that holds it back
+#: may have lost everything that would move it, and the sender then waits
+#: for nothing. Short, so a loss costs a pause, not the run's pace.
+RELEASE_AFTER_NS: Final = 50_000_000
 #: Lossy joins: stop waiting for join notices after this long without one.
 SETTLE_QUIET: Final = 1.0
 
@@ -586,7 +591,7 @@ class _Drive:
                 s.acked = s.seen_by_all()
                 room = window - (s.sent - s.acked)
                 if room <= 0:
-                    if self.lossy and now - self.last_progress > self.quiet_ns:
+                    if self.lossy and now - self.last_progress > RELEASE_AFTER_NS:
                         s.acked = s.sent  # what did not arrive by now is presumed lost
                     continue
             count = min(room, messages - s.sent)
@@ -669,8 +674,8 @@ def drive(peers: Sequence[Peer], plan: Plan, loop: Loop, *, timed: bool, lossy: 
     Args:
         timed: peers have timers (UDP sessions); ask them before each poll.
         lossy: deliveries may be lost for good, so flow control must not wait
-            for them forever: a window that does not move for ``quiet_s`` is
-            presumed lost and released.
+            for them forever: a window that does not move for RELEASE_AFTER_NS
+            is presumed lost and released.
     """
     receivers = [p for p in peers if p.reads]
     for p in receivers:
