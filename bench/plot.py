@@ -7,6 +7,7 @@ when a picture is asked for.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -85,7 +86,8 @@ def draw(results: Sequence[RunResult], path: Path, *, title: str = "") -> None:
     right.set_title("throughput scenario: every client sending\n(red: incomplete or load-limited; orange: disturbed)")
     right.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:,.0f}k"))
     right.margins(x=0.45)
-    fig.suptitle(title, fontsize=9)
+    # The title is the command that made the figure; long ones wrap rather than run off the page.
+    fig.suptitle(textwrap.fill(title, width=170), fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
