@@ -117,6 +117,7 @@ def _run_matrix(
     transports: Sequence[sc.Transport],
     placement: Placement,
     seed: int,
+    lock_wait: float,
     log: Callable[[str], None],
 ) -> tuple[list[RunResult], list[str]]:
     """Every run of every scenario over every transport; the runs that could not start are listed, not fatal."""
@@ -130,7 +131,7 @@ def _run_matrix(
                 label = f"{scenario.name}/{transport.name} run {run}"
                 log(f"{label}: starting")
                 try:
-                    with machine_lock(LOCK_WAIT, log) as alone:
+                    with machine_lock(lock_wait, log) as alone:
                         result = run_once(scenario, transport, run, placement=placement, seed=seed, log=log)
                     if not alone:
                         result = replace(
@@ -196,7 +197,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     log(f"server CPUs {placement.server or 'any'}, load CPUs {placement.load or 'any'}")
     began = time.monotonic()
     runs, skipped = _run_matrix(
-        count=args.runs, chosen=chosen, transports=transports, placement=placement, seed=args.seed, log=log
+        count=args.runs,
+        chosen=chosen,
+        transports=transports,
+        placement=placement,
+        seed=args.seed,
+        # A quick run is a smoke run, not a measurement: it does not queue behind
+        # another benchmark (its runs are noted as run alongside instead).
+        lock_wait=0.0 if args.quick else LOCK_WAIT,
+        log=log,
     )
     summary = _slow_consumer_notes(medians(runs) if args.runs > 1 else runs)
     heading = f"medians of {args.runs} runs" if args.runs > 1 else "one run"
