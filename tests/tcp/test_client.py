@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+import tcpchat.client
 from common import events as ev
 from frontend import ConnectError
 from tcpchat.client import tcp_connect
@@ -194,7 +195,13 @@ def test_link_reports_welcome_first_then_events_then_close(make_server: MakeServ
     link.close()  # a second close is harmless
 
 
-def test_close_waits_until_the_server_has_everything(make_server: MakeServer, clients: MakeClient) -> None:
+def test_close_waits_until_the_server_has_everything(
+    make_server: MakeServer, clients: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server takes 2 s to let the last 200 through and the close timeout is
+    # a quarter of that: the client stops waiting first, yet it must end the
+    # stream with a FIN after its data (never a reset), so nothing it sent is lost.
+    monkeypatch.setattr(tcpchat.client, "CLOSE_TIMEOUT", 0.5)
     server = make_server(rate_limit=100.0)  # a burst of 200, then the server holds the client back
     obs = clients(server.address)
     obs.register("obs")
