@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import Final
 
 from bench.payload import FIELDS, KEYS, MESSAGE_PREFIX, MESSAGE_SIZE, TEXT_SIZE, parse_text
-from common.framing import HEADER, HEADER_SIZE, MAGIC, FrameType
+from common.wire.framing import HEADER, HEADER_SIZE, MAGIC, FrameType
 
 _MESSAGE: Final = int(FrameType.MESSAGE)
 #: A Message frame's text length field when the text is a benchmark text.

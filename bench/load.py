@@ -41,9 +41,9 @@ from typing import Final
 from bench import procstat
 from bench.accounting import Progress, StreamCorrupt
 from bench.payload import nick_of, say_frame, sender_key, seq_key
-from common import events as ev
-from common.errors import ErrorCode, ProtocolError
-from common.framing import FrameType, decode_frame, encode
+from common.chat import events as ev
+from common.wire.errors import ErrorCode, ProtocolError
+from common.wire.framing import FrameType, decode_frame, encode
 
 _RECV_SIZE: Final = 256 * 1024
 #: The one receive buffer of the process (it serves one socket at a time).

@@ -24,8 +24,8 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-from common import events as ev
-from common.framing import HEADER_SIZE, encode
+from common.chat import events as ev
+from common.wire.framing import HEADER_SIZE, encode
 
 TEXT_SIZE: Final = 64
 NICK_WIDTH: Final = 5

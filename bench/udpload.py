@@ -1,7 +1,7 @@
 """The load generator's UDP clients: sessions multiplexed in one process.
 
 Each client is a non-blocking connected UDP socket and one
-``common.reliability.Channel``, the same sans-IO reliability code the UDP
+``common.session.reliability.Channel``, the same sans-IO reliability code the UDP
 server and client use, driven by the load generator's loop instead of
 threads: ``on_readable`` drains the socket and feeds the channel, sends go
 through the channel, ``on_timer`` runs its retransmission and keepalive
@@ -28,11 +28,11 @@ from typing import Final
 from bench.load import ANCILLARY_SIZE, Peer, kernel_stamp, stamp_arrivals
 from bench.scenarios import Transport
 from bench.servers import Child
-from common import events as ev
-from common.errors import RemoteProtocolError
-from common.framing import HEADER, HEADER_SIZE, MAGIC, VERSION, FrameType, decode_datagram, decode_frame, encode
-from common.limits import MAX_DATAGRAM
-from common.reliability import DATA_OVERHEAD, SESSION_FRAME_SIZE, Channel
+from common.chat import events as ev
+from common.session.reliability import DATA_OVERHEAD, SESSION_FRAME_SIZE, Channel
+from common.wire.errors import RemoteProtocolError
+from common.wire.framing import HEADER, HEADER_SIZE, MAGIC, VERSION, FrameType, decode_datagram, decode_frame, encode
+from common.wire.limits import MAX_DATAGRAM
 
 #: Clients one lossy proxy relays at most (``udpchat.lossyproxy.MAX_CLIENTS``).
 PROXY_CLIENTS: Final = 256

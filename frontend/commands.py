@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common import events as ev
-from common.commands import HELP_LINES, parse_input
-from common.errors import RuleError
+from common.chat import events as ev
+from common.chat.commands import HELP_LINES, parse_input
+from common.wire.errors import RuleError
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from common.events import ClientEvent, ServerEvent
+from common.chat.events import ClientEvent, ServerEvent
 
 
 class ConnectError(Exception):

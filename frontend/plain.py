@@ -1,7 +1,7 @@
 """Plain mode, for pipes, scripts and bots: lines in, lines out.
 
 Each stdin line is a message or a /command; each server event is one line on
-stdout in the common text rendering (``common.render``), flushed at once so a
+stdout in the common text rendering (``common.chat.render``), flushed at once so a
 script can react to it. At the end of stdin the client says goodbye, waits
 until the server has everything, and exits 0. Problems go to stderr.
 
@@ -19,8 +19,8 @@ import threading
 from collections.abc import Callable
 from typing import Final, TextIO
 
-from common import events as ev
-from common.render import render
+from common.chat import events as ev
+from common.chat.render import render
 from frontend.commands import interpret
 from frontend.link import Connect, ConnectError, Link
 

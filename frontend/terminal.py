@@ -5,7 +5,7 @@ Strategy: a prompt_toolkit ``PromptSession`` owns the input line, and
 prompt, print the line above it, draw the prompt again", so the receive
 thread never writes over a half-typed line. Lines are coloured with plain
 ANSI sequences (``raw=True`` lets them through); server texts cannot carry
-control characters (``common.events`` refuses them), so a peer cannot drive
+control characters (``common.chat.events`` refuses them), so a peer cannot drive
 our terminal.
 
 The user's own messages are shown locally as they are sent (the server does
@@ -25,9 +25,9 @@ from typing import Any, Final
 from prompt_toolkit import PromptSession
 from prompt_toolkit.patch_stdout import patch_stdout
 
-from common import events as ev
-from common.nicks import nick_key
-from common.render import render
+from common.chat import events as ev
+from common.chat.nicks import nick_key
+from common.chat.render import render
 from frontend.commands import interpret
 from frontend.link import Connect, ConnectError, Link
 

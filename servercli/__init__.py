@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Protocol
 
-from common.ratelimit import DEFAULT_RATE, MIN_BURST
+from common.session.ratelimit import DEFAULT_RATE, MIN_BURST
 
 
 class Server(Protocol):

@@ -27,9 +27,9 @@ from collections.abc import Callable, Sequence
 from typing import Final
 
 import frontend
-from common import events as ev
-from common.errors import FrameRejected, RemoteProtocolError, RuleError
-from common.framing import END_OF_STREAM, NEED_DATA, StreamDecoder, encode
+from common.chat import events as ev
+from common.wire.errors import FrameRejected, RemoteProtocolError, RuleError
+from common.wire.framing import END_OF_STREAM, NEED_DATA, StreamDecoder, encode
 from frontend import ConnectError
 
 #: The port the server listens on unless told otherwise.

@@ -1,6 +1,6 @@
 """The threaded TCP chat server: ``python -m tcpchat.server``.
 
-Strategy: the chat rules live in ``common.hub``; this module only owns the
+Strategy: the chat rules live in ``common.chat.hub``; this module only owns the
 sockets, the threads and the clock, and drives the hub.
 
 Threads:
@@ -47,13 +47,13 @@ from collections.abc import Sequence
 from typing import Final
 
 import servercli
-from common import events as ev
-from common.commands import parse_input
-from common.errors import ErrorCode, FrameRejected, ProtocolError, RemoteProtocolError, RuleError
-from common.framing import StreamDecoder, encode
-from common.hub import Delivery, Hub
-from common.lines import Dialect, LineDecoder, detect_dialect, render_line
-from common.ratelimit import DEFAULT_RATE, TokenBucket
+from common.chat import events as ev
+from common.chat.commands import parse_input
+from common.chat.hub import Delivery, Hub
+from common.session.ratelimit import DEFAULT_RATE, TokenBucket
+from common.wire.errors import ErrorCode, FrameRejected, ProtocolError, RemoteProtocolError, RuleError
+from common.wire.framing import StreamDecoder, encode
+from common.wire.lines import Dialect, LineDecoder, detect_dialect, render_line
 
 log = logging.getLogger("tcpchat.server")
 

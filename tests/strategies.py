@@ -7,10 +7,10 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from common import events as ev
-from common.errors import ErrorCode
-from common.limits import MAX_ACK_RANGES, MAX_NICK, MAX_TEXT, WHO_CHUNK
-from common.nicks import SPECIALS, check_nick
+from common.chat import events as ev
+from common.chat.nicks import SPECIALS, check_nick
+from common.wire.errors import ErrorCode
+from common.wire.limits import MAX_ACK_RANGES, MAX_NICK, MAX_TEXT, WHO_CHUNK
 
 # Letters from several scripts, so nick rules meet Cyrillic, CJK, Greek and
 # Devanagari, not only ASCII.

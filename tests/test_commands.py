@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from common import events as ev
-from common.commands import COMMANDS, HELP_LINES, parse_input
-from common.errors import ErrorCode, RuleError
+from common.chat import events as ev
+from common.chat.commands import COMMANDS, HELP_LINES, parse_input
+from common.wire.errors import ErrorCode, RuleError
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common import events as ev
-from common.errors import ErrorCode, FrameRejected, LocalProtocolError, RemoteProtocolError, RuleError
-from common.framing import (
+from common.chat import events as ev
+from common.wire.errors import ErrorCode, FrameRejected, LocalProtocolError, RemoteProtocolError, RuleError
+from common.wire.framing import (
     END_OF_STREAM,
     FRAME_TYPES,
     HEADER,
@@ -24,7 +24,7 @@ from common.framing import (
     encode_datagram,
     pack_datagrams,
 )
-from common.limits import MAX_DATAGRAM, MAX_FRAME, MAX_TEXT
+from common.wire.limits import MAX_DATAGRAM, MAX_FRAME, MAX_TEXT
 from tests.strategies import EVENTS, any_event, split_points
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from common import events as ev
-from common.commands import HELP_LINES
-from common.errors import ErrorCode, FrameRejected, RemoteProtocolError, RuleError
-from common.hub import Delivery, Hub
-from common.limits import WHO_CHUNK
+from common.chat import events as ev
+from common.chat.commands import HELP_LINES
+from common.chat.hub import Delivery, Hub
+from common.wire.errors import ErrorCode, FrameRejected, RemoteProtocolError, RuleError
+from common.wire.limits import WHO_CHUNK
 
 
 def joined(hub: Hub[int], *nicks: str) -> Hub[int]:

@@ -12,10 +12,10 @@ from __future__ import annotations
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
 
-from common import events as ev
-from common.errors import ErrorCode
-from common.hub import Hub
-from common.nicks import nick_key
+from common.chat import events as ev
+from common.chat.hub import Hub
+from common.chat.nicks import nick_key
+from common.wire.errors import ErrorCode
 
 # A small pool with case and normalisation twins, so collisions are frequent.
 NICK_POOL = ["alice", "ALICE", "Маша", "маша", "bob", "Bob", "é", "e\u0301", "carol", "dave"]

@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common import events as ev
-from common.errors import ErrorCode, FrameRejected, RemoteProtocolError
-from common.framing import END_OF_STREAM, NEED_DATA, encode
-from common.lines import Dialect, LineDecoder, detect_dialect, render_line
+from common.chat import events as ev
+from common.wire.errors import ErrorCode, FrameRejected, RemoteProtocolError
+from common.wire.framing import END_OF_STREAM, NEED_DATA, encode
+from common.wire.lines import Dialect, LineDecoder, detect_dialect, render_line
 from tests.strategies import split_points, text_chars
 
 lines_strategy = st.lists(st.text(text_chars, max_size=40), max_size=8)

@@ -7,8 +7,8 @@ import unicodedata
 import pytest
 from hypothesis import given
 
-from common.errors import ErrorCode, RuleError
-from common.nicks import check_nick, nick_key
+from common.chat.nicks import check_nick, nick_key
+from common.wire.errors import ErrorCode, RuleError
 from tests.strategies import nicks
 
 

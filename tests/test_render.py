@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common import events as ev
-from common.errors import ErrorCode
-from common.render import render
+from common.chat import events as ev
+from common.chat.render import render
+from common.wire.errors import ErrorCode
 from tests.strategies import EVENTS, any_event
 
 

@@ -11,7 +11,7 @@ FORBIDDEN = {"socket", "threading", "select", "selectors", "time", "asyncio", "d
 COMMON = Path(__file__).resolve().parent.parent / "common"
 
 
-@pytest.mark.parametrize("path", sorted(COMMON.glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(COMMON.rglob("*.py")), ids=lambda p: str(p.relative_to(COMMON)))
 def test_common_imports_no_io(path: Path) -> None:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     imported = set()
@@ -20,4 +20,4 @@ def test_common_imports_no_io(path: Path) -> None:
             imported |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             imported.add(node.module.split(".")[0])
-    assert not imported & FORBIDDEN, f"{path.name} imports {sorted(imported & FORBIDDEN)}"
+    assert not imported & FORBIDDEN, f"{path} imports {sorted(imported & FORBIDDEN)}"

@@ -2,6 +2,6 @@
 
 ``udpchat.server`` is the server, ``udpchat.client`` the client (on the shared
 ``frontend``), ``udpchat.lossyproxy`` a seeded lossy relay for tests and
-benchmarks. The protocol logic itself is sans-IO, in ``common.reliability``
-and ``common.cookies``.
+benchmarks. The protocol logic itself is sans-IO, in ``common.session.reliability``
+and ``common.session.cookies``.
 """

@@ -4,7 +4,7 @@ This module is the UDP edge of the client; everything a person sees is the
 shared front end (``frontend``). ``udp_connect`` opens a session (the
 handshake of PROTOCOL.md: padded ``Hello``, ``Cookie``, padded ``Hello`` with
 the cookie, ``Accept``), registers the nick over it and returns a ``UdpLink``
-with two threads around one ``common.reliability.Channel``:
+with two threads around one ``common.session.reliability.Channel``:
 
 - the **receive thread** (the one the assignment asks for) feeds each datagram
   to the channel, sends the acknowledgement it makes due at once, answers the
@@ -34,11 +34,11 @@ from collections.abc import Callable, Sequence
 from typing import Final
 
 import frontend
-from common import events as ev
-from common.errors import ErrorCode, RemoteProtocolError, RuleError
-from common.framing import decode_datagram, decode_frame, encode
-from common.limits import MAX_DATAGRAM
-from common.reliability import Channel
+from common.chat import events as ev
+from common.session.reliability import Channel
+from common.wire.errors import ErrorCode, RemoteProtocolError, RuleError
+from common.wire.framing import decode_datagram, decode_frame, encode
+from common.wire.limits import MAX_DATAGRAM
 from frontend import ConnectError
 
 #: The port the server listens on unless told otherwise.

@@ -1,13 +1,13 @@
 """The UDP chat server: ``python -m udpchat.server``.
 
-Strategy: the chat rules live in ``common.hub`` and reliable delivery in
-``common.reliability``; this module owns the socket, the threads and the
+Strategy: the chat rules live in ``common.chat.hub`` and reliable delivery in
+``common.session.reliability``; this module owns the socket, the threads and the
 clock, and drives both. PROTOCOL.md, "UDP sessions and reliability", has the
 wire rules.
 
 Peers are sessions, keyed by a random 64-bit token, not by address. A client
 opens one with a two-step handshake: a ``Hello`` padded to a full datagram,
-answered by a stateless ``Cookie`` (``common.cookies``), echoed in a second
+answered by a stateless ``Cookie`` (``common.session.cookies``), echoed in a second
 padded ``Hello``, answered by ``Accept(token)``. Only then does the server keep
 any state for it, and until then it never answers with more bytes than it got.
 A datagram of a session must start with its ``Session(token)`` frame and come
@@ -54,14 +54,14 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import servercli
-from common import events as ev
-from common.cookies import CookieJar
-from common.errors import ErrorCode, ProtocolError, RemoteProtocolError
-from common.framing import decode_datagram, decode_frame, encode
-from common.hub import Delivery, Hub
-from common.limits import MAX_DATAGRAM
-from common.ratelimit import DEFAULT_RATE, TokenBucket
-from common.reliability import MAX_BACKLOG, Channel
+from common.chat import events as ev
+from common.chat.hub import Delivery, Hub
+from common.session.cookies import CookieJar
+from common.session.ratelimit import DEFAULT_RATE, TokenBucket
+from common.session.reliability import MAX_BACKLOG, Channel
+from common.wire.errors import ErrorCode, ProtocolError, RemoteProtocolError
+from common.wire.framing import decode_datagram, decode_frame, encode
+from common.wire.limits import MAX_DATAGRAM
 
 log = logging.getLogger("udpchat.server")
 

@@ -19,9 +19,9 @@ from bench.payload import (
     seq_key,
 )
 from bench.udpload import session_frames
-from common import events as ev
-from common.framing import decode_datagram, decode_frame, encode
-from common.reliability import encode_data
+from common.chat import events as ev
+from common.session.reliability import encode_data
+from common.wire.framing import decode_datagram, decode_frame, encode
 
 
 def relayed(sender: int, seq: int, sent_at: int) -> bytes:

@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from common import events as ev
-from common.framing import END_OF_STREAM, NEED_DATA, StreamDecoder, encode
+from common.chat import events as ev
+from common.wire.framing import END_OF_STREAM, NEED_DATA, StreamDecoder, encode
 from tcpchat.server import ChatServer
 
 #: Seconds any single wait in a test may take before the test fails.

@@ -13,8 +13,8 @@ from typing import TextIO
 
 import pytest
 
-from common import events as ev
-from common.errors import ErrorCode
+from common.chat import events as ev
+from common.wire.errors import ErrorCode
 
 from .conftest import WAIT, FramedClient, LineClient
 

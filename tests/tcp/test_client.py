@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 import tcpchat.client
-from common import events as ev
+from common.chat import events as ev
 from frontend import ConnectError
 from tcpchat.client import tcp_connect
 from tcpchat.server import ChatServer

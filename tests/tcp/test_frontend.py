@@ -11,8 +11,8 @@ from prompt_toolkit.application import create_app_session
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output.plain_text import PlainTextOutput
 
-from common import events as ev
-from common.errors import ErrorCode
+from common.chat import events as ev
+from common.wire.errors import ErrorCode
 from frontend import ConnectError, Link
 from frontend.commands import interpret
 from frontend.plain import run_plain

@@ -11,10 +11,10 @@ from collections.abc import Callable
 
 import pytest
 
-from common import events as ev
-from common.errors import ErrorCode, RemoteProtocolError
-from common.framing import HEADER, MAGIC, VERSION, FrameType, encode
-from common.limits import MAX_FRAME, MAX_TEXT
+from common.chat import events as ev
+from common.wire.errors import ErrorCode, RemoteProtocolError
+from common.wire.framing import HEADER, MAGIC, VERSION, FrameType, encode
+from common.wire.limits import MAX_FRAME, MAX_TEXT
 from tcpchat.server import ChatServer
 
 from .conftest import WAIT, FramedClient, LineClient

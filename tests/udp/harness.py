@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from common import events as ev
-from common.framing import decode_datagram
+from common.chat import events as ev
+from common.wire.framing import decode_datagram
 from udpchat.client import hello_datagram, udp_connect
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,10 +13,10 @@ import heapq
 import random
 from dataclasses import dataclass, field
 
-from common import events as ev
-from common.framing import decode_datagram, encode
-from common.limits import MAX_DATAGRAM
-from common.reliability import Channel
+from common.chat import events as ev
+from common.session.reliability import Channel
+from common.wire.framing import decode_datagram, encode
+from common.wire.limits import MAX_DATAGRAM
 
 
 @dataclass

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from common import events as ev
-from common.framing import encode
-from common.limits import MAX_TEXT
+from common.chat import events as ev
+from common.wire.framing import encode
+from common.wire.limits import MAX_TEXT
 
 #: Loss rates the issue asks for: 0 to 30% each way.
 loss_rates = st.floats(min_value=0.0, max_value=0.3)

@@ -7,7 +7,7 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.cookies import COOKIE_SIZE, CookieJar
+from common.session.cookies import COOKIE_SIZE, CookieJar
 
 
 def _jar(lifetime: float = 10.0) -> CookieJar:

@@ -8,10 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from common import events as ev
-from common.framing import decode_datagram, encode
-from common.limits import MAX_DATAGRAM, MAX_FRAME
-from common.reliability import (
+from common.chat import events as ev
+from common.session.reliability import (
     INITIAL_RTO,
     MAX_CHUNK,
     MAX_RTO,
@@ -25,6 +23,8 @@ from common.reliability import (
     is_whole_frame,
     split_frame,
 )
+from common.wire.framing import decode_datagram, encode
+from common.wire.limits import MAX_DATAGRAM, MAX_FRAME
 from tests.udp.simlink import LinkConfig, SimLink, all_within_datagram_limit, session_prefix
 from tests.udp.strategies import frame_lists, impairments, loss_rates, message_frames, seeds
 

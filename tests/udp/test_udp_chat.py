@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from common import events as ev
-from common.errors import ErrorCode
-from common.framing import decode_datagram, encode, encode_datagram
+from common.chat import events as ev
+from common.wire.errors import ErrorCode
+from common.wire.framing import decode_datagram, encode, encode_datagram
 from frontend import ConnectError
 from tests.udp.harness import PATIENCE, Member, members, python, raw_session, stop
 from udpchat.client import hello_datagram, udp_connect

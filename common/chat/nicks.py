@@ -14,8 +14,8 @@ from __future__ import annotations
 import unicodedata
 from typing import Final
 
-from common.errors import ErrorCode, RuleError
-from common.limits import MAX_NICK
+from common.wire.errors import ErrorCode, RuleError
+from common.wire.limits import MAX_NICK
 
 #: The punctuation a nick may hold, as in IRC.
 SPECIALS: Final = frozenset("_-[]{}|^`\\")

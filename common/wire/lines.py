@@ -2,7 +2,7 @@
 
 The client sends its nick as the first line, then one message or /command per
 line; ``\\n`` and ``\\r\\n`` both end a line. The server answers with one
-rendered line per event (``common.render``), ended by ``\\n``.
+rendered line per event (``common.chat.render``), ended by ``\\n``.
 
 One TCP port serves both dialects: ``detect_dialect`` tells them apart by the
 first byte, since a frame starts with 0xC1, which no UTF-8 text can start with.
@@ -13,17 +13,17 @@ from __future__ import annotations
 from enum import Enum
 from typing import Final
 
-from common import events as ev
-from common.errors import ErrorCode, FrameRejected, RemoteProtocolError
-from common.framing import END_OF_STREAM, MAGIC, NEED_DATA, Signal
-from common.limits import MAX_LINE
-from common.render import render
+from common.chat import events as ev
+from common.chat.render import render
+from common.wire.errors import ErrorCode, FrameRejected, RemoteProtocolError
+from common.wire.framing import END_OF_STREAM, MAGIC, NEED_DATA, Signal
+from common.wire.limits import MAX_LINE
 
 
 class Dialect(Enum):
     """How a TCP client speaks."""
 
-    #: Binary frames (``common.framing``), as ``tcpchat.client`` speaks.
+    #: Binary frames (``common.wire.framing``), as ``tcpchat.client`` speaks.
     FRAMED = "framed"
     #: Lines of text, as a person at ``nc`` types.
     LINES = "lines"

@@ -3,7 +3,7 @@
 A chat message from alice is ``alice: T``; every other line starts with ``*``
 (``* alice waves``, ``*alice* psst``, ``*** bob joined``), so a script can tell
 what people said from what the server said by the first character. Texts
-cannot hold line breaks or control characters (``common.events`` refuses
+cannot hold line breaks or control characters (``common.chat.events`` refuses
 them), so one event is always one line and a peer cannot forge another's.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-from common import events as ev
+from common.chat import events as ev
 
 
 def _left(e: ev.Left) -> str:

@@ -3,7 +3,7 @@
 Sans-IO, like the rest of ``common``: the transport feeds in what it decoded
 from a datagram (``receive``), asks for the datagrams to send (``datagrams``)
 and passes ``now`` (seconds, any monotonic origin) to both; the channel never
-touches a socket or a clock. The byte layouts are ``common.framing``'s
+touches a socket or a clock. The byte layouts are ``common.wire.framing``'s
 ``Data`` and ``Ack`` frames; PROTOCOL.md, "UDP sessions and reliability",
 describes the rules below for implementers of other peers.
 
@@ -58,10 +58,10 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Final
 
-from common import events as ev
-from common.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
-from common.framing import HEADER, HEADER_SIZE, MAGIC, VERSION, FrameType, encode
-from common.limits import MAX_DATAGRAM, MAX_FRAME
+from common.chat import events as ev
+from common.wire.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
+from common.wire.framing import HEADER, HEADER_SIZE, MAGIC, VERSION, FrameType, encode
+from common.wire.limits import MAX_DATAGRAM, MAX_FRAME
 
 #: Bytes of the ``Session`` frame that opens every datagram of a session.
 SESSION_FRAME_SIZE: Final = HEADER_SIZE + 8

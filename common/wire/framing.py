@@ -30,9 +30,9 @@ from dataclasses import fields as dataclass_fields
 from enum import Enum, IntEnum
 from typing import Any, Final
 
-from common import events as ev
-from common.errors import ErrorCode, FrameRejected, LocalProtocolError, RemoteProtocolError, RuleError
-from common.limits import MAX_DATAGRAM, MAX_FRAME
+from common.chat import events as ev
+from common.wire.errors import ErrorCode, FrameRejected, LocalProtocolError, RemoteProtocolError, RuleError
+from common.wire.limits import MAX_DATAGRAM, MAX_FRAME
 
 MAGIC: Final = b"\xc1\x54"
 VERSION: Final = 1

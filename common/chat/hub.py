@@ -26,11 +26,11 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
 
-from common import events as ev
-from common.commands import HELP_LINES
-from common.errors import ErrorCode, FrameRejected, ProtocolError, RuleError
-from common.limits import WHO_CHUNK
-from common.nicks import check_nick, nick_key
+from common.chat import events as ev
+from common.chat.commands import HELP_LINES
+from common.chat.nicks import check_nick, nick_key
+from common.wire.errors import ErrorCode, FrameRejected, ProtocolError, RuleError
+from common.wire.limits import WHO_CHUNK
 
 C = TypeVar("C", bound=Hashable)
 

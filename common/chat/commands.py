@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from common import events as ev
-from common.errors import ErrorCode, RuleError
+from common.chat import events as ev
+from common.wire.errors import ErrorCode, RuleError
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """What twinchat peers say to each other, as frozen dataclasses.
 
 Every frame on the wire decodes to exactly one of these classes and every one of
-them encodes to exactly one frame (``common.framing`` holds the byte layouts).
+them encodes to exactly one frame (``common.wire.framing`` holds the byte layouts).
 They are grouped by who may send them:
 
 - ``ClientEvent``: a client asks the server for something (register, say, ...);
@@ -14,7 +14,7 @@ Constructors check what is cheap and universal (a nick field has 1 to 32
 characters, a chat text is non-empty UTF-8 of at most 4096 bytes with no control
 characters) and raise ``RuleError`` otherwise, so an invalid event cannot exist.
 The full nick grammar and uniqueness are chat-state rules, checked by
-``common.hub``.
+``common.chat.hub``.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-from common.errors import ErrorCode, RuleError
-from common.limits import MAX_ACK_RANGES, MAX_NICK, MAX_TEXT, WHO_CHUNK
+from common.wire.errors import ErrorCode, RuleError
+from common.wire.limits import MAX_ACK_RANGES, MAX_NICK, MAX_TEXT, WHO_CHUNK
 
 # C0 controls but TAB, DEL, C1 controls, and lone surrogates (which cannot be
 # encoded as UTF-8). A line break inside a text would let one peer forge extra
@@ -54,7 +54,7 @@ def check_text(text: str, *, what: str = "text", allow_empty: bool = False) -> N
 
 
 def check_nick_shape(nick: str) -> None:
-    """Refuse a nick field of the wrong length; the full grammar is ``common.nicks``.
+    """Refuse a nick field of the wrong length; the full grammar is ``common.chat.nicks``.
 
     Raises:
         RuleError: BAD_NICK.
