@@ -269,8 +269,8 @@ class Peer:
             self.events.append(f"{self.nick} got {_describe(frame)}")
 
     def settled(self, clients: int) -> bool:
-        """Welcomed, and told of every client that joined after us."""
-        return self.online_at_join is not None and self.joined_seen >= clients - self.online_at_join
+        """Welcomed, and told of our own join and of every client that joined after us."""
+        return self.online_at_join is not None and self.joined_seen >= clients - self.online_at_join + 1
 
     def lost(self, why: str) -> None:
         """The connection is gone; stop reading it."""

@@ -12,7 +12,8 @@ numbers without converting them. The send time is on ``CLOCK_REALTIME``
 (``bench.load`` explains why receive times come from the kernel); it is one
 clock for every process on the machine.
 
-Strategy: every client's nick has the same length (``b0000`` to ``b9999``), so
+Strategy: every client's nick has the same length (``b0000`` to ``b9999``), and
+every message is said in ``#lobby``, so
 every ``Message`` frame the server relays is exactly ``MESSAGE_SIZE`` bytes and
 starts with the same ``MESSAGE_PREFIX``. A receiver can then check a whole
 buffer of relayed messages with a few strided slices and unpack it with
@@ -25,6 +26,7 @@ import struct
 from typing import Final
 
 from common.chat import events as ev
+from common.chat.rooms import LOBBY
 from common.wire.framing import HEADER_SIZE, encode
 
 TEXT_SIZE: Final = 64
@@ -77,7 +79,7 @@ def sender_key(sender: int) -> bytes:
 
 
 # Encoded once: every Say frame is this prefix followed by its 64-byte text.
-SAY_PREFIX: Final = encode(ev.Say("x" * TEXT_SIZE))[:-TEXT_SIZE]
+SAY_PREFIX: Final = encode(ev.Say(LOBBY, "x" * TEXT_SIZE))[:-TEXT_SIZE]
 
 
 def say_frame(sender: int, seq: int, sent_at_ns: int) -> bytes:
@@ -85,12 +87,12 @@ def say_frame(sender: int, seq: int, sent_at_ns: int) -> bytes:
     return SAY_PREFIX + _HEAD % (sender, seq, sent_at_ns) + _PAD
 
 
-_SAMPLE_MESSAGE: Final = encode(ev.Message(nick_of(0), "x" * TEXT_SIZE))
+_SAMPLE_MESSAGE: Final = encode(ev.Message(LOBBY, nick_of(0), "x" * TEXT_SIZE))
 
 #: Size of every relayed benchmark ``Message`` frame.
 MESSAGE_SIZE: Final = len(_SAMPLE_MESSAGE)
 
-#: Header plus nick length byte: identical for every relayed benchmark message.
+#: Header plus the room's length byte: identical for every relayed benchmark message.
 #: 0xC1 (the magic's first byte) never occurs in UTF-8 text or nicks, so in a
 #: stream of frames this prefix occurs only where such a frame starts.
 MESSAGE_PREFIX: Final = _SAMPLE_MESSAGE[: HEADER_SIZE + 1]

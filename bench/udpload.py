@@ -29,6 +29,7 @@ from bench.load import ANCILLARY_SIZE, Peer, kernel_stamp, stamp_arrivals
 from bench.scenarios import Transport
 from bench.servers import Child
 from common.chat import events as ev
+from common.session.opener import SessionOpener, open_channel
 from common.session.reliability import DATA_OVERHEAD, SESSION_FRAME_SIZE, Channel
 from common.wire.errors import RemoteProtocolError
 from common.wire.framing import HEADER, HEADER_SIZE, MAGIC, VERSION, FrameType, decode_datagram, decode_frame, encode
@@ -40,19 +41,11 @@ PROXY_CLIENTS: Final = 256
 READ_BURST: Final = 64
 #: Kernel receive buffer asked for (the UDP client asks the same).
 SOCKET_BUFFER: Final = 4 << 20
-#: Seconds before a Hello is sent again.
-HELLO_RETRY: Final = 0.25
 #: Seconds before an unanswered Register is sent again (unreliable mode loses some).
 REGISTER_RETRY: Final = 0.3
 #: Liveness timers: longer than any run, so only real trouble ends a session.
 KEEPALIVE_AFTER: Final = 5.0
 DEAD_AFTER: Final = 60.0
-
-
-def hello(cookie: bytes) -> bytes:
-    """A ``Hello`` padded to a full datagram, as the server requires (no amplification)."""
-    bare = len(encode(ev.Hello(cookie, b"")))
-    return encode(ev.Hello(cookie, bytes(MAX_DATAGRAM - bare)))
 
 
 _SESSION: Final = int(FrameType.SESSION)
@@ -128,18 +121,17 @@ class UdpPeer(Peer):
         self.sock.setblocking(False)
         self.channel: Channel | None = None
         self.token = 0
-        self._cookie = b""
-        self._hello_at = 0.0
+        self._opener = SessionOpener()
         self._register_at = 0.0
         self._due = 0.0  # when the channel's timers next need a look
         self._early: deque[bytes] = deque([encode(ev.Register(self.nick))])  # until the session opens
         self._waiting: deque[bytes] = deque()  # the channel's backlog was full
-        self._say_hello(time.monotonic())
+        self._say_hello(self._opener.start(time.monotonic()))
 
-    def _say_hello(self, now: float) -> None:
-        self._hello_at = now
-        with contextlib.suppress(OSError):
-            self.sock.send(hello(self._cookie))
+    def _say_hello(self, datagram: bytes | None) -> None:
+        if datagram is not None:
+            with contextlib.suppress(OSError):
+                self.sock.send(datagram)
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -199,8 +191,7 @@ class UdpPeer(Peer):
             return
         channel = self.channel
         if channel is None:
-            if now - self._hello_at >= HELLO_RETRY:
-                self._say_hello(now)
+            self._say_hello(self._opener.poll(now))
             return
         if not channel.reliable and self.online_at_join is None and now - self._register_at >= REGISTER_RETRY:
             # Nothing retransmits in unreliable mode; a second Register that
@@ -259,21 +250,14 @@ class UdpPeer(Peer):
                 return
             if chunks:
                 self.deliver(received_at, chunks[0] if len(chunks) == 1 else b"".join(chunks), read_at)
-        elif type(first) is ev.Cookie and channel is None:
-            self._cookie = first.cookie
-            self._say_hello(now)
-        elif type(first) is ev.Accept and channel is None:
-            self._open(first, now)
+        elif channel is None:
+            self._say_hello(self._opener.receive(first, now))
+            if self._opener.accepted is not None:
+                self._open(self._opener.accepted, now)
 
     def _open(self, accept: ev.Accept, now: float) -> None:
         self.token = accept.token
-        self.channel = Channel(
-            now,
-            prefix=encode(ev.Session(accept.token)),
-            reliable=not accept.unreliable,
-            keepalive_after=KEEPALIVE_AFTER,
-            dead_after=DEAD_AFTER,
-        )
+        self.channel = open_channel(accept, now, keepalive_after=KEEPALIVE_AFTER, dead_after=DEAD_AFTER)
         self._register_at = now
         early = list(self._early)
         self._early.clear()

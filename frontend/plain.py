@@ -20,8 +20,7 @@ from collections.abc import Callable
 from typing import Final, TextIO
 
 from common.chat import events as ev
-from common.chat.render import render
-from frontend.commands import interpret
+from common.chat.view import ClientView
 from frontend.link import Connect, ConnectError, Link
 
 _EOF: Final = object()  # stdin ended
@@ -46,7 +45,8 @@ def run_plain(
         stdout = _utf8(sys.stdout)
     stderr = stderr or sys.stderr
     inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
-    out_lock = threading.Lock()
+    out_lock = threading.Lock()  # guards stdout and the view: the link's thread and ours use both
+    view = ClientView(nick)
     why: list[str] = []
 
     def write(line: str) -> None:
@@ -58,9 +58,18 @@ def run_plain(
                 pass  # stdout was closed by whoever reads it; keep the session going
 
     def on_event(event: ev.ServerEvent) -> None:
-        text = render(event)
+        with out_lock:
+            view.observe(event)
+            text = view.render(event)
         if text is not None:
             write(text)
+
+    def interpret(line: str) -> list[str] | ev.ClientEvent | None:
+        """What to send for ``line``, or the lines to show for it at once."""
+        with out_lock:
+            typed = view.interpret(line)
+            shown = [view.render(event) or "" for event in typed.show]
+        return shown or typed.send
 
     def on_closed(reason: str) -> None:
         why.append(reason)
@@ -70,7 +79,7 @@ def run_plain(
     try:
         link = connect(host, port, nick, on_event, on_closed)
         threading.Thread(target=_read_lines, args=(stdin, inbox), name="stdin", daemon=True).start()
-        if _converse(link, inbox, write):
+        if _converse(link, inbox, write, interpret):
             return 0
     except ConnectError as exc:
         print(f"{prog}: {exc}", file=stderr, flush=True)
@@ -83,7 +92,12 @@ def run_plain(
     return 1
 
 
-def _converse(link: Link, inbox: queue.SimpleQueue[object], write: Callable[[str], None]) -> bool:
+def _converse(
+    link: Link,
+    inbox: queue.SimpleQueue[object],
+    write: Callable[[str], None],
+    interpret: Callable[[str], list[str] | ev.ClientEvent | None],
+) -> bool:
     """Send what stdin says until it ends or the link does; True if the user ended it."""
     while True:
         item = inbox.get()
@@ -94,14 +108,15 @@ def _converse(link: Link, inbox: queue.SimpleQueue[object], write: Callable[[str
             link.close()
             return False
         assert isinstance(item, str)
-        typed = interpret(item)
-        for event in typed.show:
-            write(render(event) or "")
-        if isinstance(typed.send, ev.Goodbye):
-            link.close(typed.send.reason)
+        outcome = interpret(item)
+        if isinstance(outcome, list):
+            for line in outcome:
+                write(line)
+        elif isinstance(outcome, ev.Goodbye):
+            link.close(outcome.reason)
             return True
-        if typed.send is not None:
-            link.send(typed.send)
+        elif outcome is not None:
+            link.send(outcome)
 
 
 def _utf8(stream: TextIO) -> TextIO:

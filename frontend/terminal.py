@@ -8,6 +8,9 @@ ANSI sequences (``raw=True`` lets them through); server texts cannot carry
 control characters (``common.chat.events`` refuses them), so a peer cannot drive
 our terminal.
 
+The client's view (``common.chat.view``) knows its nick, its rooms and the
+current one: the prompt shows them, a line from another room starts with
+that room, and Tab completes commands, room names and the nicks seen so far.
 The user's own messages are shown locally as they are sent (the server does
 not echo them back); ``/help`` is answered locally; ``/quit``, Ctrl-C and
 Ctrl-D leave with a Goodbye. When the server ends the session, the prompt is
@@ -23,12 +26,14 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from prompt_toolkit import PromptSession
+from prompt_toolkit.completion import WordCompleter
 from prompt_toolkit.patch_stdout import patch_stdout
 
 from common.chat import events as ev
+from common.chat.commands import COMMANDS
 from common.chat.nicks import nick_key
 from common.chat.render import render
-from frontend.commands import interpret
+from common.chat.view import ClientView
 from frontend.link import Connect, ConnectError, Link
 
 _RESET: Final = "\x1b[0m"
@@ -45,37 +50,76 @@ def colour(nick: str) -> str:
     return f"{shade}{nick}{_RESET}"
 
 
+def _who(e: ev.WhoReply) -> str:
+    where = f"in {e.room}" if e.room else "online"
+    return f"* {where}: " + ", ".join(colour(n) for n in e.nicks) + (" ..." if e.more else "")
+
+
 _STYLED: Final[dict[type[ev.Event], Callable[[Any], str]]] = {
     ev.Message: lambda e: f"{colour(e.sender)}: {e.text}",
     ev.Action: lambda e: f"* {colour(e.sender)} {e.text}",
     ev.Private: lambda e: f"{_BOLD}*{_RESET}{colour(e.sender)}{_BOLD}*{_RESET} {e.text}",
-    ev.Joined: lambda e: f"{_DIM}***{_RESET} {colour(e.nick)} {_DIM}joined{_RESET}",
+    ev.Joined: lambda e: f"{_DIM}***{_RESET} {colour(e.nick)} {_DIM}joined {e.room}{_RESET}",
     ev.Renamed: lambda e: f"{_DIM}***{_RESET} {colour(e.old)} {_DIM}is now known as{_RESET} {colour(e.new)}",
-    ev.WhoReply: lambda e: "* online: " + ", ".join(colour(n) for n in e.nicks) + (" ..." if e.more else ""),
+    ev.WhoReply: _who,
     ev.Error: lambda e: f"{_RED}{render(e)}{_RESET}",
 }
 
 
-def styled(event: ev.Event) -> str | None:
-    """The coloured line for ``event``: the common rendering, nicks coloured."""
+def styled(event: ev.Event, here: str | None = None) -> str | None:
+    """The coloured line for ``event``: the common rendering, nicks coloured,
+    and the room in front of a message or action from a room that is not ``here``."""
     style = _STYLED.get(type(event))
-    if style is not None:
-        return style(event)
-    text = render(event)
-    if text is not None and text.startswith("***"):
-        return f"{_DIM}{text}{_RESET}"
-    return text
+    if style is None:
+        text = render(event, here)
+        if text is not None and text.startswith("***"):
+            return f"{_DIM}{text}{_RESET}"
+        return text
+    line = style(event)
+    if isinstance(event, ev.Message | ev.Action) and event.room != here:
+        return f"{_DIM}[{event.room}]{_RESET} {line}"
+    return line
 
 
-def echo(nick: str, event: ev.ClientEvent) -> str | None:
+def echo(nick: str, event: ev.ClientEvent, here: str | None) -> str | None:
     """How the user's own outgoing ``event`` is shown to them, if at all."""
     if isinstance(event, ev.Say):
-        return f"{colour(nick)}: {event.text}"
+        return styled(ev.Message(event.room, nick, event.text), here)
     if isinstance(event, ev.Act):
-        return f"* {colour(nick)} {event.text}"
+        return styled(ev.Action(event.room, nick, event.text), here)
     if isinstance(event, ev.Whisper):
         return f"{_BOLD}->{_RESET} *{colour(event.to)}* {event.text}"
     return None
+
+
+class _Known:
+    """The words Tab completes: commands, and the rooms and nicks seen so far."""
+
+    def __init__(self) -> None:
+        self.words: dict[str, None] = dict.fromkeys(f"/{name}" for name in COMMANDS)
+
+    def see(self, event: ev.Event) -> None:
+        for word in _words(event):
+            self.words[word] = None
+
+    def __call__(self) -> list[str]:
+        return list(self.words)
+
+
+def _words(event: ev.Event) -> tuple[str, ...]:
+    if isinstance(event, ev.Message | ev.Action):
+        return (event.room, event.sender)
+    if isinstance(event, ev.Joined):
+        return (event.room, event.nick)
+    if isinstance(event, ev.Private):
+        return (event.sender,)
+    if isinstance(event, ev.Renamed):
+        return (event.new,)
+    if isinstance(event, ev.WhoReply):
+        return event.nicks
+    if isinstance(event, ev.RoomList):
+        return tuple(info.room for info in event.rooms)
+    return ()
 
 
 class _LinkEnded(Exception):
@@ -84,17 +128,19 @@ class _LinkEnded(Exception):
 
 def run_terminal(connect: Connect, host: str, port: int, nick: str, *, prog: str) -> int:
     """Run the interactive UI; return the exit code (0: the user left)."""
-    session: PromptSession[str] = PromptSession()
-    me = [nick]  # follows /nick, as the server confirms it
+    known = _Known()
+    completer = WordCompleter(known, WORD=True, sentence=False)
+    session: PromptSession[str] = PromptSession(completer=completer, complete_while_typing=False)
+    view = ClientView(nick)
+    lock = threading.Lock()  # the view: the link's thread and the prompt's both use it
     ended = threading.Event()
     why: list[str] = []
 
     def on_event(event: ev.ServerEvent) -> None:
-        if isinstance(event, ev.Welcome):
-            me[0] = event.nick
-        elif isinstance(event, ev.Renamed) and nick_key(event.old) == nick_key(me[0]):
-            me[0] = event.new
-        line = styled(event)
+        with lock:
+            view.observe(event)
+            known.see(event)
+            line = styled(event, view.current)
         if line is not None:
             print(line, flush=True)
 
@@ -115,7 +161,7 @@ def run_terminal(connect: Connect, host: str, port: int, nick: str, *, prog: str
         except KeyboardInterrupt:
             return 130  # Ctrl-C before the prompt: nothing to leave yet
         else:
-            left = _converse(session, link, me, ended)
+            left = _converse(session, link, view, lock, ended)
     if failed:
         print(f"{prog}: {failed}", file=sys.stderr, flush=True)
         return 1
@@ -125,28 +171,38 @@ def run_terminal(connect: Connect, host: str, port: int, nick: str, *, prog: str
     return 1
 
 
-def _converse(session: PromptSession[str], link: Link, me: list[str], ended: threading.Event) -> bool:
+def _prompt(view: ClientView) -> str:
+    where = view.current or "no room"
+    return f"{view.nick} [{where}]> "
+
+
+def _converse(
+    session: PromptSession[str], link: Link, view: ClientView, lock: threading.Lock, ended: threading.Event
+) -> bool:
     """Read and send what the user types; True if the user left, False if the link ended."""
     try:
         while not ended.is_set():
             try:
                 # pre_run covers a link that ended before this prompt was running.
-                line = session.prompt(lambda: f"{me[0]}> ", pre_run=lambda: _end_prompt_if(ended, session.app))
+                line = session.prompt(lambda: _prompt(view), pre_run=lambda: _end_prompt_if(ended, session.app))
             except (EOFError, KeyboardInterrupt):
                 return True
             except _LinkEnded:
                 return False
-            typed = interpret(line)
-            for event in typed.show:
-                print(styled(event), flush=True)
+            with lock:
+                typed = view.interpret(line)
+                here = view.current
+                shown = [styled(event, here) for event in typed.show]
+                if typed.send is not None and not isinstance(typed.send, ev.Goodbye):
+                    shown.append(echo(view.nick or "", typed.send, here))
             if isinstance(typed.send, ev.Goodbye):
                 link.close(typed.send.reason)
                 return True
             if typed.send is not None:
                 link.send(typed.send)
-                shown = echo(me[0], typed.send)
-                if shown is not None:
-                    print(shown, flush=True)
+            for text in shown:
+                if text is not None:
+                    print(text, flush=True)
         return False
     finally:
         link.close()

@@ -17,9 +17,13 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
-from typing import Protocol
+from typing import Any, Protocol
 
+from common.chat import events as ev
+from common.chat.hub import DEFAULT_MAX_ROOMS, DEFAULT_ROOMS_PER_MEMBER, Delivery
 from common.session.ratelimit import DEFAULT_RATE, MIN_BURST
+
+log = logging.getLogger("twinchat.sessions")
 
 
 class Server(Protocol):
@@ -101,8 +105,34 @@ def parser(prog: str, description: str, defaults: Defaults) -> argparse.Argument
         default=defaults.max_queue,
         help=f"{defaults.max_queue_help} (default: %(default)s)",
     )
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument(
+        "--max-rooms",
+        type=_at_least(1, int, allow_equal=True),
+        default=DEFAULT_MAX_ROOMS,
+        help="most rooms at once on the server (default: %(default)s)",
+    )
+    p.add_argument(
+        "--rooms-per-member",
+        type=_at_least(1, int, allow_equal=True),
+        default=DEFAULT_ROOMS_PER_MEMBER,
+        help="most rooms one member may be in at once (default: %(default)s)",
+    )
+    p.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="how much to log: INFO logs each session's start and end (default: %(default)s)",
+    )
     return p
+
+
+def log_session(delivery: Delivery[Any]) -> None:
+    """Log a session starting (its Welcome) or ending (its Goodbye), by address and nick."""
+    event = delivery.event
+    if isinstance(event, ev.Welcome):
+        log.info("%s registered as %s", delivery.recipients[0].name, event.nick)
+    elif isinstance(event, ev.Goodbye) and log.isEnabledFor(logging.DEBUG):
+        log.debug("goodbye to %d client(s): %s", len(delivery.recipients), event.reason)
 
 
 def run(args: argparse.Namespace, build: Callable[[], Server], *, prog: str, mode: str = "") -> int:
@@ -136,4 +166,4 @@ def run(args: argparse.Namespace, build: Callable[[], Server], *, prog: str, mod
     return 0
 
 
-__all__ = ["Defaults", "Server", "parser", "run"]
+__all__ = ["Defaults", "Server", "log_session", "parser", "run"]

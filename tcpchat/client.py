@@ -30,10 +30,8 @@ import frontend
 from common.chat import events as ev
 from common.wire.errors import FrameRejected, RemoteProtocolError, RuleError
 from common.wire.framing import END_OF_STREAM, NEED_DATA, StreamDecoder, encode
+from common.wire.limits import DEFAULT_PORT
 from frontend import ConnectError
-
-#: The port the server listens on unless told otherwise.
-DEFAULT_PORT: Final = 7878
 
 #: Seconds to reach the server and be welcomed.
 CONNECT_TIMEOUT: Final = 10.0

@@ -44,21 +44,24 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, cast
 
 import servercli
+from common import fanout
 from common.chat import events as ev
-from common.chat.commands import parse_input
-from common.chat.hub import Delivery, Hub
+from common.chat.hub import DEFAULT_MAX_ROOMS, DEFAULT_ROOMS_PER_MEMBER, Delivery, Hub
+from common.chat.view import ClientView
+from common.ports import Batch
+from common.session.liveness import Due, Liveness
 from common.session.ratelimit import DEFAULT_RATE, TokenBucket
-from common.wire.errors import ErrorCode, FrameRejected, ProtocolError, RemoteProtocolError, RuleError
-from common.wire.framing import StreamDecoder, encode
-from common.wire.lines import Dialect, LineDecoder, detect_dialect, render_line
+from common.session.text import TextSession
+from common.wire.errors import ErrorCode, FrameRejected, ProtocolError, RemoteProtocolError
+from common.wire.framing import StreamDecoder
+from common.wire.limits import DEFAULT_PORT
+from common.wire.lines import Dialect, LineDecoder, detect_dialect
 
 log = logging.getLogger("tcpchat.server")
 
-#: The port the server listens on unless told otherwise.
-DEFAULT_PORT: Final = 7878
 
 #: Bytes a connection may have queued and unsent before it is cut off as a slow
 #: consumer. 1 MiB is 16 frames at the 64 KiB cap, or some 20,000 ordinary chat
@@ -90,28 +93,30 @@ RECV_SIZE: Final = 1 << 16
 #: On Linux a blocking socket can still be written without blocking.
 _DONTWAIT: Final = getattr(socket, "MSG_DONTWAIT", 0)
 
+#: What a reader hands on per batch: decoded events (or lines), and the errors in their place.
 _Item = ev.Event | str | ProtocolError
 
 
 class _Conn:
     """One client connection: its socket, its queue and its two threads.
 
-    The hub keys members by these objects (identity hash). Fields marked
-    *hub lock* are only written with the server's hub lock held.
+    It is what the hub keys members by (identity hash) and what the fan-out
+    pushes to (``common.ports.Recipient``). Fields marked *hub lock* are only
+    written with the server's hub lock held.
     """
 
-    def __init__(self, sock: socket.socket, peer: str, now: float) -> None:
+    def __init__(self, sock: socket.socket, peer: str, now: float, server: ChatServer) -> None:
         self.sock = sock
-        self.peer = peer
-        self.framed = False  # set once the first bytes tell the dialect
+        self.peer = self.name = peer
+        self.server = server
+        self.view: ClientView | None = None  # a text-dialect user's, once the first bytes tell
+        self.text: TextSession | None = None
         self.queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()  # None: close after this
         self.enqueued = 0  # bytes ever put on the queue (hub lock)
         self.sent = 0  # bytes of the queue the writer has sent (writer thread only)
         self.closing = False  # nothing more is queued: Goodbye sent or cut (hub lock)
         self.close_deadline = 0.0  # when closing: abort the socket after this (hub lock)
-        self.born = now
-        self.last_heard = now  # written by the reader only
-        self.pinged = False  # a Ping is out and unanswered (hub lock)
+        self.liveness = Liveness(now, register_timeout=server.register_timeout)
         self._done = 0  # threads finished; the second one closes the socket
         self._done_lock = threading.Lock()
         self.reader: threading.Thread | None = None
@@ -119,6 +124,36 @@ class _Conn:
 
     def __repr__(self) -> str:
         return f"<conn {self.peer}>"
+
+    def push(self, batch: Batch, last: bool) -> bool:
+        """Send ``batch`` now or queue it (hub lock held); see ``Recipient.push``.
+
+        When nothing is queued nor in flight, the kernel may take it all at
+        once with a non-blocking send, and the writer is not woken at all.
+        """
+        if self.closing:
+            return True  # its last event is queued already; nothing follows it
+        data = batch.data
+        if self.enqueued == self.sent and _DONTWAIT:
+            try:
+                sent = self.sock.send(data, _DONTWAIT)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                sent = len(data)  # the peer is gone; its reader will see it and say so
+            data = data[sent:]
+        if data:
+            backlog = self.enqueued - self.sent + len(data)
+            if backlog > self.server.max_queue and not last:
+                return False
+            self.server.peak_queued = max(self.server.peak_queued, backlog)
+            self.enqueued += len(data)
+            self.queue.put(data)
+        if last:
+            self.closing = True
+            self.close_deadline = time.monotonic() + LINGER
+            self.queue.put(None)  # the writer half-closes after the Goodbye
+        return True
 
     def abort(self) -> None:
         """Wake both threads at once: recv returns b"", a blocked send fails."""
@@ -152,6 +187,8 @@ class ChatServer:
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         register_timeout: float = DEFAULT_REGISTER_TIMEOUT,
         max_queue: int = DEFAULT_MAX_QUEUE,
+        max_rooms: int = DEFAULT_MAX_ROOMS,
+        rooms_per_member: int = DEFAULT_ROOMS_PER_MEMBER,
     ) -> None:
         self.rate_limit = rate_limit
         self.idle_timeout = idle_timeout
@@ -160,7 +197,7 @@ class ChatServer:
         #: The largest backlog any connection has had queued, in bytes (for tests).
         self.peak_queued = 0
 
-        self._hub: Hub[_Conn] = Hub(max_clients=max_clients)
+        self._hub: Hub[_Conn] = Hub(max_clients=max_clients, max_rooms=max_rooms, rooms_per_member=rooms_per_member)
         self._lock = threading.Lock()  # the hub lock: the hub, every queue's order
         self._conns: set[_Conn] = set()  # hub lock
         # Beyond this many sockets, silent ones included, new ones are closed at once.
@@ -248,7 +285,7 @@ class ChatServer:
             log.info("dropped a connection before it started: %s", exc)
             sock.close()
             return
-        conn = _Conn(sock, peer, time.monotonic())
+        conn = _Conn(sock, peer, time.monotonic(), self)
         with self._lock:
             if self._hard_cap and len(self._conns) >= self._hard_cap:
                 log.warning("refused %s: %d sockets open", peer, len(self._conns))
@@ -261,62 +298,12 @@ class ChatServer:
         conn.writer.start()
         conn.reader.start()
 
-    # --- delivering (every method here runs with the hub lock held) ---------------
+    # --- delivering -------------------------------------------------------------
 
     def _deliver(self, deliveries: list[Delivery[_Conn]]) -> None:
-        """Queue ``deliveries`` in order; kick whoever overflows (hub lock held)."""
-        while deliveries:
-            out = self._route(deliveries)
-            deliveries = []
-            for conn, parts in out.items():
-                if not self._push(conn, parts[0] if len(parts) == 1 else b"".join(parts)):
-                    log.warning("%s is not reading; cut off", conn.peer)
-                    deliveries += self._hub.kick(conn, ErrorCode.SLOW_CONSUMER, "too slow to read the chat")
-                    self._cut(conn)
-                elif conn.closing:
-                    conn.queue.put(None)  # the writer half-closes after the Goodbye
-                    conn.close_deadline = time.monotonic() + LINGER
-
-    def _route(self, deliveries: list[Delivery[_Conn]]) -> dict[_Conn, list[bytes]]:
-        """The bytes each recipient gets, in order; each event encoded and rendered once.
-
-        Strategy: the hub hands out one shared recipients tuple per audience
-        ("everyone but alice"), so a batch of alice's messages is a run of
-        deliveries with the very same tuple. Each run is encoded (and rendered)
-        into one chunk, and each recipient gets that chunk once: the work per
-        recipient is per batch, not per message.
-        """
-        out: dict[_Conn, list[bytes]] = {}
-        start, count = 0, len(deliveries)
-        while start < count:
-            recipients = deliveries[start].recipients
-            stop = start + 1
-            while stop < count and deliveries[stop].recipients is recipients:
-                stop += 1
-            _route_run(out, recipients, deliveries[start:stop])
-            start = stop
-        return out
-
-    def _push(self, conn: _Conn, data: bytes) -> bool:
-        """Send ``data`` to ``conn`` now or queue it; False if its queue overflows."""
-        if conn.enqueued == conn.sent and _DONTWAIT:
-            # Nothing queued nor in flight: the kernel may take it all at once.
-            try:
-                sent = conn.sock.send(data, _DONTWAIT)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                return True  # the peer is gone; its reader will see it and say so
-            if sent == len(data):
-                return True
-            data = data[sent:]
-        backlog = conn.enqueued - conn.sent + len(data)
-        if backlog > self.max_queue:
-            return False
-        self.peak_queued = max(self.peak_queued, backlog)
-        conn.enqueued += len(data)
-        conn.queue.put(data)
-        return True
+        """Push ``deliveries`` to their connections, in order (hub lock held)."""
+        if deliveries:
+            fanout.deliver(self._hub, deliveries, servercli.log_session)
 
     def _cut(self, conn: _Conn) -> None:
         """Drop ``conn`` at once, without flushing (hub lock held)."""
@@ -391,16 +378,19 @@ class ChatServer:
         data = sock.recv(RECV_SIZE)
         if not data:
             return "closed before speaking"
-        conn.last_heard = time.monotonic()
-        conn.framed = detect_dialect(data) is Dialect.FRAMED
+        framed = detect_dialect(data) is Dialect.FRAMED
         with self._lock:
+            conn.liveness.heard(time.monotonic())
+            if framed:
+                conn.liveness.idle_timeout = self.idle_timeout
+            else:
+                conn.text = TextSession()
+                conn.view = conn.text.view
             if self._stopping.is_set():
                 return "server shutting down"
-            self._deliver(self._hub.connect(conn, may_retry=not conn.framed))
-        if conn.framed:
-            reason = self._serve_stream(conn, data, _FramedReader())
-        else:
-            reason = self._serve_stream(conn, data, _LineReader())
+            self._deliver(self._hub.connect(conn, may_retry=not framed))
+        reader = _FramedReader() if framed else _LineReader()
+        reason = self._serve_stream(conn, data, reader)
         # Closing: drain until the peer closes, so our close sends no RST over
         # data it has not read yet (the housekeeper aborts this after LINGER).
         with contextlib.suppress(OSError):
@@ -423,7 +413,7 @@ class ChatServer:
             if conn.closing:
                 return "closed by the server"
             data = sock.recv(RECV_SIZE)
-            conn.last_heard = time.monotonic()
+            conn.liveness.heard(time.monotonic())
             if not data:
                 reader.feed(b"")
                 items = reader.items()  # a last line without its newline still counts
@@ -446,7 +436,7 @@ class ChatServer:
                 stop += 1
             if stop == start:
                 # Bytes of it are waiting here: it is held back, not idle.
-                conn.last_heard = now
+                conn.liveness.heard(now)
                 if self._stopping.wait(bucket.wait_time(now)) or conn.closing:
                     return
                 continue
@@ -456,42 +446,16 @@ class ChatServer:
             start = stop
 
     def _handle(self, conn: _Conn, items: list[_Item]) -> None:
-        """Drive the hub with one batch under one lock, and queue what it says."""
-        hub = self._hub
+        """Drive the hub with one batch under one lock, and deliver what it says."""
+        now = time.time()
         with self._lock:
             if conn.closing:
                 return
-            conn.pinged = False
-            out: list[Delivery[_Conn]] = []
-            for item in items:
-                if isinstance(item, ProtocolError):
-                    out += hub.reject(conn, item)
-                    continue
-                if isinstance(item, str):
-                    try:
-                        event = self._line_event(conn, item)
-                    except RuleError as exc:
-                        out += hub.reject(conn, exc)
-                        continue
-                    if event is None:
-                        continue
-                else:
-                    event = item
-                out += hub.receive(conn, event)
-            self._deliver(out)
-
-    def _line_event(self, conn: _Conn, line: str) -> ev.Event | None:
-        """The event a line client's line asks for (hub lock held).
-
-        Until it has a nick, every non-blank line is a nick to try.
-
-        Raises:
-            RuleError: the line is not a valid nick or command.
-        """
-        if self._hub.nick_of(conn) is None:
-            nick = line.strip()
-            return ev.Register(nick) if nick else None
-        return parse_input(line)
+            # A framed reader hands on events, a line reader lines (str).
+            if conn.text is None:
+                self._deliver(self._hub.take(conn, cast(list[ev.Event | ProtocolError], items), now))
+            else:
+                conn.text.take(self._hub, conn, cast(list[str | ProtocolError], items), now, self._deliver)
 
     # --- timers ------------------------------------------------------------------
 
@@ -512,22 +476,19 @@ class ChatServer:
                     if now > conn.close_deadline:
                         conn.abort()  # it had LINGER seconds to flush and close
                     continue
-                silent = now - conn.last_heard
-                if hub.nick_of(conn) is None:
-                    if now - conn.born > self.register_timeout:
-                        log.info("%s did not register in time", conn.peer)
-                        if conn in hub:
-                            out += hub.kick(conn, ErrorCode.REGISTRATION_TIMEOUT, "no nick registered in time")
-                        else:
-                            self._cut(conn)  # it never spoke: there is no dialect to answer in
-                elif not conn.framed:
-                    continue  # a person at nc cannot answer a ping; TCP keepalive watches them
-                elif silent > self.idle_timeout:
-                    log.info("%s did not answer pings", conn.peer)
-                    out += hub.kick(conn, ErrorCode.IDLE_TIMEOUT, f"silent for {self.idle_timeout:g} s")
-                elif silent > self.idle_timeout / 2 and not conn.pinged:
-                    conn.pinged = True
+                due = conn.liveness.due(now, registered=hub.nick_of(conn) is not None)
+                if due is None:
+                    continue
+                if due is Due.PING:
                     out.append(Delivery((conn,), ev.Ping(next(self._nonces))))
+                    continue
+                log.info("%s: %s", conn.peer, due.value)
+                if due is Due.IDLE_TIMEOUT:
+                    out += hub.kick(conn, ErrorCode.IDLE_TIMEOUT, f"silent for {self.idle_timeout:g} s")
+                elif conn in hub:
+                    out += hub.kick(conn, ErrorCode.REGISTRATION_TIMEOUT, "no nick registered in time")
+                else:
+                    self._cut(conn)  # it never spoke: there is no dialect to answer in
             self._deliver(out)
 
     # --- shutting down -----------------------------------------------------------
@@ -618,49 +579,6 @@ def _keepalive(sock: socket.socket, idle: float) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 4)
 
 
-def _route_run(out: dict[_Conn, list[bytes]], recipients: tuple[_Conn, ...], run: list[Delivery[_Conn]]) -> None:
-    """Add one run of deliveries to the same recipients to ``out``."""
-    for delivery in run:
-        if type(delivery.event) in _LOGGED:
-            _log_session(delivery)
-    # A Goodbye is the last event its recipients get, so it ends its run.
-    last = type(run[-1].event) is ev.Goodbye
-    framed: bytes | None = None
-    lines: bytes | None = None
-    for conn in recipients:
-        if conn.closing:
-            continue
-        if conn.framed:
-            if framed is None:
-                framed = b"".join([encode(d.event) for d in run])
-            data = framed
-        else:
-            if lines is None:
-                lines = b"".join([line for d in run if (line := render_line(d.event)) is not None])
-            if not lines:
-                continue  # only pings: a person cannot answer them
-            data = lines
-        parts = out.get(conn)
-        if parts is None:
-            out[conn] = [data]
-        else:
-            parts.append(data)
-        if last:
-            conn.closing = True
-
-
-#: Events that are logged as they are delivered: sessions starting and ending.
-_LOGGED: Final = frozenset({ev.Welcome, ev.Goodbye})
-
-
-def _log_session(delivery: Delivery[_Conn]) -> None:
-    event = delivery.event
-    if isinstance(event, ev.Welcome):
-        log.info("%s registered as %s", delivery.recipients[0].peer, event.nick)
-    elif log.isEnabledFor(logging.DEBUG) and isinstance(event, ev.Goodbye):
-        log.debug("goodbye to %d connection(s): %s", len(delivery.recipients), event.reason)
-
-
 # --- command line ----------------------------------------------------------------
 
 _DEFAULTS: Final = servercli.Defaults(
@@ -688,6 +606,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             idle_timeout=args.idle_timeout,
             register_timeout=args.register_timeout,
             max_queue=args.max_queue,
+            max_rooms=args.max_rooms,
+            rooms_per_member=args.rooms_per_member,
         )
 
     return servercli.run(args, build, prog=prog)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from common.chat import events as ev
 from common.chat.nicks import SPECIALS, check_nick
 from common.wire.errors import ErrorCode
-from common.wire.limits import MAX_ACK_RANGES, MAX_NICK, MAX_TEXT, WHO_CHUNK
+from common.wire.limits import MAX_ACK_RANGES, MAX_NICK, MAX_TEXT, MAX_TOPIC, ROOMS_CHUNK, WHO_CHUNK
 
 # Letters from several scripts, so nick rules meet Cyrillic, CJK, Greek and
 # Devanagari, not only ASCII.
@@ -27,6 +27,10 @@ def nicks(draw: st.DrawFn) -> str:
     rest = draw(st.lists(_TAIL, max_size=MAX_NICK - 1))
     nick = check_nick(first + "".join(rest))
     return nick
+
+
+#: Room names: ``#`` and a nick.
+rooms = nicks().map(lambda nick: "#" + nick)
 
 
 #: Any character a text may hold: no controls (Cc) and no lone surrogates (Cs).
@@ -63,23 +67,40 @@ def _acks(draw: st.DrawFn) -> ev.Ack:
 
 _chat_text = st.one_of(texts(), long_texts)
 
+topics = texts(min_size=0, max_size=100).filter(lambda t: len(t.encode("utf-8")) <= MAX_TOPIC)
+_room_infos = st.builds(ev.RoomInfo, rooms, u64, topics)
+
 #: One strategy per event class; a test checks that every frame type has one.
 EVENTS: dict[type[ev.Event], st.SearchStrategy[Any]] = {
     ev.Register: st.builds(ev.Register, nicks()),
-    ev.Say: st.builds(ev.Say, _chat_text),
-    ev.Act: st.builds(ev.Act, texts()),
+    ev.Say: st.builds(ev.Say, rooms, _chat_text),
+    ev.Act: st.builds(ev.Act, rooms, texts()),
     ev.Whisper: st.builds(ev.Whisper, nicks(), _chat_text),
     ev.ChangeNick: st.builds(ev.ChangeNick, nicks()),
     ev.Who: st.just(ev.Who()),
     ev.Help: st.just(ev.Help()),
+    ev.Join: st.builds(ev.Join, rooms),
+    ev.Part: st.builds(ev.Part, rooms, reasons),
+    ev.ListRooms: st.just(ev.ListRooms()),
+    ev.Names: st.builds(ev.Names, rooms),
+    ev.GetTopic: st.builds(ev.GetTopic, rooms),
+    ev.SetTopic: st.builds(ev.SetTopic, rooms, topics),
     ev.Welcome: st.builds(ev.Welcome, nicks(), u64),
-    ev.Message: st.builds(ev.Message, nicks(), _chat_text),
-    ev.Action: st.builds(ev.Action, nicks(), texts()),
+    ev.Message: st.builds(ev.Message, rooms, nicks(), _chat_text),
+    ev.Action: st.builds(ev.Action, rooms, nicks(), texts()),
     ev.Private: st.builds(ev.Private, nicks(), texts()),
-    ev.Joined: st.builds(ev.Joined, nicks()),
+    ev.Joined: st.builds(ev.Joined, rooms, nicks()),
+    ev.Parted: st.builds(ev.Parted, rooms, nicks(), reasons),
     ev.Left: st.builds(ev.Left, nicks(), reasons),
     ev.Renamed: st.builds(ev.Renamed, nicks(), nicks()),
-    ev.WhoReply: st.builds(ev.WhoReply, st.lists(nicks(), max_size=WHO_CHUNK).map(tuple), st.booleans()),
+    ev.Topic: st.one_of(
+        st.builds(ev.Topic, rooms, topics, nicks(), u64, st.booleans()),
+        st.builds(ev.Topic, rooms, st.just(""), st.just(""), st.just(0), st.just(False)),
+    ),
+    ev.WhoReply: st.builds(
+        ev.WhoReply, st.one_of(st.just(""), rooms), st.lists(nicks(), max_size=WHO_CHUNK).map(tuple), st.booleans()
+    ),
+    ev.RoomList: st.builds(ev.RoomList, st.lists(_room_infos, max_size=ROOMS_CHUNK).map(tuple), st.booleans()),
     ev.Reply: st.builds(ev.Reply, texts()),
     ev.Error: st.builds(ev.Error, st.sampled_from(ErrorCode), reasons),
     ev.Ping: st.builds(ev.Ping, u64),

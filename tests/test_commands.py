@@ -8,32 +8,45 @@ from common.chat import events as ev
 from common.chat.commands import COMMANDS, HELP_LINES, parse_input
 from common.wire.errors import ErrorCode, RuleError
 
+HERE = "#dev"
+
 
 @pytest.mark.parametrize(
     ("line", "event"),
     [
-        ("hello", ev.Say("hello")),
-        ("  indented stays", ev.Say("  indented stays")),
-        ("//me is not a command", ev.Say("/me is not a command")),
-        ("//", ev.Say("/")),
+        ("hello", ev.Say(HERE, "hello")),
+        ("  indented stays", ev.Say(HERE, "  indented stays")),
+        ("//me is not a command", ev.Say(HERE, "/me is not a command")),
+        ("//", ev.Say(HERE, "/")),
         ("/nick alicia", ev.ChangeNick("alicia")),
         ("/NICK  Маша ", ev.ChangeNick("Маша")),
         ("/msg bob psst, over here", ev.Whisper("bob", "psst, over here")),
         ("/msg   bob    hi", ev.Whisper("bob", "hi")),
-        ("/me waves", ev.Act("waves")),
+        ("/msg #ops deploy at 5", ev.Say("#ops", "deploy at 5")),
+        ("/me waves", ev.Act(HERE, "waves")),
         ("/who", ev.Who()),
         ("/help", ev.Help()),
         ("/quit", ev.Goodbye("")),
         ("/quit see you tomorrow", ev.Goodbye("see you tomorrow")),
+        ("/join #Кухня", ev.Join("#Кухня")),
+        ("/part", ev.Part(HERE, "")),
+        ("/part lunch time", ev.Part(HERE, "lunch time")),
+        ("/part #ops", ev.Part("#ops", "")),
+        ("/part #ops bye all", ev.Part("#ops", "bye all")),
+        ("/rooms", ev.ListRooms()),
+        ("/topic", ev.GetTopic(HERE)),
+        ("/topic release on Friday", ev.SetTopic(HERE, "release on Friday")),
+        ("/names", ev.Names(HERE)),
+        ("/names #ops", ev.Names("#ops")),
     ],
 )
 def test_lines_become_events(line: str, event: ev.ClientEvent) -> None:
-    assert parse_input(line) == event
+    assert parse_input(line, HERE) == event
 
 
 @pytest.mark.parametrize("line", ["", "   ", "\t"])
 def test_blank_lines_ask_for_nothing(line: str) -> None:
-    assert parse_input(line) is None
+    assert parse_input(line, HERE) is None
 
 
 @pytest.mark.parametrize(
@@ -47,15 +60,34 @@ def test_blank_lines_ask_for_nothing(line: str) -> None:
         ("/msg", ErrorCode.BAD_USAGE),
         ("/me", ErrorCode.BAD_USAGE),
         ("/who is there", ErrorCode.BAD_USAGE),
+        ("/join", ErrorCode.BAD_USAGE),
+        ("/join #a #b", ErrorCode.BAD_USAGE),
+        ("/join dev", ErrorCode.BAD_ROOM),
+        ("/names #a #b", ErrorCode.BAD_USAGE),
+        ("/rooms now", ErrorCode.BAD_USAGE),
         ("/nick " + "x" * 40, ErrorCode.BAD_NICK),
         ("x" * 5000, ErrorCode.TEXT_TOO_LONG),
         ("/me \x1b[2J", ErrorCode.BAD_TEXT),
+        ("/topic " + "x" * 391, ErrorCode.TEXT_TOO_LONG),
     ],
 )
 def test_bad_lines_say_why(line: str, code: ErrorCode) -> None:
     with pytest.raises(RuleError) as caught:
-        parse_input(line)
+        parse_input(line, HERE)
     assert caught.value.code is code
+
+
+@pytest.mark.parametrize("line", ["hello", "/me waves", "/part", "/topic", "/names", "//x"])
+def test_lines_for_the_current_room_need_one(line: str) -> None:
+    with pytest.raises(RuleError) as caught:
+        parse_input(line, None)
+    assert caught.value.code is ErrorCode.NOT_IN_ROOM
+
+
+def test_lines_naming_a_room_need_no_current_one() -> None:
+    assert parse_input("/join #dev", None) == ev.Join("#dev")
+    assert parse_input("/msg #dev hi", None) == ev.Say("#dev", "hi")
+    assert parse_input("/part #dev", None) == ev.Part("#dev", "")
 
 
 def test_help_lists_every_command() -> None:

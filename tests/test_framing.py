@@ -21,8 +21,6 @@ from common.wire.framing import (
     decode_datagram,
     decode_frame,
     encode,
-    encode_datagram,
-    pack_datagrams,
 )
 from common.wire.limits import MAX_DATAGRAM, MAX_FRAME, MAX_TEXT
 from tests.strategies import EVENTS, any_event, split_points
@@ -44,8 +42,12 @@ def raw_frame(ftype: int, payload: bytes, *, magic: bytes = MAGIC, version: int 
     return HEADER.pack(magic, version, ftype, len(payload)) + payload
 
 
-def say_frame(raw_text: bytes) -> bytes:
-    return raw_frame(FrameType.SAY, len(raw_text).to_bytes(2, "big") + raw_text)
+#: The room most frames of these tests are said in.
+R = "#lobby"
+
+
+def say_frame(raw_text: bytes, room: bytes = R.encode()) -> bytes:
+    return raw_frame(FrameType.SAY, bytes([len(room)]) + room + len(raw_text).to_bytes(2, "big") + raw_text)
 
 
 # --- round trips -----------------------------------------------------------------
@@ -70,7 +72,9 @@ def test_header_states_type_and_length(event: ev.Event) -> None:
 
 def test_known_bytes_of_a_message() -> None:
     # Pinned so that PROTOCOL.md's worked example stays true.
-    assert encode(ev.Message("bob", "hi")) == bytes.fromhex("c154 01 21 00000008 03 626f62 0002 6869")
+    assert encode(ev.Message("#lobby", "bob", "hi")) == bytes.fromhex(
+        "c154 02 21 0000000f 06 236c6f626279 03 626f62 0002 6869"
+    )
 
 
 # --- the stream decoder ------------------------------------------------------------
@@ -117,7 +121,7 @@ def test_trailing_partial_frame_stays_buffered(events: list[ev.Event], last: ev.
 
 
 def test_utf8_split_inside_a_character() -> None:
-    event = ev.Say("Маша 👋 привет")
+    event = ev.Say(R, "Маша 👋 привет")
     frame = encode(event)
     emoji_at = frame.index("👋".encode()) + 2  # inside the 4-byte emoji
     cyrillic_at = frame.index("М".encode()) + 1  # inside a 2-byte letter
@@ -165,13 +169,13 @@ def test_arbitrary_payloads_behind_a_good_header_decode_or_are_rejected(ftype: i
 
 def test_oversize_frame_is_refused_before_it_is_buffered() -> None:
     decoder = StreamDecoder()
-    good = encode(ev.Say("before"))
+    good = encode(ev.Say(R, "before"))
     huge_header = HEADER.pack(MAGIC, VERSION, FrameType.SAY, MAX_FRAME)  # header + payload > cap
     decoder.feed(good + huge_header + b"x" * 5000)
     assert decoder.buffered == len(good)  # nothing of the oversize frame was kept
     decoder.feed(b"y" * 100_000)
     assert decoder.buffered == len(good)
-    assert decoder.next_event() == ev.Say("before")
+    assert decoder.next_event() == ev.Say(R, "before")
     with pytest.raises(RemoteProtocolError) as caught:
         decoder.next_event()
     assert caught.value.code is ErrorCode.FRAME_TOO_LARGE
@@ -194,7 +198,8 @@ def test_a_frame_exactly_at_the_cap_is_accepted() -> None:
         (b"\x00", ErrorCode.BAD_MAGIC),
         (b"hello\n", ErrorCode.BAD_MAGIC),
         (b"\xc1\x00", ErrorCode.BAD_MAGIC),
-        (HEADER.pack(MAGIC, 2, FrameType.SAY, 0), ErrorCode.BAD_VERSION),
+        (HEADER.pack(MAGIC, 1, FrameType.SAY, 0), ErrorCode.BAD_VERSION),  # before rooms
+        (HEADER.pack(MAGIC, 3, FrameType.SAY, 0), ErrorCode.BAD_VERSION),
     ],
 )
 def test_bad_headers_break_the_stream_at_once(prefix: bytes, code: ErrorCode) -> None:
@@ -216,7 +221,10 @@ def test_bad_headers_break_the_stream_at_once(prefix: bytes, code: ErrorCode) ->
         (say_frame(b"line one\nline two"), ErrorCode.BAD_TEXT),
         (say_frame(b"x" * (MAX_TEXT + 1)), ErrorCode.TEXT_TOO_LONG),
         (raw_frame(0xEE, b"future"), ErrorCode.UNKNOWN_FRAME),
-        (raw_frame(FrameType.SAY, b"\x00\x09short"), ErrorCode.MALFORMED),
+        (raw_frame(FrameType.SAY, b"\x06#lobby\x00\x09short"), ErrorCode.MALFORMED),
+        (say_frame(b"hi", room=b"lobby"), ErrorCode.BAD_ROOM),
+        (say_frame(b"hi", room=b"#"), ErrorCode.BAD_ROOM),
+        (raw_frame(FrameType.ROOM_LIST, b"\x00\x01\x04#dev" + b"\x00" * 8 + b"\x00\x00"), ErrorCode.MALFORMED),
         (raw_frame(FrameType.PING, b"\x00" * 9), ErrorCode.MALFORMED),
         (raw_frame(FrameType.WHO_REPLY, b"\x00\x00\x02"), ErrorCode.MALFORMED),
         (raw_frame(FrameType.ERROR, b"\xff\xff\x00\x00"), ErrorCode.MALFORMED),
@@ -225,20 +233,20 @@ def test_bad_headers_break_the_stream_at_once(prefix: bytes, code: ErrorCode) ->
 )
 def test_a_bad_payload_loses_only_its_frame(frame: bytes, code: ErrorCode) -> None:
     decoder = StreamDecoder()
-    decoder.feed(frame + encode(ev.Say("after")))
+    decoder.feed(frame + encode(ev.Say(R, "after")))
     with pytest.raises(FrameRejected) as caught:
         decoder.next_event()
     assert caught.value.code is code
-    assert decoder.next_event() == ev.Say("after")
+    assert decoder.next_event() == ev.Say(R, "after")
 
 
 def test_events_batches_and_reports_rejections_in_place() -> None:
     decoder = StreamDecoder()
-    decoder.feed(encode(ev.Say("a")) + say_frame(b"\xff") + encode(ev.Say("b")) + b"\x00junk")
+    decoder.feed(encode(ev.Say(R, "a")) + say_frame(b"\xff") + encode(ev.Say(R, "b")) + b"\x00junk")
     batch = decoder.events()
-    assert batch[0] == ev.Say("a")
+    assert batch[0] == ev.Say(R, "a")
     assert isinstance(batch[1], FrameRejected)
-    assert batch[2] == ev.Say("b")
+    assert batch[2] == ev.Say(R, "b")
     assert isinstance(batch[3], RemoteProtocolError)
     assert batch[3].code is ErrorCode.BAD_MAGIC
     assert len(batch) == 4
@@ -246,7 +254,7 @@ def test_events_batches_and_reports_rejections_in_place() -> None:
 
 def test_end_of_stream_inside_a_frame_is_truncation() -> None:
     decoder = StreamDecoder()
-    decoder.feed(encode(ev.Say("hi"))[:-1])
+    decoder.feed(encode(ev.Say(R, "hi"))[:-1])
     decoder.feed(b"")
     with pytest.raises(RemoteProtocolError) as caught:
         decoder.next_event()
@@ -266,16 +274,19 @@ def test_feeding_after_end_of_stream_is_a_bug() -> None:
 @pytest.mark.parametrize(
     ("build", "code"),
     [
-        (lambda: ev.Say(""), ErrorCode.BAD_TEXT),
-        (lambda: ev.Say("я" * 2049), ErrorCode.TEXT_TOO_LONG),
-        (lambda: ev.Say("\ud800"), ErrorCode.BAD_TEXT),
-        (lambda: ev.Say("tab\tis fine but bell\x07 is not"), ErrorCode.BAD_TEXT),
+        (lambda: ev.Say(R, ""), ErrorCode.BAD_TEXT),
+        (lambda: ev.Say(R, "я" * 2049), ErrorCode.TEXT_TOO_LONG),
+        (lambda: ev.Say(R, "\ud800"), ErrorCode.BAD_TEXT),
+        (lambda: ev.Say(R, "tab\tis fine but bell\x07 is not"), ErrorCode.BAD_TEXT),
         (lambda: ev.Register(""), ErrorCode.BAD_NICK),
         (lambda: ev.Register("x" * 33), ErrorCode.BAD_NICK),
         (lambda: ev.Whisper("a\nb", "hi"), ErrorCode.BAD_NICK),
         (lambda: ev.Ping(-1), ErrorCode.MALFORMED),
         (lambda: ev.Ack(5, ((4, 9),)), ErrorCode.MALFORMED),
-        (lambda: ev.WhoReply(("a",) * 51, False), ErrorCode.MALFORMED),
+        (lambda: ev.WhoReply("", ("a",) * 51, False), ErrorCode.MALFORMED),
+        (lambda: ev.WhoReply("lobby", ("a",), False), ErrorCode.BAD_ROOM),
+        (lambda: ev.Topic("#dev", "x" * 391, "bob", 0, True), ErrorCode.TEXT_TOO_LONG),
+        (lambda: ev.RoomList((ev.RoomInfo("#a", 1, ""),) * 51, False), ErrorCode.MALFORMED),
     ],
 )
 def test_invalid_events_cannot_be_built(build: object, code: ErrorCode) -> None:
@@ -285,10 +296,10 @@ def test_invalid_events_cannot_be_built(build: object, code: ErrorCode) -> None:
 
 
 def test_text_limit_is_in_bytes_not_characters() -> None:
-    assert ev.Say("я" * 2048).text  # 4096 bytes: allowed
-    assert ev.Say("x\t" * 2048).text  # tabs are allowed
+    assert ev.Say(R, "я" * 2048).text  # 4096 bytes: allowed
+    assert ev.Say(R, "x\t" * 2048).text  # tabs are allowed
     with pytest.raises(RuleError):
-        ev.Say("👋" * 1025)
+        ev.Say(R, "👋" * 1025)
 
 
 def test_encoding_something_that_is_not_an_event_is_our_fault() -> None:
@@ -304,10 +315,12 @@ small_events = any_event.filter(lambda e: len(encode(e)) <= MAX_DATAGRAM)
 
 
 @given(st.lists(small_events, min_size=1, max_size=20))
-def test_packed_datagrams_fit_and_decode_to_the_same_events(events: list[ev.Event]) -> None:
-    datagrams = pack_datagrams(encode(e) for e in events)
-    assert all(0 < len(d) <= MAX_DATAGRAM for d in datagrams)
-    assert [e for d in datagrams for e in decode_datagram(d)] == events
+def test_frames_joined_into_a_datagram_decode_to_the_same_events(events: list[ev.Event]) -> None:
+    frames = [encode(e) for e in events]
+    datagram = b"".join(frames)
+    if len(datagram) > MAX_DATAGRAM:
+        return
+    assert decode_datagram(datagram) == events
 
 
 @given(st.binary(max_size=1500))
@@ -320,12 +333,12 @@ def test_arbitrary_datagrams_decode_or_raise_the_protocol_error(garbage: bytes) 
 
 
 def test_a_datagram_is_refused_whole() -> None:
-    bad = encode(ev.Say("ok")) + say_frame(b"\xff")
+    bad = encode(ev.Say(R, "ok")) + say_frame(b"\xff")
     with pytest.raises(RemoteProtocolError) as caught:
         decode_datagram(bad)
     assert caught.value.code is ErrorCode.BAD_UTF8
     with pytest.raises(RemoteProtocolError) as caught:
-        decode_datagram(encode(ev.Say("ok"))[:-1])
+        decode_datagram(encode(ev.Say(R, "ok"))[:-1])
     assert caught.value.code is ErrorCode.TRUNCATED
     with pytest.raises(RemoteProtocolError) as caught:
         decode_datagram(b"")
@@ -333,14 +346,9 @@ def test_a_datagram_is_refused_whole() -> None:
 
 
 def test_datagram_size_limits() -> None:
-    big = encode(ev.Say("x" * 1500))
-    with pytest.raises(LocalProtocolError):
-        pack_datagrams([big])
-    with pytest.raises(LocalProtocolError):
-        encode_datagram([encode(ev.Say("x" * 700)), encode(ev.Say("y" * 700))])
+    big = encode(ev.Say(R, "x" * 1500))
     with pytest.raises(RemoteProtocolError) as caught:
         decode_datagram(big)
     assert caught.value.code is ErrorCode.DATAGRAM_TOO_LARGE
-    frames = [encode(ev.Say("x" * 500)) for _ in range(3)]
-    assert len(pack_datagrams(frames)) == 2
-    assert decode_datagram(encode_datagram(frames[:2])) == [ev.Say("x" * 500)] * 2
+    frames = [encode(ev.Say(R, "x" * 500)) for _ in range(2)]
+    assert decode_datagram(b"".join(frames)) == [ev.Say(R, "x" * 500)] * 2

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from common.chat import events as ev
 from common.wire.errors import ErrorCode, FrameRejected, RemoteProtocolError
 from common.wire.framing import END_OF_STREAM, NEED_DATA, encode
-from common.wire.lines import Dialect, LineDecoder, detect_dialect, render_line
+from common.wire.lines import Dialect, LineDecoder, detect_dialect
 from tests.strategies import split_points, text_chars
 
 lines_strategy = st.lists(st.text(text_chars, max_size=40), max_size=8)
@@ -105,8 +105,3 @@ def test_dialect_is_told_by_the_first_byte() -> None:
 @given(st.text(text_chars, min_size=1))
 def test_no_utf8_text_looks_like_a_frame(text: str) -> None:
     assert detect_dialect(text.encode()) is Dialect.LINES
-
-
-def test_render_line() -> None:
-    assert render_line(ev.Message("alice", "hi")) == b"alice: hi\n"
-    assert render_line(ev.Ping(1)) is None

@@ -2,53 +2,85 @@
 
 from __future__ import annotations
 
+import datetime
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from common.chat import events as ev
-from common.chat.render import render
+from common.chat.render import clock, render
 from common.wire.errors import ErrorCode
-from tests.strategies import EVENTS, any_event
+from tests.strategies import EVENTS, any_event, rooms
+
+HERE = "#lobby"
 
 
 @pytest.mark.parametrize(
     ("event", "line"),
     [
-        (ev.Message("alice", "hi"), "alice: hi"),
-        (ev.Message("Маша", "привет 👋"), "Маша: привет 👋"),
-        (ev.Action("alice", "waves"), "* alice waves"),
+        (ev.Message(HERE, "alice", "hi"), "alice: hi"),
+        (ev.Message(HERE, "Маша", "привет 👋"), "Маша: привет 👋"),
+        (ev.Message("#dev", "alice", "hi"), "[#dev] alice: hi"),
+        (ev.Action(HERE, "alice", "waves"), "* alice waves"),
+        (ev.Action("#dev", "alice", "waves"), "[#dev] * alice waves"),
         (ev.Private("alice", "psst"), "*alice* psst"),
-        (ev.Joined("bob"), "*** bob joined"),
+        (ev.Joined(HERE, "bob"), "*** bob joined #lobby"),
+        (ev.Joined("#dev", "bob"), "*** bob joined #dev"),
+        (ev.Parted("#dev", "bob", ""), "*** bob left #dev"),
+        (ev.Parted("#dev", "bob", "lunch"), "*** bob left #dev (lunch)"),
+        (ev.Topic("#dev", "ship it", "bob", 1798761600, True), "*** bob set the topic of #dev: ship it"),
+        (ev.Topic("#dev", "", "bob", 1798761600, True), "*** bob cleared the topic of #dev"),
+        (
+            ev.Topic("#dev", "ship it", "bob", 1798761600, False),
+            "* topic of #dev: ship it (set by bob, 2027-01-01 00:00 UTC)",
+        ),
+        (ev.Topic("#dev", "", "", 0, False), "* #dev has no topic"),
+        (ev.RoomList((), False), "* no rooms"),
+        (
+            ev.RoomList((ev.RoomInfo("#dev", 2, "ship it"), ev.RoomInfo("#lobby", 5, "")), True),
+            "* rooms: #dev (2): ship it; #lobby (5) ...",
+        ),
+        (ev.WhoReply("#dev", ("alice", "bob"), False), "* in #dev: alice, bob"),
         (ev.Left("bob", ""), "*** bob left"),
         (ev.Left("bob", "lunch"), "*** bob left (lunch)"),
         (ev.Renamed("alice", "alicia"), "*** alice is now known as alicia"),
         (ev.Welcome("bob", 1), "*** welcome, bob: nobody else is here"),
         (ev.Welcome("bob", 2), "*** welcome, bob: 1 other online"),
         (ev.Welcome("bob", 4), "*** welcome, bob: 3 others online"),
-        (ev.WhoReply(("alice", "bob"), False), "* online: alice, bob"),
-        (ev.WhoReply(("alice",), True), "* online: alice ..."),
+        (ev.WhoReply("", ("alice", "bob"), False), "* online: alice, bob"),
+        (ev.WhoReply("", ("alice",), True), "* online: alice ..."),
         (ev.Reply("/who  list who is online"), "* /who  list who is online"),
         (ev.Error(ErrorCode.NICK_TAKEN, "the nick bob is taken"), "* error (nick-taken): the nick bob is taken"),
         (ev.Goodbye("server shutting down"), "*** disconnected: server shutting down"),
     ],
 )
 def test_rendering(event: ev.Event, line: str) -> None:
-    assert render(event) == line
+    assert render(event, HERE) == line
 
 
-@given(any_event)
-def test_one_event_one_line_and_only_messages_lack_the_star(event: ev.Event) -> None:
-    line = render(event)
+@given(any_event, st.one_of(st.none(), rooms))
+def test_one_event_one_line_and_only_messages_lack_the_star(event: ev.Event, here: str | None) -> None:
+    line = render(event, here)
     if not isinstance(event, ev.ServerEvent) or isinstance(event, ev.Ping | ev.Pong):
         assert line is None
         return
     assert line is not None
     assert "\n" not in line and "\r" not in line
+    elsewhere = isinstance(event, ev.Message | ev.Action) and event.room != here
+    if elsewhere:
+        assert line.startswith(f"[{event.room}] ")
+        line = line[len(event.room) + 3 :]
     if isinstance(event, ev.Message):
         assert line == f"{event.sender}: {event.text}"
     else:
         assert line.startswith("*")
+
+
+@given(st.integers(0, 253_402_300_799))  # to the end of year 9999, as far as datetime goes
+def test_clock_matches_the_calendar(unix: int) -> None:
+    expected = datetime.datetime.fromtimestamp(unix, datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    assert clock(unix) == expected
 
 
 SHOWN = sorted(

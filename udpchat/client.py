@@ -35,14 +35,12 @@ from typing import Final
 
 import frontend
 from common.chat import events as ev
+from common.session.opener import SessionOpener, open_channel
 from common.session.reliability import Channel
 from common.wire.errors import ErrorCode, RemoteProtocolError, RuleError
 from common.wire.framing import decode_datagram, decode_frame, encode
-from common.wire.limits import MAX_DATAGRAM
+from common.wire.limits import DEFAULT_PORT
 from frontend import ConnectError
-
-#: The port the server listens on unless told otherwise.
-DEFAULT_PORT: Final = 7878
 
 #: Seconds to open a session and be welcomed.
 CONNECT_TIMEOUT: Final = 5.0
@@ -50,9 +48,6 @@ CONNECT_TIMEOUT: Final = 5.0
 #: Seconds ``close`` waits for the server's answer to the Goodbye (a long paste
 #: held back by flood control needs a while).
 CLOSE_TIMEOUT: Final = 10.0
-
-#: The first wait for an answer to a Hello; it doubles on each retry up to a second.
-HELLO_RETRY: Final = 0.25
 
 #: Unreliable mode: seconds between two tries of the Register, and how long
 #: ``close`` waits for the answer to its Goodbye (which may well be lost).
@@ -77,13 +72,6 @@ SOCKET_BUFFER: Final = 4 << 20
 _REFUSALS: Final = frozenset({ErrorCode.BAD_NICK, ErrorCode.NICK_TAKEN, ErrorCode.SERVER_FULL})
 
 
-def hello_datagram(cookie: bytes) -> bytes:
-    """A ``Hello`` datagram padded to MAX_DATAGRAM bytes: the server answers
-    nothing shorter, so it can never be used to amplify a spoofed one."""
-    bare = len(encode(ev.Hello(cookie, b"")))
-    return encode(ev.Hello(cookie, bytes(MAX_DATAGRAM - bare)))
-
-
 class UdpLink:
     """A UDP session with a chat server; see the module docstring."""
 
@@ -100,14 +88,7 @@ class UdpLink:
         self._sock = sock
         self._on_event = on_event
         self._on_closed = on_closed
-        now = time.monotonic()
-        self._channel = Channel(
-            now,
-            prefix=encode(ev.Session(accept.token)),
-            reliable=not accept.unreliable,
-            keepalive_after=keepalive_after,
-            dead_after=dead_after,
-        )
+        self._channel = open_channel(accept, time.monotonic(), keepalive_after=keepalive_after, dead_after=dead_after)
         self.token = accept.token
         self.unreliable = accept.unreliable
         self._lock = threading.Lock()  # the channel
@@ -339,39 +320,36 @@ class UdpLink:
 
 
 def _open_session(sock: socket.socket, where: str, deadline: float) -> ev.Accept:
-    """The handshake: padded Hello, Cookie, padded Hello with it, Accept."""
-    cookie = b""
-    wait = HELLO_RETRY
+    """The handshake (``common.session.opener``), until Accept or the deadline."""
+    opener = SessionOpener()
+    datagram: bytes | None = opener.start(time.monotonic())
     refused = False
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
+    while opener.accepted is None:
+        now = time.monotonic()
+        if now >= deadline:
             if refused:
                 raise ConnectError(f"cannot reach {where}: nothing listens there")
             raise ConnectError(f"{where} did not answer")
-        with contextlib.suppress(OSError):
-            sock.send(hello_datagram(cookie))
-        sock.settimeout(min(wait, left))
-        wait = min(2 * wait, 1.0)
+        if datagram is not None:
+            with contextlib.suppress(OSError):
+                sock.send(datagram)
+        sock.settimeout(max(0.001, min(opener.deadline, deadline) - now))
         try:
-            while True:
-                frames = decode_datagram(sock.recv(RECV_SIZE))
-                first = frames[0]
-                if type(first) is ev.Cookie:
-                    cookie = first.cookie
-                    wait = HELLO_RETRY
-                    break
-                if type(first) is ev.Accept:
-                    return first
+            frames = decode_datagram(sock.recv(RECV_SIZE))
         except TimeoutError:
+            datagram = opener.poll(time.monotonic())
             continue
         except ConnectionRefusedError:
-            refused = True  # an ICMP port unreachable; retry until the deadline all the same
-            time.sleep(min(wait, max(0.0, deadline - time.monotonic())))
+            # An ICMP port unreachable: retry at the next deadline all the same.
+            refused = True
+            datagram = None
+            continue
         except RemoteProtocolError:
             raise ConnectError(f"{where} does not speak twinchat") from None
         except OSError as exc:
             raise ConnectError(f"cannot reach {where}: {exc.strerror or exc}") from None
+        datagram = opener.receive(frames[0], time.monotonic())
+    return opener.accepted
 
 
 def udp_connect(

@@ -54,19 +54,21 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import servercli
+from common import fanout
 from common.chat import events as ev
-from common.chat.hub import Delivery, Hub
+from common.chat.hub import DEFAULT_MAX_ROOMS, DEFAULT_ROOMS_PER_MEMBER, Delivery, Hub
+from common.chat.view import ClientView
+from common.ports import Batch
 from common.session.cookies import CookieJar
+from common.session.liveness import Due, Liveness
 from common.session.ratelimit import DEFAULT_RATE, TokenBucket
 from common.session.reliability import MAX_BACKLOG, Channel
 from common.wire.errors import ErrorCode, ProtocolError, RemoteProtocolError
 from common.wire.framing import decode_datagram, decode_frame, encode
-from common.wire.limits import MAX_DATAGRAM
+from common.wire.limits import DEFAULT_PORT, MAX_DATAGRAM
 
 log = logging.getLogger("udpchat.server")
 
-#: The port the server listens on unless told otherwise (the TCP server's too).
-DEFAULT_PORT: Final = 7878
 
 #: Seconds of silence before a peer is dropped; it is sent keepalives at a quarter.
 DEFAULT_IDLE_TIMEOUT: Final = 60.0
@@ -111,23 +113,55 @@ SOCKET_BUFFER: Final = 4 << 20
 
 
 class _Peer:
-    """One session: its address, its channel, and the chat-side bookkeeping."""
+    """One session: its address, its channel, and the chat-side bookkeeping.
 
-    __slots__ = ("addr", "born", "bucket", "channel", "close_deadline", "closing", "held", "name", "token")
+    It is what the hub keys members by and what the fan-out pushes to
+    (``common.ports.Recipient``); every field is guarded by the server's lock.
+    """
 
-    def __init__(self, token: int, addr: tuple[str, int], channel: Channel, bucket: TokenBucket, now: float) -> None:
+    __slots__ = (
+        "addr",
+        "bucket",
+        "channel",
+        "close_deadline",
+        "closing",
+        "held",
+        "liveness",
+        "name",
+        "server",
+        "token",
+        "view",
+    )
+
+    def __init__(self, token: int, addr: tuple[str, int], channel: Channel, server: ChatServer, now: float) -> None:
         self.token = token
         self.addr = addr
         self.name = f"{addr[0]}:{addr[1]}"
         self.channel = channel
-        self.bucket = bucket
-        self.born = now
+        self.server = server
+        self.view: ClientView | None = None  # UDP clients speak frames
+        self.bucket = TokenBucket(server.rate_limit, now)
+        self.liveness = Liveness(now, register_timeout=server.register_timeout)
         self.held: deque[ev.Event | ProtocolError] = deque()  # waiting for rate-limit tokens
         self.closing = False  # its Goodbye is queued; the hub has forgotten it
         self.close_deadline = 0.0
 
     def __repr__(self) -> str:
         return f"<peer {self.name} {self.token:016x}>"
+
+    def push(self, batch: Batch, last: bool) -> bool:
+        """Queue ``batch`` on the channel, a frame a reliable unit (lock held)."""
+        if self.closing:
+            return True  # its last event is queued already; nothing follows it
+        send = self.channel.send
+        for frame in batch.parts:
+            if not send(frame, force=last):
+                return False
+        self.server._dirty[self] = None
+        if last:
+            self.closing = True
+            self.close_deadline = time.monotonic() + LINGER
+        return True
 
 
 class ChatServer:
@@ -150,6 +184,8 @@ class ChatServer:
         register_timeout: float = DEFAULT_REGISTER_TIMEOUT,
         max_queue: int = DEFAULT_MAX_QUEUE,
         unreliable: bool = False,
+        max_rooms: int = DEFAULT_MAX_ROOMS,
+        rooms_per_member: int = DEFAULT_ROOMS_PER_MEMBER,
         random: Callable[[int], bytes] = os.urandom,
     ) -> None:
         self.rate_limit = rate_limit
@@ -163,7 +199,7 @@ class ChatServer:
 
         self._random = random
         self._cookies = CookieJar(random)
-        self._hub: Hub[_Peer] = Hub(max_clients=max_clients)
+        self._hub: Hub[_Peer] = Hub(max_clients=max_clients, max_rooms=max_rooms, rooms_per_member=rooms_per_member)
         self._lock = threading.Lock()  # the hub, the peer tables, every channel
         self._wake = threading.Condition(self._lock)  # the pump waits here for work
         self._gone = threading.Condition(self._lock)  # shutdown waits here for peers to leave
@@ -356,16 +392,16 @@ class ChatServer:
                 return
         hub = self._hub
         out: list[Delivery[_Peer]] = []
+        wall = time.time()
         for item in items:
             if isinstance(item, ProtocolError):
                 self._refuse("bad frame", peer.addr, item)
-                out += hub.reject(peer, item)
-            elif self.unreliable and type(item) is ev.Register and (nick := hub.nick_of(peer)) is not None:
+            if self.unreliable and type(item) is ev.Register and (nick := hub.nick_of(peer)) is not None:
                 # Without retransmission a client repeats its Register until it
                 # is answered; the Welcome may be what was lost, so say it again.
                 out.append(Delivery((peer,), ev.Welcome(nick, len(hub.nicks()))))
             else:
-                out += hub.receive(peer, item)
+                out += hub.take(peer, (item,), wall)
         self._deliver(out, now)
 
     # --- the handshake -----------------------------------------------------------
@@ -410,7 +446,7 @@ class ChatServer:
             keepalive_after=max(TICK, self.idle_timeout / 4),
             dead_after=self.idle_timeout,
         )
-        peer = _Peer(token, addr, channel, TokenBucket(self.rate_limit, now), now)
+        peer = _Peer(token, addr, channel, self, now)
         self._peers[token] = peer
         self._by_addr[addr] = peer
         log.debug("session %016x for %s", token, peer.name)
@@ -432,36 +468,14 @@ class ChatServer:
         self._dirty[peer] = None
 
     def _deliver(self, deliveries: list[Delivery[_Peer]], now: float) -> None:
-        """Queue ``deliveries`` on the recipients' channels in order; drop whoever
-        overflows, with a leave notice to the others (lock held)."""
-        dirty = self._dirty
-        idle = not dirty
-        while deliveries:
-            overflowed: list[_Peer] = []
-            for delivery in deliveries:
-                event = delivery.event
-                frame = encode(event)
-                last = type(event) is ev.Goodbye
-                if last or type(event) is ev.Welcome:
-                    _log_session(delivery)
-                for peer in delivery.recipients:
-                    if peer.closing:
-                        continue
-                    if not peer.channel.send(frame):
-                        overflowed.append(peer)
-                        continue
-                    dirty[peer] = None
-                    if last:
-                        peer.closing = True
-                        peer.close_deadline = now + LINGER
-            deliveries = []
-            for peer in overflowed:
-                if peer.token in self._peers and not peer.closing:
-                    log.warning("%s is not keeping up; dropped", peer.name)
-                    self._count("slow consumer")
-                    deliveries += self._hub.disconnect(peer, "too slow to keep up with the chat")
-                    self._forget(peer)
-        if idle and dirty and not self._receiving:
+        """Queue ``deliveries`` on the recipients' channels in order, and wake the
+        pump if it has new work (lock held). A peer whose channel overflows is
+        cut off by the fan-out, as on every transport."""
+        if not deliveries:
+            return
+        idle = not self._dirty
+        fanout.deliver(self._hub, deliveries, servercli.log_session)
+        if idle and self._dirty and not self._receiving:
             self._wake.notify()
 
     def _forget(self, peer: _Peer) -> None:
@@ -559,20 +573,12 @@ class ChatServer:
                 self._count("expired")
                 out += hub.disconnect(peer, f"timed out after {self.idle_timeout:g} s of silence")
                 self._forget(peer)
-            elif hub.nick_of(peer) is None and now - peer.born > self.register_timeout:
+            elif peer.liveness.due(now, registered=hub.nick_of(peer) is not None) is Due.REGISTRATION_TIMEOUT:
                 log.info("%s did not register in time", peer.name)
                 out += hub.kick(peer, ErrorCode.REGISTRATION_TIMEOUT, "no nick registered in time")
             elif peer.held:
                 self._handle(peer, [], now)
         self._deliver(out, now)
-
-
-def _log_session(delivery: Delivery[_Peer]) -> None:
-    event = delivery.event
-    if isinstance(event, ev.Welcome):
-        log.info("%s registered as %s", delivery.recipients[0].name, event.nick)
-    elif log.isEnabledFor(logging.DEBUG) and isinstance(event, ev.Goodbye):
-        log.debug("goodbye to %d peer(s): %s", len(delivery.recipients), event.reason)
 
 
 # --- command line ----------------------------------------------------------------
@@ -609,6 +615,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             register_timeout=args.register_timeout,
             max_queue=args.max_queue,
             unreliable=args.unreliable,
+            max_rooms=args.max_rooms,
+            rooms_per_member=args.rooms_per_member,
         )
 
     return servercli.run(args, build, prog=prog, mode="(unreliable)" if args.unreliable else "")

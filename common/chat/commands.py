@@ -1,10 +1,14 @@
 """What a user types, turned into client events.
 
-``/nick NEW``, ``/msg NICK TEXT``, ``/me ACTION``, ``/who``, ``/help`` and
-``/quit [REASON]`` are commands; ``//text`` says ``/text``; any other line
-starting with ``/`` is an unknown command; everything else is a message.
-Both clients use this for their users and the TCP server for its plain-text
-dialect, so the three never disagree on what a line means.
+``/join #room``, ``/part [#room] [reason]``, ``/rooms``, ``/topic [text]``,
+``/names [#room]``, ``/nick NEW``, ``/msg NICK|#room TEXT``, ``/me ACTION``,
+``/who``, ``/help`` and ``/quit [REASON]`` are commands; ``//text`` says
+``/text``; any other line starting with ``/`` is an unknown command;
+everything else is a message to the current room.
+
+The current room is the reader's state (``common.chat.view`` keeps it), so the
+parser takes it as ``here``. Both clients use this for their users and the
+servers for the text dialect, so no two of them disagree on what a line means.
 """
 
 from __future__ import annotations
@@ -16,82 +20,131 @@ from typing import Final
 from common.chat import events as ev
 from common.wire.errors import ErrorCode, RuleError
 
+#: A parser gets what follows the command name and the current room (None: in no room).
+_Parse = Callable[[str, str | None], ev.ClientEvent]
+
 
 @dataclass(frozen=True, slots=True)
 class _Command:
     usage: str
     summary: str
-    build: Callable[[str], ev.ClientEvent]
+    parse: _Parse
 
 
-def _one_word(usage: str, build: Callable[[str], ev.ClientEvent]) -> Callable[[str], ev.ClientEvent]:
-    def parse(rest: str) -> ev.ClientEvent:
+def _usage(usage: str) -> RuleError:
+    return RuleError(ErrorCode.BAD_USAGE, f"usage: {usage}")
+
+
+def _in_a_room(here: str | None) -> str:
+    if here is None:
+        raise RuleError(ErrorCode.NOT_IN_ROOM, "you are in no room; /join #room first")
+    return here
+
+
+def _one_word(usage: str, build: Callable[[str], ev.ClientEvent]) -> _Parse:
+    def parse(rest: str, here: str | None) -> ev.ClientEvent:
         words = rest.split()
         if len(words) != 1:
-            raise RuleError(ErrorCode.BAD_USAGE, f"usage: {usage}")
+            raise _usage(usage)
         return build(words[0])
 
     return parse
 
 
-def _no_argument(usage: str, build: Callable[[], ev.ClientEvent]) -> Callable[[str], ev.ClientEvent]:
-    def parse(rest: str) -> ev.ClientEvent:
+def _no_argument(usage: str, build: Callable[[], ev.ClientEvent]) -> _Parse:
+    def parse(rest: str, here: str | None) -> ev.ClientEvent:
         if rest.strip():
-            raise RuleError(ErrorCode.BAD_USAGE, f"usage: {usage}")
+            raise _usage(usage)
         return build()
 
     return parse
 
 
-def _private(rest: str) -> ev.ClientEvent:
+def _room_or_here(usage: str, build: Callable[[str], ev.ClientEvent]) -> _Parse:
+    def parse(rest: str, here: str | None) -> ev.ClientEvent:
+        words = rest.split()
+        if len(words) > 1:
+            raise _usage(usage)
+        return build(words[0] if words else _in_a_room(here))
+
+    return parse
+
+
+def _private(rest: str, here: str | None) -> ev.ClientEvent:
     target, _, text = rest.strip().partition(" ")
     text = text.strip()
     if not target or not text:
-        raise RuleError(ErrorCode.BAD_USAGE, "usage: /msg NICK TEXT")
+        raise _usage("/msg NICK|#room TEXT")
+    if target.startswith("#"):
+        return ev.Say(target, text)
     return ev.Whisper(target, text)
 
 
-def _action(rest: str) -> ev.ClientEvent:
+def _action(rest: str, here: str | None) -> ev.ClientEvent:
     text = rest.strip()
     if not text:
-        raise RuleError(ErrorCode.BAD_USAGE, "usage: /me ACTION")
-    return ev.Act(text)
+        raise _usage("/me ACTION")
+    return ev.Act(_in_a_room(here), text)
+
+
+def _part(rest: str, here: str | None) -> ev.ClientEvent:
+    rest = rest.strip()
+    if rest.startswith("#"):
+        room, _, reason = rest.partition(" ")
+        return ev.Part(room, reason.strip())
+    return ev.Part(_in_a_room(here), rest)
+
+
+def _topic(rest: str, here: str | None) -> ev.ClientEvent:
+    text = rest.strip()
+    room = _in_a_room(here)
+    return ev.SetTopic(room, text) if text else ev.GetTopic(room)
 
 
 #: Every command a user can type, by name, in the order /help lists them.
 COMMANDS: Final = {
-    "nick": _Command("/nick NEW", "take another nick", _one_word("/nick NEW", ev.ChangeNick)),
-    "msg": _Command("/msg NICK TEXT", "send a private message", _private),
+    "join": _Command("/join #room", "join a room (made if new) and talk there", _one_word("/join #room", ev.Join)),
+    "part": _Command("/part [#room] [REASON]", "leave a room (this one by default)", _part),
+    "rooms": _Command("/rooms", "list the rooms, their sizes and topics", _no_argument("/rooms", ev.ListRooms)),
+    "topic": _Command("/topic [TEXT]", "show or set this room's topic", _topic),
+    "names": _Command("/names [#room]", "list who is in a room", _room_or_here("/names [#room]", ev.Names)),
+    "msg": _Command("/msg NICK|#room TEXT", "message one person, or a room of yours", _private),
     "me": _Command("/me ACTION", "describe an action: /me waves", _action),
+    "nick": _Command("/nick NEW", "take another nick", _one_word("/nick NEW", ev.ChangeNick)),
     "who": _Command("/who", "list who is online", _no_argument("/who", ev.Who)),
     "help": _Command("/help", "list the commands", _no_argument("/help", ev.Help)),
-    "quit": _Command("/quit [REASON]", "leave the chat", lambda rest: ev.Goodbye(rest.strip())),
+    "quit": _Command("/quit [REASON]", "leave the chat", lambda rest, here: ev.Goodbye(rest.strip())),
 }
 
 #: The lines that answer /help.
 HELP_LINES: Final = (
-    *(f"{cmd.usage:<16} {cmd.summary}" for cmd in COMMANDS.values()),
-    "//text           send a message that starts with /",
+    *(f"{cmd.usage:<22} {cmd.summary}" for cmd in COMMANDS.values()),
+    f"{'//text':<22} send a message that starts with /",
+    f"{'text':<22} say it in the current room",
 )
 
 
-def parse_input(line: str) -> ev.ClientEvent | None:
+def parse_input(line: str, here: str | None) -> ev.ClientEvent | None:
     """Turn one typed line (without its newline) into the event it asks for.
 
-    Returns None for a blank line, which asks for nothing.
+    Args:
+        here: the current room, where a plain line is said; None if in no room.
+
+    Returns:
+        None for a blank line, which asks for nothing.
 
     Raises:
-        RuleError: UNKNOWN_COMMAND, BAD_USAGE, or what the event refuses
-            (TEXT_TOO_LONG, BAD_TEXT, BAD_NICK).
+        RuleError: UNKNOWN_COMMAND, BAD_USAGE, NOT_IN_ROOM, or what the event
+            refuses (TEXT_TOO_LONG, BAD_TEXT, BAD_NICK, BAD_ROOM).
     """
     if not line.strip():
         return None
     if line.startswith("//"):
-        return ev.Say(line[1:])
+        return ev.Say(_in_a_room(here), line[1:])
     if not line.startswith("/"):
-        return ev.Say(line)
+        return ev.Say(_in_a_room(here), line)
     name, _, rest = line[1:].partition(" ")
     command = COMMANDS.get(name.lower())
     if command is None:
         raise RuleError(ErrorCode.UNKNOWN_COMMAND, f"unknown command /{name}; /help lists the commands")
-    return command.build(rest)
+    return command.parse(rest, here)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from common.wire.errors import ErrorCode, RuleError
-from common.wire.limits import MAX_ACK_RANGES, MAX_NICK, MAX_TEXT, WHO_CHUNK
+from common.wire.limits import MAX_ACK_RANGES, MAX_NICK, MAX_ROOM, MAX_TEXT, MAX_TOPIC, ROOMS_CHUNK, WHO_CHUNK
 
 # C0 controls but TAB, DEL, C1 controls, and lone surrogates (which cannot be
 # encoded as UTF-8). A line break inside a text would let one peer forge extra
@@ -63,6 +63,30 @@ def check_nick_shape(nick: str) -> None:
         raise RuleError(ErrorCode.BAD_NICK, f"a nick has 1 to {MAX_NICK} characters")
     if _FORBIDDEN.search(nick):
         raise RuleError(ErrorCode.BAD_NICK, "a nick cannot hold control characters")
+
+
+def check_room_shape(room: str) -> None:
+    """Refuse a room field that is not ``#`` and 1 to MAX_ROOM characters; the
+    full grammar is ``common.chat.rooms``.
+
+    Raises:
+        RuleError: BAD_ROOM.
+    """
+    if not (room.startswith("#") and 2 <= len(room) <= MAX_ROOM + 1):
+        raise RuleError(ErrorCode.BAD_ROOM, f"a room name is # and 1 to {MAX_ROOM} characters")
+    if _FORBIDDEN.search(room):
+        raise RuleError(ErrorCode.BAD_ROOM, "a room name cannot hold control characters")
+
+
+def check_topic(text: str) -> None:
+    """Refuse a topic (empty allowed: no topic) over MAX_TOPIC bytes or with controls.
+
+    Raises:
+        RuleError: TEXT_TOO_LONG or BAD_TEXT.
+    """
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_TOPIC:
+        raise RuleError(ErrorCode.TEXT_TOO_LONG, f"a topic is at most {MAX_TOPIC} bytes of UTF-8")
+    check_text(text, what="topic", allow_empty=True)
 
 
 def scrub(text: str) -> str:
@@ -117,21 +141,25 @@ class Register(ClientEvent):
 
 @dataclass(frozen=True, slots=True)
 class Say(ClientEvent):
-    """A chat message to everyone."""
+    """A chat message to the members of ``room`` (the sender must be one)."""
 
+    room: str
     text: str
 
     def __post_init__(self) -> None:
+        check_room_shape(self.room)
         check_text(self.text, what="message")
 
 
 @dataclass(frozen=True, slots=True)
 class Act(ClientEvent):
-    """An action, typed as ``/me waves``."""
+    """An action in ``room``, typed as ``/me waves``."""
 
+    room: str
     text: str
 
     def __post_init__(self) -> None:
+        check_room_shape(self.room)
         check_text(self.text, what="action")
 
 
@@ -167,6 +195,65 @@ class Help(ClientEvent):
     """Ask for the list of commands, typed as ``/help``."""
 
 
+@dataclass(frozen=True, slots=True)
+class Join(ClientEvent):
+    """Join ``room`` (created if it does not exist), typed as ``/join #room``."""
+
+    room: str
+
+    def __post_init__(self) -> None:
+        check_room_shape(self.room)
+
+
+@dataclass(frozen=True, slots=True)
+class Part(ClientEvent):
+    """Leave ``room``, typed as ``/part [#room] [reason]``."""
+
+    room: str
+    reason: str
+
+    def __post_init__(self) -> None:
+        check_room_shape(self.room)
+        check_text(self.reason, what="reason", allow_empty=True)
+
+
+@dataclass(frozen=True, slots=True)
+class ListRooms(ClientEvent):
+    """Ask for every room with its member count and topic, typed as ``/rooms``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Names(ClientEvent):
+    """Ask who is in ``room``, typed as ``/names [#room]``."""
+
+    room: str
+
+    def __post_init__(self) -> None:
+        check_room_shape(self.room)
+
+
+@dataclass(frozen=True, slots=True)
+class GetTopic(ClientEvent):
+    """Ask for ``room``'s topic, typed as ``/topic`` with no text."""
+
+    room: str
+
+    def __post_init__(self) -> None:
+        check_room_shape(self.room)
+
+
+@dataclass(frozen=True, slots=True)
+class SetTopic(ClientEvent):
+    """Set ``room``'s topic (empty clears it), typed as ``/topic TEXT``."""
+
+    room: str
+    text: str
+
+    def __post_init__(self) -> None:
+        check_room_shape(self.room)
+        check_topic(self.text)
+
+
 # --- server to client --------------------------------------------------------
 
 
@@ -184,24 +271,28 @@ class Welcome(ServerEvent):
 
 @dataclass(frozen=True, slots=True)
 class Message(ServerEvent):
-    """A chat message from ``sender``."""
+    """A chat message from ``sender`` in ``room``."""
 
+    room: str
     sender: str
     text: str
 
     def __post_init__(self) -> None:
+        check_room_shape(self.room)
         check_nick_shape(self.sender)
         check_text(self.text, what="message")
 
 
 @dataclass(frozen=True, slots=True)
 class Action(ServerEvent):
-    """An action by ``sender`` (``* alice waves``)."""
+    """An action by ``sender`` in ``room`` (``* alice waves``)."""
 
+    room: str
     sender: str
     text: str
 
     def __post_init__(self) -> None:
+        check_room_shape(self.room)
         check_nick_shape(self.sender)
         check_text(self.text, what="action")
 
@@ -220,17 +311,33 @@ class Private(ServerEvent):
 
 @dataclass(frozen=True, slots=True)
 class Joined(ServerEvent):
-    """Notice: ``nick`` joined."""
+    """Notice: ``nick`` joined ``room``. To the joiner too: it is in the room now."""
 
+    room: str
     nick: str
 
     def __post_init__(self) -> None:
+        check_room_shape(self.room)
         check_nick_shape(self.nick)
 
 
 @dataclass(frozen=True, slots=True)
+class Parted(ServerEvent):
+    """Notice: ``nick`` left ``room`` (not the server), for ``reason`` (may be empty)."""
+
+    room: str
+    nick: str
+    reason: str
+
+    def __post_init__(self) -> None:
+        check_room_shape(self.room)
+        check_nick_shape(self.nick)
+        check_text(self.reason, what="reason", allow_empty=True)
+
+
+@dataclass(frozen=True, slots=True)
 class Left(ServerEvent):
-    """Notice: ``nick`` left, for ``reason`` (may be empty)."""
+    """Notice: ``nick`` left the server, for ``reason`` (may be empty)."""
 
     nick: str
     reason: str
@@ -253,17 +360,71 @@ class Renamed(ServerEvent):
 
 
 @dataclass(frozen=True, slots=True)
-class WhoReply(ServerEvent):
-    """Part of the answer to ``Who``: up to WHO_CHUNK nicks; ``more`` if parts follow."""
+class Topic(ServerEvent):
+    """``room``'s topic ``text`` (empty: none), set by ``setter`` at ``time`` (Unix
+    seconds; empty and 0 if never set). ``changed``: a notice that it was just
+    set; otherwise an answer to ``GetTopic`` or a joiner's briefing."""
 
+    room: str
+    text: str
+    setter: str
+    time: int
+    changed: bool
+
+    def __post_init__(self) -> None:
+        check_room_shape(self.room)
+        check_topic(self.text)
+        if self.setter:
+            check_nick_shape(self.setter)
+        _check_u64(self.time, "time")
+
+
+@dataclass(frozen=True, slots=True)
+class WhoReply(ServerEvent):
+    """Part of the answer to ``Who`` (``room`` empty) or ``Names`` (``room`` named):
+    up to WHO_CHUNK nicks; ``more`` if parts follow."""
+
+    room: str
     nicks: tuple[str, ...]
     more: bool
 
     def __post_init__(self) -> None:
+        if self.room:
+            check_room_shape(self.room)
         if len(self.nicks) > WHO_CHUNK:
             raise RuleError(ErrorCode.MALFORMED, f"a WhoReply holds at most {WHO_CHUNK} nicks")
         for nick in self.nicks:
             check_nick_shape(nick)
+
+
+@dataclass(frozen=True, slots=True)
+class RoomInfo:
+    """One row of a ``RoomList``: a room, how many are in it, its topic."""
+
+    room: str
+    members: int
+    topic: str
+
+    def __post_init__(self) -> None:
+        check_room_shape(self.room)
+        _check_u64(self.members, "members")
+        check_topic(self.topic)
+
+
+@dataclass(frozen=True, slots=True)
+class RoomList(ServerEvent):
+    """Part of the answer to ``ListRooms``: up to ROOMS_CHUNK rooms by name;
+    ``more`` if parts follow."""
+
+    rooms: tuple[RoomInfo, ...]
+    more: bool
+
+    def __post_init__(self) -> None:
+        if len(self.rooms) > ROOMS_CHUNK:
+            raise RuleError(ErrorCode.MALFORMED, f"a RoomList holds at most {ROOMS_CHUNK} rooms")
+        for info in self.rooms:
+            if not isinstance(info, RoomInfo):
+                raise RuleError(ErrorCode.MALFORMED, "a RoomList holds RoomInfo rows")
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +448,12 @@ class Error(ServerEvent):
         if not isinstance(self.code, ErrorCode):
             raise RuleError(ErrorCode.MALFORMED, f"unknown error code {self.code!r}")
         check_text(self.detail, what="error detail", allow_empty=True)
+
+
+#: Server events that belong to one room: they carry a ``room`` field, are
+#: numbered in that room's log, and are shown with the room when it is not the
+#: reader's current one.
+ROOM_EVENTS: Final = (Message, Action, Joined, Parted, Topic)
 
 
 # --- either way --------------------------------------------------------------

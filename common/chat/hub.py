@@ -1,82 +1,176 @@
-"""The chat state: who is here, under which nick, and who receives what.
+"""The chat state: who is here, under which nick, in which rooms, and who receives what.
 
-The hub is transport-agnostic: a connection is any hashable id the transport
-chooses (a connection object, a UDP session token). Every method returns the
-deliveries to make, in order, and sends nothing itself; a transport that calls
-the hub under one lock and queues the deliveries before releasing it gives
-every member the whole conversation in one total order.
+The hub decides; it never sends. A connection is any hashable id the
+transport chooses (a connection object, a UDP peer). Every method returns the
+deliveries to make, in order: a transport that calls the hub under one lock
+and hands the deliveries to ``common.fanout`` before releasing it gives every
+member the whole conversation in one total order, so every member of a room
+sees that room's events in the same order.
+
+Room events (messages, actions, joins, parts, topic changes) are first
+appended to the fact log (``common.ports.FactLog``), which numbers them per
+room, and only then delivered; nick ownership goes through
+``common.ports.NickOwners``. The defaults keep both in memory.
 
 The transport's side of the contract:
 
 - ``connect(conn)`` when a client arrives, before anything it says;
-- ``receive(conn, event)`` for each event decoded from it, and
-  ``reject(conn, error)`` for each decoding error;
+- ``take(conn, items, now)`` for what it said: decoded events, and the
+  decoding errors in their place (``receive`` and ``reject`` one at a time);
 - ``kick(conn, code, detail)`` to end a session for its own reasons (idle,
   slow, flooding), and ``disconnect(conn, reason)`` when the peer vanished;
 - ``shutdown(reason)`` to say goodbye to everyone.
 
-A ``Goodbye`` delivered to a connection is the last event it gets: the hub has
-forgotten the connection already, and the transport flushes what is queued for
-it and closes it.
+A delivery marked ``last`` is the last a connection gets (its ``Goodbye``):
+the hub has forgotten the connection already, and the transport flushes what
+is queued for it and closes it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
 
 from common.chat import events as ev
 from common.chat.commands import HELP_LINES
+from common.chat.log import MemoryLog, MemoryNicks
 from common.chat.nicks import check_nick, nick_key
+from common.chat.rooms import LOBBY, check_room, room_key
+from common.ports import Fact, FactLog, NickOwners
 from common.wire.errors import ErrorCode, FrameRejected, ProtocolError, RuleError
-from common.wire.limits import WHO_CHUNK
+from common.wire.limits import ROOMS_CHUNK, WHO_CHUNK
 
 C = TypeVar("C", bound=Hashable)
 
 #: Errors that refuse a registration (and end a framed client's connection).
 _REGISTRATION_CODES: Final = frozenset({ErrorCode.BAD_NICK, ErrorCode.NICK_TAKEN})
 
+#: Rooms one member may be in at once, unless told otherwise.
+DEFAULT_ROOMS_PER_MEMBER: Final = 32
+
+#: Rooms a server holds at once, unless told otherwise.
+DEFAULT_MAX_ROOMS: Final = 10_000
+
 
 @dataclass(frozen=True, slots=True)
 class Delivery(Generic[C]):
-    """Send ``event`` to each of ``recipients``, in this order relative to the others."""
+    """Send ``event`` to each of ``recipients``, in this order relative to the others.
+
+    ``last``: the event is the recipients' last (a Goodbye); close after it.
+    ``fact``: the room event as the log numbered it, for room events.
+    """
 
     recipients: tuple[C, ...]
     event: ev.ServerEvent
+    last: bool = False
+    fact: Fact | None = None
+
+
+class _Room(Generic[C]):
+    """A room: its members in join order, its topic, and the audiences it hands out."""
+
+    __slots__ = ("_everyone", "_others", "key", "members", "name", "topic", "topic_at", "topic_by")
+
+    def __init__(self, name: str, key: str) -> None:
+        self.name = name
+        self.key = key
+        self.members: dict[C, None] = {}
+        self.topic = ""
+        self.topic_by = ""
+        self.topic_at = 0
+        self._everyone: tuple[C, ...] | None = None
+        self._others: dict[C, tuple[C, ...]] = {}
+
+    def everyone(self) -> tuple[C, ...]:
+        if self._everyone is None:
+            self._everyone = tuple(self.members)
+        return self._everyone
+
+    def others(self, conn: C) -> tuple[C, ...]:
+        """Every member but ``conn``: the same tuple each time until the members
+        change, so the fan-out can tell a run of one sender's messages cheaply."""
+        others = self._others.get(conn)
+        if others is None:
+            others = self._others[conn] = tuple(c for c in self.members if c != conn)
+        return others
+
+    def changed(self) -> None:
+        self._everyone = None
+        self._others.clear()
+
+    def topic_event(self, *, changed: bool) -> ev.Topic:
+        return ev.Topic(self.name, self.topic, self.topic_by, self.topic_at, changed)
+
+
+class _Member(Generic[C]):
+    __slots__ = ("nick", "rooms")
+
+    def __init__(self, nick: str) -> None:
+        self.nick = nick
+        self.rooms: dict[str, _Room[C]] = {}  # by room key, in join order
 
 
 class Hub(Generic[C]):
-    """Members, nicks and the routing of every event; see the module docstring.
+    """Members, nicks, rooms and the routing of every event; see the module docstring.
 
     Args:
         max_clients: most connections at once, registered or not; 0 for no limit.
+        max_rooms: most rooms at once on this server.
+        rooms_per_member: most rooms one member may be in at once.
+        log: where room events are recorded and numbered.
+        nicks: who holds which nick.
     """
 
-    def __init__(self, *, max_clients: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        max_clients: int = 0,
+        max_rooms: int = DEFAULT_MAX_ROOMS,
+        rooms_per_member: int = DEFAULT_ROOMS_PER_MEMBER,
+        log: FactLog | None = None,
+        nicks: NickOwners[C] | None = None,
+    ) -> None:
         self.max_clients = max_clients
-        self._nicks: dict[C, str] = {}  # member -> nick as shown, in join order
-        self._owners: dict[str, C] = {}  # nick_key -> member
+        self.max_rooms = max_rooms
+        self.rooms_per_member = rooms_per_member
+        self._log: FactLog = MemoryLog() if log is None else log
+        self._owners: NickOwners[C] = MemoryNicks() if nicks is None else nicks
+        self._members: dict[C, _Member[C]] = {}  # in registration order
         self._pending: dict[C, bool] = {}  # not registered yet -> may retry a refused nick
-        self._everyone: tuple[C, ...] | None = None  # cache of the members
-        self._others: dict[C, tuple[C, ...]] = {}  # cache: every member but the key
+        self._rooms: dict[str, _Room[C]] = {}  # by room key
 
     # --- queries -----------------------------------------------------------------
 
     def __contains__(self, conn: object) -> bool:
-        return conn in self._nicks or conn in self._pending
+        return conn in self._members or conn in self._pending
 
     def __len__(self) -> int:
         """Connections the hub knows, registered or not."""
-        return len(self._nicks) + len(self._pending)
+        return len(self._members) + len(self._pending)
 
     def nick_of(self, conn: C) -> str | None:
         """The member's nick, or None if ``conn`` has not registered."""
-        return self._nicks.get(conn)
+        member = self._members.get(conn)
+        return None if member is None else member.nick
 
     def nicks(self) -> tuple[str, ...]:
-        """Every member's nick, in join order."""
-        return tuple(self._nicks.values())
+        """Every member's nick, in registration order."""
+        return tuple(m.nick for m in self._members.values())
+
+    def rooms_of(self, conn: C) -> tuple[str, ...]:
+        """The rooms ``conn`` is in, in the order it joined them."""
+        member = self._members.get(conn)
+        return () if member is None else tuple(r.name for r in member.rooms.values())
+
+    def room_members(self, room: str) -> tuple[C, ...]:
+        """Who is in ``room``, in join order (empty if there is no such room)."""
+        found = self._rooms.get(room_key(room))
+        return () if found is None else found.everyone()
+
+    def room_names(self) -> tuple[str, ...]:
+        """Every room that exists now."""
+        return tuple(r.name for r in self._rooms.values())
 
     # --- the transport's calls ---------------------------------------------------
 
@@ -90,17 +184,37 @@ class Hub(Generic[C]):
         self._pending[conn] = may_retry
         return []
 
-    def receive(self, conn: C, event: ev.Event) -> list[Delivery[C]]:
-        """The client ``conn`` said ``event``."""
-        if conn in self._nicks:
+    def take(self, conn: C, items: Iterable[ev.Event | ProtocolError], now: float) -> list[Delivery[C]]:
+        """What ``conn`` sent, in order: decoded events and decoding errors.
+
+        Events that are not client events (a client sending ``Message``, a UDP
+        session frame inside the chat stream) are refused as UNEXPECTED_FRAME.
+        """
+        out: list[Delivery[C]] = []
+        for item in items:
+            if isinstance(item, ev.ClientEvent):
+                out += self.receive(conn, item, now)
+            elif isinstance(item, ProtocolError):
+                out += self.reject(conn, item)
+            else:
+                name = type(item).__name__
+                out += self.reject(conn, FrameRejected(ErrorCode.UNEXPECTED_FRAME, f"a client does not send {name}"))
+        return out
+
+    def receive(self, conn: C, event: ev.ClientEvent, now: float) -> list[Delivery[C]]:
+        """The client ``conn`` said ``event`` at server time ``now`` (Unix seconds)."""
+        if conn in self._members:
             handler = _MEMBER_HANDLERS.get(type(event))
+            if handler is None:
+                return [_to(conn, ev.Error(ErrorCode.ALREADY_REGISTERED, "you have a nick already; /nick changes it"))]
         elif conn in self._pending:
             handler = _PENDING_HANDLERS.get(type(event))
+            if handler is None:
+                name = type(event).__name__
+                return [_to(conn, ev.Error(ErrorCode.NOT_REGISTERED, f"register a nick before {name}"))]
         else:
             return []  # gone already; a late event from it changes nothing
-        if handler is None:
-            return [_to(conn, ev.Error(*self._refusal(conn, event)))]
-        return handler(self, conn, event)
+        return handler(self, conn, event, now)
 
     def reject(self, conn: C, error: ProtocolError) -> list[Delivery[C]]:
         """Decoding what ``conn`` sent failed with ``error``."""
@@ -117,67 +231,57 @@ class Hub(Generic[C]):
         if conn not in self:
             return []
         detail = ev.scrub(detail)
-        nick = self._forget(conn)
-        out = _farewell(conn, code, detail)
-        if nick is not None and self._nicks:
-            out.append(Delivery(self._members(), ev.Left(nick, detail)))
-        return out
+        return _farewell(conn, code, detail) + self._leave(conn, detail)
 
     def disconnect(self, conn: C, reason: str) -> list[Delivery[C]]:
         """``conn`` is gone (closed, reset, silent); tell the others."""
-        nick = self._forget(conn)
-        if nick is None or not self._nicks:
-            return []
-        return [Delivery(self._members(), ev.Left(nick, ev.scrub(reason)))]
+        return self._leave(conn, ev.scrub(reason))
 
     def shutdown(self, reason: str) -> list[Delivery[C]]:
         """Say goodbye to every connection and forget them all."""
-        everyone = (*self._nicks, *self._pending)
-        self._nicks.clear()
-        self._owners.clear()
+        everyone = (*self._members, *self._pending)
+        for conn, member in self._members.items():
+            self._owners.release(nick_key(member.nick), conn)
+        self._members.clear()
         self._pending.clear()
-        self._membership_changed()
+        for key in self._rooms:
+            self._log.forget(key)
+        self._rooms.clear()
         if not everyone:
             return []
         reason = ev.scrub(reason)
         return [
             Delivery(everyone, ev.Error(ErrorCode.SHUTTING_DOWN, reason)),
-            Delivery(everyone, ev.Goodbye(reason)),
+            Delivery(everyone, ev.Goodbye(reason), last=True),
         ]
 
     # --- bookkeeping -------------------------------------------------------------
 
-    def _members(self) -> tuple[C, ...]:
-        if self._everyone is None:
-            self._everyone = tuple(self._nicks)
-        return self._everyone
+    def _leave(self, conn: C, reason: str) -> list[Delivery[C]]:
+        """Forget ``conn``; tell whoever shared a room with it that it left."""
+        if self._pending.pop(conn, None) is not None:
+            return []
+        member = self._members.pop(conn, None)
+        if member is None:
+            return []
+        self._owners.release(nick_key(member.nick), conn)
+        audience = _audience(member.rooms.values(), conn)
+        for room in list(member.rooms.values()):
+            self._drop(conn, member, room)
+        return [Delivery(audience, ev.Left(member.nick, reason))] if audience else []
 
-    def _others_of(self, conn: C) -> tuple[C, ...]:
-        others = self._others.get(conn)
-        if others is None:
-            others = self._others[conn] = tuple(c for c in self._nicks if c != conn)
-        return others
+    def _drop(self, conn: C, member: _Member[C], room: _Room[C]) -> None:
+        """Take ``conn`` out of ``room``; an empty room is gone, with its topic."""
+        del member.rooms[room.key]
+        del room.members[conn]
+        room.changed()
+        if not room.members:
+            del self._rooms[room.key]
+            self._log.forget(room.key)
 
-    def _membership_changed(self) -> None:
-        self._everyone = None
-        self._others.clear()
-
-    def _forget(self, conn: C) -> str | None:
-        """Remove ``conn``; return its nick if it was a member."""
-        self._pending.pop(conn, None)
-        nick = self._nicks.pop(conn, None)
-        if nick is not None:
-            del self._owners[nick_key(nick)]
-            self._membership_changed()
-        return nick
-
-    def _refusal(self, conn: C, event: ev.Event) -> tuple[ErrorCode, str]:
-        name = type(event).__name__
-        if not isinstance(event, ev.ClientEvent):
-            return ErrorCode.UNEXPECTED_FRAME, f"a client does not send {name}"
-        if conn in self._pending:
-            return ErrorCode.NOT_REGISTERED, f"register a nick before {name}"
-        return ErrorCode.ALREADY_REGISTERED, "this connection has a nick already; /nick changes it"
+    def _publish(self, room: _Room[C], audience: tuple[C, ...], event: ev.ServerEvent, now: float) -> Delivery[C]:
+        """Record a room event in the log, then address it: the one way a room event goes out."""
+        return Delivery(audience, event, fact=self._log.append(room.key, room.name, now, event))
 
     def _refuse_registration(self, conn: C, code: ErrorCode, detail: str) -> list[Delivery[C]]:
         if self._pending[conn]:
@@ -185,76 +289,145 @@ class Hub(Generic[C]):
         del self._pending[conn]
         return _farewell(conn, code, detail)
 
+    def _member_room(self, conn: C, name: str) -> _Room[C] | ev.Error:
+        """The room ``name`` if ``conn`` is in it, or the error to answer."""
+        room = self._members[conn].rooms.get(room_key(name))
+        if room is None:
+            return ev.Error(ErrorCode.NOT_IN_ROOM, f"you are not in {name}; /join {name} first")
+        return room
+
+    def _join(self, conn: C, member: _Member[C], name: str, now: float) -> list[Delivery[C]]:
+        try:
+            name = check_room(name)
+        except RuleError as exc:
+            return [_to(conn, ev.Error(exc.code, exc.detail))]
+        key = room_key(name)
+        if key in member.rooms:
+            return [_to(conn, ev.Reply(f"you are in {member.rooms[key].name} already"))]
+        if len(member.rooms) >= self.rooms_per_member:
+            detail = f"you are in {self.rooms_per_member} rooms, the most one may be in; /part one first"
+            return [_to(conn, ev.Error(ErrorCode.TOO_MANY_ROOMS, detail))]
+        room = self._rooms.get(key)
+        if room is None:
+            if len(self._rooms) >= self.max_rooms and name != LOBBY:
+                detail = f"the server holds {self.max_rooms} rooms, its most; join one of them"
+                return [_to(conn, ev.Error(ErrorCode.TOO_MANY_ROOMS, detail))]
+            room = self._rooms[key] = _Room(name, key)
+        room.members[conn] = None
+        room.changed()
+        member.rooms[key] = room
+        out = [self._publish(room, room.everyone(), ev.Joined(room.name, member.nick), now)]
+        if room.topic:
+            out.append(_to(conn, room.topic_event(changed=False)))
+        return out
+
     # --- handlers, by event type (tables at the end of the module) ---------------
 
-    def _on_register(self, conn: C, event: ev.Register) -> list[Delivery[C]]:
+    def _on_register(self, conn: C, event: ev.Register, now: float) -> list[Delivery[C]]:
         try:
             nick = check_nick(event.nick)
         except RuleError as exc:
             return self._refuse_registration(conn, exc.code, exc.detail)
-        key = nick_key(nick)
-        if key in self._owners:
+        if not self._owners.claim(nick_key(nick), conn):
             return self._refuse_registration(conn, ErrorCode.NICK_TAKEN, f"the nick {nick} is taken")
-        others = self._members()
         del self._pending[conn]
-        self._nicks[conn] = nick
-        self._owners[key] = conn
-        self._membership_changed()
-        out = [_to(conn, ev.Welcome(nick, len(self._nicks)))]
-        if others:
-            out.append(Delivery(others, ev.Joined(nick)))
-        return out
+        member = self._members[conn] = _Member[C](nick)
+        return [_to(conn, ev.Welcome(nick, len(self._members))), *self._join(conn, member, LOBBY, now)]
 
-    def _on_say(self, conn: C, event: ev.Say) -> list[Delivery[C]]:
-        others = self._others_of(conn)
-        return [Delivery(others, ev.Message(self._nicks[conn], event.text))] if others else []
+    def _on_say(self, conn: C, event: ev.Say, now: float) -> list[Delivery[C]]:
+        room = self._member_room(conn, event.room)
+        if isinstance(room, ev.Error):
+            return [_to(conn, room)]
+        others = room.others(conn)
+        message = ev.Message(room.name, self._members[conn].nick, event.text)
+        return [self._publish(room, others, message, now)]
 
-    def _on_act(self, conn: C, event: ev.Act) -> list[Delivery[C]]:
-        others = self._others_of(conn)
-        return [Delivery(others, ev.Action(self._nicks[conn], event.text))] if others else []
+    def _on_act(self, conn: C, event: ev.Act, now: float) -> list[Delivery[C]]:
+        room = self._member_room(conn, event.room)
+        if isinstance(room, ev.Error):
+            return [_to(conn, room)]
+        others = room.others(conn)
+        action = ev.Action(room.name, self._members[conn].nick, event.text)
+        return [self._publish(room, others, action, now)]
 
-    def _on_whisper(self, conn: C, event: ev.Whisper) -> list[Delivery[C]]:
-        target = self._owners.get(nick_key(event.to))
-        if target is None:
+    def _on_whisper(self, conn: C, event: ev.Whisper, now: float) -> list[Delivery[C]]:
+        target = self._owners.owner(nick_key(event.to))
+        if target is None or target not in self._members:
             return [_to(conn, ev.Error(ErrorCode.NO_SUCH_NICK, f"nobody is called {event.to}"))]
-        return [_to(target, ev.Private(self._nicks[conn], event.text))]
+        return [_to(target, ev.Private(self._members[conn].nick, event.text))]
 
-    def _on_change_nick(self, conn: C, event: ev.ChangeNick) -> list[Delivery[C]]:
+    def _on_change_nick(self, conn: C, event: ev.ChangeNick, now: float) -> list[Delivery[C]]:
         try:
             nick = check_nick(event.nick)
         except RuleError as exc:
             return [_to(conn, ev.Error(exc.code, exc.detail))]
-        old = self._nicks[conn]
+        member = self._members[conn]
+        old = member.nick
         if nick == old:
             return [_to(conn, ev.Reply(f"you are {old} already"))]
-        key = nick_key(nick)
-        if self._owners.get(key, conn) != conn:
+        key, old_key = nick_key(nick), nick_key(old)
+        if key != old_key and not self._owners.claim(key, conn):
             return [_to(conn, ev.Error(ErrorCode.NICK_TAKEN, f"the nick {nick} is taken"))]
-        del self._owners[nick_key(old)]
-        self._owners[key] = conn
-        self._nicks[conn] = nick
-        return [Delivery(self._members(), ev.Renamed(old, nick))]
+        if key != old_key:
+            self._owners.release(old_key, conn)
+        member.nick = nick
+        return [Delivery((conn, *_audience(member.rooms.values(), conn)), ev.Renamed(old, nick))]
 
-    def _on_who(self, conn: C, event: ev.Who) -> list[Delivery[C]]:
-        nicks = tuple(self._nicks.values())
-        starts = range(0, len(nicks), WHO_CHUNK)
-        return [_to(conn, ev.WhoReply(nicks[i : i + WHO_CHUNK], i + WHO_CHUNK < len(nicks))) for i in starts]
+    def _on_who(self, conn: C, event: ev.Who, now: float) -> list[Delivery[C]]:
+        return _chunked_names(conn, "", self.nicks())
 
-    def _on_help(self, conn: C, event: ev.Help) -> list[Delivery[C]]:
+    def _on_names(self, conn: C, event: ev.Names, now: float) -> list[Delivery[C]]:
+        room = self._rooms.get(room_key(event.room))
+        if room is None:
+            return [_to(conn, ev.Error(ErrorCode.NO_SUCH_ROOM, f"there is no room {event.room}"))]
+        return _chunked_names(conn, room.name, tuple(self._members[c].nick for c in room.members))
+
+    def _on_list_rooms(self, conn: C, event: ev.ListRooms, now: float) -> list[Delivery[C]]:
+        rows = [ev.RoomInfo(r.name, len(r.members), r.topic) for r in sorted(self._rooms.values(), key=_by_key)]
+        if not rows:
+            return [_to(conn, ev.RoomList((), False))]
+        starts = range(0, len(rows), ROOMS_CHUNK)
+        return [_to(conn, ev.RoomList(tuple(rows[i : i + ROOMS_CHUNK]), i + ROOMS_CHUNK < len(rows))) for i in starts]
+
+    def _on_join(self, conn: C, event: ev.Join, now: float) -> list[Delivery[C]]:
+        return self._join(conn, self._members[conn], event.room, now)
+
+    def _on_part(self, conn: C, event: ev.Part, now: float) -> list[Delivery[C]]:
+        room = self._member_room(conn, event.room)
+        if isinstance(room, ev.Error):
+            return [_to(conn, room)]
+        member = self._members[conn]
+        out = [self._publish(room, room.everyone(), ev.Parted(room.name, member.nick, event.reason), now)]
+        self._drop(conn, member, room)
+        return out
+
+    def _on_get_topic(self, conn: C, event: ev.GetTopic, now: float) -> list[Delivery[C]]:
+        room = self._rooms.get(room_key(event.room))
+        if room is None:
+            return [_to(conn, ev.Error(ErrorCode.NO_SUCH_ROOM, f"there is no room {event.room}"))]
+        return [_to(conn, room.topic_event(changed=False))]
+
+    def _on_set_topic(self, conn: C, event: ev.SetTopic, now: float) -> list[Delivery[C]]:
+        room = self._member_room(conn, event.room)
+        if isinstance(room, ev.Error):
+            return [_to(conn, room)]
+        room.topic = event.text
+        room.topic_by = self._members[conn].nick if event.text else ""
+        room.topic_at = int(now) if event.text else 0
+        changed = ev.Topic(room.name, event.text, self._members[conn].nick, int(now), True)
+        return [self._publish(room, room.everyone(), changed, now)]
+
+    def _on_help(self, conn: C, event: ev.Help, now: float) -> list[Delivery[C]]:
         return [_to(conn, ev.Reply(line)) for line in HELP_LINES]
 
-    def _on_ping(self, conn: C, event: ev.Ping) -> list[Delivery[C]]:
+    def _on_ping(self, conn: C, event: ev.Ping, now: float) -> list[Delivery[C]]:
         return [_to(conn, ev.Pong(event.nonce))]
 
-    def _on_pong(self, conn: C, event: ev.Pong) -> list[Delivery[C]]:
+    def _on_pong(self, conn: C, event: ev.Pong, now: float) -> list[Delivery[C]]:
         return []  # the transport saw traffic; that is all a pong is for
 
-    def _on_goodbye(self, conn: C, event: ev.Goodbye) -> list[Delivery[C]]:
-        nick = self._forget(conn)
-        out = [_to(conn, ev.Goodbye("bye"))]
-        if nick is not None and self._nicks:
-            out.append(Delivery(self._members(), ev.Left(nick, event.reason)))
-        return out
+    def _on_goodbye(self, conn: C, event: ev.Goodbye, now: float) -> list[Delivery[C]]:
+        return [Delivery((conn,), ev.Goodbye("bye"), last=True), *self._leave(conn, event.reason)]
 
 
 def _to(conn: C, event: ev.ServerEvent) -> Delivery[C]:
@@ -262,13 +435,31 @@ def _to(conn: C, event: ev.ServerEvent) -> Delivery[C]:
 
 
 def _farewell(conn: C, code: ErrorCode, detail: str) -> list[Delivery[C]]:
-    return [_to(conn, ev.Error(code, detail)), _to(conn, ev.Goodbye(detail))]
+    return [_to(conn, ev.Error(code, detail)), Delivery((conn,), ev.Goodbye(detail), last=True)]
 
 
-_Handler = Callable[[Hub[Any], Any, Any], list[Delivery[Any]]]
+def _audience(rooms: Iterable[_Room[C]], conn: C) -> tuple[C, ...]:
+    """Everyone who shares at least one of ``rooms`` with ``conn``, ``conn`` excluded."""
+    seen: dict[C, None] = {}
+    for room in rooms:
+        seen.update(dict.fromkeys(room.members))
+    seen.pop(conn, None)
+    return tuple(seen)
+
+
+def _chunked_names(conn: C, room: str, nicks: tuple[str, ...]) -> list[Delivery[C]]:
+    starts = range(0, max(1, len(nicks)), WHO_CHUNK)
+    return [_to(conn, ev.WhoReply(room, nicks[i : i + WHO_CHUNK], i + WHO_CHUNK < len(nicks))) for i in starts]
+
+
+def _by_key(room: _Room[Any]) -> str:
+    return room.key
+
+
+_Handler = Callable[[Hub[Any], Any, Any, float], list[Delivery[Any]]]
 
 #: What a connection may say before it has a nick.
-_PENDING_HANDLERS: Final[dict[type[ev.Event], _Handler]] = {
+_PENDING_HANDLERS: Final[dict[type[ev.ClientEvent], _Handler]] = {
     ev.Register: Hub._on_register,
     ev.Help: Hub._on_help,
     ev.Ping: Hub._on_ping,
@@ -277,12 +468,18 @@ _PENDING_HANDLERS: Final[dict[type[ev.Event], _Handler]] = {
 }
 
 #: What a member may say.
-_MEMBER_HANDLERS: Final[dict[type[ev.Event], _Handler]] = {
+_MEMBER_HANDLERS: Final[dict[type[ev.ClientEvent], _Handler]] = {
     ev.Say: Hub._on_say,
     ev.Act: Hub._on_act,
     ev.Whisper: Hub._on_whisper,
     ev.ChangeNick: Hub._on_change_nick,
     ev.Who: Hub._on_who,
+    ev.Join: Hub._on_join,
+    ev.Part: Hub._on_part,
+    ev.ListRooms: Hub._on_list_rooms,
+    ev.Names: Hub._on_names,
+    ev.GetTopic: Hub._on_get_topic,
+    ev.SetTopic: Hub._on_set_topic,
     ev.Help: Hub._on_help,
     ev.Ping: Hub._on_ping,
     ev.Pong: Hub._on_pong,

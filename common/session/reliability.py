@@ -250,9 +250,10 @@ class Channel:
 
     # --- sending -----------------------------------------------------------------
 
-    def send(self, frame: bytes) -> bool:
+    def send(self, frame: bytes, *, force: bool = False) -> bool:
         """Queue one encoded frame for delivery; False (and nothing queued) if the
-        backlog cannot take it.
+        backlog cannot take it. ``force``: queue it past the bound (a session's
+        last words, which are small).
 
         Raises:
             LocalProtocolError: the frame is empty or larger than MAX_FRAME.
@@ -261,7 +262,7 @@ class Channel:
         if 0 < size <= MAX_CHUNK:
             # The common case, inlined: one frame, one segment.
             cost = size + DATA_OVERHEAD
-            if self._backlog_bytes + cost > self.max_backlog and self._backlog:
+            if self._backlog_bytes + cost > self.max_backlog and self._backlog and not force:
                 return False
             seq = self._next_seq
             self._next_seq = seq + 1
@@ -271,7 +272,7 @@ class Channel:
             return True
         chunks = split_frame(frame)
         cost = size + DATA_OVERHEAD * len(chunks)
-        if self._backlog_bytes + cost > self.max_backlog and self._backlog:
+        if self._backlog_bytes + cost > self.max_backlog and self._backlog and not force:
             return False
         seq = self._next_seq
         remaining = len(chunks) - 1

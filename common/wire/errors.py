@@ -61,6 +61,14 @@ class ErrorCode(IntEnum):
     UNKNOWN_COMMAND = 207
     #: A known /command with missing or extra arguments.
     BAD_USAGE = 208
+    #: The room name breaks the room rules.
+    BAD_ROOM = 209
+    #: The request names a room the sender is not in.
+    NOT_IN_ROOM = 210
+    #: The request names a room that does not exist.
+    NO_SUCH_ROOM = 211
+    #: Joining would pass the rooms-per-member or rooms-per-server limit.
+    TOO_MANY_ROOMS = 212
 
     # 3xx: server policy ended or limited the session.
     #: The server has --max-clients members already.

@@ -5,12 +5,12 @@ A frame is an 8-byte header and a payload::
     offset  size  field
     0       2     magic    0xC1 0x54 (0xC1 never begins valid UTF-8, so a
                            text line can never be taken for a frame)
-    2       1     version  1
+    2       1     version  2
     3       1     type     FrameType
     4       4     length   payload bytes, big-endian; header + payload <= MAX_FRAME
 
 The payload is the event's fields, in declaration order, each laid out by its
-kind (``_KINDS`` below; PROTOCOL.md has the same table).
+kind (the ``Packer``/``Unpacker`` pairs below; PROTOCOL.md has the same table).
 
 Strategy: one table, ``_LAYOUTS``, maps every event class to its frame type and
 field kinds; the encoder and both decoders are driven by it, so adding a frame
@@ -25,7 +25,7 @@ because the length tells where the next frame starts.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import fields as dataclass_fields
 from enum import Enum, IntEnum
 from typing import Any, Final
@@ -35,7 +35,8 @@ from common.wire.errors import ErrorCode, FrameRejected, LocalProtocolError, Rem
 from common.wire.limits import MAX_DATAGRAM, MAX_FRAME
 
 MAGIC: Final = b"\xc1\x54"
-VERSION: Final = 1
+#: 2 since rooms: Say, Act, Message, Action, Joined and WhoReply gained a room field.
+VERSION: Final = 2
 HEADER: Final = struct.Struct(">2sBBI")
 HEADER_SIZE: Final = HEADER.size
 
@@ -50,6 +51,12 @@ class FrameType(IntEnum):
     CHANGE_NICK = 0x05
     WHO = 0x06
     HELP = 0x07
+    JOIN = 0x08
+    PART = 0x09
+    LIST_ROOMS = 0x0A
+    NAMES = 0x0B
+    GET_TOPIC = 0x0C
+    SET_TOPIC = 0x0D
 
     WELCOME = 0x20
     MESSAGE = 0x21
@@ -61,6 +68,9 @@ class FrameType(IntEnum):
     WHO_REPLY = 0x27
     REPLY = 0x28
     ERROR = 0x29
+    PARTED = 0x2A
+    TOPIC = 0x2B
+    ROOM_LIST = 0x2C
 
     PING = 0x40
     PONG = 0x41
@@ -188,6 +198,8 @@ def _bool_unpack(buf: bytes | bytearray, pos: int, end: int) -> tuple[Any, int]:
 
 BOOL: Final = (lambda v: b"\x01" if v else b"\x00", _bool_unpack)
 NICK: Final = _sized_kind(">B", text=True)
+#: A room name is laid out as a nick is (``#`` counts as one of its bytes).
+ROOM: Final = NICK
 TEXT: Final = _sized_kind(">H", text=True)
 BLOB: Final = _sized_kind(">H", text=False)
 NICKS: Final = _list_kind(">H", NICK)
@@ -204,23 +216,52 @@ def _code_unpack(buf: bytes | bytearray, pos: int, end: int) -> tuple[Any, int]:
 
 CODE: Final = (U16[0], _code_unpack)
 
+
+def _row_kind(cls: type[Any], *kinds: tuple[Packer, Unpacker]) -> tuple[Packer, Unpacker]:
+    """A record laid out as its fields in order, built as ``cls`` when read."""
+    names = [f.name for f in dataclass_fields(cls)]
+
+    def pack(row: Any) -> bytes:
+        return b"".join([kind[0](getattr(row, name)) for name, kind in zip(names, kinds, strict=True)])
+
+    def unpack(buf: bytes | bytearray, pos: int, end: int) -> tuple[Any, int]:
+        values = []
+        for kind in kinds:
+            value, pos = kind[1](buf, pos, end)
+            values.append(value)
+        return cls(*values), pos
+
+    return pack, unpack
+
+
+ROOMS: Final = _list_kind(">H", _row_kind(ev.RoomInfo, ROOM, U64, TEXT))
+
 #: Frame type and field kinds of every event, fields in declaration order.
 _LAYOUTS: Final[dict[type[ev.Event], tuple[FrameType, tuple[tuple[Packer, Unpacker], ...]]]] = {
     ev.Register: (FrameType.REGISTER, (NICK,)),
-    ev.Say: (FrameType.SAY, (TEXT,)),
-    ev.Act: (FrameType.ACT, (TEXT,)),
+    ev.Say: (FrameType.SAY, (ROOM, TEXT)),
+    ev.Act: (FrameType.ACT, (ROOM, TEXT)),
     ev.Whisper: (FrameType.WHISPER, (NICK, TEXT)),
     ev.ChangeNick: (FrameType.CHANGE_NICK, (NICK,)),
     ev.Who: (FrameType.WHO, ()),
     ev.Help: (FrameType.HELP, ()),
+    ev.Join: (FrameType.JOIN, (ROOM,)),
+    ev.Part: (FrameType.PART, (ROOM, TEXT)),
+    ev.ListRooms: (FrameType.LIST_ROOMS, ()),
+    ev.Names: (FrameType.NAMES, (ROOM,)),
+    ev.GetTopic: (FrameType.GET_TOPIC, (ROOM,)),
+    ev.SetTopic: (FrameType.SET_TOPIC, (ROOM, TEXT)),
     ev.Welcome: (FrameType.WELCOME, (NICK, U64)),
-    ev.Message: (FrameType.MESSAGE, (NICK, TEXT)),
-    ev.Action: (FrameType.ACTION, (NICK, TEXT)),
+    ev.Message: (FrameType.MESSAGE, (ROOM, NICK, TEXT)),
+    ev.Action: (FrameType.ACTION, (ROOM, NICK, TEXT)),
     ev.Private: (FrameType.PRIVATE, (NICK, TEXT)),
-    ev.Joined: (FrameType.JOINED, (NICK,)),
+    ev.Joined: (FrameType.JOINED, (ROOM, NICK)),
+    ev.Parted: (FrameType.PARTED, (ROOM, NICK, TEXT)),
     ev.Left: (FrameType.LEFT, (NICK, TEXT)),
     ev.Renamed: (FrameType.RENAMED, (NICK, NICK)),
-    ev.WhoReply: (FrameType.WHO_REPLY, (NICKS, BOOL)),
+    ev.Topic: (FrameType.TOPIC, (ROOM, TEXT, NICK, U64, BOOL)),
+    ev.WhoReply: (FrameType.WHO_REPLY, (ROOM, NICKS, BOOL)),
+    ev.RoomList: (FrameType.ROOM_LIST, (ROOMS, BOOL)),
     ev.Reply: (FrameType.REPLY, (TEXT,)),
     ev.Error: (FrameType.ERROR, (CODE, TEXT)),
     ev.Ping: (FrameType.PING, (U64,)),
@@ -482,40 +523,3 @@ def decode_datagram(datagram: bytes | bytearray) -> list[ev.Event]:
             raise RemoteProtocolError(exc.code, exc.detail) from None
         pos = end
     return out
-
-
-def pack_datagrams(frames: Iterable[bytes], limit: int = MAX_DATAGRAM) -> list[bytes]:
-    """Pack encoded frames, in order, into as few datagrams of at most ``limit`` bytes.
-
-    Raises:
-        LocalProtocolError: a frame alone is larger than ``limit`` (fragment it
-            with ``Data`` segments first).
-    """
-    out: list[bytes] = []
-    batch: list[bytes] = []
-    used = 0
-    for frame in frames:
-        if len(frame) > limit:
-            raise LocalProtocolError(ErrorCode.DATAGRAM_TOO_LARGE, f"a frame of {len(frame)} bytes passes {limit}")
-        if used + len(frame) > limit:
-            out.append(b"".join(batch))
-            batch, used = [], 0
-        batch.append(frame)
-        used += len(frame)
-    if batch:
-        out.append(b"".join(batch))
-    return out
-
-
-def encode_datagram(frames: Sequence[bytes]) -> bytes:
-    """Join encoded frames into one datagram.
-
-    Raises:
-        LocalProtocolError: the datagram would pass MAX_DATAGRAM bytes.
-    """
-    datagram = b"".join(frames)
-    if len(datagram) > MAX_DATAGRAM:
-        raise LocalProtocolError(
-            ErrorCode.DATAGRAM_TOO_LARGE, f"a datagram of {len(datagram)} bytes passes {MAX_DATAGRAM}"
-        )
-    return datagram

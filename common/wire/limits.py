@@ -27,3 +27,16 @@ WHO_CHUNK: Final = 50
 
 #: Most selective-acknowledgement ranges in one Ack frame.
 MAX_ACK_RANGES: Final = 32
+
+#: Longest room name after its ``#``, in code points after NFC normalisation.
+MAX_ROOM: Final = 32
+
+#: Largest room topic, in UTF-8 bytes (IRC's customary TOPICLEN).
+MAX_TOPIC: Final = 390
+
+#: Most rooms in one RoomList frame: 50 of the largest fit a frame.
+ROOMS_CHUNK: Final = 50
+
+#: The port servers listen on and clients dial unless told otherwise: TCP
+#: (both dialects) and UDP alike.
+DEFAULT_PORT: Final = 7878

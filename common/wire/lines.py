@@ -2,7 +2,8 @@
 
 The client sends its nick as the first line, then one message or /command per
 line; ``\\n`` and ``\\r\\n`` both end a line. The server answers with one
-rendered line per event (``common.chat.render``), ended by ``\\n``.
+rendered line per event, ended by ``\\n`` (what the line says is the chat's
+business: ``common.session.text``).
 
 One TCP port serves both dialects: ``detect_dialect`` tells them apart by the
 first byte, since a frame starts with 0xC1, which no UTF-8 text can start with.
@@ -13,8 +14,6 @@ from __future__ import annotations
 from enum import Enum
 from typing import Final
 
-from common.chat import events as ev
-from common.chat.render import render
 from common.wire.errors import ErrorCode, FrameRejected, RemoteProtocolError
 from common.wire.framing import END_OF_STREAM, MAGIC, NEED_DATA, Signal
 from common.wire.limits import MAX_LINE
@@ -127,12 +126,6 @@ def _text(raw: bytes | bytearray) -> str:
         raise FrameRejected(ErrorCode.BAD_UTF8, "that line is not valid UTF-8") from None
 
 
-def render_line(event: ev.Event) -> bytes | None:
-    """``event`` as bytes for a line-dialect client, or None if it shows nothing."""
-    text = render(event)
-    return None if text is None else (text + "\n").encode("utf-8")
-
-
 #: The end-of-stream and need-data markers, re-exported for line readers.
 __all__: Final = [
     "END_OF_STREAM",
@@ -140,5 +133,4 @@ __all__: Final = [
     "Dialect",
     "LineDecoder",
     "detect_dialect",
-    "render_line",
 ]

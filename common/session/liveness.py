@@ -1,0 +1,61 @@
+"""When to ping a connection and when to give up on it, with the clock passed in.
+
+One policy for every transport: a connection that has not registered a nick
+``register_timeout`` seconds after it arrived is dropped; a registered one
+that can answer pings is pinged after half of ``idle_timeout`` of silence and
+dropped after all of it. (UDP's reliability layer has its own keepalives and
+dead-peer timer, so a UDP session uses only the registration deadline.)
+"""
+
+from __future__ import annotations
+
+import math
+from enum import Enum
+
+
+class Due(Enum):
+    """What ``Liveness.due`` says is to be done now."""
+
+    #: Send a Ping: the connection has been silent for half the idle timeout.
+    PING = "ping"
+    #: Drop it: no nick registered in time.
+    REGISTRATION_TIMEOUT = "registration timeout"
+    #: Drop it: silent for the whole idle timeout.
+    IDLE_TIMEOUT = "idle timeout"
+
+
+class Liveness:
+    """One connection's timers. ``heard`` on every arrival; ``due`` on every tick.
+
+    Args:
+        now: when the connection arrived.
+        register_timeout: seconds it has to register a nick.
+        idle_timeout: seconds of silence before it is dropped; ``math.inf``
+            for a connection that cannot be pinged (a person at ``nc``).
+    """
+
+    __slots__ = ("_born", "_last_heard", "_pinged", "idle_timeout", "register_timeout")
+
+    def __init__(self, now: float, *, register_timeout: float, idle_timeout: float = math.inf) -> None:
+        self.register_timeout = register_timeout
+        self.idle_timeout = idle_timeout
+        self._born = now
+        self._last_heard = now
+        self._pinged = False
+
+    def heard(self, now: float) -> None:
+        """Something arrived from the peer (any bytes answer a ping)."""
+        self._last_heard = now
+        self._pinged = False
+
+    def due(self, now: float, *, registered: bool) -> Due | None:
+        """What is to be done at ``now``; a PING is said once per silence."""
+        if not registered:
+            return Due.REGISTRATION_TIMEOUT if now - self._born > self.register_timeout else None
+        silent = now - self._last_heard
+        if silent > self.idle_timeout:
+            return Due.IDLE_TIMEOUT
+        if silent > self.idle_timeout / 2 and not self._pinged:
+            self._pinged = True
+            return Due.PING
+        return None
