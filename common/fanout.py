@@ -40,6 +40,9 @@ R = TypeVar("R", bound=Recipient)
 #: nick, rooms, current room): a run holding one is rendered per recipient.
 _VIEW_CHANGES: Final = frozenset({ev.Welcome, ev.Renamed, ev.Joined, ev.Parted})
 
+#: Deliveries passed to ``notice``: sessions starting and ending.
+_NOTICED: Final = frozenset({ev.Welcome, ev.Goodbye})
+
 #: What a slow consumer is told before its Goodbye.
 SLOW_DETAIL: Final = "too slow to read the chat"
 
@@ -147,8 +150,3 @@ def _render_each(view: ClientView, run: list[Delivery[R]]) -> list[bytes]:
         if line is not None:
             out.append((line + "\n").encode("utf-8"))
     return out
-
-
-#: Deliveries passed to ``notice``: sessions starting and ending.
-_NOTICED: Final = frozenset({ev.Welcome, ev.Goodbye})
-
