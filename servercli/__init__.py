@@ -107,12 +107,14 @@ def parser(prog: str, description: str, defaults: Defaults) -> argparse.Argument
     )
     p.add_argument(
         "--max-rooms",
+        metavar="N",
         type=_at_least(1, int, allow_equal=True),
         default=DEFAULT_MAX_ROOMS,
         help="most rooms at once on the server (default: %(default)s)",
     )
     p.add_argument(
         "--rooms-per-member",
+        metavar="N",
         type=_at_least(1, int, allow_equal=True),
         default=DEFAULT_ROOMS_PER_MEMBER,
         help="most rooms one member may be in at once (default: %(default)s)",
@@ -124,6 +126,19 @@ def parser(prog: str, description: str, defaults: Defaults) -> argparse.Argument
         help="how much to log: INFO logs each session's start and end (default: %(default)s)",
     )
     return p
+
+
+def options(args: argparse.Namespace) -> dict[str, Any]:
+    """The shared flags as the keyword arguments every transport's ``ChatServer`` takes."""
+    return {
+        "max_clients": args.max_clients,
+        "rate_limit": args.rate_limit,
+        "idle_timeout": args.idle_timeout,
+        "register_timeout": args.register_timeout,
+        "max_queue": args.max_queue,
+        "max_rooms": args.max_rooms,
+        "rooms_per_member": args.rooms_per_member,
+    }
 
 
 def log_session(delivery: Delivery[Any]) -> None:
@@ -166,4 +181,4 @@ def run(args: argparse.Namespace, build: Callable[[], Server], *, prog: str, mod
     return 0
 
 
-__all__ = ["Defaults", "Server", "log_session", "parser", "run"]
+__all__ = ["Defaults", "Server", "log_session", "options", "parser", "run"]

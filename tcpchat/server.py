@@ -20,11 +20,14 @@ Threads:
 - a **housekeeper** that ticks a few times a second: registration timeout,
   pings, idle timeout, and the deadline of connections that are closing.
 
-Each delivered event is encoded once (frame bytes) and rendered once (line
-bytes), whatever the number of recipients. A connection whose queue passes
-``max_queue`` bytes is kicked as a slow consumer and its socket aborted: the
-others get the leave notice at once and nobody waits for it. Memory is thus
-bounded by ``max_queue`` per connection plus one read batch per reader.
+Deliveries go out through ``common.fanout``, the one delivery path of every
+transport: each run of events is encoded once whatever the number of
+recipients, a text-dialect user's lines are rendered from the view the server
+keeps for them (``common.session.text``), and a connection whose queue would
+pass ``max_queue`` bytes is cut off as a slow consumer: only its
+``Error(SLOW_CONSUMER)`` and ``Goodbye`` are still queued, the others get the
+leave notice at once, and nobody waits for it. Memory is thus bounded by
+``max_queue`` per connection (plus its farewell) and one read batch per reader.
 
 Closing: a ``Goodbye`` delivered to a connection is its last event. Its writer
 sends what is queued, then half-closes (FIN after the data, so the peer reads
@@ -597,20 +600,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     prog = "python -m tcpchat.server"
     args = servercli.parser(prog, "The twinchat TCP chat server.", _DEFAULTS).parse_args(argv)
 
-    def build() -> ChatServer:
-        return ChatServer(
-            args.host,
-            args.port,
-            max_clients=args.max_clients,
-            rate_limit=args.rate_limit,
-            idle_timeout=args.idle_timeout,
-            register_timeout=args.register_timeout,
-            max_queue=args.max_queue,
-            max_rooms=args.max_rooms,
-            rooms_per_member=args.rooms_per_member,
-        )
-
-    return servercli.run(args, build, prog=prog)
+    return servercli.run(args, lambda: ChatServer(args.host, args.port, **servercli.options(args)), prog=prog)
 
 
 if __name__ == "__main__":

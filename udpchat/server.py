@@ -18,9 +18,10 @@ Threads:
 
 - the **receiver** takes the datagrams waiting (up to ``READ_BURST`` at once),
   decodes them, and under the one lock feeds each session's segments to its
-  ``Channel`` and the frames that completes to the hub; every resulting
-  delivery is encoded once and queued on each recipient's channel before the
-  lock is released, which gives every peer one total order. Still under the
+  ``Channel`` and the frames that completes to the hub; the resulting
+  deliveries go through ``common.fanout`` (each event encoded once, queued on
+  each recipient's channel) before the lock is released, which gives every
+  peer one total order. Still under the
   lock it drains the channels that now have something to say (acks, new
   segments the window admits, packed up to 1200 bytes per datagram) and sends
   them itself: a hand-off to another thread would cost each message a
@@ -35,9 +36,11 @@ is let go, so datagrams leave in the order the channels made them.
 
 Slow and dead peers: UDP ``sendto`` never waits for a peer, so nobody can stall
 the others; what a peer has not acknowledged piles up in its own channel's
-backlog, bounded by ``max_queue`` bytes. A peer whose backlog overflows is
-dropped with a leave notice; a peer silent for ``idle_timeout`` seconds (it is
-sent keepalives at a quarter of that) is dropped the same way.
+backlog, bounded by ``max_queue`` bytes. A peer whose backlog overflows is cut
+off by the fan-out's one slow-consumer policy (its ``Error(SLOW_CONSUMER)`` and
+``Goodbye`` queued past the bound, a leave notice to the others); a peer silent
+for ``idle_timeout`` seconds (it is sent keepalives at a quarter of that) is
+dropped with a leave notice.
 """
 
 from __future__ import annotations
@@ -606,18 +609,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     def build() -> ChatServer:
-        return ChatServer(
-            args.host,
-            args.port,
-            max_clients=args.max_clients,
-            rate_limit=args.rate_limit,
-            idle_timeout=args.idle_timeout,
-            register_timeout=args.register_timeout,
-            max_queue=args.max_queue,
-            unreliable=args.unreliable,
-            max_rooms=args.max_rooms,
-            rooms_per_member=args.rooms_per_member,
-        )
+        return ChatServer(args.host, args.port, unreliable=args.unreliable, **servercli.options(args))
 
     return servercli.run(args, build, prog=prog, mode="(unreliable)" if args.unreliable else "")
 

@@ -1,8 +1,8 @@
 """Flood control: a token bucket, with the clock passed in.
 
 Each message takes one token; tokens come back at ``rate`` per second up to
-``burst``. The default burst lets a 100-line paste through at once while a
-steady flood is held to ``rate``.
+``burst``. The default burst, ``max(MIN_BURST, 2 * rate)``, lets a paste of
+128 lines through at once while a steady flood is held to ``rate``.
 """
 
 from __future__ import annotations
