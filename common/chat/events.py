@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
+from common.chat.unicode_rules import bidi_unbalanced, defuse_bidi, has_bidi_control
 from common.wire.errors import ErrorCode, RuleError
 from common.wire.limits import MAX_ACK_RANGES, MAX_NICK, MAX_TEXT, WHO_CHUNK
 
@@ -51,6 +52,8 @@ def check_text(text: str, *, what: str = "text", allow_empty: bool = False) -> N
         raise RuleError(ErrorCode.TEXT_TOO_LONG, f"the {what} is over {MAX_TEXT} bytes of UTF-8")
     if _FORBIDDEN.search(text):
         raise RuleError(ErrorCode.BAD_TEXT, f"the {what} holds control characters")
+    if bidi_unbalanced(text):
+        raise RuleError(ErrorCode.BAD_TEXT, f"the {what} leaves a bidi override or isolate unclosed")
 
 
 def check_nick_shape(nick: str) -> None:
@@ -61,16 +64,17 @@ def check_nick_shape(nick: str) -> None:
     """
     if not 1 <= len(nick) <= MAX_NICK:
         raise RuleError(ErrorCode.BAD_NICK, f"a nick has 1 to {MAX_NICK} characters")
-    if _FORBIDDEN.search(nick):
+    if _FORBIDDEN.search(nick) or has_bidi_control(nick):
         raise RuleError(ErrorCode.BAD_NICK, "a nick cannot hold control characters")
 
 
 def scrub(text: str) -> str:
-    """``text`` made fit for any text field: control characters replaced by
-    U+FFFD and cut to MAX_TEXT bytes. For details built from what a peer sent."""
+    """``text`` made fit for any text field: control characters (and bidi controls
+    that do not balance) replaced by U+FFFD and cut to MAX_TEXT bytes. For details
+    built from what a peer sent."""
     text = _FORBIDDEN.sub("\ufffd", text)
     raw = text.encode("utf-8")
-    return text if len(raw) <= MAX_TEXT else raw[:MAX_TEXT].decode("utf-8", "ignore")
+    return defuse_bidi(text if len(raw) <= MAX_TEXT else raw[:MAX_TEXT].decode("utf-8", "ignore"))
 
 
 def _check_u64(value: int, what: str) -> None:
