@@ -12,6 +12,7 @@ from common.chat import events as ev
 from common.chat.hub import Delivery, Hub
 from common.chat.nicks import check_nick, nick_key
 from common.wire.errors import ErrorCode, RuleError
+from common.wire.framing import decode_frame, encode
 from tests.strategies import nicks, text_chars
 
 
@@ -171,6 +172,34 @@ def test_an_all_cyrillic_look_alike_is_taken() -> None:
     assert check_nick("сосо") == "сосо"  # a valid nick on its own
     out = hub.receive(2, ev.Register("сосо"))
     assert out[0].event.code is ErrorCode.NICK_TAKEN  # type: ignore[union-attr]
+
+
+# Issue 13 item 14: the length of a nick is counted after NFC, by the frame
+# check as by the nick rules.
+
+
+def test_a_decomposed_nick_of_32_composed_characters_is_a_valid_field() -> None:
+    decomposed = "e\u0301" * 17  # 34 code points, 17 once composed
+    register = ev.Register(decomposed)
+    assert decode_frame(encode(register)) == register
+    assert check_nick(decomposed) == "é" * 17
+    hub: Hub[int] = Hub()
+    hub.connect(1)
+    assert hub.receive(1, ev.Register("e\u0301" * 32))[0].event == ev.Welcome("é" * 32, 1)
+
+
+@pytest.mark.parametrize("nick", ["e\u0301" * 33, "é" * 33, "x" * 1000])
+def test_a_nick_field_over_32_characters_after_nfc_is_refused(nick: str) -> None:
+    with pytest.raises(RuleError) as caught:
+        ev.Register(nick)
+    assert caught.value.code is ErrorCode.BAD_NICK
+
+
+def test_a_nick_field_that_nfc_lengthens_past_32_is_refused() -> None:
+    qa = "\u0958"  # DEVANAGARI LETTER QA: a composition exclusion, two code points in NFC
+    assert len(unicodedata.normalize("NFC", qa * 20)) == 40
+    with pytest.raises(RuleError):
+        ev.Register(qa * 20)
 
 
 # Properties.

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-from common.chat.unicode_rules import bidi_unbalanced, defuse_bidi, has_bidi_control
+from common.chat.unicode_rules import bidi_unbalanced, defuse_bidi, has_bidi_control, nfc_length
 from common.wire.errors import ErrorCode, RuleError
 from common.wire.limits import MAX_ACK_RANGES, MAX_NICK, MAX_TEXT, WHO_CHUNK
 
@@ -62,7 +62,7 @@ def check_nick_shape(nick: str) -> None:
     Raises:
         RuleError: BAD_NICK.
     """
-    if not 1 <= len(nick) <= MAX_NICK:
+    if not 1 <= nfc_length(nick, MAX_NICK) <= MAX_NICK:
         raise RuleError(ErrorCode.BAD_NICK, f"a nick has 1 to {MAX_NICK} characters")
     if _FORBIDDEN.search(nick) or has_bidi_control(nick):
         raise RuleError(ErrorCode.BAD_NICK, "a nick cannot hold control characters")
