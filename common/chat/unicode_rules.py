@@ -94,6 +94,8 @@ def skeleton_key(name: str) -> str:
 def nfc_length(text: str, limit: int) -> int:
     """Code points in the NFC form of ``text``, or ``limit + 1`` if that is
     surely over ``limit`` (so a huge input is not normalised)."""
+    if text.isascii():
+        return len(text)
     if len(text) > limit * _NFC_SHRINK:
         return limit + 1
     if unicodedata.is_normalized("NFC", text):
@@ -170,7 +172,7 @@ def marks_problem(name: str) -> str | None:
 
 def has_bidi_control(text: str) -> bool:
     """Whether ``text`` holds any Bidi_Control character."""
-    return _ANY_BIDI.search(text) is not None
+    return not text.isascii() and _ANY_BIDI.search(text) is not None
 
 
 def bidi_unbalanced(text: str) -> bool:
