@@ -14,7 +14,8 @@ from common.chat.commands import parse_input
 from common.chat.hub import Hub
 from common.chat.nicks import SPECIALS
 from common.chat.unicode_rules import bidi_unbalanced, defuse_bidi, scripts_of
-from common.wire.errors import ErrorCode, RuleError
+from common.wire.errors import ErrorCode, FrameRejected, RuleError
+from common.wire.framing import decode_frame, encode
 from common.wire.limits import MAX_TEXT
 from tests.strategies import text_chars
 from tools.gen_unicode_tables import SPECIALS as generator_specials
@@ -68,6 +69,15 @@ def test_a_text_with_unbalanced_bidi_controls_is_refused(carrier: Callable[[str]
 @pytest.mark.parametrize("text", BALANCED)
 def test_a_text_with_balanced_bidi_controls_is_carried(carrier: Callable[[str], ev.Event], text: str) -> None:
     carrier(text)
+
+
+def test_a_frame_with_an_unbalanced_override_is_rejected_not_relayed() -> None:
+    # Build the frame with a 3-byte stand-in, then swap in RLO (also 3 bytes):
+    # no encoder will produce this frame, but a peer can send it.
+    frame = encode(ev.Say("hi €gnp.exe")).replace("€".encode(), RLO.encode())
+    with pytest.raises(FrameRejected) as caught:
+        decode_frame(frame)
+    assert caught.value.code is ErrorCode.BAD_TEXT
 
 
 def test_a_typed_line_with_an_override_is_refused() -> None:
