@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from itertools import pairwise
 from typing import Any
 
@@ -9,24 +10,45 @@ from hypothesis import strategies as st
 
 from common.chat import events as ev
 from common.chat.nicks import SPECIALS, check_nick
+from common.chat.unicode_rules import bidi_unbalanced
 from common.wire.errors import ErrorCode
 from common.wire.limits import MAX_ACK_RANGES, MAX_NICK, MAX_TEXT, MAX_TOPIC, ROOMS_CHUNK, WHO_CHUNK
 
-# Letters from several scripts, so nick rules meet Cyrillic, CJK, Greek and
-# Devanagari, not only ASCII.
-_LETTERS = st.sampled_from("abcxyzABCXYZéßМашаявЖЛ李雷王ΣσςπΩअनप")
-_MARKS = st.sampled_from("\u0301\u0308\u093f\u094d")
-_TAIL = st.one_of(_LETTERS, st.sampled_from("0123456789"), st.sampled_from(sorted(SPECIALS)), _MARKS)
-_FIRST = st.one_of(_LETTERS, st.sampled_from(sorted(SPECIALS - {"-"})))
+# Letters of several scripts, so nick rules meet Cyrillic, CJK, Greek and
+# Devanagari, not only ASCII; a nick takes its letters from one script (mixed
+# scripts are refused), and each script its own combining marks.
+_SCRIPT_LETTERS = (
+    ("abcxyzABCXYZéßñ", "\u0301\u0308"),
+    ("МашаявЖЛ", "\u0301\u0308"),
+    ("李雷王", ""),
+    ("ΣσςπΩάί", "\u0301\u0308"),
+    ("अनपक", "\u093f\u094d"),
+)
+_DIGITS = st.sampled_from("0123456789")
+_SPECIAL = st.sampled_from(sorted(SPECIALS))
+
+
+@st.composite
+def _letter(draw: st.DrawFn, letters: str, marks: str) -> str:
+    """A letter, maybe with distinct combining marks it does not hold already."""
+    letter = draw(st.sampled_from(letters))
+    fresh = [m for m in marks if m not in unicodedata.normalize("NFD", letter)]
+    if not fresh:
+        return letter
+    return letter + "".join(draw(st.lists(st.sampled_from(fresh), unique=True, max_size=2)))
 
 
 @st.composite
 def nicks(draw: st.DrawFn) -> str:
     """A nick that obeys every nick rule, in NFC form."""
-    first = draw(_FIRST)
-    rest = draw(st.lists(_TAIL, max_size=MAX_NICK - 1))
-    nick = check_nick(first + "".join(rest))
-    return nick
+    letters, marks = draw(st.sampled_from(_SCRIPT_LETTERS))
+    letter = _letter(letters, marks)
+    nick = draw(st.one_of(letter, _SPECIAL.filter(lambda ch: ch != "-")))
+    for part in draw(st.lists(st.one_of(letter, _DIGITS, _SPECIAL), max_size=MAX_NICK - 1)):
+        if len(unicodedata.normalize("NFC", nick + part)) > MAX_NICK:
+            break
+        nick += part
+    return check_nick(nick)
 
 
 #: Room names: ``#`` and a nick.
@@ -38,9 +60,10 @@ text_chars = st.characters(blacklist_categories=("Cc", "Cs"))
 
 
 def texts(*, min_size: int = 1, max_size: int = 300) -> st.SearchStrategy[str]:
-    """Chat texts: UTF-8 of at most MAX_TEXT bytes, any script, emoji included."""
+    """Chat texts: UTF-8 of at most MAX_TEXT bytes, any script, emoji included,
+    bidi controls balanced."""
     return st.text(text_chars, min_size=min_size, max_size=max_size).filter(
-        lambda t: len(t.encode("utf-8")) <= MAX_TEXT
+        lambda t: len(t.encode("utf-8")) <= MAX_TEXT and not bidi_unbalanced(t)
     )
 
 

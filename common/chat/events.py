@@ -11,9 +11,11 @@ They are grouped by who may send them:
   data, acknowledgements); TCP never carries these.
 
 Constructors check what is cheap and universal (a nick field has 1 to 32
-characters, a chat text is non-empty UTF-8 of at most 4096 bytes with no control
-characters) and raise ``RuleError`` otherwise, so an invalid event cannot exist.
-The full nick grammar and uniqueness are chat-state rules, checked by
+characters after NFC, a room field is ``#`` and 1 to 32, a chat text is
+non-empty UTF-8 of at most 4096 bytes with no control characters and balanced
+bidi controls) and raise ``RuleError`` otherwise, so an invalid event cannot
+exist (``trusted`` builds one from values already checked). The full nick and
+room grammars and uniqueness are chat-state rules, checked by
 ``common.chat.hub``.
 """
 
@@ -23,6 +25,7 @@ import re
 from dataclasses import dataclass, fields
 from typing import Final, TypeVar
 
+from common.chat.unicode_rules import bidi_unbalanced, defuse_bidi, has_bidi_control, nfc_length
 from common.wire.errors import ErrorCode, RuleError
 from common.wire.limits import MAX_ACK_RANGES, MAX_NICK, MAX_ROOM, MAX_TEXT, MAX_TOPIC, ROOMS_CHUNK, WHO_CHUNK
 
@@ -51,6 +54,8 @@ def check_text(text: str, *, what: str = "text", allow_empty: bool = False) -> N
         raise RuleError(ErrorCode.TEXT_TOO_LONG, f"the {what} is over {MAX_TEXT} bytes of UTF-8")
     if _FORBIDDEN.search(text):
         raise RuleError(ErrorCode.BAD_TEXT, f"the {what} holds control characters")
+    if bidi_unbalanced(text):
+        raise RuleError(ErrorCode.BAD_TEXT, f"the {what} leaves a bidi override or isolate unclosed")
 
 
 def check_nick_shape(nick: str) -> None:
@@ -59,9 +64,9 @@ def check_nick_shape(nick: str) -> None:
     Raises:
         RuleError: BAD_NICK.
     """
-    if not 1 <= len(nick) <= MAX_NICK:
+    if not 1 <= nfc_length(nick, MAX_NICK) <= MAX_NICK:
         raise RuleError(ErrorCode.BAD_NICK, f"a nick has 1 to {MAX_NICK} characters")
-    if _FORBIDDEN.search(nick):
+    if _FORBIDDEN.search(nick) or has_bidi_control(nick):
         raise RuleError(ErrorCode.BAD_NICK, "a nick cannot hold control characters")
 
 
@@ -74,7 +79,7 @@ def check_room_shape(room: str) -> None:
     """
     if not (room.startswith("#") and 2 <= len(room) <= MAX_ROOM + 1):
         raise RuleError(ErrorCode.BAD_ROOM, f"a room name is # and 1 to {MAX_ROOM} characters")
-    if _FORBIDDEN.search(room):
+    if _FORBIDDEN.search(room) or has_bidi_control(room):
         raise RuleError(ErrorCode.BAD_ROOM, "a room name cannot hold control characters")
 
 
@@ -90,11 +95,12 @@ def check_topic(text: str) -> None:
 
 
 def scrub(text: str) -> str:
-    """``text`` made fit for any text field: control characters replaced by
-    U+FFFD and cut to MAX_TEXT bytes. For details built from what a peer sent."""
+    """``text`` made fit for any text field: control characters (and bidi controls
+    that do not balance) replaced by U+FFFD and cut to MAX_TEXT bytes. For details
+    built from what a peer sent."""
     text = _FORBIDDEN.sub("\ufffd", text)
     raw = text.encode("utf-8")
-    return text if len(raw) <= MAX_TEXT else raw[:MAX_TEXT].decode("utf-8", "ignore")
+    return defuse_bidi(text if len(raw) <= MAX_TEXT else raw[:MAX_TEXT].decode("utf-8", "ignore"))
 
 
 _E = TypeVar("_E", bound="Event")

@@ -390,7 +390,7 @@ class Hub(Generic[C]):
         return _chunked_names(conn, room.name, tuple(self._members[c].nick for c in room.members))
 
     def _on_list_rooms(self, conn: C, event: ev.ListRooms, now: float) -> list[Delivery[C]]:
-        rows = [ev.RoomInfo(r.name, len(r.members), r.topic) for r in sorted(self._rooms.values(), key=_by_key)]
+        rows = [ev.RoomInfo(r.name, len(r.members), r.topic) for r in sorted(self._rooms.values(), key=_by_name)]
         if not rows:
             return [_to(conn, ev.RoomList((), False))]
         starts = range(0, len(rows), ROOMS_CHUNK)
@@ -459,8 +459,10 @@ def _chunked_names(conn: C, room: str, nicks: tuple[str, ...]) -> list[Delivery[
     return [_to(conn, ev.WhoReply(room, nicks[i : i + WHO_CHUNK], i + WHO_CHUNK < len(nicks))) for i in starts]
 
 
-def _by_key(room: _Room[Any]) -> str:
-    return room.key
+def _by_name(room: _Room[Any]) -> tuple[str, str]:
+    """The order of /rooms: alphabetical as people read names, not by the
+    look-alike key (which maps 0 to o and 1 to l)."""
+    return room.name.casefold(), room.name
 
 
 _Handler = Callable[[Hub[Any], Any, Any, float], list[Delivery[Any]]]
