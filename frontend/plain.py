@@ -23,6 +23,9 @@ from common.chat import events as ev
 from common.chat.view import ClientView
 from frontend.link import Connect, ConnectError, Link
 
+#: Seconds to wait after joining for the server to put us in the lobby.
+PLACED_TIMEOUT: Final = 5.0
+
 _EOF: Final = object()  # stdin ended
 _CLOSED: Final = object()  # the link ended
 
@@ -47,6 +50,7 @@ def run_plain(
     inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
     out_lock = threading.Lock()  # guards stdout and the view: the link's thread and ours use both
     view = ClientView(nick)
+    placed = threading.Event()  # the server has put us in a room (the lobby): lines have a place to go
     why: list[str] = []
 
     def write(line: str) -> None:
@@ -61,6 +65,8 @@ def run_plain(
         with out_lock:
             view.observe(event)
             text = view.render(event)
+            if view.current is not None:
+                placed.set()
         if text is not None:
             write(text)
 
@@ -73,11 +79,15 @@ def run_plain(
 
     def on_closed(reason: str) -> None:
         why.append(reason)
+        placed.set()
         inbox.put(_CLOSED)
 
     link: Link | None = None
     try:
         link = connect(host, port, nick, on_event, on_closed)
+        # The server says Welcome, then puts us in the lobby; a script's first
+        # line must not be read before we know where it goes.
+        placed.wait(PLACED_TIMEOUT)
         threading.Thread(target=_read_lines, args=(stdin, inbox), name="stdin", daemon=True).start()
         if _converse(link, inbox, write, interpret):
             return 0

@@ -133,10 +133,18 @@ class _Conn:
 
         When nothing is queued nor in flight, the kernel may take it all at
         once with a non-blocking send, and the writer is not woken at all.
+        Once the kernel has taken part of a batch, the rest is queued whatever
+        the limit: refusing it would leave half a frame on the wire. So the
+        limit is checked before anything is sent, and a queue may pass it by
+        at most one batch.
         """
         if self.closing:
             return True  # its last event is queued already; nothing follows it
         data = batch.data
+        backlog = self.enqueued - self.sent + len(data)
+        if backlog > self.server.max_queue and not last and self.enqueued != self.sent:
+            log.warning("%s is not reading; cut off", self.peer)
+            return False
         if self.enqueued == self.sent and _DONTWAIT:
             try:
                 sent = self.sock.send(data, _DONTWAIT)
@@ -147,8 +155,6 @@ class _Conn:
             data = data[sent:]
         if data:
             backlog = self.enqueued - self.sent + len(data)
-            if backlog > self.server.max_queue and not last:
-                return False
             self.server.peak_queued = max(self.server.peak_queued, backlog)
             self.enqueued += len(data)
             self.queue.put(data)

@@ -159,6 +159,8 @@ class _Peer:
         send = self.channel.send
         for frame in batch.parts:
             if not send(frame, force=last):
+                log.warning("%s is not keeping up; cut off", self.name)
+                self.server._count("slow consumer")
                 return False
         self.server._dirty[self] = None
         if last:

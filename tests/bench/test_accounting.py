@@ -20,13 +20,14 @@ from bench.payload import (
 )
 from bench.udpload import session_frames
 from common.chat import events as ev
+from common.chat.rooms import LOBBY
 from common.session.reliability import encode_data
 from common.wire.framing import decode_datagram, decode_frame, encode
 
 
 def relayed(sender: int, seq: int, sent_at: int) -> bytes:
     """The frame a server relays for message ``seq`` of ``sender``."""
-    return encode(ev.Message(nick_of(sender), make_text(sender, seq, sent_at).decode("ascii")))
+    return encode(ev.Message(LOBBY, nick_of(sender), make_text(sender, seq, sent_at).decode("ascii")))
 
 
 def test_text_round_trip_and_fixed_width() -> None:
@@ -45,7 +46,7 @@ def test_parse_text_refuses_what_is_not_a_benchmark_text(bad: bytes) -> None:
 def test_say_frame_is_the_encoders_frame() -> None:
     frame = say_frame(3, 4, 5)
     assert frame.startswith(SAY_PREFIX)
-    assert decode_frame(frame) == ev.Say(make_text(3, 4, 5).decode("ascii"))
+    assert decode_frame(frame) == ev.Say(LOBBY, make_text(3, 4, 5).decode("ascii"))
     assert len(relayed(3, 4, 5)) == MESSAGE_SIZE
 
 
@@ -71,14 +72,14 @@ def stream(frames: list[bytes], seed: int) -> list[bytes]:
 def test_progress_tracks_the_latest_seq_per_sender_whatever_the_split(seed: int) -> None:
     frames = [relayed(s, q, 1000 + q) for q in range(1, 40) for s in (1, 2, 3)]
     frames.insert(7, encode(ev.Ping(99)))
-    frames.insert(50, encode(ev.Joined("someone")))
+    frames.insert(50, encode(ev.Joined(LOBBY, "someone")))
     progress = Progress()
     others = []
     for piece in stream(frames, seed):
         others += progress.feed(piece)
     assert progress.latest == {sender_key(s): seq_key(39) for s in (1, 2, 3)}
     assert progress.messages == 39 * 3
-    assert [(t, f) for t, f in others] == [(0x40, encode(ev.Ping(99))), (0x24, encode(ev.Joined("someone")))]
+    assert [(t, f) for t, f in others] == [(0x40, encode(ev.Ping(99))), (0x24, encode(ev.Joined(LOBBY, "someone")))]
 
 
 def test_progress_fast_path_takes_a_whole_uniform_buffer() -> None:
@@ -122,7 +123,7 @@ def test_ledger_counts_duplicates_reordering_and_garbage() -> None:
     for q in order:
         ledger.feed(10, relayed(1, q, 0))
     ledger.feed(10, relayed(7, 1, 0))  # a sender that does not exist
-    ledger.feed(10, encode(ev.Message(nick_of(1), "not a benchmark text")))
+    ledger.feed(10, encode(ev.Message(LOBBY, nick_of(1), "not a benchmark text")))
     ledger.feed(10, encode(ev.Left(nick_of(2), "bye")))
     assert ledger.unique == 5
     assert ledger.duplicates == 1
@@ -135,7 +136,7 @@ def test_ledger_sees_a_merged_message_as_garbled() -> None:
     # A server that mixes two messages' bytes relays a text that names nobody.
     text = (make_text(1, 1, 0)[:30] + make_text(1, 2, 0)[30:]).replace(b":", b"?", 1)
     ledger = Ledger({1: 2})
-    ledger.feed(1, encode(ev.Message(nick_of(1), text.decode("ascii"))))
+    ledger.feed(1, encode(ev.Message(LOBBY, nick_of(1), text.decode("ascii"))))
     assert (ledger.unique, ledger.garbled) == (0, 1)
 
 
@@ -147,14 +148,14 @@ def test_ledger_keeps_a_partial_frame_as_leftover() -> None:
 
 
 def test_a_buffer_that_only_looks_uniform_is_walked() -> None:
-    # Two message prefixes in 160 bytes, but a ping shifts the second one:
-    # counting prefixes alone would take this for two whole messages.
+    # Two message prefixes in two messages' worth of bytes, but a ping shifts
+    # the second one: counting prefixes alone would take this for two whole messages.
     data = relayed(1, 1, 0) + encode(ev.Ping(5)) + relayed(1, 2, 0)
     progress = Progress()
-    others = progress.feed(data[:160])
+    others = progress.feed(data[: 2 * MESSAGE_SIZE])
     assert others == [(0x40, encode(ev.Ping(5)))]
     assert progress.latest == {sender_key(1): seq_key(1)}
-    assert progress.feed(data[160:]) == []
+    assert progress.feed(data[2 * MESSAGE_SIZE :]) == []
     assert progress.latest == {sender_key(1): seq_key(2)}
 
 

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import pytest
 
 from common.chat import events as ev
+from common.chat.rooms import LOBBY
 from common.wire.framing import END_OF_STREAM, NEED_DATA, StreamDecoder, encode
 from tcpchat.server import ChatServer
 
@@ -63,10 +64,20 @@ class FramedClient:
             return event
 
     def register(self, nick: str) -> ev.Welcome:
+        """Register ``nick``: the Welcome is followed at once by the member's own
+        join of the lobby (the server sends both in one go, nothing between)."""
         self.send(ev.Register(nick))
         welcome = self.expect(ev.Welcome)
         self.nick = welcome.nick
+        assert self.expect(ev.Joined) == ev.Joined(LOBBY, welcome.nick)
         return welcome
+
+    def join(self, room: str) -> ev.Joined:
+        """Join ``room``; the next event must be our own join of it."""
+        self.send(ev.Join(room))
+        joined = self.expect(ev.Joined)
+        assert joined == ev.Joined(joined.room, self.nick)
+        return joined
 
     def until_closed(self) -> list[ev.Event]:
         """Every event until the server closes the stream."""

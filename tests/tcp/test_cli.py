@@ -14,6 +14,7 @@ from typing import TextIO
 import pytest
 
 from common.chat import events as ev
+from common.chat.rooms import LOBBY
 from common.wire.errors import ErrorCode
 
 from .conftest import WAIT, FramedClient, LineClient
@@ -56,7 +57,8 @@ def test_signal_with_clients_connected(
         framed.register("alice")
         nc.send(b"bob\n")
         assert nc.line().startswith("*** welcome, bob")
-        framed.expect(ev.Joined)
+        assert nc.line() == "*** bob joined #lobby"
+        assert framed.expect(ev.Joined) == ev.Joined(LOBBY, "bob")
         proc.send_signal(signum)
         assert framed.until_closed()[-2:] == [
             ev.Error(ErrorCode.SHUTTING_DOWN, "the server is shutting down"),

@@ -14,6 +14,8 @@ import pytest
 
 import tcpchat.client
 from common.chat import events as ev
+from common.chat.commands import HELP_LINES
+from common.chat.rooms import LOBBY
 from frontend import ConnectError
 from tcpchat.client import tcp_connect
 from tcpchat.server import ChatServer
@@ -75,16 +77,17 @@ def test_pipe_mode_session(
     assert proc.stdin is not None
     assert proc.stdout is not None
     assert proc.stdout.readline() == "*** welcome, bot: 1 other online\n"
+    assert proc.stdout.readline() == "*** bot joined #lobby\n"
     proc.stdin.write("hello\n/me waves\n/msg obs psst\nпривет 👋\n/bogus\n//slash\n\n")
     proc.stdin.flush()
-    assert obs.expect(ev.Joined) == ev.Joined("bot")
-    assert obs.expect(ev.Message) == ev.Message("bot", "hello")
-    assert obs.expect(ev.Action) == ev.Action("bot", "waves")
+    assert obs.expect(ev.Joined) == ev.Joined(LOBBY, "bot")
+    assert obs.expect(ev.Message) == ev.Message(LOBBY, "bot", "hello")
+    assert obs.expect(ev.Action) == ev.Action(LOBBY, "bot", "waves")
     assert obs.expect(ev.Private) == ev.Private("bot", "psst")
-    assert obs.expect(ev.Message) == ev.Message("bot", "привет 👋")
-    assert obs.expect(ev.Message) == ev.Message("bot", "/slash")
+    assert obs.expect(ev.Message) == ev.Message(LOBBY, "bot", "привет 👋")
+    assert obs.expect(ev.Message) == ev.Message(LOBBY, "bot", "/slash")
     assert proc.stdout.readline().startswith("* error (unknown-command): unknown command /bogus")
-    obs.send(ev.Say("hi bot 😀"), ev.Act("smiles"), ev.Whisper("bot", "just you"))
+    obs.send(ev.Say(LOBBY, "hi bot 😀"), ev.Act(LOBBY, "smiles"), ev.Whisper("bot", "just you"))
     assert proc.stdout.readline() == "obs: hi bot 😀\n"
     assert proc.stdout.readline() == "* obs smiles\n"
     assert proc.stdout.readline() == "*obs* just you\n"
@@ -92,7 +95,7 @@ def test_pipe_mode_session(
     proc.stdin.close()  # EOF: send everything, say goodbye, exit 0
     assert proc.wait(WAIT) == 0
     assert proc.stdout.read() == "* online: obs, bot\n*** disconnected: bye\n"
-    assert obs.expect(ev.Message) == ev.Message("bot", "last line")
+    assert obs.expect(ev.Message) == ev.Message(LOBBY, "bot", "last line")
     assert obs.expect(ev.Left) == ev.Left("bot", "")
 
 
@@ -110,8 +113,8 @@ def test_pipe_mode_quit_command(make_server: MakeServer, clients: MakeClient) ->
     )
     assert done.returncode == 0
     assert done.stdout.endswith("*** disconnected: bye\n")
-    obs.expect(ev.Joined)
-    assert obs.expect(ev.Message).text == "one"
+    assert obs.expect(ev.Joined) == ev.Joined(LOBBY, "bot")
+    assert obs.expect(ev.Message) == ev.Message(LOBBY, "bot", "one")
     assert obs.expect(ev.Left) == ev.Left("bot", "see you")
 
 
@@ -182,9 +185,10 @@ def test_link_reports_welcome_first_then_events_then_close(make_server: MakeServ
     link = tcp_connect("127.0.0.1", server.address[1], "bot", seen.events.put, seen.closed.put)
     try:
         assert seen.next() == ev.Welcome("bot", 2)
-        obs.expect(ev.Joined)
-        obs.send(ev.Say("hi"))
-        assert seen.next() == ev.Message("obs", "hi")
+        assert seen.next() == ev.Joined(LOBBY, "bot")  # its own join, right after the Welcome
+        assert obs.expect(ev.Joined) == ev.Joined(LOBBY, "bot")
+        obs.send(ev.Say(LOBBY, "hi"))
+        assert seen.next() == ev.Message(LOBBY, "obs", "hi")
         obs.send(ev.Goodbye("leaving"))
         assert seen.next() == ev.Left("obs", "leaving")
     finally:
@@ -208,9 +212,9 @@ def test_close_waits_until_the_server_has_everything(
     seen = Recorder()
     link = tcp_connect("127.0.0.1", server.address[1], "bot", seen.events.put, seen.closed.put)
     for n in range(400):
-        link.send(ev.Say(f"n{n}"))
+        link.send(ev.Say(LOBBY, f"n{n}"))
     link.close("all sent")
-    obs.expect(ev.Joined)
+    assert obs.expect(ev.Joined) == ev.Joined(LOBBY, "bot")
     assert [obs.expect(ev.Message).text for _ in range(400)] == [f"n{n}" for n in range(400)]
     assert obs.expect(ev.Left) == ev.Left("bot", "all sent")
 
@@ -221,6 +225,7 @@ def test_link_answers_pings(make_server: MakeServer) -> None:
     link = tcp_connect("127.0.0.1", server.address[1], "bot", seen.events.put, seen.closed.put)
     try:
         assert isinstance(seen.next(), ev.Welcome)
+        assert seen.next() == ev.Joined(LOBBY, "bot")
         pings = [seen.next() for _ in range(3)]  # three idle periods survived
         assert all(isinstance(p, ev.Ping) for p in pings)
         assert seen.closed.empty()
@@ -272,13 +277,13 @@ def test_pipe_mode_ctrl_c_leaves_cleanly(
     assert proc.stderr is not None
     assert proc.stdin is not None
     assert proc.stdout.readline().startswith("*** welcome, bot")
+    assert proc.stdout.readline() == "*** bot joined #lobby\n"
     proc.stdin.write("/help\n")  # answered by the main loop: once it shows, Ctrl-C lands there
     proc.stdin.flush()
-    while not (line := proc.stdout.readline()).startswith("* //text"):
-        assert line  # the client still runs
+    assert [proc.stdout.readline() for _ in HELP_LINES] == [f"* {line}\n" for line in HELP_LINES]
     proc.send_signal(signal.SIGINT)
     assert proc.wait(WAIT) == 130
-    assert obs.expect(ev.Joined) == ev.Joined("bot")
+    assert obs.expect(ev.Joined) == ev.Joined(LOBBY, "bot")
     assert obs.expect(ev.Left) == ev.Left("bot", "")  # it said Goodbye: no "connection lost"
     assert proc.stdout.read() == "*** disconnected: bye\n"
     assert proc.stderr.read() == ""

@@ -12,9 +12,11 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output.plain_text import PlainTextOutput
 
 from common.chat import events as ev
+from common.chat.commands import HELP_LINES
+from common.chat.rooms import LOBBY
+from common.chat.view import ClientView
 from common.wire.errors import ErrorCode
 from frontend import ConnectError, Link
-from frontend.commands import interpret
 from frontend.plain import run_plain
 from frontend.terminal import colour, run_terminal, styled
 
@@ -24,15 +26,26 @@ from .conftest import WAIT
 class FakeLink:
     """Records what the front end sends; the test plays the server."""
 
-    def __init__(self, on_event: Callable[[ev.ServerEvent], None], on_closed: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        nick: str,
+        on_event: Callable[[ev.ServerEvent], None],
+        on_closed: Callable[[str], None],
+        *,
+        answer_joins: bool,
+    ) -> None:
+        self.nick = nick
         self.on_event = on_event
         self.on_closed = on_closed
+        self.answer_joins = answer_joins
         self.sent: list[ev.ClientEvent] = []
         self.closed_with: list[str] = []
         self.got_goodbye = threading.Event()
 
     def send(self, event: ev.ClientEvent) -> None:
         self.sent.append(event)
+        if self.answer_joins and isinstance(event, ev.Join):
+            self.on_event(ev.Joined(event.room, self.nick))
 
     def close(self, reason: str = "") -> None:
         if not self.closed_with:
@@ -42,10 +55,16 @@ class FakeLink:
 
 
 class FakeServer:
-    """A ``Connect`` that welcomes (or refuses) and keeps the link it made."""
+    """A ``Connect`` that welcomes (or refuses) and keeps the link it made.
 
-    def __init__(self, refuse: str = "") -> None:
+    Like the real server it follows the Welcome with the member's own join of
+    the lobby (here before ``connect`` returns). ``answer_joins``: answer each
+    ``Join`` at once with its ``Joined``; otherwise the server never answers.
+    """
+
+    def __init__(self, refuse: str = "", *, answer_joins: bool = False) -> None:
         self.refuse = refuse
+        self.answer_joins = answer_joins
         self.link: FakeLink | None = None
         self.connected = threading.Event()
 
@@ -59,33 +78,47 @@ class FakeServer:
     ) -> Link:
         if self.refuse:
             raise ConnectError(self.refuse)
-        self.link = FakeLink(on_event, on_closed)
+        self.link = FakeLink(nick, on_event, on_closed, answer_joins=self.answer_joins)
         on_event(ev.Welcome(nick, 1))
+        on_event(ev.Joined(LOBBY, nick))
         self.connected.set()
         return self.link
 
 
 def test_interpret_answers_help_and_typos_locally() -> None:
-    assert interpret("hello").send == ev.Say("hello")
-    assert interpret("/quit tired").send == ev.Goodbye("tired")
-    assert interpret("   ").send is None
-    shown = interpret("/help").show
-    assert interpret("/help").send is None
-    assert all(isinstance(e, ev.Reply) for e in shown)
-    assert len(shown) == 7
-    typo = interpret("/shrug")
+    view = ClientView("bot")
+    homeless = view.interpret("hello")  # in no room yet: nowhere to say it
+    assert homeless.send is None
+    assert [e.code for e in homeless.show if isinstance(e, ev.Error)] == [ErrorCode.NOT_IN_ROOM]
+    view.observe(ev.Joined(LOBBY, "bot"))
+    assert view.current == LOBBY
+    assert view.interpret("hello").send == ev.Say(LOBBY, "hello")
+    assert view.interpret("/quit tired").send == ev.Goodbye("tired")
+    assert view.interpret("   ").send is None
+    shown = view.interpret("/help").show
+    assert view.interpret("/help").send is None
+    assert shown == tuple(ev.Reply(line) for line in HELP_LINES)
+    typo = view.interpret("/shrug")
     assert typo.send is None
     assert isinstance(typo.show[0], ev.Error)
     assert typo.show[0].code is ErrorCode.UNKNOWN_COMMAND
+    again = view.interpret("/join #lobby")  # a room it is in: a local switch, no frame
+    assert again.send is None
+    assert again.show == (ev.Reply("now talking in #lobby"),)
 
 
 def test_nicks_keep_their_colour_under_casefolding() -> None:
     assert colour("Маша") == colour("маша").replace("маша", "Маша")
-    line = styled(ev.Message("alice", "hi"))
+    line = styled(ev.Message(LOBBY, "alice", "hi"), LOBBY)
     assert line is not None
     assert "alice" in line
     assert line.endswith(": hi")
+    assert "#lobby" not in line  # from the current room: no room in front
     assert line != "alice: hi"  # coloured
+    elsewhere = styled(ev.Message("#dev", "alice", "hi"), LOBBY)
+    assert elsewhere is not None
+    assert "[#dev]" in elsewhere
+    assert elsewhere.endswith(line)
     assert styled(ev.Ping(1)) is None
 
 
@@ -96,11 +129,12 @@ def test_plain_mode_sends_lines_and_prints_events() -> None:
     code = run_plain(server, "h", 1, "bot", prog="x", stdin=stdin, stdout=stdout, stderr=stderr)
     assert code == 0
     assert server.link is not None
-    assert server.link.sent == [ev.Say("hello"), ev.Act("waves")]
+    assert server.link.sent == [ev.Say(LOBBY, "hello"), ev.Act(LOBBY, "waves")]
     assert server.link.closed_with == [""]
     lines = stdout.getvalue().splitlines()
     assert lines[0] == "*** welcome, bot: nobody else is here"
-    assert lines[1].startswith("* /nick NEW")
+    assert lines[1] == "*** bot joined #lobby"
+    assert lines[2 : 2 + len(HELP_LINES)] == [f"* {line}" for line in HELP_LINES]
     assert lines[-2].startswith("* error (unknown-command)")
     assert lines[-1] == "*** disconnected: bye"
     assert stderr.getvalue() == ""
@@ -114,6 +148,64 @@ def test_plain_mode_refused() -> None:
     assert code == 1
     assert stdout.getvalue() == ""
     assert stderr.getvalue() == "x: refused: taken\n"
+
+
+def test_plain_mode_follows_the_current_room() -> None:
+    server = FakeServer(answer_joins=True)
+    stdin = io.StringIO("/join #dev\nhello dev\n/msg #lobby hello lobby\n/join #lobby\nback home\n/names\n")
+    stdout, stderr = io.StringIO(), io.StringIO()
+    assert run_plain(server, "h", 1, "bot", prog="x", stdin=stdin, stdout=stdout, stderr=stderr) == 0
+    assert server.link is not None
+    assert server.link.sent == [
+        ev.Join("#dev"),
+        ev.Say("#dev", "hello dev"),
+        ev.Say(LOBBY, "hello lobby"),
+        ev.Say(LOBBY, "back home"),  # /join of a room it is in switched without a frame
+        ev.Names(LOBBY),
+    ]
+    assert stdout.getvalue().splitlines()[2:] == [
+        "*** bot joined #dev",
+        "* now talking in #lobby",
+        "*** disconnected: bye",
+    ]
+    assert stderr.getvalue() == ""
+
+
+def test_plain_mode_marks_lines_from_other_rooms() -> None:
+    server = FakeServer(answer_joins=True)
+    stdin = io.StringIO("/join #dev\n")
+    stdout = io.StringIO()
+    assert run_plain(server, "h", 1, "bot", prog="x", stdin=stdin, stdout=stdout, stderr=io.StringIO()) == 0
+    view = ClientView("bot")  # what plain mode shows is the common rendering from the reader's view
+    view.observe(ev.Joined("#dev", "bot"))
+    assert view.render(ev.Message(LOBBY, "ann", "hi")) == "[#lobby] ann: hi"
+    assert view.render(ev.Message("#dev", "ann", "hi")) == "ann: hi"
+    assert view.render(ev.Parted("#dev", "ann", "")) == "*** ann left #dev"
+    assert view.render(ev.Left("ann", "tired")) == "*** ann left (tired)"
+
+
+# PROTOCOL.md, "The client's view": "/join #room ... sends Join and makes the
+# room current at once, so that the next line already goes there", "/part
+# leaves at once", and "Lines are read as typed, never held back for the
+# server's answers": a script's lines keep their meaning however fast they come.
+
+
+def test_plain_mode_a_typed_join_is_current_before_the_server_answers() -> None:
+    server = FakeServer()  # never answers the Join, as a slow server would not have yet
+    stdin = io.StringIO("/join #dev\nhello dev\n")
+    code = run_plain(server, "h", 1, "bot", prog="x", stdin=stdin, stdout=io.StringIO(), stderr=io.StringIO())
+    assert code == 0
+    assert server.link is not None
+    assert server.link.sent == [ev.Join("#dev"), ev.Say("#dev", "hello dev")]
+
+
+def test_plain_mode_a_typed_part_leaves_before_the_server_answers() -> None:
+    server = FakeServer(answer_joins=True)  # answers Joins, never Parts
+    stdin = io.StringIO("/join #dev\n/part\nhello lobby\n")
+    code = run_plain(server, "h", 1, "bot", prog="x", stdin=stdin, stdout=io.StringIO(), stderr=io.StringIO())
+    assert code == 0
+    assert server.link is not None
+    assert server.link.sent == [ev.Join("#dev"), ev.Part("#dev", ""), ev.Say(LOBBY, "hello lobby")]
 
 
 class Terminal:
@@ -136,9 +228,10 @@ def test_terminal_sends_what_is_typed_and_quits_on_ctrl_d(terminal: Terminal) ->
     terminal.type("hello\r/msg bob psst\r/help\r\x04")
     assert run_terminal(server, "h", 1, "alice", prog="x") == 0
     assert server.link is not None
-    assert server.link.sent == [ev.Say("hello"), ev.Whisper("bob", "psst")]
+    assert server.link.sent == [ev.Say(LOBBY, "hello"), ev.Whisper("bob", "psst")]
     assert server.link.closed_with == [""]
     screen = terminal.screen.getvalue()
+    assert "alice [#lobby]> " in screen  # the prompt: nick and current room
     assert f"{colour('alice')}: hello" in screen  # the user's own message, shown locally
     assert "/nick NEW" in screen  # /help, answered locally
     assert "*** disconnected: bye" in screen

@@ -11,8 +11,12 @@ from collections.abc import Callable
 
 import pytest
 
+import tcpchat.server
 from common.chat import events as ev
-from common.wire.errors import ErrorCode, RemoteProtocolError
+from common.chat.commands import HELP_LINES
+from common.chat.rooms import LOBBY
+from common.fanout import SLOW_DETAIL
+from common.wire.errors import ErrorCode
 from common.wire.framing import HEADER, MAGIC, VERSION, FrameType, encode
 from common.wire.limits import MAX_FRAME, MAX_TEXT
 from tcpchat.server import ChatServer
@@ -32,6 +36,11 @@ def text_field(raw: bytes) -> bytes:
     return struct.pack(">H", len(raw)) + raw
 
 
+def room_field(room: str) -> bytes:
+    raw = room.encode()
+    return struct.pack(">B", len(raw)) + raw
+
+
 def assert_closed_after_goodbye(client: FramedClient, code: ErrorCode) -> None:
     error = client.expect(ev.Error)
     assert error.code is code
@@ -48,10 +57,12 @@ def test_many_clients_get_every_message_once_in_one_order(make_server: MakeServe
     members = [clients(server.address) for _ in range(count)]
     for i, member in enumerate(members):
         member.register(f"user{i}")
-    # Everyone has seen everyone join once the last join reached the first member.
+    # Everyone has seen everyone join once the last join reached the first member
+    # (its own join was the first, right after its Welcome: see register()).
     for i, member in enumerate(members):
-        for _ in range(count - 1 - i):
-            member.expect(ev.Joined)
+        assert [member.expect(ev.Joined) for _ in range(count - 1 - i)] == [
+            ev.Joined(LOBBY, f"user{j}") for j in range(i + 1, count)
+        ]
     seen: list[list[tuple[str, str]]] = [[] for _ in members]
     start = threading.Barrier(count)
     failures: list[BaseException] = []
@@ -60,9 +71,10 @@ def test_many_clients_get_every_message_once_in_one_order(make_server: MakeServe
         try:
             member = members[i]
             start.wait(WAIT)
-            member.send(*(ev.Say(f"{i}/{n}") for n in range(per_client)))
+            member.send(*(ev.Say(LOBBY, f"{i}/{n}") for n in range(per_client)))
             while len(seen[i]) < (count - 1) * per_client:
                 message = member.expect(ev.Message)
+                assert message.room == LOBBY
                 seen[i].append((message.sender, message.text))
         except BaseException as exc:  # reported by the main thread
             failures.append(exc)
@@ -91,14 +103,15 @@ def test_frames_split_at_every_byte(make_server: MakeServer, clients: MakeClient
     alice, bob = clients(server.address), clients(server.address)
     bob.register("bob")
     alice.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    events = [ev.Register("Алиса"), ev.Say(text), ev.Act(text), ev.Whisper("bob", text)]
+    events = [ev.Register("Алиса"), ev.Say(LOBBY, text), ev.Act(LOBBY, text), ev.Whisper("bob", text)]
     stream = b"".join(encode(e) for e in events)
     for i in range(len(stream)):
         alice.send_raw(stream[i : i + 1])
     assert alice.expect(ev.Welcome).nick == "Алиса"
-    assert bob.expect(ev.Joined) == ev.Joined("Алиса")
-    assert bob.expect(ev.Message) == ev.Message("Алиса", text)
-    assert bob.expect(ev.Action) == ev.Action("Алиса", text)
+    assert alice.expect(ev.Joined) == ev.Joined(LOBBY, "Алиса")
+    assert bob.expect(ev.Joined) == ev.Joined(LOBBY, "Алиса")
+    assert bob.expect(ev.Message) == ev.Message(LOBBY, "Алиса", text)
+    assert bob.expect(ev.Action) == ev.Action(LOBBY, "Алиса", text)
     assert bob.expect(ev.Private) == ev.Private("Алиса", text)
 
 
@@ -106,8 +119,8 @@ def test_many_frames_in_one_write(make_server: MakeServer, clients: MakeClient) 
     server = make_server()
     alice, bob = clients(server.address), clients(server.address)
     bob.register("bob")
-    alice.send(ev.Register("alice"), *(ev.Say(f"m{n} 😀") for n in range(1000)))
-    bob.expect(ev.Joined)
+    alice.send(ev.Register("alice"), *(ev.Say(LOBBY, f"m{n} 😀") for n in range(1000)))
+    assert bob.expect(ev.Joined) == ev.Joined(LOBBY, "alice")
     assert [bob.expect(ev.Message).text for _ in range(1000)] == [f"m{n} 😀" for n in range(1000)]
 
 
@@ -117,13 +130,13 @@ def test_private_messages_reach_only_their_target(make_server: MakeServer, clien
     alice.register("alice")
     bob.register("bob")
     carol.register("carol")
-    alice.send(ev.Whisper("BOB", "for bob only"), ev.Whisper("nobody", "lost"), ev.Say("public"))
+    alice.send(ev.Whisper("BOB", "for bob only"), ev.Whisper("nobody", "lost"), ev.Say(LOBBY, "public"))
     assert [alice.expect(ev.Joined).nick for _ in range(2)] == ["bob", "carol"]
     assert alice.expect(ev.Error).code is ErrorCode.NO_SUCH_NICK
-    assert bob.expect(ev.Joined) == ev.Joined("carol")
+    assert bob.expect(ev.Joined) == ev.Joined(LOBBY, "carol")
     assert bob.expect(ev.Private) == ev.Private("alice", "for bob only")
-    assert bob.expect(ev.Message) == ev.Message("alice", "public")
-    assert carol.expect(ev.Message) == ev.Message("alice", "public")  # and no Private before it
+    assert bob.expect(ev.Message) == ev.Message(LOBBY, "alice", "public")
+    assert carol.expect(ev.Message) == ev.Message(LOBBY, "alice", "public")  # and no Private before it
 
 
 def test_who_lists_everyone(make_server: MakeServer, clients: MakeClient, line_clients: MakeLine) -> None:
@@ -133,9 +146,10 @@ def test_who_lists_everyone(make_server: MakeServer, clients: MakeClient, line_c
     nc = line_clients(server.address)
     nc.send("Маша\n".encode())
     assert nc.line().startswith("*** welcome, Маша")
+    assert nc.line() == "*** Маша joined #lobby"
     alice.send(ev.Who())
-    alice.expect(ev.Joined)
-    assert alice.expect(ev.WhoReply) == ev.WhoReply(("alice", "Маша"), more=False)
+    assert alice.expect(ev.Joined) == ev.Joined(LOBBY, "Маша")
+    assert alice.expect(ev.WhoReply) == ev.WhoReply("", ("alice", "Маша"), more=False)
     nc.send(b"/who\n")
     assert nc.line() == "* online: alice, Маша"
 
@@ -146,9 +160,10 @@ def test_nick_change_is_announced(make_server: MakeServer, clients: MakeClient) 
     alice.register("alice")
     bob.register("bob")
     alice.expect(ev.Joined)
-    bob.send(ev.ChangeNick("robert"), ev.Say("hi"))
+    bob.send(ev.ChangeNick("robert"), ev.Say(LOBBY, "hi"))
     assert alice.expect(ev.Renamed) == ev.Renamed("bob", "robert")
-    assert alice.expect(ev.Message) == ev.Message("robert", "hi")
+    assert alice.expect(ev.Message) == ev.Message(LOBBY, "robert", "hi")
+    assert bob.expect(ev.Renamed) == ev.Renamed("bob", "robert")  # the renamer is told too
 
 
 # --- registration ----------------------------------------------------------------
@@ -227,12 +242,12 @@ def test_oversize_text_is_refused_and_the_connection_stays(make_server: MakeServ
     alice.register("alice")
     bob.register("bob")
     alice.expect(ev.Joined)
-    alice.send_raw(raw_frame(FrameType.SAY, text_field(b"a" * (MAX_TEXT + 1))))
+    alice.send_raw(raw_frame(FrameType.SAY, room_field(LOBBY) + text_field(b"a" * (MAX_TEXT + 1))))
     assert alice.expect(ev.Error).code is ErrorCode.TEXT_TOO_LONG
-    alice.send_raw(raw_frame(FrameType.SAY, text_field(b"bad \xff\xfe utf-8")))
+    alice.send_raw(raw_frame(FrameType.SAY, room_field(LOBBY) + text_field(b"bad \xff\xfe utf-8")))
     assert alice.expect(ev.Error).code is ErrorCode.BAD_UTF8
-    alice.send(ev.Say("b" * MAX_TEXT))
-    assert bob.expect(ev.Message) == ev.Message("alice", "b" * MAX_TEXT)
+    alice.send(ev.Say(LOBBY, "b" * MAX_TEXT))
+    assert bob.expect(ev.Message) == ev.Message(LOBBY, "alice", "b" * MAX_TEXT)
 
 
 @pytest.mark.parametrize(
@@ -259,7 +274,7 @@ def test_broken_stream_is_closed_and_others_told(
 def test_unexpected_frames_are_refused(make_server: MakeServer, clients: MakeClient) -> None:
     server = make_server()
     alice = clients(server.address)
-    alice.send(ev.Say("too early"))
+    alice.send(ev.Say(LOBBY, "too early"))
     assert alice.expect(ev.Error).code is ErrorCode.NOT_REGISTERED
     alice.register("alice")
     alice.send(ev.Welcome("alice", 1), ev.Who())
@@ -277,12 +292,13 @@ def test_line_dialect_limits_and_bad_utf8(make_server: MakeServer, clients: Make
     nc = line_clients(server.address)
     nc.send(b"bob\n\xff\xfe\n" + b"c" * (MAX_TEXT + 1) + b"\n/bogus\n/msg\nstill here\n")
     assert nc.line().startswith("*** welcome, bob")
+    assert nc.line() == "*** bob joined #lobby"
     assert nc.line().startswith("* error (bad-utf8):")
     assert nc.line().startswith("* error (text-too-long):")
     assert nc.line().startswith("* error (unknown-command):")
     assert nc.line().startswith("* error (bad-usage):")
-    alice.expect(ev.Joined)
-    assert alice.expect(ev.Message) == ev.Message("bob", "still here")
+    assert alice.expect(ev.Joined) == ev.Joined(LOBBY, "bob")
+    assert alice.expect(ev.Message) == ev.Message(LOBBY, "bob", "still here")
     nc.send(b"x" * (MAX_FRAME + 10))  # one line past the hard cap, no newline yet
     assert nc.line().startswith("* error (frame-too-large):")
     assert nc.line().startswith("*** disconnected")
@@ -302,21 +318,23 @@ def test_line_dialect_session(make_server: MakeServer, clients: MakeClient, line
     for i in range(len(raw)):  # split everywhere, mid-character included
         nc.send(raw[i : i + 1])
     assert nc.line() == "*** welcome, bob: 1 other online"
-    assert alice.expect(ev.Joined) == ev.Joined("bob")
-    assert alice.expect(ev.Message) == ev.Message("bob", "привет 👋")
-    assert alice.expect(ev.Action) == ev.Action("bob", "waves")
-    assert alice.expect(ev.Message) == ev.Message("bob", "/slash")
+    assert nc.line() == "*** bob joined #lobby"
+    assert alice.expect(ev.Joined) == ev.Joined(LOBBY, "bob")
+    assert alice.expect(ev.Message) == ev.Message(LOBBY, "bob", "привет 👋")
+    assert alice.expect(ev.Action) == ev.Action(LOBBY, "bob", "waves")
+    assert alice.expect(ev.Message) == ev.Message(LOBBY, "bob", "/slash")
     assert alice.expect(ev.Private) == ev.Private("bob", "psst")
     assert alice.expect(ev.Renamed) == ev.Renamed("bob", "bobby")
     assert nc.line() == "*** bob is now known as bobby"
-    alice.send(ev.Say("hi bob"), ev.Act("smiles"), ev.Whisper("bobby", "secret"))
-    assert nc.line() == "alice: hi bob"
+    alice.send(ev.Say(LOBBY, "hi bob"), ev.Act(LOBBY, "smiles"), ev.Whisper("bobby", "secret"))
+    assert nc.line() == "alice: hi bob"  # from bob's current room: no [#lobby] in front
     assert nc.line() == "* alice smiles"
     assert nc.line() == "*alice* secret"
     nc.send(b"/help\n")
-    assert nc.line().startswith("* /nick NEW")
-    while not (line := nc.line()).startswith("* //text"):
-        assert line.startswith("* /")
+    helped = [nc.line() for _ in HELP_LINES]
+    assert helped == [f"* {line}" for line in HELP_LINES]
+    assert any(line.startswith("* /nick NEW") for line in helped)
+    assert any(line.startswith("* /join #room") for line in helped)
     nc.send(b"/quit gone fishing\n")
     assert nc.line() == "*** disconnected: bye"
     assert nc.line() == ""
@@ -333,9 +351,10 @@ def test_half_closed_line_client_still_gets_its_answers(
     nc.send(b"bob\nlast words")  # no newline: the end of the stream ends the line
     nc.sock.shutdown(socket.SHUT_WR)
     assert nc.line() == "*** welcome, bob: 1 other online"
+    assert nc.line() == "*** bob joined #lobby"
     assert nc.line() == ""
-    alice.expect(ev.Joined)
-    assert alice.expect(ev.Message) == ev.Message("bob", "last words")
+    assert alice.expect(ev.Joined) == ev.Joined(LOBBY, "bob")
+    assert alice.expect(ev.Message) == ev.Message(LOBBY, "bob", "last words")
     assert alice.expect(ev.Left).nick == "bob"
 
 
@@ -354,7 +373,7 @@ def test_abrupt_reset_is_a_leave(make_server: MakeServer, clients: MakeClient) -
     alice.register("alice")
     bob.register("bob")
     alice.expect(ev.Joined)
-    bob.send(ev.Say("bye"))
+    bob.send(ev.Say(LOBBY, "bye"))
     reset(bob.sock)
     assert alice.expect(ev.Message).text == "bye"
     left = alice.expect(ev.Left)
@@ -371,12 +390,22 @@ def test_resets_before_accept_do_not_hurt(make_server: MakeServer, clients: Make
     alice, bob = clients(server.address), clients(server.address)
     alice.register("alice")
     bob.register("bob")
-    bob.send(ev.Say("still up"))
+    bob.send(ev.Say(LOBBY, "still up"))
     alice.expect(ev.Joined)
     assert alice.expect(ev.Message).text == "still up"
 
 
-def test_stuck_reader_is_cut_off_and_nobody_else_waits(make_server: MakeServer, clients: MakeClient) -> None:
+#: What a slow consumer is sent past its queue's limit before its stream ends.
+FAREWELL: list[ev.Event] = [ev.Error(ErrorCode.SLOW_CONSUMER, SLOW_DETAIL), ev.Goodbye(SLOW_DETAIL)]
+
+
+def test_stuck_reader_is_cut_off_and_nobody_else_waits(
+    make_server: MakeServer, clients: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The stuck client reads only once the others are done, which may take a
+    # loaded machine longer than the 2 s a closing connection has to flush:
+    # give it all the test's patience, so what it reads does not depend on that race.
+    monkeypatch.setattr(tcpchat.server, "LINGER", WAIT)
     max_queue = 256 * 1024
     server = make_server(max_queue=max_queue)
     stuck = clients(server.address, rcvbuf=4096)
@@ -406,7 +435,7 @@ def test_stuck_reader_is_cut_off_and_nobody_else_waits(make_server: MakeServer, 
     for thread in listeners:
         thread.start()
     for i, talker in enumerate(talkers):
-        talker.send(*(ev.Say(f"{i}:{n}:{text}") for n in range(per_talker)))
+        talker.send(*(ev.Say(LOBBY, f"{i}:{n}:{text}") for n in range(per_talker)))
     for thread in listeners:
         thread.join(WAIT * 2)
     assert not failures
@@ -415,14 +444,76 @@ def test_stuck_reader_is_cut_off_and_nobody_else_waits(make_server: MakeServer, 
         other = 1 - i
         assert received[i] == [f"{other}:{n}:{text}" for n in range(per_talker)]
         assert [e.nick for e in left[i]] == ["stuck"]
-    assert server.peak_queued <= max_queue
-    # The stuck client gets a part of the chat, then its stream is cut.
-    got = 0
-    with pytest.raises((ConnectionResetError, RemoteProtocolError)):
-        while (event := stuck.next()) is not None:
-            got += isinstance(event, ev.Message)
-        raise ConnectionResetError("closed between frames")
-    assert got < 2 * per_talker
+    # Only its small farewell ever goes past the limit.
+    assert server.peak_queued <= max_queue + sum(len(encode(e)) for e in FAREWELL)
+    # The stuck client gets a part of the chat without a gap, then is told why
+    # it is cut off, then its stream ends.
+    events = stuck.until_closed()
+    assert events[:2] == [ev.Joined(LOBBY, "ann"), ev.Joined(LOBBY, "ben")]
+    assert events[-2:] == FAREWELL
+    middle = events[2:-2]
+    assert all(isinstance(e, ev.Message) for e in middle)
+    texts = [e.text for e in middle if isinstance(e, ev.Message)]
+    assert len(texts) < 2 * per_talker
+    for i in range(2):
+        mine = [t for t in texts if t.startswith(f"{i}:")]
+        assert mine == [f"{i}:{n}:{text}" for n in range(len(mine))]
+
+
+@pytest.mark.parametrize(
+    "max_queue",
+    [
+        256 * 1024,
+        # A queue smaller than one read's worth of relayed messages (some 64 KiB):
+        # the kernel may take the head of a batch with the non-blocking send,
+        # and the rest must then be queued, or the farewell would follow half a
+        # frame and the client would read garbage.
+        16 * 1024,
+    ],
+)
+def test_a_slow_consumer_is_told_why_before_it_is_closed(
+    make_server: MakeServer, clients: MakeClient, monkeypatch: pytest.MonkeyPatch, max_queue: int
+) -> None:
+    # The slow client reads only after the flood; see the stuck reader test for LINGER.
+    monkeypatch.setattr(tcpchat.server, "LINGER", WAIT)
+    server = make_server(max_queue=max_queue)  # and rate_limit=0: the flood is not held back
+    slow = clients(server.address, rcvbuf=4096)
+    slow.register("slow")
+    flooder, witness = clients(server.address), clients(server.address)
+    flooder.register("flooder")
+    witness.register("witness")
+    per_round, text = 500, "y" * 1000
+    sent: list[str] = []
+    left: list[ev.Left] = []
+    # Flood in rounds the witness reads through, until the slow client's leave
+    # notice shows it was cut off: the kernel buffers take some megabytes first.
+    for round_ in range(40):
+        batch = [f"{round_}/{n} {text}" for n in range(per_round)]
+        sent += batch
+        flooder.send(*(ev.Say(LOBBY, t) for t in batch))
+        got = 0
+        while got < per_round:
+            event = witness.expect(ev.Event)
+            if isinstance(event, ev.Message):
+                assert event.text == batch[got]
+                got += 1
+            else:
+                assert isinstance(event, ev.Left)
+                left.append(event)
+        if left:
+            break
+    assert left == [ev.Left("slow", SLOW_DETAIL)]
+    assert flooder.expect(ev.Joined) == ev.Joined(LOBBY, "witness")
+    assert flooder.expect(ev.Left) == ev.Left("slow", SLOW_DETAIL)
+    # Now read what the slow client was sent: a gapless part of the flood,
+    # then why it was cut off, then the end of the stream (no reset).
+    events = slow.until_closed()
+    assert events[:2] == [ev.Joined(LOBBY, "flooder"), ev.Joined(LOBBY, "witness")]
+    assert events[-2:] == FAREWELL
+    texts = [e.text for e in events[2:-2] if isinstance(e, ev.Message)]
+    assert len(texts) == len(events) - 4  # nothing but messages between
+    assert texts == sent[: len(texts)]
+    assert len(texts) < len(sent)
 
 
 def test_idle_clients_are_pinged_then_dropped(make_server: MakeServer, clients: MakeClient) -> None:
@@ -444,7 +535,7 @@ def test_flood_is_slowed_not_lost(make_server: MakeServer, clients: MakeClient) 
     flooder, reader = clients(server.address), clients(server.address)
     flooder.register("flooder")
     reader.register("reader")
-    flooder.send(*(ev.Say(f"n{n}") for n in range(600)))  # burst 400, then 200/s
+    flooder.send(*(ev.Say(LOBBY, f"n{n}") for n in range(600)))  # burst 400, then 200/s
     assert [reader.expect(ev.Message).text for _ in range(600)] == [f"n{n}" for n in range(600)]
     flooder.send(ev.Who())
     assert flooder.expect(ev.Joined).nick == "reader"
@@ -454,7 +545,7 @@ def test_flood_is_slowed_not_lost(make_server: MakeServer, clients: MakeClient) 
 def test_private_messages_are_never_logged(
     make_server: MakeServer, clients: MakeClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="tcpchat.server")
+    caplog.set_level(logging.DEBUG)  # every logger: the server's and the session log's
     server = make_server()
     alice, bob = clients(server.address), clients(server.address)
     alice.register("alice")
@@ -504,8 +595,18 @@ def test_huge_idle_timeout_still_accepts(make_server: MakeServer, clients: MakeC
 
 def test_shutdown_before_serving_is_clean() -> None:
     server = ChatServer("127.0.0.1", 0)
+    address = server.address
     server.shutdown()
-    server.serve_forever()  # returns at once: the server is shut already
+    # serve_forever returns at once (in a thread, so a hang fails the test
+    # instead of blocking it): the server is shut already.
+    serving = threading.Thread(target=server.serve_forever, name="late serve_forever")
+    serving.start()
+    serving.join(WAIT)
+    assert not serving.is_alive()
+    # And it let go of its port: nobody listens there any more.
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(address, timeout=WAIT).close()
+    server.shutdown()  # a second shutdown is harmless
 
 
 def test_a_client_held_back_by_flood_control_is_not_idle(make_server: MakeServer, clients: MakeClient) -> None:
@@ -513,7 +614,7 @@ def test_a_client_held_back_by_flood_control_is_not_idle(make_server: MakeServer
     flooder, reader = clients(server.address), clients(server.address)
     flooder.register("flooder")
     reader.register("reader")
-    flooder.send(*(ev.Say(f"n{n}") for n in range(200)))  # a burst of 128, then 1.4 s at 50/s
+    flooder.send(*(ev.Say(LOBBY, f"n{n}") for n in range(200)))  # a burst of 128, then 1.4 s at 50/s
     assert [reader.expect(ev.Message).text for _ in range(200)] == [f"n{n}" for n in range(200)]
     flooder.send(ev.Who())
     assert flooder.expect(ev.Joined).nick == "reader"
@@ -532,9 +633,9 @@ def test_ipv6_loopback(clients: MakeClient) -> None:
         alice, bob = clients(server.address), clients(server.address)
         alice.register("alice")
         bob.register("bob")
-        bob.send(ev.Say("over v6"))
-        alice.expect(ev.Joined)
-        assert alice.expect(ev.Message) == ev.Message("bob", "over v6")
+        bob.send(ev.Say(LOBBY, "over v6"))
+        assert alice.expect(ev.Joined) == ev.Joined(LOBBY, "bob")
+        assert alice.expect(ev.Message) == ev.Message(LOBBY, "bob", "over v6")
     finally:
         server.shutdown()
         thread.join(WAIT)

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from common.chat import events as ev
+from common.session.opener import hello as hello_datagram
 from common.wire.framing import decode_datagram
-from udpchat.client import hello_datagram, udp_connect
+from udpchat.client import udp_connect
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,6 +60,11 @@ class Member:
         """The events every member sees alike: messages and notices, not replies."""
         with self._cond:
             return [e for e in self.events if isinstance(e, ev.Message | ev.Joined | ev.Left | ev.Renamed)]
+
+    def said_in(self, room: str) -> list[tuple[str, str]]:
+        """(sender, text) of every message from ``room``, in the order received."""
+        with self._cond:
+            return [(e.sender, e.text) for e in self.events if isinstance(e, ev.Message) and e.room == room]
 
     def has(self, kind: type[ev.ServerEvent], **fields: object) -> bool:
         with self._cond:
