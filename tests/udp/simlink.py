@@ -60,12 +60,14 @@ class SimLink:
         dead_after: float = 15.0,
         keepalive_after: float = 5.0,
         max_backlog: int | None = None,
+        **channel: object,
     ) -> None:
         self.rng = random.Random(seed)
         self.now = 0.0
         kwargs: dict[str, object] = {"reliable": reliable, "dead_after": dead_after, "keepalive_after": keepalive_after}
         if max_backlog is not None:
             kwargs["max_backlog"] = max_backlog
+        kwargs.update(channel)  # any other Channel keyword, for both ends
         self.a = End("a", Channel(0.0, prefix=session_prefix(1), **kwargs), 1)  # type: ignore[arg-type]
         self.b = End("b", Channel(0.0, prefix=session_prefix(2), **kwargs), 2)  # type: ignore[arg-type]
         self.config = {"a": a_to_b or LinkConfig(), "b": b_to_a or LinkConfig()}

@@ -10,9 +10,12 @@ from hypothesis import strategies as st
 
 from common.chat import events as ev
 from common.session.reliability import (
+    INITIAL_CWND,
     INITIAL_RTO,
+    MAX_ACK_DELAY,
     MAX_CHUNK,
     MAX_RTO,
+    MIN_CWND,
     MIN_RTO,
     PROBES,
     RECV_WINDOW,
@@ -113,12 +116,26 @@ def test_a_clean_link_packs_frames_and_never_retransmits() -> None:
 
 
 def test_window_bounds_what_is_in_flight_when_nothing_comes_back() -> None:
-    link = SimLink(3, a_to_b=LinkConfig(loss=1.0), b_to_a=LinkConfig(loss=1.0))
+    link = SimLink(3, a_to_b=LinkConfig(loss=1.0), b_to_a=LinkConfig(loss=1.0), congestion_control=False)
     link.schedule(link.a, message_frames(3 * SEND_WINDOW))
     for _ in range(200):
         link.step()
         assert link.a.channel.in_flight <= SEND_WINDOW
     assert link.a.channel.in_flight == SEND_WINDOW
+
+
+def test_congestion_window_bounds_the_bytes_in_flight_when_nothing_comes_back() -> None:
+    link = SimLink(3, a_to_b=LinkConfig(loss=1.0), b_to_a=LinkConfig(loss=1.0))
+    link.schedule(link.a, message_frames(3 * SEND_WINDOW))
+    channel = link.a.channel
+    link.step()
+    assert INITIAL_CWND - MAX_DATAGRAM < channel.bytes_in_flight <= INITIAL_CWND + MAX_DATAGRAM
+    while link.now < 5.0:
+        link.step()
+        assert channel.bytes_in_flight <= INITIAL_CWND + MAX_DATAGRAM
+        assert channel.in_flight < SEND_WINDOW
+    # Timeout after timeout with no round trip measured: persistent congestion.
+    assert channel.cwnd == MIN_CWND
 
 
 def test_backlog_refuses_past_its_bound() -> None:
@@ -160,7 +177,7 @@ def test_an_idle_peer_that_answers_keepalives_is_never_dead() -> None:
         assert not link.b.channel.is_dead(link.now)
 
 
-def test_rto_backs_off_to_its_bound_and_an_ack_of_new_data_undoes_it() -> None:
+def test_rto_backs_off_to_its_bound_and_an_ack_that_empties_the_flight_undoes_it() -> None:
     a = Channel(0.0)
     b = Channel(0.0)
     a.send(message_frames(1)[0])
@@ -176,7 +193,7 @@ def test_rto_backs_off_to_its_bound_and_an_ack_of_new_data_undoes_it() -> None:
     assert rtos[-1] == MAX_RTO
     assert a.retransmits == 12
     # Karn: the ack of a retransmitted segment gives no round-trip sample,
-    # but it is news that the path works: the backoff is undone.
+    # but once nothing is left in flight the backoff is undone.
     b.receive(decode_datagram(first[0]), now)
     a.receive(decode_datagram(b.datagrams(now + 0.001)[0]), now + 0.001)
     assert a.srtt is None
@@ -190,8 +207,62 @@ def test_rto_backs_off_to_its_bound_and_an_ack_of_new_data_undoes_it() -> None:
     assert a.srtt == pytest.approx(0.05)
 
 
-def test_a_timeout_resends_probes_and_a_bounded_burst_and_acks_reveal_the_rest() -> None:
+def test_an_ack_of_resent_segments_keeps_the_backoff_until_a_sample() -> None:
     a = Channel(0.0)
+    b = Channel(0.0)
+    originals = []
+    for i, frame in enumerate(message_frames(3)):
+        a.send(frame)
+        originals += a.datagrams(i * 0.001)
+    base = a.rto
+    probes = a.datagrams(base)
+    assert len(probes) == PROBES
+    assert a.rto == 2 * base
+    # The ack of the first original (a queue delayed it) covers a resent
+    # segment: no sample, and the third segment is still out: the backoff holds.
+    b.receive(decode_datagram(originals[0]), 0.3)
+    a.receive(decode_datagram(b.datagrams(0.3)[0]), 0.3)
+    assert a.in_flight == 2
+    assert a.rto == 2 * base
+    # The third was sent once: its ack is a sample, which resets the RTO.
+    b.receive(decode_datagram(originals[2]), 0.31)
+    a.receive(decode_datagram(b.datagrams(0.31)[0]), 0.31)
+    assert a.srtt == pytest.approx(0.31 - 0.002)
+    assert a.rto == pytest.approx(a.srtt + 4 * a.srtt / 2 + MAX_ACK_DELAY)
+
+
+def test_a_late_ack_of_a_probed_segment_declares_nothing_else_lost() -> None:
+    """RFC 8985's concern: after a spurious timeout, the ack of the first copy
+    of a probed segment must not read as the ack of the probe, which would
+    make every segment sent between the two look overtaken."""
+    a = Channel(0.0)
+    b = Channel(0.0)
+    # A round trip of 10 ms first.
+    a.send(message_frames(1)[0])
+    b.receive(decode_datagram(a.datagrams(0.0)[0]), 0.005)
+    a.receive(decode_datagram(b.datagrams(0.005)[0]), 0.01)
+    assert a.srtt == pytest.approx(0.01)
+    # Then one segment every 5 ms; the peer gets them all, but a queue holds
+    # its acks back past the RTO.
+    now = 0.01
+    sent: list[bytes] = []
+    for frame in message_frames(20):
+        a.send(frame)
+        sent.append(a.datagrams(now)[0])  # the new segment, before any probe
+        now += 0.005
+    assert a.retransmits == PROBES, "the timer fired once, for two probes"
+    for d in sent[:PROBES]:
+        b.receive(decode_datagram(d), now)
+    a.receive(decode_datagram(b.datagrams(now)[0]), now)
+    # The others were sent after the first copies of the probed ones:
+    # nothing overtook them, nothing is resent.
+    assert a.datagrams(now) == []
+    assert a.retransmits == PROBES
+
+
+def test_a_timeout_resends_probes_and_a_bounded_burst_and_acks_reveal_the_rest() -> None:
+    # Without congestion control, which would let only part of the burst go.
+    a = Channel(0.0, congestion_control=False)
     b = Channel(0.0)
     frames = message_frames(200)
     for frame in frames:
