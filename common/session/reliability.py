@@ -172,7 +172,18 @@ class _Segment:
     and must not keep its bytes alive there.
     """
 
-    __slots__ = ("acked", "first_sent", "frame", "in_flight", "sends", "sent_at", "seq", "size")
+    __slots__ = (
+        "acked",
+        "arrived_sent",
+        "first_sent",
+        "frame",
+        "in_flight",
+        "overtaken",
+        "sends",
+        "sent_at",
+        "seq",
+        "size",
+    )
 
     def __init__(self, seq: int, frame: bytes, now: float) -> None:
         self.seq = seq
@@ -180,6 +191,12 @@ class _Segment:
         self.size = len(frame)
         self.sent_at = now  # last transmission
         self.first_sent = now
+        # When the copy an ack of this segment answers was sent, as far as the
+        # sender can tell: the first copy, or a copy sent after acks showed
+        # an earlier one overtaken (then that one is taken for lost); never a
+        # copy the timer resent, which may race a first copy merely delayed.
+        self.arrived_sent = now
+        self.overtaken = False  # taken for lost on the acks' evidence, not yet resent
         self.sends = 1
         self.acked = False
         self.in_flight = True  # counted in the congestion controller's bytes in flight
@@ -449,13 +466,19 @@ class Channel:
                 self._rto_deadline = now + self.rto
         # A held-back ack rides along with anything sent, or goes alone when due.
         if self._ack_due or (self._ack_pending and (frames or probes or now >= self._ack_at)):
-            frames.insert(0, self._ack_frame())
+            ack = self._ack_frame()
             self._ack_due = self._ack_pending = False
             self._ack_count = 0
             self.acks_sent += 1
+            if probes and len(probes[0]) + len(ack) <= MAX_DATAGRAM:
+                probes[0] = self.prefix + ack + probes[0][len(self.prefix) :]
+            else:
+                frames.insert(0, ack)
         if not frames:
             return probes
-        return self._pack(frames) + probes
+        # Probes first: they carry the oldest segments, which a burst behind
+        # them into a full queue must not push out.
+        return probes + self._pack(frames)
 
     def _pack(self, frames: list[bytes]) -> list[bytes]:
         """``frames`` in order, in as few datagrams as they fit, each opened by the prefix."""
@@ -491,6 +514,9 @@ class Channel:
                 continue
             seg.sent_at = now
             seg.sends += 1
+            if seg.overtaken:
+                seg.overtaken = False
+                seg.arrived_sent = now
             if not seg.in_flight:
                 seg.in_flight = True
                 self._bytes_in_flight += seg.size
@@ -642,10 +668,13 @@ class Channel:
             return
         newest: _Segment | None = None  # highest seq newly acknowledged
         sample: _Segment | None = None  # highest seq newly acknowledged that was sent once
-        # Loss detection compares sending times with the latest *first*
-        # transmission known to have arrived: the ack of a segment sent twice
-        # does not say which copy arrived, and taking the later one would
-        # declare lost everything sent between the two (RFC 8985's concern).
+        # Loss detection compares sending times with the latest transmission
+        # known to have arrived. The ack of a segment sent twice does not say
+        # which copy arrived: after a timeout it may answer a first copy that
+        # a queue delayed, and taking the probe's time would declare lost
+        # everything sent between the two (RFC 8985's concern). So a copy
+        # counts only if acks had shown the copies before it overtaken
+        # (``arrived_sent``); else the first copy's time does.
         latest = self._latest_acked_sent_at
         flight = self._flight
         limit = ack.next_expected
@@ -659,7 +688,7 @@ class Channel:
             return  # nothing new: a duplicate or stale ack
         grow = self._release(newly)
         for seg in newly:
-            latest = max(latest, seg.first_sent)
+            latest = max(latest, seg.arrived_sent)
             if newest is None or seg.seq > newest.seq:
                 newest = seg
             if seg.sends == 1 and (sample is None or seg.seq > sample.seq):
@@ -680,7 +709,7 @@ class Channel:
         self._latest_acked_sent_at = latest
         if newest.seq > self._largest_acked:
             self._largest_acked = newest.seq
-            self._largest_acked_sent_at = newest.first_sent
+            self._largest_acked_sent_at = newest.arrived_sent
         if grow and self._cwnd_limited:
             self._grow(grow)
         self._rto_deadline = now + self.rto if unacked else None
@@ -746,6 +775,7 @@ class Channel:
                     break  # later segments were first sent later still, and not resent before this one
                 continue
             if seg.sent_at <= sent_before or seg.sent_at <= overtaken:
+                seg.overtaken = True
                 found.append(seg)
         self._declare_lost(found, now)
 

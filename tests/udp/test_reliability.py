@@ -260,6 +260,38 @@ def test_a_late_ack_of_a_probed_segment_declares_nothing_else_lost() -> None:
     assert a.retransmits == PROBES
 
 
+def test_the_ack_of_a_segment_resent_on_the_acks_evidence_reveals_older_losses() -> None:
+    """A copy sent after acks showed the first one overtaken is taken as the
+    copy that arrived: its ack shows what was sent well before it and never
+    came, without waiting for the timer."""
+    a = Channel(0.0)
+    b = Channel(0.0)
+    a.send(message_frames(1)[0])
+    b.receive(decode_datagram(a.datagrams(0.0)[0]), 0.005)
+    a.receive(decode_datagram(b.datagrams(0.005)[0]), 0.01)
+    frames = message_frames(6)
+    a.send(frames[0])
+    lost_first = a.datagrams(0.01)
+    for frame in frames[1:5]:
+        a.send(frame)
+    arrive = a.datagrams(0.012)
+    a.send(frames[5])
+    lost_later = a.datagrams(0.02)
+    assert lost_first and lost_later
+    # Segments 2 to 5 arrive; their ack shows segment 1 overtaken: resent.
+    for d in arrive:
+        b.receive(decode_datagram(d), 0.045)
+    a.receive(decode_datagram(b.datagrams(0.045)[0]), 0.05)
+    resent = a.datagrams(0.05)
+    assert a.retransmits == 1
+    b.receive(decode_datagram(resent[0]), 0.055)
+    a.receive(decode_datagram(b.datagrams(0.055)[0]), 0.06)
+    # That ack answers the copy sent at 0.05, so segment 6, sent at 0.02, was overtaken.
+    again = a.datagrams(0.06)
+    assert a.retransmits == 2
+    assert decode_datagram(again[0])[-1] == ev.Data(6, 0, frames[5])
+
+
 def test_a_timeout_resends_probes_and_a_bounded_burst_and_acks_reveal_the_rest() -> None:
     # Without congestion control, which would let only part of the burst go.
     a = Channel(0.0, congestion_control=False)
@@ -277,6 +309,8 @@ def test_a_timeout_resends_probes_and_a_bounded_burst_and_acks_reveal_the_rest()
     resent = a.datagrams(a.rto)
     singles = [d for d in resent if len(decode_datagram(d)) == 1]
     assert len(singles) >= PROBES, "each probe goes in a datagram of its own"
+    # The probes go first, so a burst into a full queue cannot push them out.
+    assert [decode_datagram(d)[0] for d in resent[:PROBES]] == [ev.Data(seq, 0, frames[seq]) for seq in range(PROBES)]
     assert a.retransmits == PROBES + TIMEOUT_BURST, "the timeout's burst is bounded"
     # Their ack shows what is still missing: sent again at once, no timeout.
     now = a.rto
