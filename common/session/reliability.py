@@ -710,10 +710,13 @@ class Channel:
         if newest.seq > self._largest_acked:
             self._largest_acked = newest.seq
             self._largest_acked_sent_at = newest.arrived_sent
-        if grow and self._cwnd_limited:
-            self._grow(grow)
         self._rto_deadline = now + self.rto if unacked else None
+        recovery_start = self._recovery_start
         self._detect_losses(now)
+        # After loss detection, as RFC 9002 orders it: an ack that starts a
+        # recovery grows nothing (all it covers was sent before it began).
+        if grow and self._cwnd_limited and self._recovery_start == recovery_start:
+            self._grow(grow)
 
     def _release(self, segments: list[_Segment]) -> int:
         """Mark ``segments`` acknowledged and let go of their bytes; return the

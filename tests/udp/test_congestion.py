@@ -1,0 +1,103 @@
+"""Congestion control in the fake-clock link: a bottleneck, a drop-tail queue, random loss.
+
+Deterministic (seeded) runs; the bounds are loose and about counts (segments,
+retransmissions, drops), never about how fast the machine ran them.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from common.session.reliability import INITIAL_CWND, MAX_DATAGRAM, MIN_CWND, Channel
+from common.wire.framing import decode_datagram
+from tests.udp.cc_report import QUEUE, transfer
+from tests.udp.simlink import LinkConfig, SimLink
+from tests.udp.strategies import message_frames
+
+
+def test_a_loss_free_bottleneck_costs_few_retransmissions_and_keeps_the_queue_bounded() -> None:
+    result = transfer(0.0, count=1500)
+    assert result.complete
+    # Only slow start's overshoot fills the queue; then the window holds.
+    assert result.retransmit_ratio < 0.05
+    assert result.queue_drops < 0.05 * result.segments
+    assert result.peak_queue <= QUEUE
+    # Simulated time, not the machine's: most of the 4 Mbit/s carries payload.
+    assert result.goodput_mbit > 3.0
+
+
+def test_without_congestion_control_the_same_path_drowns_in_retransmissions() -> None:
+    with_cc = transfer(0.0, count=300, limit=30.0)
+    fixed = transfer(0.0, count=300, congestion_control=False, limit=30.0)
+    assert with_cc.complete
+    assert fixed.retransmits > 10 * max(1, with_cc.retransmits)
+
+
+@pytest.mark.parametrize(("loss", "ratio"), [(0.05, 0.15), (0.2, 0.45)])
+def test_random_loss_costs_retransmissions_in_proportion(loss: float, ratio: float) -> None:
+    result = transfer(loss, count=400, seed=5)
+    assert result.complete
+    # Each lost segment needs at least one more copy, and not many more.
+    assert loss * 0.5 < result.retransmit_ratio < ratio
+
+
+def test_slow_start_grows_the_window_by_what_is_acknowledged() -> None:
+    link = SimLink(2)
+    channel = link.a.channel
+    link.schedule(link.a, message_frames(3000, size=500))
+    assert channel.cwnd == INITIAL_CWND
+    link.step()
+    first = channel.bytes_in_flight
+    assert INITIAL_CWND <= first < INITIAL_CWND + MAX_DATAGRAM
+    while channel.bytes_in_flight <= first:
+        link.step()
+    assert channel.cwnd > INITIAL_CWND
+    assert channel.retransmits == 0
+
+
+def test_a_loss_halves_the_window_once_per_round_trip() -> None:
+    a = Channel(0.0)
+    b = Channel(0.0)
+    for frame in message_frames(200, size=500):
+        a.send(frame)
+    sent = a.datagrams(0.0)
+    assert len(sent) > 6
+    before = a.cwnd
+    # Two datagrams of the same flight lost: one congestion event.
+    for d in sent[:1] + sent[2:3] + sent[4:]:
+        b.receive(decode_datagram(d), 0.01)
+    a.receive(decode_datagram(b.datagrams(0.01)[0]), 0.02)
+    assert a.cwnd == before // 2
+    resent = a.datagrams(0.02)
+    assert a.retransmits == len(decode_datagram(sent[1])) + len(decode_datagram(sent[3]))
+    # The ack of what was sent after the loss grows the window again, slowly.
+    for d in resent:
+        b.receive(decode_datagram(d), 0.03)
+    a.receive(decode_datagram(b.datagrams(0.03)[0]), 0.04)
+    assert before // 2 <= a.cwnd < before
+
+
+def test_timeouts_without_a_sample_shrink_the_window_to_its_floor() -> None:
+    a = Channel(0.0)
+    for frame in message_frames(100, size=500):
+        a.send(frame)
+    now = 0.0
+    a.datagrams(now)
+    for _ in range(3):
+        now += a.rto
+        a.datagrams(now)
+    assert a.cwnd == MIN_CWND
+    # Probes go whatever the window; the rest waits for acks.
+    assert a.bytes_in_flight <= MIN_CWND + 3 * MAX_DATAGRAM
+
+
+def test_a_lossy_bottleneck_still_delivers_everything_in_order_both_ways() -> None:
+    path = LinkConfig(loss=0.1, reorder=0.05, duplicate=0.02, delay=0.01, bandwidth=250_000, queue=16_000)
+    link = SimLink(9, a_to_b=path, b_to_a=path)
+    frames_a = message_frames(600, size=300)
+    frames_b = message_frames(200, size=900)
+    link.schedule(link.a, frames_a)
+    link.schedule(link.b, frames_b, spacing=0.002)
+    link.run_until_done(limit=60.0)
+    assert link.b.delivered == frames_a
+    assert link.a.delivered == frames_b
