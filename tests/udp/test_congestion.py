@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from common.session.reliability import INITIAL_CWND, MAX_DATAGRAM, MIN_CWND, Channel
+from common.session.reliability import INITIAL_CWND, MIN_CWND, Channel
 from common.wire.framing import decode_datagram
+from common.wire.limits import MAX_DATAGRAM
 from tests.udp.cc_report import QUEUE, transfer
 from tests.udp.simlink import LinkConfig, SimLink
 from tests.udp.strategies import message_frames
