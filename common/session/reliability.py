@@ -87,6 +87,11 @@ MAX_SACK_RANGES: Final = 16
 #: flight and waiting for the window together, beyond which ``send`` refuses.
 MAX_BACKLOG: Final = 1024 * 1024
 
+#: What one held segment costs beyond its bytes (CPython's bytes object and
+#: queue slot), charged against ``max_backlog`` so that it bounds memory even
+#: for the smallest chat lines.
+HELD_OVERHEAD: Final = 48
+
 #: The longest a receiver may hold back an ack (QUIC's max_ack_delay); a sender
 #: adds it to its retransmission timeout.
 MAX_ACK_DELAY: Final = 0.025
@@ -224,8 +229,8 @@ class Channel:
         window: segments in flight at most (the congestion window bounds
             them in bytes as well).
         max_backlog: bytes of encoded segments held at most, unacknowledged
-            in flight and waiting for the window together; ``send`` refuses
-            past it.
+            in flight and waiting for the window together, each charged
+            HELD_OVERHEAD more; ``send`` refuses past it.
         keepalive_after: send a keepalive after this long without sending.
         dead_after: a peer silent (or not acknowledging) this long is dead.
         ack_delay: how long this side may hold back an ack of data that
@@ -331,20 +336,20 @@ class Channel:
             LocalProtocolError: the frame is empty or larger than MAX_FRAME.
         """
         size = len(frame)
-        held = self._backlog_bytes + self._unacked_bytes
+        held = self.held_bytes
         if 0 < size <= MAX_CHUNK:
             # The common case, inlined: one frame, one segment.
-            cost = size + DATA_OVERHEAD
+            cost = size + DATA_OVERHEAD + HELD_OVERHEAD
             if held + cost > self.max_backlog and held:
                 return False
             seq = self._next_seq
             self._next_seq = seq + 1
             head = _DATA_HEAD.pack(MAGIC, VERSION, _DATA_TYPE, _DATA_FIELDS + size, seq, 0, size)
             self._backlog.append(head + frame)
-            self._backlog_bytes += cost
+            self._backlog_bytes += size + DATA_OVERHEAD
             return True
         chunks = split_frame(frame)
-        cost = size + DATA_OVERHEAD * len(chunks)
+        cost = size + (DATA_OVERHEAD + HELD_OVERHEAD) * len(chunks)
         if held + cost > self.max_backlog and held:
             return False
         seq = self._next_seq
@@ -355,7 +360,7 @@ class Channel:
             seq += 1
             remaining -= 1
         self._next_seq = seq
-        self._backlog_bytes += cost
+        self._backlog_bytes += size + DATA_OVERHEAD * len(chunks)
         return True
 
     @property
@@ -365,9 +370,10 @@ class Channel:
 
     @property
     def held_bytes(self) -> int:
-        """Bytes of segments held: queued, or sent and not acknowledged (the
-        quantity ``max_backlog`` bounds)."""
-        return self._backlog_bytes + self._unacked_bytes
+        """What ``max_backlog`` bounds: the bytes of the segments held (queued,
+        or sent and not acknowledged), plus HELD_OVERHEAD for each."""
+        held = len(self._backlog) + len(self._unacked)
+        return self._backlog_bytes + self._unacked_bytes + HELD_OVERHEAD * held
 
     @property
     def in_flight(self) -> int:
