@@ -414,3 +414,65 @@ def test_unreliable_keepalives_are_answered_so_both_sides_stay_alive() -> None:
     link.run_for(20.0)
     assert not link.a.channel.is_dead(link.now)
     assert not link.b.channel.is_dead(link.now)
+
+
+# --- delayed acks ---------------------------------------------------------------
+
+
+def _data_datagram(seq: int) -> list[ev.Event]:
+    return [ev.Data(seq, 0, encode(ev.Joined(f"n{seq}")))]
+
+
+def test_a_delayed_ack_waits_for_a_second_datagram_or_its_deadline() -> None:
+    receiver = Channel(0.0, ack_delay=0.01)
+    receiver.receive(_data_datagram(0), 1.0)
+    assert not receiver.wants_to_send
+    assert receiver.datagrams(1.005) == []
+    assert receiver.next_deadline() == pytest.approx(1.01)
+    assert decode_datagram(receiver.datagrams(1.01)[0]) == [ev.Ack(1, ())]
+    # Every second datagram with data is acknowledged at once.
+    receiver.receive(_data_datagram(1), 2.0)
+    assert not receiver.wants_to_send
+    receiver.receive(_data_datagram(2), 2.001)
+    assert receiver.wants_to_send
+    assert decode_datagram(receiver.datagrams(2.001)[0]) == [ev.Ack(3, ())]
+
+
+@pytest.mark.parametrize(
+    "arrivals",
+    [[0, 0], [1], [1, 0]],
+    ids=["duplicate", "gap", "gap filled"],
+)
+def test_a_delayed_ack_goes_at_once_for_anything_out_of_order(arrivals: list[int]) -> None:
+    receiver = Channel(0.0, ack_delay=0.01)
+    now = 1.0
+    for seq in arrivals[:-1]:
+        receiver.receive(_data_datagram(seq), now)
+        now += 0.1
+        receiver.datagrams(now)  # past the deadline: the ack went
+    receiver.receive(_data_datagram(arrivals[-1]), now)
+    assert receiver.wants_to_send
+
+
+def test_a_delayed_ack_rides_along_with_data() -> None:
+    receiver = Channel(0.0, ack_delay=0.01)
+    receiver.receive(_data_datagram(0), 1.0)
+    receiver.send(encode(ev.Joined("bob")))
+    frames = decode_datagram(receiver.datagrams(1.001)[0])
+    assert frames[0] == ev.Ack(1, ())
+    assert isinstance(frames[1], ev.Data)
+
+
+@pytest.mark.parametrize("loss", [0.0, 0.1])
+def test_delayed_acks_save_acks_and_lose_nothing(loss: float) -> None:
+    frames = message_frames(2000)
+    acks = {}
+    for delay in (0.0, MAX_ACK_DELAY / 2):
+        impaired = LinkConfig(loss=loss, reorder=loss)
+        link = SimLink(12, a_to_b=impaired, b_to_a=impaired, ack_delay=delay)
+        link.schedule(link.a, frames, spacing=0.0005)
+        link.run_until_done(limit=60.0)
+        assert link.b.delivered == frames
+        acks[delay] = link.b.channel.acks_sent
+    if not loss:
+        assert acks[MAX_ACK_DELAY / 2] <= 0.6 * acks[0.0]
