@@ -14,35 +14,47 @@ Strategy, by concern:
   consecutive segments (fragments) whose ``remaining`` counts down to 0. A
   ``Data`` with an empty chunk is a keepalive: it carries nothing and exists
   to be acknowledged.
-- **Window.** At most ``window`` segments are in flight (sent, not yet
-  acknowledged); the rest wait in a backlog bounded by ``max_backlog`` bytes
-  (``send`` says False when it is full, and the transport decides: the server
-  drops the slow peer, the client waits).
+- **Windows.** At most ``window`` segments are in flight (sent, not yet
+  acknowledged), and, with congestion control, no more bytes than the
+  congestion window: NewReno as in RFC 9002 (slow start, halving once per
+  recovery, the minimum window after persistent congestion). The rest waits
+  in a backlog. ``max_backlog`` bounds the bytes held, waiting and
+  unacknowledged together (``send`` says False at the bound, and the
+  transport decides: the server drops the slow or deaf peer, the client
+  waits); an acknowledged segment lets go of its bytes at once.
 - **Acknowledgements.** The receiver acknowledges with ``Ack(next_expected,
   ranges)``: everything below ``next_expected`` arrived, and so did each
   selective range (at most ``MAX_SACK_RANGES``, the lowest ones). An ack is
-  due after any ``Data``, duplicates included (the earlier ack may have been
-  lost); it rides in front of the next datagram the channel produces.
+  owed after any datagram with ``Data``, duplicates included (the earlier ack
+  may have been lost); it rides in front of the next datagram the channel
+  produces, and with ``ack_delay`` it may wait that long for a second
+  datagram or for data of our own to carry it (never for anything out of
+  order).
 - **Loss and retransmission.** A segment is taken for lost, and sent again,
   when a segment at least ``REORDER_THRESHOLD`` numbers above it and sent no
   earlier has been acknowledged, or one sent ``TIME_THRESHOLD`` smoothed round
-  trips after it (QUIC's packet and time thresholds). The retransmission
-  timer follows RFC 6298: RTO = SRTT + 4 RTTVAR from round-trip samples taken
-  only on segments sent once (Karn), clamped to [MIN_RTO, MAX_RTO]. When it
-  fires, the ``PROBES`` oldest segments are sent again, each in its own
-  datagram (so each draws its own ack), with at most ``TIMEOUT_BURST`` more of
-  those unacknowledged for a whole RTO, and the RTO doubles; the acks reveal
-  the rest of what was lost through the time threshold. A timeout is as
-  often a peer slow to answer as a loss, and resending the whole window then
-  would add load exactly when it hurts. Any ack of new data undoes the
-  backoff (as QUIC does; otherwise a tail of resent segments, which give no
-  clean sample, would wait MAX_RTO).
+  trips after it (QUIC's packet and time thresholds). "Sent" for an
+  acknowledged segment means the copy that may have arrived: the first, or
+  one resent because acks showed the first overtaken, never one the timer
+  resent (its ack may answer a first copy that a queue delayed: RFC 8985).
+  The retransmission timer follows RFC 6298: RTO = SRTT + 4 RTTVAR + the
+  peer's MAX_ACK_DELAY, from round-trip samples taken only on segments sent
+  once (Karn), clamped to [MIN_RTO, MAX_RTO]. When it fires, the ``PROBES``
+  oldest segments are sent again first, each in its own datagram (so each
+  draws its own ack), and at most ``TIMEOUT_BURST`` more of those
+  unacknowledged for a whole RTO are taken for lost, and the RTO doubles; the
+  acks reveal the rest. A timeout is as often a peer slow to answer as a
+  loss, and resending the whole window then would add load exactly when it
+  hurts. Only a new sample (or an ack that leaves nothing in flight) undoes
+  the backoff: an ack of resent segments may be the late answer to their
+  first copies, and an RTO kept below the queueing delay resends what was
+  never lost.
 - **Receiving.** Segments below ``next_expected`` or already buffered are
   duplicates, acknowledged and dropped; segments beyond the receive window
   are dropped unacknowledged; the others are buffered and released in order,
   fragments joined as they come (which bounds reassembly to one frame).
 - **Liveness.** When nothing has been sent for ``keepalive_after`` seconds the
-  channel sends a keepalive; a peer heard from for ``dead_after`` seconds, or
+  channel sends a keepalive; a peer not heard from for ``dead_after`` seconds, or
   that leaves a segment unacknowledged that long, is dead (``is_dead``).
 - **Unreliable mode** (``reliable=False``): segments are numbered but never
   retransmitted and no acks are sent except to keepalives (so both sides still
