@@ -41,11 +41,12 @@ Strategy, by concern:
   peer's MAX_ACK_DELAY, from round-trip samples taken only on segments sent
   once (Karn), clamped to [MIN_RTO, MAX_RTO]. When it fires, the ``PROBES``
   oldest segments are sent again first, each in its own datagram (so each
-  draws its own ack), and at most ``TIMEOUT_BURST`` more of those
-  unacknowledged for a whole RTO are taken for lost, and the RTO doubles; the
-  acks reveal the rest. A timeout is as often a peer slow to answer as a
-  loss, and resending the whole window then would add load exactly when it
-  hurts. Only a new sample (or an ack that leaves nothing in flight) undoes
+  draws its own ack) and past the congestion window; the others
+  unacknowledged for a whole RTO are taken for lost and go again as the
+  (shrunken) congestion window admits, and the RTO doubles. A timeout is as
+  often a peer slow to answer as a loss: the window paces the resending, and
+  acks of first copies cancel what has not gone yet (without congestion
+  control, at most ``TIMEOUT_BURST`` are taken). Only a new sample (or an ack that leaves nothing in flight) undoes
   the backoff: an ack of resent segments may be the late answer to their
   first copies, and an RTO kept below the queueing delay resends what was
   never lost.
@@ -131,7 +132,8 @@ REORDER_THRESHOLD: Final = 3
 #: Segments resent as probes when the retransmission timer fires.
 PROBES: Final = 2
 
-#: Further segments, among those unacknowledged for a whole RTO, resent with the probes.
+#: Without congestion control: segments, among those unacknowledged for a
+#: whole RTO, taken for lost at a timeout at most.
 TIMEOUT_BURST: Final = 64
 
 #: A segment sent this many smoothed round trips before the first transmission
@@ -608,27 +610,36 @@ class Channel:
         frames.append(frame)
 
     def _on_timeout(self, now: float) -> None:
-        """The retransmission timer fired: probes, a bounded burst, back off."""
+        """The retransmission timer fired: probes, the stale taken for lost, back off."""
         if not self._unacked:
             self._rto_deadline = None
             return
-        # The two oldest as probes, a datagram each (as QUIC sends two, so one
-        # lost datagram or ack does not cost another timeout); then, in seq
-        # order, what has waited a whole RTO, up to TIMEOUT_BURST: a timeout is
-        # as often a peer slow to answer as a loss, and resending the whole
-        # window would add load exactly when it hurts. The acks show what else
-        # is missing (the time threshold of _detect_losses).
+        # The two oldest unacknowledged as probes, a datagram each and past
+        # the congestion window (as QUIC sends two, so one lost datagram or
+        # ack does not cost another timeout), even if they already wait to go
+        # again: the window may be what holds them. Then what has waited a
+        # whole RTO is taken for lost, out of the bytes in flight: resent as
+        # the congestion window admits (which the timeout shrinks), so a
+        # timeout that only met a slow peer resends at the window's pace, and
+        # the acks of first copies cancel the rest. Without congestion
+        # control, at most TIMEOUT_BURST of them.
         probes = self._probes
+        lost = self._lost
         rto = self.rto
-        burst: list[_Segment] = []
+        cap = len(self._unacked) if self.congestion_control else TIMEOUT_BURST
+        stale: list[_Segment] = []
         for seg in self._flight:
-            if seg.acked or seg.seq in self._lost:  # those go again anyway
+            if seg.acked:
                 continue
             if len(probes) < PROBES:
                 probes.append(seg)
-            elif seg.sent_at + rto <= now and len(self._lost) + len(burst) < TIMEOUT_BURST:
-                burst.append(seg)
-            else:
+                lost.pop(seg.seq, None)
+                seg.overtaken = False
+            elif seg.seq in lost:
+                continue  # goes again anyway
+            elif seg.sent_at + rto <= now and len(lost) + len(stale) < cap:
+                stale.append(seg)
+            elif not self.congestion_control:
                 break
         if self._backoff > 1:
             # A second timeout with no round trip measured in between: the
@@ -637,7 +648,7 @@ class Channel:
             self._ssthresh = max(self._cwnd * LOSS_REDUCTION, MIN_CWND)
             self._cwnd = MIN_CWND
             self._recovery_start = now
-        self._declare_lost(burst, now)
+        self._declare_lost(stale, now)
         self._backoff = min(self._backoff * 2, 64)
         self._rto_deadline = now + self.rto
 

@@ -102,3 +102,14 @@ def test_a_lossy_bottleneck_still_delivers_everything_in_order_both_ways() -> No
     link.run_until_done(limit=60.0)
     assert link.b.delivered == frames_a
     assert link.a.delivered == frames_b
+
+
+@pytest.mark.parametrize("queue", [100_000, 400_000])
+def test_a_deep_queue_overflowing_in_slow_start_does_not_stall_the_transfer(queue: int) -> None:
+    """Slow start overshoots a deep queue by a whole window's worth of drops.
+    The timer must reach the oldest lost segment even when the congestion
+    window holds its retransmission back, and take the stale for lost so
+    the window can open again."""
+    result = transfer(0.0, count=1000, queue=queue, limit=60.0)
+    assert result.complete
+    assert result.retransmits < 3 * max(1, result.queue_drops)
