@@ -113,3 +113,21 @@ def test_a_deep_queue_overflowing_in_slow_start_does_not_stall_the_transfer(queu
     result = transfer(0.0, count=1000, queue=queue, limit=60.0)
     assert result.complete
     assert result.retransmits < 3 * max(1, result.queue_drops)
+
+
+@pytest.mark.parametrize("jump", [0.03, 0.06, 0.2])
+def test_a_sudden_queue_elsewhere_costs_few_spurious_retransmissions(jump: float) -> None:
+    """Issue 14's saturation, in small: for one second a queue elsewhere lifts
+    the one-way delay from 5 ms to ``jump``; nothing is lost. The old rules
+    resent about half of all segments here (any ack undid the backoff, and
+    the late ack of a probed segment's first copy made everything sent
+    before the probe look lost)."""
+    frames = message_frames(4000, size=100)
+    forward = LinkConfig(delay=0.005)
+    link = SimLink(1, a_to_b=forward, b_to_a=LinkConfig(delay=0.005), dead_after=60.0)
+    link.schedule(link.a, frames, spacing=0.0005)
+    while len(link.b.delivered) < len(frames) and link.now < 30.0:
+        link.step()
+        forward.delay = jump if 0.5 <= link.now < 1.5 else 0.005
+    assert link.b.delivered == frames
+    assert link.a.channel.retransmits < 0.05 * len(frames)
