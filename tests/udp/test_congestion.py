@@ -7,13 +7,15 @@ retransmissions, drops), never about how fast the machine ran them.
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from common.session.reliability import INITIAL_CWND, MIN_CWND, Channel
 from common.wire.framing import decode_datagram
 from common.wire.limits import MAX_DATAGRAM
 from tests.udp.cc_report import QUEUE, transfer
 from tests.udp.simlink import LinkConfig, SimLink
-from tests.udp.strategies import message_frames
+from tests.udp.strategies import frame_lists, loss_rates, message_frames, seeds
 
 
 def test_a_loss_free_bottleneck_costs_few_retransmissions_and_keeps_the_queue_bounded() -> None:
@@ -102,6 +104,9 @@ def test_a_lossy_bottleneck_still_delivers_everything_in_order_both_ways() -> No
     link.run_until_done(limit=60.0)
     assert link.b.delivered == frames_a
     assert link.a.delivered == frames_b
+    for end in (link.a, link.b):
+        assert end.channel.bytes_in_flight == 0
+        assert end.channel.held_bytes == 0
 
 
 @pytest.mark.parametrize("queue", [100_000, 400_000])
@@ -131,3 +136,25 @@ def test_a_sudden_queue_elsewhere_costs_few_spurious_retransmissions(jump: float
         forward.delay = jump if 0.5 <= link.now < 1.5 else 0.005
     assert link.b.delivered == frames
     assert link.a.channel.retransmits < 0.05 * len(frames)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=seeds,
+    loss=loss_rates,
+    bandwidth=st.floats(50_000, 2_000_000),
+    queue=st.integers(2_500, 200_000),
+    frames=frame_lists(),
+)
+def test_any_bottleneck_delivers_everything_and_the_accounting_returns_to_zero(
+    *, seed: int, loss: float, bandwidth: float, queue: int, frames: list[bytes]
+) -> None:
+    path = LinkConfig(loss=loss, delay=0.01, bandwidth=bandwidth, queue=queue)
+    link = SimLink(seed, a_to_b=path, b_to_a=LinkConfig(loss=loss, delay=0.01), dead_after=120.0)
+    link.schedule(link.a, frames)
+    link.run_until_done(limit=120.0)
+    assert link.b.delivered == frames
+    channel = link.a.channel
+    assert channel.bytes_in_flight == 0
+    assert channel.held_bytes == 0
+    assert channel.cwnd >= MIN_CWND

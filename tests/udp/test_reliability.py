@@ -85,6 +85,10 @@ def test_every_frame_arrives_once_and_in_order_over_a_lossy_link(
     assert link.b.delivered == frames_a
     assert link.a.delivered == frames_b
     assert all_within_datagram_limit(link)
+    # Everything acknowledged: the accounting comes back to zero exactly.
+    for end in (link.a, link.b):
+        assert end.channel.bytes_in_flight == 0
+        assert end.channel.held_bytes == 0
     assert not link.a.channel.is_dead(link.now)
     assert not link.b.channel.is_dead(link.now)
 
