@@ -30,16 +30,17 @@ Strategy, by concern:
   produces, and with ``ack_delay`` it may wait that long for a second
   datagram or for data of our own to carry it (never for anything out of
   order).
-- **Loss and retransmission.** A segment is taken for lost, and sent again,
-  when a segment at least ``REORDER_THRESHOLD`` numbers above it and sent no
-  earlier has been acknowledged, or one sent ``TIME_THRESHOLD`` smoothed round
-  trips after it (QUIC's packet and time thresholds). "Sent" for an
+- **Loss and retransmission.** Once a segment sent no earlier than it has
+  been acknowledged, a segment is taken for lost, and sent again, when one at
+  least ``REORDER_THRESHOLD`` numbers above it has, or when it has been out
+  ``TIME_THRESHOLD`` round trips (QUIC's packet and time thresholds, with a
+  loss timer for the latter). "Sent" for an
   acknowledged segment means the copy that may have arrived: the first, or
   one resent because acks showed the first overtaken, never one the timer
   resent (its ack may answer a first copy that a queue delayed: RFC 8985).
   The retransmission timer follows RFC 6298: RTO = SRTT + 4 RTTVAR + the
-  peer's MAX_ACK_DELAY, from round-trip samples taken only on segments sent
-  once (Karn), clamped to [MIN_RTO, MAX_RTO]. When it fires, the ``PROBES``
+  peer's MAX_ACK_DELAY, from round-trip samples taken only on the segment an
+  ack covers that was sent last, if it was sent once (Karn), clamped to [MIN_RTO, MAX_RTO]. When it fires, the ``PROBES``
   oldest segments are sent again first, each in its own datagram (so each
   draws its own ack) and past the congestion window; the others
   unacknowledged for a whole RTO are taken for lost and go again as the
@@ -303,6 +304,8 @@ class Channel:
         self._largest_acked = -1
         self._largest_acked_sent_at = 0.0  # its first transmission
         self._latest_acked_sent_at = -1e9  # latest first transmission of a segment acknowledged
+        self._latest_rtt = 0.0  # the last round-trip sample
+        self._loss_time: float | None = None  # when a segment passes the time threshold
 
         # Congestion control (RFC 9002, section 7), in bytes of encoded segments.
         self._cwnd = float(INITIAL_CWND)
@@ -455,6 +458,8 @@ class Channel:
             deadline = min(deadline, self._rto_deadline)
         if self._ack_pending:
             deadline = min(deadline, self._ack_at)
+        if self._loss_time is not None:
+            deadline = min(deadline, self._loss_time)
         if self._reassembly:
             deadline = min(deadline, min(r.started for r in self._reassembly.values()) + REASSEMBLY_TIMEOUT)
         return deadline
@@ -466,6 +471,8 @@ class Channel:
         frames: list[bytes] = []
         probes: list[bytes] = []
         if self.reliable:
+            if self._loss_time is not None and now >= self._loss_time:
+                self._detect_losses(now)
             if self._rto_deadline is not None and now >= self._rto_deadline:
                 self._on_timeout(now)
             sent_data = self._retransmit(now, frames)
@@ -696,7 +703,7 @@ class Channel:
         if not unacked:
             return
         newest: _Segment | None = None  # highest seq newly acknowledged
-        sample: _Segment | None = None  # highest seq newly acknowledged that was sent once
+        sample: _Segment | None = None  # the newly acknowledged segment sent last
         # Loss detection compares sending times with the latest transmission
         # known to have arrived. The ack of a segment sent twice does not say
         # which copy arrived: after a timeout it may answer a first copy that
@@ -720,10 +727,13 @@ class Channel:
             latest = max(latest, seg.arrived_sent)
             if newest is None or seg.seq > newest.seq:
                 newest = seg
-            if seg.sends == 1 and (sample is None or seg.seq > sample.seq):
+            if sample is None or seg.sent_at > sample.sent_at:
                 sample = seg
         assert newest is not None
-        if sample is not None:
+        if sample is not None and sample.sends == 1:
+            # Only the segment sent last among those newly acknowledged gives
+            # a sample (as QUIC takes only the largest packet number): an older
+            # one may have waited for this ack because its own was lost.
             # Karn: only a segment sent once gives a sample, and only a sample
             # undoes the backoff (RFC 6298, 5.7): an ack of a resent segment
             # may answer the first copy, delayed by a queue the timer did not
@@ -791,29 +801,39 @@ class Channel:
         return out
 
     def _detect_losses(self, now: float) -> None:
-        """Mark lost what a later transmission overtook (QUIC's two thresholds):
-        by ``REORDER_THRESHOLD`` sequence numbers, or by ``TIME_THRESHOLD``
-        round trips of sending time."""
+        """Mark lost what a later transmission overtook (QUIC's two thresholds,
+        RFC 9002, 6.1): a segment sent no later than a copy known to have
+        arrived is lost once ``REORDER_THRESHOLD`` higher segments sent no
+        earlier were acknowledged, or once it has been out ``TIME_THRESHOLD``
+        round trips; until then the loss timer waits for that moment."""
         threshold = self._largest_acked - REORDER_THRESHOLD
         sent_before = self._largest_acked_sent_at
-        overtaken = self._latest_acked_sent_at - TIME_THRESHOLD * (self._srtt or self._base_rto)
+        arrived = self._latest_acked_sent_at
+        delay = max(TIME_THRESHOLD * max(self._srtt or self._base_rto, self._latest_rtt), GRANULARITY)
         lost = self._lost
         found: list[_Segment] = []
+        loss_time: float | None = None
         for seg in self._flight:
             if seg.acked or seg.seq in lost:
                 continue
-            if seg.seq > threshold and seg.sent_at > overtaken:
+            sent = seg.sent_at
+            if sent > arrived:
+                # Nothing sent after it is known to have arrived: no verdict.
                 if seg.sends == 1:
                     break  # later segments were first sent later still, and not resent before this one
                 continue
-            if seg.sent_at <= sent_before or seg.sent_at <= overtaken:
+            if (seg.seq <= threshold and sent <= sent_before) or now - sent >= delay:
                 seg.overtaken = True
                 found.append(seg)
+            elif loss_time is None or sent + delay < loss_time:
+                loss_time = sent + delay
+        self._loss_time = loss_time
         self._declare_lost(found, now)
 
     def _measured(self, rtt: float) -> None:
         """RFC 6298, section 2, with the peer's ack delay added (RFC 9002's PTO)."""
         rtt = max(rtt, 0.0)
+        self._latest_rtt = rtt
         if self._srtt is None:
             self._srtt = rtt
             self._rttvar = rtt / 2

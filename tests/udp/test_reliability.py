@@ -290,8 +290,12 @@ def test_the_ack_of_a_segment_resent_on_the_acks_evidence_reveals_older_losses()
     assert a.retransmits == 1
     b.receive(decode_datagram(resent[0]), 0.055)
     a.receive(decode_datagram(b.datagrams(0.055)[0]), 0.06)
-    # That ack answers the copy sent at 0.05, so segment 6, sent at 0.02, was overtaken.
-    again = a.datagrams(0.06)
+    # That ack answers the copy sent at 0.05, so segment 6, sent at 0.02, was
+    # overtaken: lost once it has been out 1.125 round trips (the loss timer),
+    # well before the retransmission timer.
+    assert a.datagrams(0.06) == []
+    assert a.next_deadline() < 0.07
+    again = a.datagrams(a.next_deadline())
     assert a.retransmits == 2
     assert decode_datagram(again[0])[-1] == ev.Data(6, 0, frames[5])
 
