@@ -30,34 +30,34 @@ Strategy, by concern:
   produces, and with ``ack_delay`` it may wait that long for a second
   datagram or for data of our own to carry it (never for anything out of
   order).
-- **Loss and retransmission.** Once a segment sent no earlier than it has
-  been acknowledged, a segment is taken for lost, and sent again, when one at
-  least ``REORDER_THRESHOLD`` numbers above it has, or when it has been out
+- **Loss and retransmission.** Once a segment sent no earlier than it has been
+  acknowledged, a segment is taken for lost, and sent again, when one at least
+  ``REORDER_THRESHOLD`` numbers above it has, or when it has been out
   ``TIME_THRESHOLD`` round trips (QUIC's packet and time thresholds, with a
-  loss timer for the latter). "Sent" for an
-  acknowledged segment means the copy that may have arrived: the first, or
-  one resent because acks showed the first overtaken, never one the timer
-  resent (its ack may answer a first copy that a queue delayed: RFC 8985).
-  The retransmission timer follows RFC 6298: RTO = SRTT + 4 RTTVAR + the
-  peer's MAX_ACK_DELAY, from round-trip samples taken only on the segment an
-  ack covers that was sent last, if it was sent once (Karn), clamped to [MIN_RTO, MAX_RTO]. When it fires, the ``PROBES``
+  loss timer for the latter). "Sent" for an acknowledged segment means the
+  copy that may have arrived: the first, or one resent because acks showed the
+  first overtaken, never one the timer resent (its ack may answer a first copy
+  that a queue delayed: RFC 8985). The retransmission timer follows RFC 6298:
+  RTO = SRTT + 4 RTTVAR + the peer's MAX_ACK_DELAY, from round-trip samples
+  taken only on the segment an ack covers that was sent last, if it was sent
+  once (Karn), clamped to [MIN_RTO, MAX_RTO]. When it fires, the ``PROBES``
   oldest segments are sent again first, each in its own datagram (so each
-  draws its own ack) and past the congestion window; the others
-  unacknowledged for a whole RTO are taken for lost and go again as the
-  (shrunken) congestion window admits, and the RTO doubles. A timeout is as
-  often a peer slow to answer as a loss: the window paces the resending, and
-  acks of first copies cancel what has not gone yet (without congestion
-  control, at most ``TIMEOUT_BURST`` are taken). Only a new sample (or an ack that leaves nothing in flight) undoes
-  the backoff: an ack of resent segments may be the late answer to their
-  first copies, and an RTO kept below the queueing delay resends what was
-  never lost.
+  draws its own ack) and past the congestion window; the others unacknowledged
+  for a whole RTO are taken for lost and go again as the (shrunken) congestion
+  window admits, and the RTO doubles. A timeout is as often a peer slow to
+  answer as a loss: the window paces the resending, and acks of first copies
+  cancel what has not gone yet (without congestion control, at most
+  ``TIMEOUT_BURST`` are taken). Only a new sample (or an ack that leaves
+  nothing in flight) undoes the backoff: an ack of resent segments may be the
+  late answer to their first copies, and an RTO kept below the queueing delay
+  resends what was never lost.
 - **Receiving.** Segments below ``next_expected`` or already buffered are
   duplicates, acknowledged and dropped; segments beyond the receive window
   are dropped unacknowledged; the others are buffered and released in order,
   fragments joined as they come (which bounds reassembly to one frame).
 - **Liveness.** When nothing has been sent for ``keepalive_after`` seconds the
-  channel sends a keepalive; a peer not heard from for ``dead_after`` seconds, or
-  that leaves a segment unacknowledged that long, is dead (``is_dead``).
+  channel sends a keepalive; a peer not heard from for ``dead_after`` seconds,
+  or that leaves a segment unacknowledged that long, is dead (``is_dead``).
 - **Unreliable mode** (``reliable=False``): segments are numbered but never
   retransmitted and no acks are sent except to keepalives (so both sides still
   learn the other is alive). The receiver drops duplicates, delivers in arrival
