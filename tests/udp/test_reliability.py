@@ -235,6 +235,36 @@ def test_an_ack_of_resent_segments_keeps_the_backoff_until_a_sample() -> None:
     assert a.rto == pytest.approx(a.srtt + 4 * a.srtt / 2 + MAX_ACK_DELAY)
 
 
+def test_a_segment_whose_own_ack_was_lost_gives_no_round_trip_sample() -> None:
+    """Only the segment sent last among those an ack newly covers is timed: an
+    older one may have waited for this ack because its own ack was lost."""
+    a = Channel(0.0)
+    b = Channel(0.0)
+    frames = message_frames(6)
+    a.send(frames[0])
+    a.datagrams(0.01)  # segment 0: lost
+    for frame in frames[1:5]:
+        a.send(frame)
+    evidence = a.datagrams(0.011)  # segments 1 to 4: arrive
+    a.send(frames[5])
+    late = a.datagrams(0.02)  # segment 5: arrives, but its ack is lost
+    for d in evidence:
+        b.receive(decode_datagram(d), 0.015)
+    ack = b.datagrams(0.015)
+    b.receive(decode_datagram(late[0]), 0.021)
+    b.datagrams(0.021)
+    a.receive(decode_datagram(ack[0]), 0.03)
+    resent = a.datagrams(0.03)  # segment 0 again, on the acks' evidence
+    assert a.retransmits == 1
+    srtt = a.srtt
+    b.receive(decode_datagram(resent[0]), 0.031)
+    a.receive(decode_datagram(b.datagrams(0.031)[0]), 0.032)
+    assert a.flushed
+    # Segment 5 waited 12 ms for this ack, which answers the copy of segment 0
+    # sent at 0.03: no sample.
+    assert a.srtt == srtt
+
+
 def test_a_late_ack_of_a_probed_segment_declares_nothing_else_lost() -> None:
     """RFC 8985's concern: after a spurious timeout, the ack of the first copy
     of a probed segment must not read as the ack of the probe, which would
