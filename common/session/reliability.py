@@ -302,8 +302,8 @@ class Channel:
         self._base_rto = INITIAL_RTO
         self._backoff = 1
         self._largest_acked = -1
-        self._largest_acked_sent_at = 0.0  # its first transmission
-        self._latest_acked_sent_at = -1e9  # latest first transmission of a segment acknowledged
+        self._largest_acked_sent_at = 0.0  # when its arrived copy was sent (see _Segment.arrived_sent)
+        self._latest_acked_sent_at = -1e9  # the latest such time of any segment acknowledged
         self._latest_rtt = 0.0  # the last round-trip sample
         self._loss_time: float | None = None  # when a segment passes the time threshold
 
