@@ -292,7 +292,8 @@ class Channel:
         self._backlog_bytes = 0
         self._flight: deque[_Segment] = deque()  # sent, in seq order; acked ones linger until the head passes
         self._unacked: dict[int, _Segment] = {}  # sent and not acknowledged
-        self._unacked_bytes = 0  # their frames' bytes
+        # What max_backlog bounds: bytes of segments queued or unacknowledged, plus HELD_OVERHEAD each.
+        self._held = 0
         self._lost: dict[int, _Segment] = {}  # to retransmit as soon as the congestion window admits
         self._probes: list[_Segment] = []  # the timer fired: resend these, a datagram each
         self._last_sent = now  # last Data segment sent
@@ -353,7 +354,7 @@ class Channel:
             LocalProtocolError: the frame is empty or larger than MAX_FRAME.
         """
         size = len(frame)
-        held = self.held_bytes
+        held = self._held
         if 0 < size <= MAX_CHUNK:
             # The common case, inlined: one frame, one segment.
             cost = size + DATA_OVERHEAD + HELD_OVERHEAD
@@ -364,6 +365,7 @@ class Channel:
             head = _DATA_HEAD.pack(MAGIC, VERSION, _DATA_TYPE, _DATA_FIELDS + size, seq, 0, size)
             self._backlog.append(head + frame)
             self._backlog_bytes += size + DATA_OVERHEAD
+            self._held = held + cost
             return True
         chunks = split_frame(frame)
         cost = size + (DATA_OVERHEAD + HELD_OVERHEAD) * len(chunks)
@@ -378,6 +380,7 @@ class Channel:
             remaining -= 1
         self._next_seq = seq
         self._backlog_bytes += size + DATA_OVERHEAD * len(chunks)
+        self._held = held + cost
         return True
 
     @property
@@ -389,8 +392,7 @@ class Channel:
     def held_bytes(self) -> int:
         """What ``max_backlog`` bounds: the bytes of the segments held (queued,
         or sent and not acknowledged), plus HELD_OVERHEAD for each."""
-        held = len(self._backlog) + len(self._unacked)
-        return self._backlog_bytes + self._unacked_bytes + HELD_OVERHEAD * held
+        return self._held
 
     @property
     def in_flight(self) -> int:
@@ -484,6 +486,7 @@ class Channel:
             frames.extend(self._backlog)
             self._backlog.clear()
             self._backlog_bytes = 0
+            self._held = 0  # nothing waits for an ack in this mode
         if not sent_data and not probes and not self._unacked and now - self._last_sent >= self.keepalive_after:
             self._keepalive(now, frames)
             sent_data = True
@@ -599,7 +602,6 @@ class Channel:
             if budget <= 0:
                 break
         self._backlog_bytes -= freed
-        self._unacked_bytes += freed
         self._bytes_in_flight += freed
         self._cwnd_limited = bool(backlog)
         return True
@@ -612,7 +614,7 @@ class Channel:
             seg = _Segment(seq, frame, now)
             self._flight.append(seg)
             self._unacked[seq] = seg
-            self._unacked_bytes += seg.size
+            self._held += seg.size + HELD_OVERHEAD
             self._bytes_in_flight += seg.size
         frames.append(frame)
 
@@ -774,7 +776,7 @@ class Channel:
                 if seg.sent_at > recovery_start:
                     grow += size
             seg.frame = b""
-        self._unacked_bytes -= acked_bytes
+        self._held -= acked_bytes + HELD_OVERHEAD * len(segments)
         return grow
 
     def _grow(self, acked: int) -> None:
