@@ -82,9 +82,9 @@ DEFAULT_REGISTER_TIMEOUT: Final = 5.0
 #: Sessions at once (registered or not) unless told otherwise.
 DEFAULT_MAX_CLIENTS: Final = 1000
 
-#: Bytes of segments a peer may have waiting for its window before it is
-#: dropped as a slow consumer: some 40,000 chat lines, far more than a benchmark
-#: burst, and 4 GiB for 1,000 stuck peers at the very worst.
+#: Bytes the server may hold for one peer, unacknowledged or waiting for the
+#: windows, before it is cut off as a slow consumer: some 10,000 chat lines, far
+#: more than a benchmark burst, and 1 GiB for 1,000 stuck peers at the very worst.
 DEFAULT_MAX_QUEUE: Final = MAX_BACKLOG
 
 #: Events of a flooding peer held back for the rate limit at most; past this
@@ -595,7 +595,7 @@ _DEFAULTS: Final = servercli.Defaults(
     idle_help="drop a client silent this long; keepalives go out at a quarter",
     register_timeout=DEFAULT_REGISTER_TIMEOUT,
     max_queue=DEFAULT_MAX_QUEUE,
-    max_queue_help="bytes waiting for a client's window after which it is dropped as too slow",
+    max_queue_help="bytes held for a client (unacknowledged or waiting) after which it is cut off as too slow",
 )
 
 

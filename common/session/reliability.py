@@ -14,36 +14,50 @@ Strategy, by concern:
   consecutive segments (fragments) whose ``remaining`` counts down to 0. A
   ``Data`` with an empty chunk is a keepalive: it carries nothing and exists
   to be acknowledged.
-- **Window.** At most ``window`` segments are in flight (sent, not yet
-  acknowledged); the rest wait in a backlog bounded by ``max_backlog`` bytes
-  (``send`` says False when it is full, and the transport decides: the server
-  drops the slow peer, the client waits).
+- **Windows.** At most ``window`` segments are in flight (sent, not yet
+  acknowledged), and, with congestion control, no more bytes than the
+  congestion window: NewReno as in RFC 9002 (slow start, halving once per
+  recovery, the minimum window after persistent congestion). The rest waits
+  in a backlog. ``max_backlog`` bounds the bytes held, waiting and
+  unacknowledged together (``send`` says False at the bound, and the
+  transport decides: the server drops the slow or deaf peer, the client
+  waits); an acknowledged segment lets go of its bytes at once.
 - **Acknowledgements.** The receiver acknowledges with ``Ack(next_expected,
   ranges)``: everything below ``next_expected`` arrived, and so did each
   selective range (at most ``MAX_SACK_RANGES``, the lowest ones). An ack is
-  due after any ``Data``, duplicates included (the earlier ack may have been
-  lost); it rides in front of the next datagram the channel produces.
-- **Loss and retransmission.** A segment is taken for lost, and sent again,
-  when a segment at least ``REORDER_THRESHOLD`` numbers above it and sent no
-  earlier has been acknowledged, or one sent ``TIME_THRESHOLD`` smoothed round
-  trips after it (QUIC's packet and time thresholds). The retransmission
-  timer follows RFC 6298: RTO = SRTT + 4 RTTVAR from round-trip samples taken
-  only on segments sent once (Karn), clamped to [MIN_RTO, MAX_RTO]. When it
-  fires, the ``PROBES`` oldest segments are sent again, each in its own
-  datagram (so each draws its own ack), with at most ``TIMEOUT_BURST`` more of
-  those unacknowledged for a whole RTO, and the RTO doubles; the acks reveal
-  the rest of what was lost through the time threshold. A timeout is as
-  often a peer slow to answer as a loss, and resending the whole window then
-  would add load exactly when it hurts. Any ack of new data undoes the
-  backoff (as QUIC does; otherwise a tail of resent segments, which give no
-  clean sample, would wait MAX_RTO).
+  owed after any datagram with ``Data``, duplicates included (the earlier ack
+  may have been lost); it rides in front of the next datagram the channel
+  produces, and with ``ack_delay`` it may wait that long for a second
+  datagram or for data of our own to carry it (never for anything out of
+  order).
+- **Loss and retransmission.** Once a segment sent no earlier than it has been
+  acknowledged, a segment is taken for lost, and sent again, when one at least
+  ``REORDER_THRESHOLD`` numbers above it has, or when it has been out
+  ``TIME_THRESHOLD`` round trips (QUIC's packet and time thresholds, with a
+  loss timer for the latter). "Sent" for an acknowledged segment means the
+  copy that may have arrived: the first, or one resent because acks showed the
+  first overtaken, never one the timer resent (its ack may answer a first copy
+  that a queue delayed: RFC 8985). The retransmission timer follows RFC 6298:
+  RTO = SRTT + 4 RTTVAR + the peer's MAX_ACK_DELAY, from round-trip samples
+  taken only on the segment an ack covers that was sent last, if it was sent
+  once (Karn), clamped to [MIN_RTO, MAX_RTO]. When it fires, the ``PROBES``
+  oldest segments are sent again first, each in its own datagram (so each
+  draws its own ack) and past the congestion window; the others unacknowledged
+  for a whole RTO are taken for lost and go again as the (shrunken) congestion
+  window admits, and the RTO doubles. A timeout is as often a peer slow to
+  answer as a loss: the window paces the resending, and acks of first copies
+  cancel what has not gone yet (without congestion control, at most
+  ``TIMEOUT_BURST`` are taken). Only a new sample (or an ack that leaves
+  nothing in flight) undoes the backoff: an ack of resent segments may be the
+  late answer to their first copies, and an RTO kept below the queueing delay
+  resends what was never lost.
 - **Receiving.** Segments below ``next_expected`` or already buffered are
   duplicates, acknowledged and dropped; segments beyond the receive window
   are dropped unacknowledged; the others are buffered and released in order,
   fragments joined as they come (which bounds reassembly to one frame).
 - **Liveness.** When nothing has been sent for ``keepalive_after`` seconds the
-  channel sends a keepalive; a peer heard from for ``dead_after`` seconds, or
-  that leaves a segment unacknowledged that long, is dead (``is_dead``).
+  channel sends a keepalive; a peer not heard from for ``dead_after`` seconds,
+  or that leaves a segment unacknowledged that long, is dead (``is_dead``).
 - **Unreliable mode** (``reliable=False``): segments are numbered but never
   retransmitted and no acks are sent except to keepalives (so both sides still
   learn the other is alive). The receiver drops duplicates, delivers in arrival
@@ -83,8 +97,27 @@ RECV_WINDOW: Final = 2 * SEND_WINDOW
 #: Selective-ack ranges this implementation puts in one Ack (the frame allows more).
 MAX_SACK_RANGES: Final = 16
 
-#: Backlog, in bytes of encoded segments, beyond which ``send`` refuses.
-MAX_BACKLOG: Final = 4 * 1024 * 1024
+#: Bytes of encoded segments one channel holds at most, unacknowledged in
+#: flight and waiting for the window together, beyond which ``send`` refuses.
+MAX_BACKLOG: Final = 1024 * 1024
+
+#: What one held segment costs beyond its bytes (CPython's bytes object and
+#: queue slot), charged against ``max_backlog`` so that it bounds memory even
+#: for the smallest chat lines.
+HELD_OVERHEAD: Final = 48
+
+#: The longest a receiver may hold back an ack (QUIC's max_ack_delay); a sender
+#: adds it to its retransmission timeout.
+MAX_ACK_DELAY: Final = 0.025
+
+#: Ack-eliciting datagrams after which a delayed ack goes out at once.
+ACK_EVERY: Final = 2
+
+#: Congestion control (RFC 9002's NewReno, in bytes of encoded segments):
+#: the window at the start, its floor, and how much a loss takes off it.
+INITIAL_CWND: Final = 10 * MAX_DATAGRAM
+MIN_CWND: Final = 2 * MAX_DATAGRAM
+LOSS_REDUCTION: Final = 0.5
 
 #: Retransmission timeout before any round trip was measured, and its bounds.
 INITIAL_RTO: Final = 0.2
@@ -100,11 +133,12 @@ REORDER_THRESHOLD: Final = 3
 #: Segments resent as probes when the retransmission timer fires.
 PROBES: Final = 2
 
-#: Further segments, among those unacknowledged for a whole RTO, resent with the probes.
+#: Without congestion control: segments, among those unacknowledged for a
+#: whole RTO, taken for lost at a timeout at most.
 TIMEOUT_BURST: Final = 64
 
-#: A segment sent this many smoothed round trips before one that has been
-#: acknowledged, and not acknowledged itself, is taken for lost.
+#: A segment sent this many smoothed round trips before the first transmission
+#: of one that has been acknowledged, and not acknowledged itself, is taken for lost.
 TIME_THRESHOLD: Final = 1.125
 
 #: Unreliable mode: partial frames kept at most, and for how long.
@@ -151,17 +185,41 @@ def is_whole_frame(chunk: bytes) -> bool:
 
 
 class _Segment:
-    """One segment in flight (sent, perhaps acknowledged, not yet forgotten)."""
+    """One segment in flight (sent, perhaps acknowledged, not yet forgotten).
 
-    __slots__ = ("acked", "first_sent", "frame", "sends", "sent_at", "seq")
+    Once acknowledged (or abandoned) it lets go of its frame at once: an
+    acknowledged segment may linger in the flight queue behind a lost one,
+    and must not keep its bytes alive there.
+    """
+
+    __slots__ = (
+        "acked",
+        "arrived_sent",
+        "first_sent",
+        "frame",
+        "in_flight",
+        "overtaken",
+        "sends",
+        "sent_at",
+        "seq",
+        "size",
+    )
 
     def __init__(self, seq: int, frame: bytes, now: float) -> None:
         self.seq = seq
-        self.frame = frame  # the encoded Data frame, sent as is each time
+        self.frame = frame  # the encoded Data frame, sent as is each time; b"" once acknowledged
+        self.size = len(frame)
         self.sent_at = now  # last transmission
         self.first_sent = now
+        # When the copy an ack of this segment answers was sent, as far as the
+        # sender can tell: the first copy, or a copy sent after acks showed
+        # an earlier one overtaken (then that one is taken for lost); never a
+        # copy the timer resent, which may race a first copy merely delayed.
+        self.arrived_sent = now
+        self.overtaken = False  # taken for lost on the acks' evidence, not yet resent
         self.sends = 1
         self.acked = False
+        self.in_flight = True  # counted in the congestion controller's bytes in flight
 
 
 class _Reassembly:
@@ -183,10 +241,20 @@ class Channel:
         prefix: bytes that open every datagram (the encoded ``Session`` frame);
             empty while no session exists.
         reliable: False for the unreliable mode.
-        window: segments in flight at most.
-        max_backlog: bytes of segments waiting for the window at most.
+        window: segments in flight at most (the congestion window bounds
+            them in bytes as well).
+        max_backlog: bytes of encoded segments held at most, unacknowledged
+            in flight and waiting for the window together, each charged
+            HELD_OVERHEAD more; ``send`` refuses past it.
         keepalive_after: send a keepalive after this long without sending.
         dead_after: a peer silent (or not acknowledging) this long is dead.
+        ack_delay: how long this side may hold back an ack of data that
+            arrived in order, waiting for a second datagram or for data of
+            its own to carry it; 0 (the default) acks at the next call to
+            ``datagrams``. At most MAX_ACK_DELAY, less the transport's own
+            polling interval, for the peer's timers to hold.
+        congestion_control: False keeps only the ``window`` in segments (for
+            comparisons; the protocol asks for congestion control).
     """
 
     def __init__(
@@ -199,17 +267,23 @@ class Channel:
         max_backlog: int = MAX_BACKLOG,
         keepalive_after: float = KEEPALIVE_AFTER,
         dead_after: float = DEAD_AFTER,
+        ack_delay: float = 0.0,
+        congestion_control: bool = True,
     ) -> None:
         if len(prefix) > MAX_DATAGRAM - MAX_CHUNK - DATA_OVERHEAD:
             raise ValueError("the prefix leaves no room for a full segment")
         if not 1 <= window <= SEND_WINDOW:
             raise ValueError(f"the window holds 1 to {SEND_WINDOW} segments")
+        if not 0.0 <= ack_delay <= MAX_ACK_DELAY:
+            raise ValueError(f"the ack delay is 0 to {MAX_ACK_DELAY} s")
         self.prefix = prefix
         self.reliable = reliable
         self.window = window
         self.max_backlog = max_backlog
         self.keepalive_after = keepalive_after
         self.dead_after = dead_after
+        self.ack_delay = ack_delay
+        self.congestion_control = congestion_control
 
         # Sending.
         self._next_seq = 0
@@ -218,7 +292,9 @@ class Channel:
         self._backlog_bytes = 0
         self._flight: deque[_Segment] = deque()  # sent, in seq order; acked ones linger until the head passes
         self._unacked: dict[int, _Segment] = {}  # sent and not acknowledged
-        self._lost: dict[int, _Segment] = {}  # to retransmit at the next call to datagrams()
+        # What max_backlog bounds: bytes of segments queued or unacknowledged, plus HELD_OVERHEAD each.
+        self._held = 0
+        self._lost: dict[int, _Segment] = {}  # to retransmit as soon as the congestion window admits
         self._probes: list[_Segment] = []  # the timer fired: resend these, a datagram each
         self._last_sent = now  # last Data segment sent
         self._rto_deadline: float | None = None
@@ -227,13 +303,35 @@ class Channel:
         self._base_rto = INITIAL_RTO
         self._backoff = 1
         self._largest_acked = -1
-        self._largest_acked_sent_at = 0.0
-        self._latest_acked_sent_at = -1e9  # sending time of the latest transmission acknowledged
+        self._largest_acked_sent_at = 0.0  # when its arrived copy was sent (see _Segment.arrived_sent)
+        self._latest_acked_sent_at = -1e9  # the latest such time of any segment acknowledged
+        self._latest_rtt = 0.0  # the last round-trip sample
+        self._loss_time: float | None = None  # when a segment passes the time threshold
 
-        # Receiving.
+        # Congestion control (RFC 9002, section 7), in bytes of encoded segments.
+        self._cwnd = float(INITIAL_CWND)
+        self._ssthresh = float("inf")
+        self._recovery_start = -1e9  # losses of segments sent before this open no new recovery
+        self._bytes_in_flight = 0  # sent, neither acknowledged nor taken for lost
+        self._cwnd_limited = False  # the last send stopped at the window, not for want of data
+
+        self._init_receiving()
+        self.last_heard = now
+
+        #: Counters, for logs and benchmarks.
+        self.retransmits = 0
+        self.duplicates = 0
+        self.malformed = 0
+        self.acks_sent = 0
+
+    def _init_receiving(self) -> None:
         self._recv_next = 0  # reliable: lowest seq not yet received; unreliable: highest seen + 1
         self._buffered: dict[int, tuple[int, bytes]] = {}  # reliable: out of order, seq -> (remaining, chunk)
-        self._ack_due = False
+        self._ack_due = False  # an ack goes out at the next call to datagrams()
+        self._ack_pending = False  # an ack is owed, by _ack_at at the latest
+        self._ack_at = 0.0
+        self._ack_count = 0  # datagrams with Data since the last ack
+        self._ack_urgent = False  # this datagram held a segment out of order or a duplicate
         self._parts: list[bytes] | None = None  # reliable: fragments of the frame being joined
         self._parts_left = 0
         self._parts_size = 0
@@ -241,38 +339,40 @@ class Channel:
         self._seen: set[int] = set()  # unreliable: seqs that arrived, within RECV_WINDOW of the highest
         self._received = 0  # unreliable: distinct seqs that arrived
         self._reassembly: dict[int, _Reassembly] = {}  # unreliable: by the seq of the last fragment
-        self.last_heard = now
-
-        #: Counters, for logs and benchmarks.
-        self.retransmits = 0
-        self.duplicates = 0
-        self.malformed = 0
 
     # --- sending -----------------------------------------------------------------
 
     def send(self, frame: bytes, *, force: bool = False) -> bool:
-        """Queue one encoded frame for delivery; False (and nothing queued) if the
-        backlog cannot take it. ``force``: queue it past the bound (a session's
-        last words, which are small).
+        """Queue one encoded frame for delivery.
+
+        Args:
+            force: take it past the bound (a session's last words, which are small).
+
+        Returns:
+            False, with nothing queued, when the frame would take the bytes
+            the channel holds (unacknowledged and waiting) past
+            ``max_backlog``; a frame is always taken when nothing is held.
 
         Raises:
             LocalProtocolError: the frame is empty or larger than MAX_FRAME.
         """
         size = len(frame)
+        held = self._held
         if 0 < size <= MAX_CHUNK:
             # The common case, inlined: one frame, one segment.
-            cost = size + DATA_OVERHEAD
-            if self._backlog_bytes + cost > self.max_backlog and self._backlog and not force:
+            cost = size + DATA_OVERHEAD + HELD_OVERHEAD
+            if held + cost > self.max_backlog and held and not force:
                 return False
             seq = self._next_seq
             self._next_seq = seq + 1
             head = _DATA_HEAD.pack(MAGIC, VERSION, _DATA_TYPE, _DATA_FIELDS + size, seq, 0, size)
             self._backlog.append(head + frame)
-            self._backlog_bytes += cost
+            self._backlog_bytes += size + DATA_OVERHEAD
+            self._held = held + cost
             return True
         chunks = split_frame(frame)
-        cost = size + DATA_OVERHEAD * len(chunks)
-        if self._backlog_bytes + cost > self.max_backlog and self._backlog and not force:
+        cost = size + (DATA_OVERHEAD + HELD_OVERHEAD) * len(chunks)
+        if held + cost > self.max_backlog and held and not force:
             return False
         seq = self._next_seq
         remaining = len(chunks) - 1
@@ -282,7 +382,8 @@ class Channel:
             seq += 1
             remaining -= 1
         self._next_seq = seq
-        self._backlog_bytes += cost
+        self._backlog_bytes += size + DATA_OVERHEAD * len(chunks)
+        self._held = held + cost
         return True
 
     @property
@@ -291,9 +392,25 @@ class Channel:
         return self._backlog_bytes
 
     @property
+    def held_bytes(self) -> int:
+        """What ``max_backlog`` bounds: the bytes of the segments held (queued,
+        or sent and not acknowledged), plus HELD_OVERHEAD for each."""
+        return self._held
+
+    @property
     def in_flight(self) -> int:
         """Segments sent and not acknowledged (always 0 in unreliable mode)."""
         return len(self._unacked)
+
+    @property
+    def cwnd(self) -> int:
+        """The congestion window, in bytes of encoded segments."""
+        return int(self._cwnd)
+
+    @property
+    def bytes_in_flight(self) -> int:
+        """Bytes of segments sent, not acknowledged and not taken for lost."""
+        return self._bytes_in_flight
 
     @property
     def flushed(self) -> bool:
@@ -302,12 +419,16 @@ class Channel:
 
     @property
     def wants_to_send(self) -> bool:
-        """An ack is due or segments wait that the window admits: call ``datagrams``."""
-        if self._ack_due or self._lost:
+        """An ack is due or segments wait that the windows admit: call ``datagrams``."""
+        if self._ack_due:
             return True
-        if not self._backlog:
+        if not self.reliable:
+            return bool(self._backlog)
+        if not self._cwnd_open():
             return False
-        return not self.reliable or self._next_seq - len(self._backlog) < self._window_end()
+        if self._lost:
+            return True
+        return bool(self._backlog) and self._next_seq - len(self._backlog) < self._window_end()
 
     @property
     def rto(self) -> float:
@@ -331,48 +452,66 @@ class Channel:
         base = flight[0].seq if flight else self._next_seq - len(self._backlog)
         return base + self.window
 
+    def _cwnd_open(self) -> bool:
+        """Whether the congestion window admits another segment."""
+        return not self.congestion_control or self._bytes_in_flight < self._cwnd or not self._bytes_in_flight
+
     def next_deadline(self) -> float:
         """When ``datagrams`` or ``is_dead`` will next have something to do, at the latest."""
         deadline = min(self._last_sent + self.keepalive_after, self.last_heard + self.dead_after)
         if self._rto_deadline is not None:
             deadline = min(deadline, self._rto_deadline)
+        if self._ack_pending:
+            deadline = min(deadline, self._ack_at)
+        if self._loss_time is not None:
+            deadline = min(deadline, self._loss_time)
         if self._reassembly:
             deadline = min(deadline, min(r.started for r in self._reassembly.values()) + REASSEMBLY_TIMEOUT)
         return deadline
 
     def datagrams(self, now: float) -> list[bytes]:
         """Every datagram to send now: the due ack, retransmissions, new segments
-        the window admits and a keepalive if one is due, packed in as few
+        the windows admit and a keepalive if one is due, packed in as few
         datagrams of at most MAX_DATAGRAM bytes as they fit."""
         frames: list[bytes] = []
-        if self._ack_due:
-            frames.append(self._ack_frame())
-            self._ack_due = False
+        probes: list[bytes] = []
         if self.reliable:
+            if self._loss_time is not None and now >= self._loss_time:
+                self._detect_losses(now)
             if self._rto_deadline is not None and now >= self._rto_deadline:
                 self._on_timeout(now)
             sent_data = self._retransmit(now, frames)
             sent_data = self._send_new(now, frames) or sent_data
             if self._probes:
                 probes = self._probe(now)
-                if not frames:
-                    return probes
-                return self._pack(frames) + probes
         else:
             sent_data = bool(self._backlog)
             frames.extend(self._backlog)
             self._backlog.clear()
             self._backlog_bytes = 0
-        if not sent_data and not self._unacked and now - self._last_sent >= self.keepalive_after:
+            self._held = 0  # nothing waits for an ack in this mode
+        if not sent_data and not probes and not self._unacked and now - self._last_sent >= self.keepalive_after:
             self._keepalive(now, frames)
             sent_data = True
         if sent_data:
             self._last_sent = now
             if self.reliable and self._rto_deadline is None:
                 self._rto_deadline = now + self.rto
+        # A held-back ack rides along with anything sent, or goes alone when due.
+        if self._ack_due or (self._ack_pending and (frames or probes or now >= self._ack_at)):
+            ack = self._ack_frame()
+            self._ack_due = self._ack_pending = False
+            self._ack_count = 0
+            self.acks_sent += 1
+            if probes and len(probes[0]) + len(ack) <= MAX_DATAGRAM:
+                probes[0] = self.prefix + ack + probes[0][len(self.prefix) :]
+            else:
+                frames.insert(0, ack)
         if not frames:
-            return []
-        return self._pack(frames)
+            return probes
+        # Probes first: they carry the oldest segments, which a burst behind
+        # them into a full queue must not push out.
+        return probes + self._pack(frames)
 
     def _pack(self, frames: list[bytes]) -> list[bytes]:
         """``frames`` in order, in as few datagrams as they fit, each opened by the prefix."""
@@ -395,26 +534,41 @@ class Channel:
         return out
 
     def _retransmit(self, now: float, frames: list[bytes]) -> bool:
-        if not self._lost:
+        """Resend the segments taken for lost, in seq order, as the congestion window admits."""
+        lost = self._lost
+        if not lost:
             return False
         sent = False
-        for seg in self._lost.values():
-            if not seg.acked:
-                seg.sent_at = now
-                seg.sends += 1
-                frames.append(seg.frame)
-                self.retransmits += 1
-                sent = True
-        self._lost.clear()
+        for seq in sorted(lost):
+            if not self._cwnd_open():
+                break
+            seg = lost.pop(seq)
+            if seg.acked:
+                continue
+            seg.sent_at = now
+            seg.sends += 1
+            if seg.overtaken:
+                seg.overtaken = False
+                seg.arrived_sent = now
+            if not seg.in_flight:
+                seg.in_flight = True
+                self._bytes_in_flight += seg.size
+            frames.append(seg.frame)
+            self.retransmits += 1
+            sent = True
         return sent
 
     def _probe(self, now: float) -> list[bytes]:
-        """The probes the timer asked for, one datagram each (the timer is armed)."""
+        """The probes the timer asked for, one datagram each, whatever the
+        congestion window says (the timer is armed)."""
         out = []
         for seg in self._probes:
             if not seg.acked:
                 seg.sent_at = now
                 seg.sends += 1
+                if not seg.in_flight:
+                    seg.in_flight = True
+                    self._bytes_in_flight += seg.size
                 self.retransmits += 1
                 out.append(self.prefix + seg.frame)
         self._probes.clear()
@@ -426,20 +580,33 @@ class Channel:
         first = self._next_seq - len(backlog)
         count = min(len(backlog), self._window_end() - first)
         if count <= 0:
+            self._cwnd_limited = bool(backlog)
             return False
         flight_append = self._flight.append
         unacked = self._unacked
         frames_append = frames.append
         popleft = backlog.popleft
         freed = 0
+        # Send while the congestion window has room; the last segment may
+        # pass it by less than one segment.
+        budget = self._cwnd - self._bytes_in_flight if self.congestion_control else float("inf")
+        if budget <= 0 and self._bytes_in_flight:
+            self._cwnd_limited = True
+            return False
         for seq in range(first, first + count):
             frame = popleft()
             seg = _Segment(seq, frame, now)
             flight_append(seg)
             unacked[seq] = seg
             frames_append(frame)
-            freed += len(frame)
+            size = len(frame)
+            freed += size
+            budget -= size
+            if budget <= 0:
+                break
         self._backlog_bytes -= freed
+        self._bytes_in_flight += freed
+        self._cwnd_limited = bool(backlog)
         return True
 
     def _keepalive(self, now: float, frames: list[bytes]) -> None:
@@ -450,32 +617,70 @@ class Channel:
             seg = _Segment(seq, frame, now)
             self._flight.append(seg)
             self._unacked[seq] = seg
+            self._held += seg.size + HELD_OVERHEAD
+            self._bytes_in_flight += seg.size
         frames.append(frame)
 
     def _on_timeout(self, now: float) -> None:
-        """The retransmission timer fired: probes, a bounded burst, back off."""
+        """The retransmission timer fired: probes, the stale taken for lost, back off."""
         if not self._unacked:
             self._rto_deadline = None
             return
-        # The two oldest as probes, a datagram each (as QUIC sends two, so one
-        # lost datagram or ack does not cost another timeout); then, in seq
-        # order, what has waited a whole RTO, up to TIMEOUT_BURST: a timeout is
-        # as often a peer slow to answer as a loss, and resending the whole
-        # window would add load exactly when it hurts. The acks show what else
-        # is missing (the time threshold of _detect_losses).
+        # The two oldest unacknowledged as probes, a datagram each and past
+        # the congestion window (as QUIC sends two, so one lost datagram or
+        # ack does not cost another timeout), even if they already wait to go
+        # again: the window may be what holds them. Then what has waited a
+        # whole RTO is taken for lost, out of the bytes in flight: resent as
+        # the congestion window admits (which the timeout shrinks), so a
+        # timeout that only met a slow peer resends at the window's pace, and
+        # the acks of first copies cancel the rest. Without congestion
+        # control, at most TIMEOUT_BURST of them.
         probes = self._probes
+        lost = self._lost
         rto = self.rto
+        cap = len(self._unacked) if self.congestion_control else TIMEOUT_BURST
+        stale: list[_Segment] = []
         for seg in self._flight:
-            if seg.acked or seg.seq in self._lost:  # those go again anyway
+            if seg.acked:
                 continue
             if len(probes) < PROBES:
                 probes.append(seg)
-            elif seg.sent_at + rto <= now and len(self._lost) < TIMEOUT_BURST:
-                self._lost[seg.seq] = seg
-            else:
+                lost.pop(seg.seq, None)
+                seg.overtaken = False
+            elif seg.seq in lost:
+                continue  # goes again anyway
+            elif seg.sent_at + rto <= now and len(lost) + len(stale) < cap:
+                stale.append(seg)
+            elif not self.congestion_control:
                 break
+        if self._backoff > 1:
+            # A second timeout with no round trip measured in between: the
+            # path lost everything for about three RTOs (RFC 9002's persistent
+            # congestion). Start again from the smallest window.
+            self._ssthresh = max(self._cwnd * LOSS_REDUCTION, MIN_CWND)
+            self._cwnd = MIN_CWND
+            self._recovery_start = now
+        self._declare_lost(stale, now)
         self._backoff = min(self._backoff * 2, 64)
         self._rto_deadline = now + self.rto
+
+    def _declare_lost(self, segments: list[_Segment], now: float) -> None:
+        """Take ``segments`` for lost: out of the bytes in flight, to be sent
+        again, and a congestion event unless one is under way (RFC 9002, 7.3.2)."""
+        if not segments:
+            return
+        lost = self._lost
+        newest_sent = 0.0
+        for seg in segments:
+            lost[seg.seq] = seg
+            if seg.in_flight:
+                seg.in_flight = False
+                self._bytes_in_flight -= seg.size
+            newest_sent = max(newest_sent, seg.sent_at)
+        if newest_sent > self._recovery_start:
+            self._recovery_start = now
+            self._ssthresh = max(self._cwnd * LOSS_REDUCTION, MIN_CWND)
+            self._cwnd = self._ssthresh
 
     def _ack_frame(self) -> bytes:
         if not self.reliable:
@@ -503,40 +708,92 @@ class Channel:
         if not unacked:
             return
         newest: _Segment | None = None  # highest seq newly acknowledged
-        sample: _Segment | None = None  # highest seq newly acknowledged that was sent once
-        latest = self._latest_acked_sent_at  # latest transmission known to have arrived
+        sample: _Segment | None = None  # the newly acknowledged segment sent last
+        # Loss detection compares sending times with the latest transmission
+        # known to have arrived. The ack of a segment sent twice does not say
+        # which copy arrived: after a timeout it may answer a first copy that
+        # a queue delayed, and taking the probe's time would declare lost
+        # everything sent between the two (RFC 8985's concern). So a copy
+        # counts only if acks had shown the copies before it overtaken
+        # (``arrived_sent``); else the first copy's time does.
+        latest = self._latest_acked_sent_at
         flight = self._flight
         limit = ack.next_expected
+        newly: list[_Segment] = []
         while flight and flight[0].seq < limit:
             seg = flight.popleft()
             if unacked.pop(seg.seq, None) is not None:
-                seg.acked = True
-                newest = seg
-                latest = max(latest, seg.sent_at)
-                if seg.sends == 1:
-                    sample = seg
-        for seg in self._selectively_acked(ack.ranges):
-            latest = max(latest, seg.sent_at)
+                newly.append(seg)
+        newly += self._selectively_acked(ack.ranges)
+        if not newly:
+            return  # nothing new: a duplicate or stale ack
+        grow = self._release(newly)
+        for seg in newly:
+            latest = max(latest, seg.arrived_sent)
             if newest is None or seg.seq > newest.seq:
                 newest = seg
-            if seg.sends == 1 and (sample is None or seg.seq > sample.seq):
+            if sample is None or seg.sent_at > sample.sent_at:
                 sample = seg
-        if newest is None:
-            return  # nothing new: a duplicate or stale ack
-        if sample is not None:
+        assert newest is not None
+        if sample is not None and sample.sends == 1:
+            # Only the segment sent last among those newly acknowledged gives
+            # a sample (as QUIC takes only the largest packet number): an older
+            # one may have waited for this ack because its own was lost.
+            # Karn: only a segment sent once gives a sample, and only a sample
+            # undoes the backoff (RFC 6298, 5.7): an ack of a resent segment
+            # may answer the first copy, delayed by a queue the timer did not
+            # allow for.
             self._measured(now - sample.sent_at)
-        # The path works again: undo the backoff even without a clean sample,
-        # as QUIC does, else a tail of resent segments waits MAX_RTO each.
-        self._backoff = 1
+        elif not unacked:
+            # Everything arrived: no queue of ours is left to slow the next
+            # answer, so a new segment starts from the measured RTO again
+            # (else a sparse sender on a lossy path, whose every segment
+            # needs a second copy, would never measure and wait MAX_RTO).
+            self._backoff = 1
         self._latest_acked_sent_at = latest
         if newest.seq > self._largest_acked:
             self._largest_acked = newest.seq
-            self._largest_acked_sent_at = newest.sent_at
+            self._largest_acked_sent_at = newest.arrived_sent
         self._rto_deadline = now + self.rto if unacked else None
-        self._detect_losses()
+        recovery_start = self._recovery_start
+        self._detect_losses(now)
+        # After loss detection, as RFC 9002 orders it: an ack that starts a
+        # recovery grows nothing (all it covers was sent before it began).
+        if grow and self._cwnd_limited and self._recovery_start == recovery_start:
+            self._grow(grow)
+
+    def _release(self, segments: list[_Segment]) -> int:
+        """Mark ``segments`` acknowledged and let go of their bytes; return the
+        bytes of them that may grow the congestion window (sent after the
+        current recovery began)."""
+        acked_bytes = 0
+        grow = 0
+        recovery_start = self._recovery_start
+        for seg in segments:
+            seg.acked = True
+            size = seg.size
+            acked_bytes += size
+            if seg.in_flight:
+                seg.in_flight = False
+                self._bytes_in_flight -= size
+                if seg.sent_at > recovery_start:
+                    grow += size
+            seg.frame = b""
+        self._held -= acked_bytes + HELD_OVERHEAD * len(segments)
+        return grow
+
+    def _grow(self, acked: int) -> None:
+        """NewReno's increase (RFC 9002, 7.3.1 and 7.3.3): a segment's worth
+        per acknowledged byte in slow start, one datagram per window after."""
+        if self._cwnd < self._ssthresh:
+            self._cwnd += acked
+        else:
+            self._cwnd += MAX_DATAGRAM * acked / self._cwnd
+        # Never beyond what the segment window could use.
+        self._cwnd = min(self._cwnd, float(self.window * MAX_DATAGRAM))
 
     def _selectively_acked(self, ranges: tuple[tuple[int, int], ...]) -> list[_Segment]:
-        """Forget the unacknowledged segments in ``ranges``; return them."""
+        """Take the unacknowledged segments in ``ranges`` out of ``_unacked``; return them."""
         unacked = self._unacked
         out = []
         for start, end in ranges:
@@ -545,39 +802,51 @@ class Channel:
             else:
                 hits = [s for s in range(start, end) if s in unacked]
             for s in hits:
-                seg = unacked.pop(s)
-                seg.acked = True
-                out.append(seg)
+                out.append(unacked.pop(s))
         return out
 
-    def _detect_losses(self) -> None:
-        """Mark lost what a later transmission overtook (QUIC's two thresholds):
-        by ``REORDER_THRESHOLD`` sequence numbers, or by ``TIME_THRESHOLD``
-        round trips of sending time."""
+    def _detect_losses(self, now: float) -> None:
+        """Mark lost what a later transmission overtook (QUIC's two thresholds,
+        RFC 9002, 6.1): a segment sent no later than a copy known to have
+        arrived is lost once ``REORDER_THRESHOLD`` higher segments sent no
+        earlier were acknowledged, or once it has been out ``TIME_THRESHOLD``
+        round trips; until then the loss timer waits for that moment."""
         threshold = self._largest_acked - REORDER_THRESHOLD
         sent_before = self._largest_acked_sent_at
-        overtaken = self._latest_acked_sent_at - TIME_THRESHOLD * (self._srtt or self._base_rto)
+        arrived = self._latest_acked_sent_at
+        delay = max(TIME_THRESHOLD * max(self._srtt or self._base_rto, self._latest_rtt), GRANULARITY)
         lost = self._lost
+        found: list[_Segment] = []
+        loss_time: float | None = None
         for seg in self._flight:
-            if seg.acked:
+            if seg.acked or seg.seq in lost:
                 continue
-            if seg.seq > threshold and seg.sent_at > overtaken:
+            sent = seg.sent_at
+            if sent > arrived:
+                # Nothing sent after it is known to have arrived: no verdict.
                 if seg.sends == 1:
                     break  # later segments were first sent later still, and not resent before this one
                 continue
-            if seg.sent_at <= sent_before or seg.sent_at <= overtaken:
-                lost[seg.seq] = seg
+            if (seg.seq <= threshold and sent <= sent_before) or now - sent >= delay:
+                seg.overtaken = True
+                found.append(seg)
+            elif loss_time is None or sent + delay < loss_time:
+                loss_time = sent + delay
+        self._loss_time = loss_time
+        self._declare_lost(found, now)
 
     def _measured(self, rtt: float) -> None:
-        """RFC 6298, section 2."""
+        """RFC 6298, section 2, with the peer's ack delay added (RFC 9002's PTO)."""
         rtt = max(rtt, 0.0)
+        self._latest_rtt = rtt
         if self._srtt is None:
             self._srtt = rtt
             self._rttvar = rtt / 2
         else:
             self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - rtt)
             self._srtt = 0.875 * self._srtt + 0.125 * rtt
-        self._base_rto = min(MAX_RTO, max(MIN_RTO, self._srtt + max(GRANULARITY, 4 * self._rttvar)))
+        rto = self._srtt + max(GRANULARITY, 4 * self._rttvar) + MAX_ACK_DELAY
+        self._base_rto = min(MAX_RTO, max(MIN_RTO, rto))
         self._backoff = 1
 
     # --- receiving ---------------------------------------------------------------
@@ -597,30 +866,53 @@ class Channel:
                 )
         self.last_heard = now
         out: list[bytes] = []
+        has_data = False
         for frame in frames:
             if type(frame) is ev.Data:
                 if self.reliable:
+                    has_data = True
                     self._on_data(frame.seq, frame.remaining, frame.chunk, out)
                 else:
                     self._on_datagram_data(frame.seq, frame.remaining, frame.chunk, now, out)
             else:
                 assert isinstance(frame, ev.Ack)
                 self._on_ack(frame, now)
+        if has_data:
+            self._owe_ack(now)
         if self._reassembly:
             self._expire(now)
         return out
 
+    def _owe_ack(self, now: float) -> None:
+        """A datagram with Data arrived: an ack is owed, now or within the delay.
+
+        Strategy: as QUIC (RFC 9000, 13.2.1), at once for every second such
+        datagram and for anything out of order (a duplicate, a gap, a gap
+        filled: the sender needs those news promptly to detect loss), else
+        after ``ack_delay`` at the latest, or earlier with data of our own.
+        """
+        self._ack_count += 1
+        if not self._ack_pending:
+            self._ack_pending = True
+            self._ack_at = now + self.ack_delay
+        if self._ack_urgent or self._ack_count >= ACK_EVERY or self.ack_delay <= 0 or self._buffered:
+            self._ack_due = True
+        self._ack_urgent = False
+
     def _on_data(self, seq: int, remaining: int, chunk: bytes, out: list[bytes]) -> None:
-        self._ack_due = True
         nxt = self._recv_next
         if seq < nxt or seq in self._buffered:
             self.duplicates += 1
+            self._ack_urgent = True
             return
         if seq >= nxt + RECV_WINDOW:
             return  # beyond the window: not acknowledged, so it comes again later
         if seq != nxt:
             self._buffered[seq] = (remaining, chunk)
+            self._ack_urgent = True
             return
+        if self._buffered:
+            self._ack_urgent = True  # fills a gap
         self._take(remaining, chunk, out)
         nxt += 1
         buffered = self._buffered

@@ -5,6 +5,12 @@ and delays them (random delays reorder them), all from one seeded ``Random``,
 so every run of a test is the same run. The loop is event-driven: it jumps the
 clock to the next arrival, timer or scheduled send, so a simulated minute
 takes milliseconds.
+
+A direction may also have a bottleneck: a link of ``bandwidth`` bytes per
+second behind a drop-tail queue of ``queue`` bytes. A datagram (plus
+``IP_UDP_OVERHEAD``) that finds the queue full is dropped; the others leave
+the bottleneck one after another at its rate, then take ``delay`` to arrive.
+Random loss strikes before the bottleneck, as on a lossy access link.
 """
 
 from __future__ import annotations
@@ -27,6 +33,22 @@ class LinkConfig:
     duplicate: float = 0.0
     reorder: float = 0.0  # chance a datagram is held back by up to 4 extra delays
     delay: float = 0.005
+    bandwidth: float | None = None  # bytes per second through the bottleneck; None: no bottleneck
+    queue: int = 64 * 1024  # bytes the bottleneck's drop-tail queue holds
+
+
+#: Bytes of IPv4 and UDP headers a datagram costs on the bottleneck.
+IP_UDP_OVERHEAD = 28
+
+
+@dataclass
+class Bottleneck:
+    """One direction's bottleneck state and what it did."""
+
+    free_at: float = 0.0  # when the link finishes the last datagram queued
+    drops: int = 0  # datagrams the full queue refused
+    peak_queue: int = 0  # bytes queued at most
+    carried: int = 0  # bytes it forwarded, overhead included
 
 
 @dataclass
@@ -60,17 +82,20 @@ class SimLink:
         dead_after: float = 15.0,
         keepalive_after: float = 5.0,
         max_backlog: int | None = None,
+        **channel: object,
     ) -> None:
         self.rng = random.Random(seed)
         self.now = 0.0
         kwargs: dict[str, object] = {"reliable": reliable, "dead_after": dead_after, "keepalive_after": keepalive_after}
         if max_backlog is not None:
             kwargs["max_backlog"] = max_backlog
+        kwargs.update(channel)  # any other Channel keyword, for both ends
         self.a = End("a", Channel(0.0, prefix=session_prefix(1), **kwargs), 1)  # type: ignore[arg-type]
         self.b = End("b", Channel(0.0, prefix=session_prefix(2), **kwargs), 2)  # type: ignore[arg-type]
         self.config = {"a": a_to_b or LinkConfig(), "b": b_to_a or LinkConfig()}
         self._queue: list[tuple[float, int, str, bytes]] = []  # (arrival, tiebreak, receiving end, datagram)
         self._tiebreak = 0
+        self.bottleneck = {"a": Bottleneck(), "b": Bottleneck()}  # by sending end
 
     def other(self, end: End) -> End:
         return self.b if end is self.a else self.a
@@ -90,10 +115,30 @@ class SimLink:
             copies = 2
         for _ in range(copies):
             delay = cfg.delay
+            if cfg.bandwidth is not None:
+                wait = self._through_bottleneck(self.bottleneck[sender.name], cfg, len(datagram))
+                if wait is None:
+                    continue
+                delay += wait
             if self.rng.random() < cfg.reorder:
                 delay += self.rng.uniform(0, 4 * cfg.delay)
             self._tiebreak += 1
             heapq.heappush(self._queue, (self.now + delay, self._tiebreak, receiver, datagram))
+
+    def _through_bottleneck(self, link: Bottleneck, cfg: LinkConfig, size: int) -> float | None:
+        """How long a datagram of ``size`` bytes takes to leave the bottleneck
+        from now, or None if the queue drops it."""
+        assert cfg.bandwidth is not None
+        size += IP_UDP_OVERHEAD
+        start = max(self.now, link.free_at)
+        queued = int((start - self.now) * cfg.bandwidth)
+        if queued + size > cfg.queue:
+            link.drops += 1
+            return None
+        link.peak_queue = max(link.peak_queue, queued + size)
+        link.free_at = start + size / cfg.bandwidth
+        link.carried += size
+        return link.free_at - self.now
 
     def _pump(self) -> None:
         for end in (self.a, self.b):

@@ -20,7 +20,7 @@ seeds = st.integers(min_value=0, max_value=2**32 - 1)
 def _frame(size: int, index: int) -> bytes:
     """An encoded chat message of about ``size`` bytes of text, tagged by ``index``."""
     tag = f"{index}:"
-    return encode(ev.Message("alice", tag + "x" * max(1, size - len(tag))))
+    return encode(ev.Message("#lobby", "alice", tag + "x" * max(1, size - len(tag))))
 
 
 #: Text sizes: mostly short chat lines, sometimes long enough to be fragmented.

@@ -10,9 +10,12 @@ from hypothesis import strategies as st
 
 from common.chat import events as ev
 from common.session.reliability import (
+    INITIAL_CWND,
     INITIAL_RTO,
+    MAX_ACK_DELAY,
     MAX_CHUNK,
     MAX_RTO,
+    MIN_CWND,
     MIN_RTO,
     PROBES,
     RECV_WINDOW,
@@ -45,7 +48,7 @@ def test_split_frame_joins_back_and_fits_a_datagram(frame: bytes) -> None:
 
 
 def test_is_whole_frame_tells_a_frame_from_a_fragment() -> None:
-    frame = encode(ev.Message("bob", "y" * 3000))
+    frame = encode(ev.Message("#lobby", "bob", "y" * 3000))
     assert is_whole_frame(frame)
     assert not any(is_whole_frame(c) for c in split_frame(frame))
 
@@ -82,6 +85,10 @@ def test_every_frame_arrives_once_and_in_order_over_a_lossy_link(
     assert link.b.delivered == frames_a
     assert link.a.delivered == frames_b
     assert all_within_datagram_limit(link)
+    # Everything acknowledged: the accounting comes back to zero exactly.
+    for end in (link.a, link.b):
+        assert end.channel.bytes_in_flight == 0
+        assert end.channel.held_bytes == 0
     assert not link.a.channel.is_dead(link.now)
     assert not link.b.channel.is_dead(link.now)
 
@@ -94,7 +101,8 @@ def test_a_burst_of_thousands_arrives_whole_at_each_loss_rate(loss: float) -> No
     link.schedule(link.a, frames)
     link.run_until_done(limit=120.0)
     assert link.b.delivered == frames
-    assert link.b.channel.duplicates >= 0
+    # The link duplicates 5% of datagrams: the receiver saw copies, and dropped them.
+    assert link.b.channel.duplicates > 0
     assert link.a.channel.in_flight == 0
 
 
@@ -113,12 +121,26 @@ def test_a_clean_link_packs_frames_and_never_retransmits() -> None:
 
 
 def test_window_bounds_what_is_in_flight_when_nothing_comes_back() -> None:
-    link = SimLink(3, a_to_b=LinkConfig(loss=1.0), b_to_a=LinkConfig(loss=1.0))
+    link = SimLink(3, a_to_b=LinkConfig(loss=1.0), b_to_a=LinkConfig(loss=1.0), congestion_control=False)
     link.schedule(link.a, message_frames(3 * SEND_WINDOW))
     for _ in range(200):
         link.step()
         assert link.a.channel.in_flight <= SEND_WINDOW
     assert link.a.channel.in_flight == SEND_WINDOW
+
+
+def test_congestion_window_bounds_the_bytes_in_flight_when_nothing_comes_back() -> None:
+    link = SimLink(3, a_to_b=LinkConfig(loss=1.0), b_to_a=LinkConfig(loss=1.0))
+    link.schedule(link.a, message_frames(3 * SEND_WINDOW))
+    channel = link.a.channel
+    link.step()
+    assert INITIAL_CWND - MAX_DATAGRAM < channel.bytes_in_flight <= INITIAL_CWND + MAX_DATAGRAM
+    while link.now < 5.0:
+        link.step()
+        assert channel.bytes_in_flight <= INITIAL_CWND + MAX_DATAGRAM
+        assert channel.in_flight < SEND_WINDOW
+    # Timeout after timeout with no round trip measured: persistent congestion.
+    assert channel.cwnd == MIN_CWND
 
 
 def test_backlog_refuses_past_its_bound() -> None:
@@ -160,7 +182,7 @@ def test_an_idle_peer_that_answers_keepalives_is_never_dead() -> None:
         assert not link.b.channel.is_dead(link.now)
 
 
-def test_rto_backs_off_to_its_bound_and_an_ack_of_new_data_undoes_it() -> None:
+def test_rto_backs_off_to_its_bound_and_an_ack_that_empties_the_flight_undoes_it() -> None:
     a = Channel(0.0)
     b = Channel(0.0)
     a.send(message_frames(1)[0])
@@ -176,7 +198,7 @@ def test_rto_backs_off_to_its_bound_and_an_ack_of_new_data_undoes_it() -> None:
     assert rtos[-1] == MAX_RTO
     assert a.retransmits == 12
     # Karn: the ack of a retransmitted segment gives no round-trip sample,
-    # but it is news that the path works: the backoff is undone.
+    # but once nothing is left in flight the backoff is undone.
     b.receive(decode_datagram(first[0]), now)
     a.receive(decode_datagram(b.datagrams(now + 0.001)[0]), now + 0.001)
     assert a.srtt is None
@@ -190,8 +212,128 @@ def test_rto_backs_off_to_its_bound_and_an_ack_of_new_data_undoes_it() -> None:
     assert a.srtt == pytest.approx(0.05)
 
 
-def test_a_timeout_resends_probes_and_a_bounded_burst_and_acks_reveal_the_rest() -> None:
+def test_an_ack_of_resent_segments_keeps_the_backoff_until_a_sample() -> None:
     a = Channel(0.0)
+    b = Channel(0.0)
+    originals = []
+    for i, frame in enumerate(message_frames(3)):
+        a.send(frame)
+        originals += a.datagrams(i * 0.001)
+    base = a.rto
+    probes = a.datagrams(base)
+    assert len(probes) == PROBES
+    assert a.rto == 2 * base
+    # The ack of the first original (a queue delayed it) covers a resent
+    # segment: no sample, and the third segment is still out: the backoff holds.
+    b.receive(decode_datagram(originals[0]), 0.3)
+    a.receive(decode_datagram(b.datagrams(0.3)[0]), 0.3)
+    assert a.in_flight == 2
+    assert a.rto == 2 * base
+    # The third was sent once: its ack is a sample, which resets the RTO.
+    b.receive(decode_datagram(originals[2]), 0.31)
+    a.receive(decode_datagram(b.datagrams(0.31)[0]), 0.31)
+    assert a.srtt == pytest.approx(0.31 - 0.002)
+    assert a.rto == pytest.approx(a.srtt + 4 * a.srtt / 2 + MAX_ACK_DELAY)
+
+
+def test_a_segment_whose_own_ack_was_lost_gives_no_round_trip_sample() -> None:
+    """Only the segment sent last among those an ack newly covers is timed: an
+    older one may have waited for this ack because its own ack was lost."""
+    a = Channel(0.0)
+    b = Channel(0.0)
+    frames = message_frames(6)
+    a.send(frames[0])
+    a.datagrams(0.01)  # segment 0: lost
+    for frame in frames[1:5]:
+        a.send(frame)
+    evidence = a.datagrams(0.011)  # segments 1 to 4: arrive
+    a.send(frames[5])
+    late = a.datagrams(0.02)  # segment 5: arrives, but its ack is lost
+    for d in evidence:
+        b.receive(decode_datagram(d), 0.015)
+    ack = b.datagrams(0.015)
+    b.receive(decode_datagram(late[0]), 0.021)
+    b.datagrams(0.021)
+    a.receive(decode_datagram(ack[0]), 0.03)
+    resent = a.datagrams(0.03)  # segment 0 again, on the acks' evidence
+    assert a.retransmits == 1
+    srtt = a.srtt
+    b.receive(decode_datagram(resent[0]), 0.031)
+    a.receive(decode_datagram(b.datagrams(0.031)[0]), 0.032)
+    assert a.flushed
+    # Segment 5 waited 12 ms for this ack, which answers the copy of segment 0
+    # sent at 0.03: no sample.
+    assert a.srtt == srtt
+
+
+def test_a_late_ack_of_a_probed_segment_declares_nothing_else_lost() -> None:
+    """RFC 8985's concern: after a spurious timeout, the ack of the first copy
+    of a probed segment must not read as the ack of the probe, which would
+    make every segment sent between the two look overtaken."""
+    a = Channel(0.0)
+    b = Channel(0.0)
+    # A round trip of 10 ms first.
+    a.send(message_frames(1)[0])
+    b.receive(decode_datagram(a.datagrams(0.0)[0]), 0.005)
+    a.receive(decode_datagram(b.datagrams(0.005)[0]), 0.01)
+    assert a.srtt == pytest.approx(0.01)
+    # Then one segment every 5 ms; the peer gets them all, but a queue holds
+    # its acks back past the RTO.
+    now = 0.01
+    sent: list[bytes] = []
+    for frame in message_frames(20):
+        a.send(frame)
+        sent.append(a.datagrams(now)[0])  # the new segment, before any probe
+        now += 0.005
+    assert a.retransmits == PROBES, "the timer fired once, for two probes"
+    for d in sent[:PROBES]:
+        b.receive(decode_datagram(d), now)
+    a.receive(decode_datagram(b.datagrams(now)[0]), now)
+    # The others were sent after the first copies of the probed ones:
+    # nothing overtook them, nothing is resent.
+    assert a.datagrams(now) == []
+    assert a.retransmits == PROBES
+
+
+def test_the_ack_of_a_segment_resent_on_the_acks_evidence_reveals_older_losses() -> None:
+    """A copy sent after acks showed the first one overtaken is taken as the
+    copy that arrived: its ack shows what was sent well before it and never
+    came, without waiting for the timer."""
+    a = Channel(0.0)
+    b = Channel(0.0)
+    a.send(message_frames(1)[0])
+    b.receive(decode_datagram(a.datagrams(0.0)[0]), 0.005)
+    a.receive(decode_datagram(b.datagrams(0.005)[0]), 0.01)
+    frames = message_frames(6)
+    a.send(frames[0])
+    lost_first = a.datagrams(0.01)
+    for frame in frames[1:5]:
+        a.send(frame)
+    arrive = a.datagrams(0.012)
+    a.send(frames[5])
+    lost_later = a.datagrams(0.02)
+    assert lost_first and lost_later
+    # Segments 2 to 5 arrive; their ack shows segment 1 overtaken: resent.
+    for d in arrive:
+        b.receive(decode_datagram(d), 0.045)
+    a.receive(decode_datagram(b.datagrams(0.045)[0]), 0.05)
+    resent = a.datagrams(0.05)
+    assert a.retransmits == 1
+    b.receive(decode_datagram(resent[0]), 0.055)
+    a.receive(decode_datagram(b.datagrams(0.055)[0]), 0.06)
+    # That ack answers the copy sent at 0.05, so segment 6, sent at 0.02, was
+    # overtaken: lost once it has been out 1.125 round trips (the loss timer),
+    # well before the retransmission timer.
+    assert a.datagrams(0.06) == []
+    assert a.next_deadline() < 0.07
+    again = a.datagrams(a.next_deadline())
+    assert a.retransmits == 2
+    assert decode_datagram(again[0])[-1] == ev.Data(6, 0, frames[5])
+
+
+def test_a_timeout_resends_probes_and_a_bounded_burst_and_acks_reveal_the_rest() -> None:
+    # Without congestion control, which would let only part of the burst go.
+    a = Channel(0.0, congestion_control=False)
     b = Channel(0.0)
     frames = message_frames(200)
     for frame in frames:
@@ -206,6 +348,8 @@ def test_a_timeout_resends_probes_and_a_bounded_burst_and_acks_reveal_the_rest()
     resent = a.datagrams(a.rto)
     singles = [d for d in resent if len(decode_datagram(d)) == 1]
     assert len(singles) >= PROBES, "each probe goes in a datagram of its own"
+    # The probes go first, so a burst into a full queue cannot push them out.
+    assert [decode_datagram(d)[0] for d in resent[:PROBES]] == [ev.Data(seq, 0, frames[seq]) for seq in range(PROBES)]
     assert a.retransmits == PROBES + TIMEOUT_BURST, "the timeout's burst is bounded"
     # Their ack shows what is still missing: sent again at once, no timeout.
     now = a.rto
@@ -280,7 +424,7 @@ def test_unreliable_mode_never_retransmits_and_counts_losses() -> None:
 
 
 def test_unreliable_mode_reassembles_a_fragmented_frame_arriving_out_of_order() -> None:
-    big = encode(ev.Message("alice", "w" * 4000))
+    big = encode(ev.Message("#lobby", "alice", "w" * 4000))
     sender = Channel(0.0, reliable=False)
     receiver = Channel(0.0, reliable=False)
     sender.send(big)
@@ -300,7 +444,7 @@ def test_unreliable_reassembly_is_bounded_and_expires() -> None:
     for i in range(50):
         receiver.receive([ev.Data(i * 10, 3, b"p" * MAX_CHUNK)], 0.0)
     assert receiver.reassembling <= 8 * MAX_CHUNK
-    receiver.receive([ev.Data(1000, 0, encode(ev.Joined("bob")))], 100.0)
+    receiver.receive([ev.Data(1000, 0, encode(ev.Joined("#lobby", "bob")))], 100.0)
     assert receiver.reassembling == 0
 
 
@@ -309,3 +453,65 @@ def test_unreliable_keepalives_are_answered_so_both_sides_stay_alive() -> None:
     link.run_for(20.0)
     assert not link.a.channel.is_dead(link.now)
     assert not link.b.channel.is_dead(link.now)
+
+
+# --- delayed acks ---------------------------------------------------------------
+
+
+def _data_datagram(seq: int) -> list[ev.Event]:
+    return [ev.Data(seq, 0, encode(ev.Joined("#lobby", f"n{seq}")))]
+
+
+def test_a_delayed_ack_waits_for_a_second_datagram_or_its_deadline() -> None:
+    receiver = Channel(0.0, ack_delay=0.01)
+    receiver.receive(_data_datagram(0), 1.0)
+    assert not receiver.wants_to_send
+    assert receiver.datagrams(1.005) == []
+    assert receiver.next_deadline() == pytest.approx(1.01)
+    assert decode_datagram(receiver.datagrams(1.01)[0]) == [ev.Ack(1, ())]
+    # Every second datagram with data is acknowledged at once.
+    receiver.receive(_data_datagram(1), 2.0)
+    assert not receiver.wants_to_send
+    receiver.receive(_data_datagram(2), 2.001)
+    assert receiver.wants_to_send
+    assert decode_datagram(receiver.datagrams(2.001)[0]) == [ev.Ack(3, ())]
+
+
+@pytest.mark.parametrize(
+    "arrivals",
+    [[0, 0], [1], [1, 0]],
+    ids=["duplicate", "gap", "gap filled"],
+)
+def test_a_delayed_ack_goes_at_once_for_anything_out_of_order(arrivals: list[int]) -> None:
+    receiver = Channel(0.0, ack_delay=0.01)
+    now = 1.0
+    for seq in arrivals[:-1]:
+        receiver.receive(_data_datagram(seq), now)
+        now += 0.1
+        receiver.datagrams(now)  # past the deadline: the ack went
+    receiver.receive(_data_datagram(arrivals[-1]), now)
+    assert receiver.wants_to_send
+
+
+def test_a_delayed_ack_rides_along_with_data() -> None:
+    receiver = Channel(0.0, ack_delay=0.01)
+    receiver.receive(_data_datagram(0), 1.0)
+    receiver.send(encode(ev.Joined("#lobby", "bob")))
+    frames = decode_datagram(receiver.datagrams(1.001)[0])
+    assert frames[0] == ev.Ack(1, ())
+    assert isinstance(frames[1], ev.Data)
+
+
+@pytest.mark.parametrize("loss", [0.0, 0.1])
+def test_delayed_acks_save_acks_and_lose_nothing(loss: float) -> None:
+    frames = message_frames(2000)
+    acks = {}
+    for delay in (0.0, MAX_ACK_DELAY / 2):
+        impaired = LinkConfig(loss=loss, reorder=loss)
+        link = SimLink(12, a_to_b=impaired, b_to_a=impaired, ack_delay=delay)
+        link.schedule(link.a, frames, spacing=0.0005)
+        link.run_until_done(limit=60.0)
+        assert link.b.delivered == frames
+        acks[delay] = link.b.channel.acks_sent
+    if not loss:
+        assert acks[MAX_ACK_DELAY / 2] <= 0.6 * acks[0.0]
