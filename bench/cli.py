@@ -59,6 +59,12 @@ def _parser() -> argparse.ArgumentParser:
         help="run nothing: print the medians of these result files as one table (and draw --png if given)",
     )
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    p.add_argument(
+        "--wide",
+        action="store_true",
+        help="print every column (17, about 150 characters wide); by default the table fits 100 "
+        "columns and the other figures are in the JSON file",
+    )
     return p
 
 
@@ -149,7 +155,13 @@ def _run_matrix(
     return runs, skipped
 
 
-def _replay(files: Sequence[Path], *, markdown: bool, png: Path | None) -> int:
+def _print_table(summary: Sequence[RunResult], *, markdown: bool, wide: bool) -> None:
+    print(format_table(summary, markdown=markdown, wide=wide))
+    if summary and not wide and not markdown:
+        print("\nmore columns (max ms, dup, ooo, memory, threads, load, proxy, other CPU): --wide, or the JSON")
+
+
+def _replay(files: Sequence[Path], *, markdown: bool, wide: bool, png: Path | None) -> int:
     """Print (and draw) the medians of result files written earlier, merged."""
     summary: list[RunResult] = []
     commands = []
@@ -161,7 +173,7 @@ def _replay(files: Sequence[Path], *, markdown: bool, png: Path | None) -> int:
             return 2
         summary += medians_of_file
         commands.append(str(meta.get("command", path)))
-    print(format_table(summary, markdown=markdown))
+    _print_table(summary, markdown=markdown, wide=wide)
     if png is not None:
         from bench.plot import PlotUnavailable, draw  # noqa: PLC0415  (matplotlib only when drawing)
 
@@ -176,7 +188,7 @@ def _replay(files: Sequence[Path], *, markdown: bool, png: Path | None) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.from_json:
-        return _replay(args.from_json, markdown=args.markdown, png=args.png)
+        return _replay(args.from_json, markdown=args.markdown, wide=args.wide, png=args.png)
     try:
         chosen = sc.select(args.scenarios.split(",") if args.scenarios else None, args.quick)
         default = sc.QUICK_TRANSPORTS if args.quick else tuple(sc.TRANSPORTS)
@@ -210,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = _slow_consumer_notes(medians(runs) if args.runs > 1 else runs)
     heading = f"medians of {args.runs} runs" if args.runs > 1 else "one run"
     print(f"twinchat benchmark ({'quick' if args.quick else 'full'}, {heading}, {time.monotonic() - began:.0f} s)")
-    print(format_table(summary, markdown=args.markdown))
+    _print_table(summary, markdown=args.markdown, wide=args.wide)
     if skipped:
         print("\nskipped:")
         for line in skipped:
