@@ -59,6 +59,12 @@ def _parser() -> argparse.ArgumentParser:
         help="run nothing: print the medians of these result files as one table (and draw --png if given)",
     )
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    p.add_argument(
+        "--wide",
+        action="store_true",
+        help="print every column (17, about 150 characters wide); by default the table fits 100 "
+        "columns and the other figures are in the JSON file",
+    )
     return p
 
 
@@ -149,10 +155,50 @@ def _run_matrix(
     return runs, skipped
 
 
-def _replay(files: Sequence[Path], *, markdown: bool, png: Path | None) -> int:
+def _shown(path: Path) -> str:
+    """``path`` as a reader would type it: relative to here when it is below here."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def provenance(metas: Sequence[dict[str, Any]]) -> str:
+    """One line on what the figures are and where they were measured, from the files' ``meta``."""
+
+    def each(get: Callable[[dict[str, Any]], Any]) -> list[str]:
+        return sorted({str(v) for m in metas if (v := get(m)) not in (None, "")})
+
+    runs = each(lambda m: m.get("runs"))
+    what = "one run each" if runs == ["1"] else f"medians of {' or '.join(runs) or '?'} runs"
+    days = each(lambda m: m.get("date", "")[:8])
+    when = ", ".join(f"{d[:4]}-{d[4:6]}-{d[6:]}" if len(d) == 8 else d for d in days)
+    commits = each(lambda m: m.get("machine", {}).get("commit"))
+    cpus = each(lambda m: "{} x {}".format(m["machine"]["cpus"], m["machine"]["cpu"]) if "machine" in m else None)
+    parts = [what, f"measured {when}" if when else "", f"at commit {', '.join(commits)}" if commits else "", *cpus]
+    return "; ".join(part for part in parts if part)
+
+
+def _draw(summary: Sequence[RunResult], png: Path, title: str) -> None:
+    from bench.plot import PlotUnavailable, draw  # noqa: PLC0415  (matplotlib only when drawing)
+
+    try:
+        draw(summary, png, title=title)
+        print(f"picture: {png}")
+    except PlotUnavailable as exc:
+        print(f"picture: not drawn ({exc})")
+
+
+def _print_table(summary: Sequence[RunResult], *, markdown: bool, wide: bool) -> None:
+    print(format_table(summary, markdown=markdown, wide=wide))
+    if summary and not wide and not markdown:
+        print("\nmore columns (max ms, dup, ooo, memory, threads, load, proxy, other CPU): --wide, or the JSON")
+
+
+def _replay(files: Sequence[Path], *, markdown: bool, wide: bool, png: Path | None) -> int:
     """Print (and draw) the medians of result files written earlier, merged."""
     summary: list[RunResult] = []
-    commands = []
+    metas = []
     for path in files:
         try:
             _, medians_of_file, meta = from_json(path.read_text())
@@ -160,23 +206,21 @@ def _replay(files: Sequence[Path], *, markdown: bool, png: Path | None) -> int:
             print(f"python -m bench: {path}: {exc}", file=sys.stderr)
             return 2
         summary += medians_of_file
-        commands.append(str(meta.get("command", path)))
-    print(format_table(summary, markdown=markdown))
+        metas.append(meta)
+    _print_table(summary, markdown=markdown, wide=wide)
     if png is not None:
-        from bench.plot import PlotUnavailable, draw  # noqa: PLC0415  (matplotlib only when drawing)
-
-        try:
-            draw(summary, png, title=" + ".join(commands))
-            print(f"picture: {png}")
-        except PlotUnavailable as exc:
-            print(f"picture: not drawn ({exc})")
+        # The title names the files, as the reader can type it again; the
+        # commands that measured them are in their meta (with the paths they
+        # were first written to, often a scratch directory).
+        command = shlex.join(["python", "-m", "bench", "--from-json", *map(_shown, files)])
+        _draw(summary, png, f"{command}\n{provenance(metas)}")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.from_json:
-        return _replay(args.from_json, markdown=args.markdown, png=args.png)
+        return _replay(args.from_json, markdown=args.markdown, wide=args.wide, png=args.png)
     try:
         chosen = sc.select(args.scenarios.split(",") if args.scenarios else None, args.quick)
         default = sc.QUICK_TRANSPORTS if args.quick else tuple(sc.TRANSPORTS)
@@ -210,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = _slow_consumer_notes(medians(runs) if args.runs > 1 else runs)
     heading = f"medians of {args.runs} runs" if args.runs > 1 else "one run"
     print(f"twinchat benchmark ({'quick' if args.quick else 'full'}, {heading}, {time.monotonic() - began:.0f} s)")
-    print(format_table(summary, markdown=args.markdown))
+    _print_table(summary, markdown=args.markdown, wide=args.wide)
     if skipped:
         print("\nskipped:")
         for line in skipped:
@@ -232,11 +276,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     json_path.write_text(to_json(runs, summary, meta))
     print(f"\nresults: {json_path}")
     if not args.no_png and summary:
-        from bench.plot import PlotUnavailable, draw  # noqa: PLC0415  (matplotlib only when drawing)
-
-        try:
-            draw(summary, png_path, title=meta["command"])
-            print(f"picture: {png_path}")
-        except PlotUnavailable as exc:
-            print(f"picture: not drawn ({exc})")
+        _draw(summary, png_path, f"{meta['command']}\n{provenance([meta])}")
     return 0 if runs else 1

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+import textwrap
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from typing import Any, Final
 
 from bench.stats import median
 
@@ -163,7 +164,51 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-_COLUMNS = (
+def _ms_short(value: float | None) -> str:
+    """Milliseconds in at most 6 characters up to 100 s: hundredths below 100 ms, whole ones above."""
+    return "-" if value is None else f"{value:.2f}" if value < 100 else f"{value:.0f}"
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """Something a reader must know before trusting a record's figures."""
+
+    #: Its name in the picture and the key.
+    name: str
+    #: Its letter in the default table.
+    letter: str
+    #: What it means, for the key under the table.
+    meaning: str
+    raised: Callable[[RunResult], bool]
+
+
+FLAGS: Final = (
+    Flag(
+        "load-limited",
+        "L",
+        "a floor, the load generator or a lossy proxy was near a full core",
+        lambda r: r.load_limited,
+    ),
+    Flag("incomplete", "I", "not every delivery happened before the deadline", lambda r: not r.completed),
+    Flag(
+        "disturbed",
+        "D",
+        f"other processes used {DISTURBED_PCT:.0f}% of a core or more",
+        lambda r: r.other_cpu_pct >= DISTURBED_PCT,
+    ),
+    Flag("garbled", "G", "relayed texts that were not benchmark texts", lambda r: r.garbled > 0),
+    Flag("repeated", "R", "a receiver got a message twice", lambda r: r.duplicates > 0),
+    Flag("out of order", "O", "a receiver got a sender's messages out of order", lambda r: r.out_of_order > 0),
+)
+
+
+def flags(r: RunResult) -> list[Flag]:
+    """The flags ``r`` raises, in the order of ``FLAGS``."""
+    return [flag for flag in FLAGS if flag.raised(r)]
+
+
+# The wide table: every figure a run has, 17 columns (about 150 characters).
+_WIDE = (
     ("scenario", "<"),
     ("transport", "<"),
     ("clients", ">"),
@@ -183,17 +228,29 @@ _COLUMNS = (
     ("flags", "<"),
 )
 
+# The default table fits 100 columns with the longest names we have
+# (slow-consumer, udp-unreliable-loss20): the figures a reader compares
+# across transports, and each flag as one letter with a key under the table.
+_NARROW = (
+    ("scenario", "<"),
+    ("transport", "<"),
+    ("clients", ">"),
+    ("msgs/s", ">"),
+    ("p50 ms", ">"),
+    ("p99 ms", ">"),
+    ("delivered", ">"),
+    ("srv cpu", ">"),
+    ("flags", "<"),
+)
 
-def _row(r: RunResult) -> list[str]:
-    flags = []
-    if r.load_limited:
-        flags.append("LOAD-LIMITED")
-    if not r.completed:
-        flags.append("INCOMPLETE")
-    if r.other_cpu_pct >= DISTURBED_PCT:
-        flags.append("DISTURBED")
+#: Plain-text lines under the table (notes, the key) wrap at this width.
+WIDTH = 100
+
+
+def _wide_row(r: RunResult) -> list[str]:
+    words = [flag.name.upper() for flag in flags(r) if flag.name in {"load-limited", "incomplete", "disturbed"}]
     if r.garbled:
-        flags.append(f"garbled={r.garbled}")
+        words.append(f"garbled={r.garbled}")
     return [
         r.scenario,
         r.transport,
@@ -211,27 +268,71 @@ def _row(r: RunResult) -> list[str]:
         f"{r.load_cpu_pct:.0f}%",
         f"{r.proxy_cpu_pct:.0f}%" if r.proxy_cpu_pct else "-",
         f"{r.other_cpu_pct:.0f}%",
-        " ".join(flags),
+        " ".join(words),
     ]
 
 
-def format_table(results: Sequence[RunResult], *, markdown: bool = False) -> str:
-    """A table, one row per record, and the notes under it: plain text, or Markdown."""
-    rows = [[name for name, _ in _COLUMNS], *(_row(r) for r in results)]
+def _narrow_row(r: RunResult) -> list[str]:
+    return [
+        r.scenario,
+        r.transport,
+        str(r.clients),
+        f"{r.rate:,.0f}",
+        _ms_short(r.p50_ms),
+        _ms_short(r.p99_ms),
+        f"{100 * r.delivery_ratio:.2f}%",
+        f"{r.server_cpu_pct:.0f}%",
+        "".join(flag.letter for flag in flags(r)),
+    ]
+
+
+def _key(results: Sequence[RunResult]) -> list[str]:
+    """What each letter in the flags column means, for the letters some row shows."""
+    shown = {flag.letter for r in results for flag in flags(r)}
+    return [f"{flag.letter} {flag.name}: {flag.meaning}" for flag in FLAGS if flag.letter in shown]
+
+
+def format_table(results: Sequence[RunResult], *, markdown: bool = False, wide: bool = False) -> str:
+    """A table, one row per record, and the notes under it: plain text, or Markdown.
+
+    Args:
+        results: the records, one row each, in this order.
+        markdown: a Markdown table instead of aligned plain text.
+        wide: every figure (17 columns, about 150 characters); by default the
+            plain table fits ``WIDTH`` columns: the figures compared across
+            transports, and each flag as a letter with a key under the table.
+    """
+    columns, render = (_WIDE, _wide_row) if wide else (_NARROW, _narrow_row)
+    rows = [[name for name, _ in columns], *(render(r) for r in results)]
     notes = [f"- {r.scenario}/{r.transport}: {note}" for r in results for note in r.notes]
+    key = [] if wide else _key(results)
     if markdown:
         lines = ["| " + " | ".join(rows[0]) + " |"]
-        lines.append("|" + "|".join("---:" if align == ">" else "---" for _, align in _COLUMNS) + "|")
+        lines.append("|" + "|".join("---:" if align == ">" else "---" for _, align in columns) + "|")
         lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows[1:]]
-    else:
-        widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
-        lines = []
-        for row in rows:
-            cells = [
-                cell.ljust(width) if align == "<" else cell.rjust(width)
-                for cell, width, (_, align) in zip(row, widths, _COLUMNS, strict=True)
-            ]
-            lines.append("  ".join(cells).rstrip())
+        if key:
+            lines += ["", "flags: " + "; ".join(key)]
+        if notes:
+            lines += ["", "notes:", *notes]
+        return "\n".join(lines)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
+    lines = []
+    for cells in rows:
+        aligned = [
+            cell.ljust(width) if align == "<" else cell.rjust(width)
+            for cell, width, (_, align) in zip(cells, widths, columns, strict=True)
+        ]
+        lines.append("  ".join(aligned).rstrip())
+    if key:
+        lines += [
+            "",
+            "flags:",
+            *(textwrap.fill(k, WIDTH, initial_indent="  ", subsequent_indent="      ") for k in key),
+        ]
     if notes:
-        lines += ["", "notes:", *notes]
+        lines += [
+            "",
+            "notes:",
+            *(textwrap.fill(note, WIDTH, subsequent_indent="  ", break_on_hyphens=False) for note in notes),
+        ]
     return "\n".join(lines)

@@ -10,12 +10,21 @@ direction have passed (or ``HOLD_LIMIT`` seconds, whichever comes first).
 Strategy: one thread and one selector over every socket, and one seeded
 ``random.Random`` per direction of each client, so a given run of datagrams
 meets the same fate whatever the other clients do.
+
+The object prints nothing: tests and the benchmark read ``stats``. The
+command prints where it listens on stdout (the benchmark reads that line),
+and on stderr a one-line tally every few seconds (``--interval``, or none
+with ``--quiet``) and a summary when it stops; ``watch`` does both for any
+proxy.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
+import importlib.metadata
+import math
 import random
 import selectors
 import signal
@@ -23,8 +32,8 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import Final
 
@@ -36,6 +45,12 @@ OVERTAKE: Final = 3
 
 #: Clients the proxy relays for at most (each costs a socket).
 MAX_CLIENTS: Final = 256
+
+#: Where the command listens unless told (the servers' default, 7878, plus one).
+DEFAULT_PORT: Final = 7879
+
+#: Seconds between the command's tally lines unless told.
+TALLY_INTERVAL: Final = 5.0
 
 
 @dataclass
@@ -101,7 +116,11 @@ class LossyProxy:
         self.seed = seed
         self.stats = ProxyStats()
         self._front = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
-        self._front.bind((host, port))
+        try:
+            self._front.bind((host, port))
+        except OSError:
+            self._front.close()
+            raise
         self._front.setblocking(False)
         self._clients: dict[tuple[str, int], _Client] = {}
         self._by_upstream: dict[socket.socket, _Client] = {}
@@ -110,6 +129,7 @@ class LossyProxy:
         self._wake_r, self._wake_w = socket.socketpair()
         self._selector.register(self._wake_r, selectors.EVENT_READ)
         self._stop = threading.Event()
+        self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
 
     @property
@@ -117,6 +137,19 @@ class LossyProxy:
         """Where clients should send."""
         name = self._front.getsockname()
         return name[0], name[1]
+
+    @property
+    def clients(self) -> int:
+        """Clients relayed for so far."""
+        return len(self._clients)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the relay has stopped and closed its sockets, at most ``timeout`` seconds.
+
+        Returns:
+            True once it has stopped; False if it still runs after ``timeout``.
+        """
+        return self._stopped.wait(timeout)
 
     def start(self) -> LossyProxy:
         """Relay in a background thread."""
@@ -152,6 +185,7 @@ class LossyProxy:
                 self._release_stale(time.monotonic())
         finally:
             self._close()
+            self._stopped.set()
 
     def _holding(self) -> bool:
         return any(c.up.held or c.down.held for c in self._clients.values())
@@ -238,13 +272,109 @@ class LossyProxy:
         self._wake_w.close()
 
 
+# --- what the command prints -------------------------------------------------------
+
+
+def _counts(stats: ProxyStats) -> str:
+    return (
+        f"received={stats.received} forwarded={stats.forwarded} dropped={stats.dropped} "
+        f"duplicated={stats.duplicated} reordered={stats.reordered}"
+    )
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:,.0f} s"
+
+
+def _clients(count: int) -> str:
+    return f"{count} client{'' if count == 1 else 's'}"
+
+
+def tally(stats: ProxyStats, *, seconds: float, clients: int, received_per_s: float) -> str:
+    """The periodic line: how long, for how many clients, the counts so far and the recent rate.
+
+    Args:
+        stats: the counts so far.
+        seconds: since the proxy started.
+        clients: relayed for so far.
+        received_per_s: datagrams received per second since the previous line.
+    """
+    return (
+        f"udpchat.lossyproxy: {_duration(seconds)}, {_clients(clients)}, {received_per_s:,.0f} datagrams/s: "
+        + _counts(stats)
+    )
+
+
+def summary(stats: ProxyStats, *, seconds: float, clients: int) -> str:
+    """The lines printed when the proxy stops: the counts and what share of the datagrams met which fate."""
+    lines = [
+        f"udpchat.lossyproxy: stopped after {_duration(seconds)}, relayed for {_clients(clients)}",
+        f"  {_counts(stats)}",
+    ]
+    if stats.received:
+        share = {
+            "dropped": stats.dropped,
+            "duplicated": stats.duplicated,
+            "held back and reordered": stats.reordered,
+        }
+        lines.append(
+            "  of the datagrams received: "
+            + ", ".join(f"{100 * count / stats.received:.1f}% {fate}" for fate, count in share.items())
+        )
+    else:
+        lines.append("  no datagram arrived")
+    return "\n".join(lines)
+
+
+def watch(
+    proxy: LossyProxy,
+    *,
+    interval: float | None,
+    write: Callable[[str], None],
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Until ``proxy`` stops: ``write`` a tally line every ``interval`` seconds, then the summary.
+
+    Args:
+        proxy: a started proxy; this returns once it has stopped.
+        interval: seconds between tally lines; None for none (the summary only).
+        write: takes each line (the summary is one string of several lines).
+        clock: seconds, for the figures in the lines (waiting uses real time).
+    """
+    began = last = clock()
+    before = replace(proxy.stats)
+    # Without tally lines, still wake now and then: a signal handler runs between waits.
+    while not proxy.wait(interval if interval else 0.5):
+        if not interval:
+            continue
+        now, stats = clock(), replace(proxy.stats)
+        rate = (stats.received - before.received) / (now - last) if now > last else 0.0
+        write(tally(stats, seconds=now - began, clients=proxy.clients, received_per_s=rate))
+        before, last = stats, now
+    write(summary(proxy.stats, seconds=clock() - began, clients=proxy.clients))
+
+
 # --- command line ----------------------------------------------------------------
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("twinchat")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _chance(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds")
     return value
 
 
@@ -260,36 +390,66 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m udpchat.lossyproxy",
         description="Relay UDP datagrams to a server, losing, duplicating and reordering some, reproducibly.",
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s (twinchat {_version()})")
     p.add_argument("--target", type=_target, required=True, help="the server, HOST:PORT")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    p.add_argument("--port", type=int, default=0, help="port to listen on; 0 picks a free one (default: %(default)s)")
+    p.add_argument(
+        "--port",
+        type=int,
+        help=f"port to listen on; 0 picks a free one (default: {DEFAULT_PORT}, or a free one if "
+        f"{DEFAULT_PORT} is taken; the 'listening on' line says which)",
+    )
     p.add_argument("--loss", type=_chance, default=0.0, help="drop chance, each way (default: %(default)s)")
     p.add_argument("--loss-up", type=_chance, help="drop chance from clients to the server (default: --loss)")
     p.add_argument("--loss-down", type=_chance, help="drop chance from the server to clients (default: --loss)")
     p.add_argument("--duplicate", type=_chance, default=0.0, help="duplicate chance, each way (default: %(default)s)")
     p.add_argument("--reorder", type=_chance, default=0.0, help="hold-back chance, each way (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of every lane (default: %(default)s)")
+    p.add_argument(
+        "--interval",
+        type=_seconds,
+        default=TALLY_INTERVAL,
+        metavar="SECONDS",
+        help="seconds between tally lines on stderr; 0 for none (default: %(default)g)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no tally lines, only the summary when it stops")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Relay until SIGINT or SIGTERM; print the tally on stderr; return 0."""
+    """Relay until SIGINT or SIGTERM, with a tally and a summary on stderr; return 0 (1: cannot listen)."""
     args = _parser().parse_args(argv)
 
     def lane(loss: float | None) -> Impairment:
         return Impairment(args.loss if loss is None else loss, args.duplicate, args.reorder)
 
-    try:
-        proxy = LossyProxy(
+    def listen(port: int) -> LossyProxy:
+        return LossyProxy(
             args.target,
             host=args.host,
-            port=args.port,
+            port=port,
             up=lane(args.loss_up),
             down=lane(args.loss_down),
             seed=args.seed,
         )
+
+    def err(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    port = DEFAULT_PORT if args.port is None else args.port
+    try:
+        try:
+            proxy = listen(port)
+        except OSError as exc:
+            # The benchmark and the tests start proxies without --port, several
+            # at a time: the default is a convenience, not a demand.
+            if args.port is not None or exc.errno != errno.EADDRINUSE:
+                raise
+            err(f"udpchat.lossyproxy: port {port} is taken; listening on a free port instead")
+            port = 0
+            proxy = listen(port)
     except OSError as exc:
-        print(f"udpchat.lossyproxy: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        err(f"udpchat.lossyproxy: cannot listen on {args.host}:{port}: {exc.strerror or exc}")
         return 1
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -300,9 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     host, port = proxy.address
     print(f"listening on {host}:{port}, relaying to {args.target[0]}:{args.target[1]}", flush=True)
-    while proxy._thread is not None and proxy._thread.is_alive():
-        proxy._thread.join(0.5)
-    print(f"udpchat.lossyproxy: {proxy.stats}", file=sys.stderr, flush=True)
+    watch(proxy, interval=None if args.quiet or not args.interval else args.interval, write=err)
     return 0
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import pytest
 
 from bench.results import RunResult, format_table, from_json, medians, to_json
 from bench.runner import summarize_events
+from bench.scenarios import FULL, TRANSPORTS
 from bench.stats import CDF_QUANTILES, median, percentile, rate, summarize_latencies
 
 
@@ -121,16 +123,86 @@ def test_json_refuses_another_document() -> None:
         from_json('{"schema": 999}')
 
 
-def test_table_has_a_row_per_record_and_flags() -> None:
+def test_wide_table_has_every_column_and_flags_in_words() -> None:
     table = format_table(
-        [record(), record(transport="udp", load_limited=True, completed=False, garbled=3, other_cpu_pct=40.0)]
+        [record(), record(transport="udp", load_limited=True, completed=False, garbled=3, other_cpu_pct=40.0)],
+        wide=True,
     )
     lines = table.splitlines()
     assert lines[0].split()[:2] == ["scenario", "transport"]
+    for column in ("max ms", "dup", "ooo", "srv MB", "thr", "load cpu", "proxy", "other"):
+        assert column in lines[0]
     assert "360,000" in lines[1]
     assert "LOAD-LIMITED" in lines[2] and "INCOMPLETE" in lines[2] and "garbled=3" in lines[2]
     assert "DISTURBED" in lines[2] and "DISTURBED" not in lines[1]
     assert "- throughput/tcp: a note" in table
+
+
+def _realistic() -> list[RunResult]:
+    """Every scenario over every transport with the widest figures a run gives, one row raising every flag."""
+    rows = [
+        record(
+            scenario=s.name,
+            transport=t,
+            clients=s.clients,
+            rate=1_651_656.0,
+            p50_ms=42.51,
+            p99_ms=2_172.31,
+            max_ms=12_682.77,
+            delivery_ratio=0.6432,
+            server_cpu_pct=101.0,
+            server_rss_mb=1234.0,
+            server_threads=2002,
+            load_cpu_pct=100.0,
+            proxy_cpu_pct=48.0,
+            other_cpu_pct=3.0,
+            notes=(
+                f"the kernel dropped 38256 UDP datagrams on full receive buffers (machine-wide count) (runs 1, 2, {t})",
+            ),
+        )
+        for s in FULL
+        for t in TRANSPORTS
+    ]
+    rows[-1] = replace(
+        rows[-1], load_limited=True, completed=False, other_cpu_pct=40.0, garbled=12, duplicates=3, out_of_order=4
+    )
+    return rows
+
+
+def test_default_table_fits_100_columns() -> None:
+    rows = _realistic()
+    lines = format_table(rows).splitlines()
+    assert max(len(line) for line in lines) <= 100
+    assert len([line for line in lines if line.startswith(tuple(s.name for s in FULL))]) == len(rows)
+    assert "udp-unreliable-loss20" in lines[len(rows)]
+
+
+def _key_letters(table: str) -> list[str]:
+    return [line.split()[0] for line in table.splitlines() if re.match(r"  [A-Z] ", line)]
+
+
+def test_default_table_flags_are_letters_with_a_key() -> None:
+    rows = _realistic()
+    table = format_table(rows)
+    assert table.splitlines()[len(rows)].split()[-1] == "LIDGRO"
+    assert _key_letters(table) == ["L", "I", "D", "G", "R", "O"]
+    # Only the letters that some row shows are explained.
+    assert "flags:" not in format_table([record()])
+    assert _key_letters(format_table([record(), record(load_limited=True)])) == ["L"]
+
+
+def test_wide_restores_the_details_the_default_leaves_out() -> None:
+    rows = _realistic()
+    narrow, wide = format_table(rows), format_table(rows, wide=True)
+    assert "12682.77" not in narrow and "12682.77" in wide  # max ms
+    assert "2002" not in narrow and "2002" in wide  # server threads
+    assert "LOAD-LIMITED INCOMPLETE DISTURBED garbled=12" in wide
+    assert max(len(line) for line in wide.splitlines()) > 100
+
+
+def test_default_latency_keeps_hundredths_below_100_ms_only() -> None:
+    row = format_table([record(p50_ms=0.26, p99_ms=217.31)]).splitlines()[1].split()
+    assert "0.26" in row and "217" in row
 
 
 def test_client_events_are_counted_once_per_kind() -> None:
@@ -140,9 +212,12 @@ def test_client_events_are_counted_once_per_kind() -> None:
     assert summarize_events(many)[-1] == "and 2 other kinds of client events"
 
 
-def test_markdown_table() -> None:
-    table = format_table([record(), record(transport="udp")], markdown=True)
+@pytest.mark.parametrize("wide", [False, True])
+def test_markdown_table(wide: bool) -> None:
+    table = format_table([record(), record(transport="udp", load_limited=True)], markdown=True, wide=wide)
     lines = table.splitlines()
     assert lines[0].startswith("| scenario | transport |")
     assert lines[1].startswith("|---|---|---:|")
     assert len(lines[2].split("|")) == len(lines[0].split("|"))
+    assert ("| max ms |" in lines[0]) == wide
+    assert ("LOAD-LIMITED" in lines[3]) == wide
