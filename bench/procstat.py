@@ -28,16 +28,6 @@ class ProcSample:
     threads: int
 
 
-def parse_stat_cpu(stat: str, ticks: int = _TICKS) -> float:
-    """User plus system CPU seconds from the text of ``/proc/PID/stat``; see ``parse_stat_times``.
-
-    Raises:
-        ValueError: the text is not a stat line.
-    """
-    user, system = parse_stat_times(stat, ticks)
-    return user + system
-
-
 def parse_stat_times(stat: str, ticks: int = _TICKS) -> tuple[float, float]:
     """User and system CPU seconds from the text of ``/proc/PID/stat``.
 

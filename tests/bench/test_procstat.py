@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.machinelock import machine_lock
-from bench.procstat import parse_machine_busy, parse_stat_cpu, parse_stat_times, parse_status, parse_udp_drops, sample
+from bench.procstat import parse_machine_busy, parse_stat_times, parse_status, parse_udp_drops, sample
 from bench.runner import Placement, raise_nofile
 from bench.servers import parse_listening
 
@@ -18,7 +18,6 @@ def test_stat_cpu_counts_from_the_last_parenthesis() -> None:
     # A command name with a space and a parenthesis must not shift the fields.
     fields = ["S", *["0"] * 10, "250", "150", *["0"] * 30]
     line = "1234 (evil) name) " + " ".join(fields)
-    assert parse_stat_cpu(line, ticks=100) == 4.0
     assert parse_stat_times(line, ticks=100) == (2.5, 1.5)
 
 
