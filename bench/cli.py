@@ -20,6 +20,7 @@ from bench.machinelock import machine_lock
 from bench.results import RunResult, format_table, from_json, medians, to_json
 from bench.runner import Placement, run_once
 from bench.servers import StartError
+from twinchat import version
 
 _DEFAULT_OUT = Path("bench-results")
 #: Seconds a run waits for another benchmark's run on this machine before going ahead.
@@ -36,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--quick", action="store_true", help="small sizes: a smoke run of the whole matrix in under a minute"
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s (twinchat {version()})")
     p.add_argument("--runs", type=int, default=1, help="runs of each scenario; the table shows medians (default: 1)")
     p.add_argument(
         "--scenarios",

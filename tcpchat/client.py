@@ -26,12 +26,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Final
 
-import frontend
 from common.chat import events as ev
 from common.wire.errors import FrameRejected, RemoteProtocolError, RuleError
 from common.wire.framing import END_OF_STREAM, NEED_DATA, StreamDecoder, encode
 from common.wire.limits import DEFAULT_PORT
-from frontend import ConnectError
+from twinchat import frontend
+from twinchat.frontend import ConnectError
 
 #: Seconds to reach the server and be welcomed.
 CONNECT_TIMEOUT: Final = 10.0
@@ -206,7 +206,7 @@ def _await_welcome(sock: socket.socket, decoder: StreamDecoder, where: str) -> e
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the client; return the exit code."""
-    return frontend.main(argv, connect=tcp_connect, prog="tcpchat.client", default_port=DEFAULT_PORT)
+    return frontend.main(argv, connect=tcp_connect, prog="tcpchat-client", default_port=DEFAULT_PORT)
 
 
 if __name__ == "__main__":

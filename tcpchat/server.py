@@ -49,7 +49,6 @@ import time
 from collections.abc import Sequence
 from typing import Final, cast
 
-import servercli
 from common import fanout
 from common.chat import events as ev
 from common.chat.hub import DEFAULT_MAX_ROOMS, DEFAULT_ROOMS_PER_MEMBER, Delivery, Hub
@@ -62,6 +61,7 @@ from common.wire.errors import ErrorCode, FrameRejected, ProtocolError, RemotePr
 from common.wire.framing import StreamDecoder
 from common.wire.limits import DEFAULT_PORT
 from common.wire.lines import Dialect, LineDecoder, detect_dialect
+from twinchat import servercli
 
 log = logging.getLogger("tcpchat.server")
 
@@ -603,7 +603,7 @@ _DEFAULTS: Final = servercli.Defaults(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the server until SIGINT or SIGTERM; return the exit code."""
-    prog = "python -m tcpchat.server"
+    prog = "tcpchat-server"
     args = servercli.parser(prog, "The twinchat TCP chat server.", _DEFAULTS).parse_args(argv)
 
     return servercli.run(args, lambda: ChatServer(args.host, args.port, **servercli.options(args)), prog=prog)

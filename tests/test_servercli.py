@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-import servercli
 from tcpchat.server import _DEFAULTS as TCP_DEFAULTS
+from twinchat import servercli
 from udpchat.server import _DEFAULTS as UDP_DEFAULTS
 
 BOTH = pytest.mark.parametrize("defaults", [TCP_DEFAULTS, UDP_DEFAULTS], ids=["tcp", "udp"])

@@ -33,14 +33,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Final
 
-import frontend
 from common.chat import events as ev
 from common.session.opener import SessionOpener, open_channel
 from common.session.reliability import Channel
 from common.wire.errors import ErrorCode, RemoteProtocolError, RuleError
 from common.wire.framing import decode_datagram, decode_frame, encode
 from common.wire.limits import DEFAULT_PORT
-from frontend import ConnectError
+from twinchat import frontend
+from twinchat.frontend import ConnectError
 
 #: Seconds to open a session and be welcomed.
 CONNECT_TIMEOUT: Final = 5.0
@@ -414,7 +414,7 @@ def udp_connect(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the client; return the exit code."""
-    return frontend.main(argv, connect=udp_connect, prog="udpchat.client", default_port=DEFAULT_PORT)
+    return frontend.main(argv, connect=udp_connect, prog="udpchat-client", default_port=DEFAULT_PORT)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
-import importlib.metadata
 import math
 import random
 import selectors
@@ -36,6 +35,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import Final
+
+from twinchat import version
 
 #: Seconds a held-back datagram waits at most for later ones to overtake it.
 HOLD_LIMIT: Final = 0.02
@@ -357,13 +358,6 @@ def watch(
 # --- command line ----------------------------------------------------------------
 
 
-def _version() -> str:
-    try:
-        return importlib.metadata.version("twinchat")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def _chance(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -390,7 +384,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m udpchat.lossyproxy",
         description="Relay UDP datagrams to a server, losing, duplicating and reordering some, reproducibly.",
     )
-    p.add_argument("--version", action="version", version=f"%(prog)s (twinchat {_version()})")
+    p.add_argument("--version", action="version", version=f"%(prog)s (twinchat {version()})")
     p.add_argument("--target", type=_target, required=True, help="the server, HOST:PORT")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     p.add_argument(

@@ -56,7 +56,6 @@ from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-import servercli
 from common import fanout
 from common.chat import events as ev
 from common.chat.hub import DEFAULT_MAX_ROOMS, DEFAULT_ROOMS_PER_MEMBER, Delivery, Hub
@@ -69,6 +68,7 @@ from common.session.reliability import MAX_BACKLOG, Channel
 from common.wire.errors import ErrorCode, ProtocolError, RemoteProtocolError
 from common.wire.framing import decode_datagram, decode_frame, encode
 from common.wire.limits import DEFAULT_PORT, MAX_DATAGRAM
+from twinchat import servercli
 
 log = logging.getLogger("udpchat.server")
 
@@ -77,7 +77,7 @@ log = logging.getLogger("udpchat.server")
 DEFAULT_IDLE_TIMEOUT: Final = 60.0
 
 #: Seconds a new session has to register a nick.
-DEFAULT_REGISTER_TIMEOUT: Final = 5.0
+DEFAULT_REGISTER_TIMEOUT: Final = 10.0
 
 #: Sessions at once (registered or not) unless told otherwise.
 DEFAULT_MAX_CLIENTS: Final = 1000
@@ -601,7 +601,7 @@ _DEFAULTS: Final = servercli.Defaults(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the server until SIGINT or SIGTERM; return the exit code."""
-    prog = "python -m udpchat.server"
+    prog = "udpchat-server"
     p = servercli.parser(prog, "The twinchat UDP chat server.", _DEFAULTS)
     p.add_argument(
         "--unreliable",

@@ -16,9 +16,9 @@ import tcpchat.client
 from common.chat import events as ev
 from common.chat.commands import HELP_LINES
 from common.chat.rooms import LOBBY
-from frontend import ConnectError
 from tcpchat.client import tcp_connect
 from tcpchat.server import ChatServer
+from twinchat.frontend import ConnectError
 
 from .conftest import WAIT, FramedClient
 
@@ -160,7 +160,7 @@ def test_pipe_mode_exits_when_the_server_goes(
     server.shutdown()  # stdin stays open: the client must not wait for it
     assert proc.wait(WAIT) == 1
     assert proc.stderr is not None
-    assert proc.stderr.read() == "tcpchat.client: the server is shutting down\n"
+    assert proc.stderr.read() == "tcpchat-client: the server is shutting down\n"
 
 
 # --- the link, in-process ----------------------------------------------------------

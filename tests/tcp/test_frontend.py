@@ -16,9 +16,9 @@ from common.chat.commands import HELP_LINES
 from common.chat.rooms import LOBBY
 from common.chat.view import ClientView
 from common.wire.errors import ErrorCode
-from frontend import ConnectError, Link
-from frontend.plain import run_plain
-from frontend.terminal import colour, run_terminal, styled
+from twinchat.frontend import ConnectError, Link
+from twinchat.frontend.plain import run_plain
+from twinchat.frontend.terminal import colour, run_terminal, styled
 
 from .conftest import WAIT
 

@@ -16,8 +16,8 @@ from common.fanout import SLOW_DETAIL
 from common.session.opener import hello as hello_datagram
 from common.wire.errors import ErrorCode
 from common.wire.framing import decode_datagram, encode
-from frontend import ConnectError
 from tests.udp.harness import PATIENCE, Member, members, python, raw_session, stop
+from twinchat.frontend import ConnectError
 from udpchat.client import udp_connect
 from udpchat.lossyproxy import Impairment, LossyProxy
 from udpchat.server import ChatServer

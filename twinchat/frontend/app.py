@@ -6,17 +6,19 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from frontend.link import Connect
-from frontend.plain import run_plain
-from frontend.terminal import run_terminal
+from twinchat import version
+from twinchat.frontend.link import Connect
+from twinchat.frontend.plain import run_plain
+from twinchat.frontend.terminal import run_terminal
 
 
 def _parser(prog: str, default_port: int) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog=f"python -m {prog}",
+        prog=prog,
         description="Join a twinchat server. On a terminal you get an input line that stays put; "
         "with stdin from a pipe, each line is a message or /command and each event one line on stdout.",
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s (twinchat {version()})")
     p.add_argument("--host", default="127.0.0.1", help="server address (default: %(default)s)")
     p.add_argument("--port", type=int, default=default_port, help="server port (default: %(default)s)")
     p.add_argument("--nick", required=True, help="the nick to join under")

@@ -19,7 +19,7 @@ The contract between the two halves:
 
 from __future__ import annotations
 
-from frontend.app import main
-from frontend.link import Connect, ConnectError, Link
+from twinchat.frontend.app import main
+from twinchat.frontend.link import Connect, ConnectError, Link
 
 __all__ = ["ConnectError", "Link", "Connect", "main"]

@@ -34,7 +34,7 @@ from common.chat.commands import COMMANDS
 from common.chat.nicks import nick_key
 from common.chat.render import render
 from common.chat.view import ClientView
-from frontend.link import Connect, ConnectError, Link
+from twinchat.frontend.link import Connect, ConnectError, Link
 
 _RESET: Final = "\x1b[0m"
 _DIM: Final = "\x1b[2m"

@@ -1,6 +1,7 @@
 """The command line both chat servers share: flags, signals, the ready line.
 
-``python -m tcpchat.server`` and ``python -m udpchat.server`` take the same
+``tcpchat-server`` and ``udpchat-server`` (``python -m tcpchat.server``,
+``python -m udpchat.server``) take the same
 flags where they apply and behave the same way from a shell: they print one
 ``listening on HOST:PORT`` line once they accept clients (scripts and tests
 wait for it), stop on SIGINT or SIGTERM with a goodbye to every client, and
@@ -22,6 +23,7 @@ from typing import Any, Protocol
 from common.chat import events as ev
 from common.chat.hub import DEFAULT_MAX_ROOMS, DEFAULT_ROOMS_PER_MEMBER, Delivery
 from common.session.ratelimit import DEFAULT_RATE, MIN_BURST
+from twinchat import version
 
 log = logging.getLogger("twinchat.sessions")
 
@@ -68,6 +70,7 @@ def parser(prog: str, description: str, defaults: Defaults) -> argparse.Argument
     count = _at_least(0, int, allow_equal=True)
     seconds = _at_least(0, float, allow_equal=False)
     p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--version", action="version", version=f"%(prog)s (twinchat {version()})")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     p.add_argument("--port", type=int, default=defaults.port, help="port; 0 picks a free one (default: %(default)s)")
     p.add_argument(

@@ -21,7 +21,7 @@ from typing import Final, TextIO
 
 from common.chat import events as ev
 from common.chat.view import ClientView
-from frontend.link import Connect, ConnectError, Link
+from twinchat.frontend.link import Connect, ConnectError, Link
 
 #: Seconds to wait after joining for the server to put us in the lobby.
 PLACED_TIMEOUT: Final = 5.0
