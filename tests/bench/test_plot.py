@@ -39,7 +39,6 @@ def test_the_worst_status_sets_the_style_and_every_one_is_named() -> None:
 
 
 def test_draw_writes_a_png(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
     cdf = tuple(0.1 * (i + 1) for i in range(len(CDF_QUANTILES)))
     results = [
         record(scenario="latency", transport="tcp", cdf_ms=cdf),

@@ -6,7 +6,6 @@ that every message is accounted for and that nothing is left running.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -18,10 +17,7 @@ import pytest
 from bench.runner import Placement, run_once
 from bench.scenarios import TRANSPORTS, Scenario
 
-pytestmark = [
-    pytest.mark.timeout(20),
-    pytest.mark.skipif(importlib.util.find_spec("tcpchat.server") is None, reason="the TCP server is not built yet"),
-]
+pytestmark = pytest.mark.timeout(20)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,7 +59,6 @@ def test_a_tiny_paced_run_with_a_stuck_client() -> None:
     assert our_children() == []
 
 
-@pytest.mark.skipif(importlib.util.find_spec("udpchat.server") is None, reason="the UDP server is not built yet")
 @pytest.mark.parametrize("transport", ["udp", "udp-unreliable"])
 def test_a_tiny_udp_run_accounts_for_every_message(transport: str) -> None:
     tiny = Scenario("throughput", clients=3, senders=3, messages=100, window=16, deadline_s=10)
