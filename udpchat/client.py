@@ -107,6 +107,7 @@ class UdpLink:
         self._registered = threading.Event()
         self._go = threading.Event()  # connect() is about to return: deliver events
         self._refusal: str | None = None
+        self._refusal_code: ErrorCode | None = None
         #: Datagrams that were not this session's and were ignored.
         self.ignored = 0
         self._receiver = threading.Thread(target=self._receive_loop, name="udpchat-receive", daemon=True)
@@ -280,8 +281,8 @@ class UdpLink:
         if type(event) is ev.Ping:
             self.send(ev.Pong(event.nonce))
             return True
-        if not isinstance(event, ev.ServerEvent) or type(event) is ev.Pong:
-            return True
+        if not isinstance(event, ev.ServerEvent):
+            return True  # a Pong goes on: the front end's Ping marks where an answer ends
         if not self._go.is_set():
             # Still registering: connect() is waiting for the outcome.
             if type(event) is ev.Welcome:
@@ -291,6 +292,7 @@ class UdpLink:
                         return False  # connect() gave up meanwhile
             elif type(event) is ev.Error and event.code in _REFUSALS:
                 self._refusal = f"refused: {event.detail} ({event.code.slug})"
+                self._refusal_code = event.code
                 self._registered.set()
                 return True
             elif type(event) is ev.Goodbye:
@@ -372,7 +374,7 @@ def udp_connect(
     try:
         register = ev.Register(nick)
     except RuleError as exc:
-        raise ConnectError(f"invalid nick {nick!r}: {exc.detail}") from None
+        raise ConnectError(f"invalid nick {nick!r}: {exc.detail}", code=exc.code) from None
     where = f"{host}:{port}"
     deadline = time.monotonic() + timeout
     try:
@@ -398,7 +400,9 @@ def udp_connect(
             if link.unreliable:
                 link.send(register)
         if link._refusal is not None or link._ended.is_set():
-            raise ConnectError(link._refusal or link._end_reason or f"{where} ended the session")
+            raise ConnectError(
+                link._refusal or link._end_reason or f"{where} ended the session", code=link._refusal_code
+            )
     except BaseException:
         if link is not None:
             link._end("")
