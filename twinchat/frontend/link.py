@@ -37,7 +37,7 @@ class Link(Protocol):
 
 #: ``connect(host, port, nick, on_event, on_closed)``: register and return once
 #: ``Welcome`` arrived, or raise ``ConnectError``. Afterwards the transport's
-#: receive thread calls ``on_event`` for every server event (``Welcome`` first)
+#: receive thread calls ``on_event`` for every server event (``Welcome`` first, ``Pong`` too)
 #: and ``on_closed(reason)`` once when the link ends.
 Connect = Callable[[str, int, str, Callable[[ServerEvent], None], Callable[[str], None]], Link]
 
