@@ -329,8 +329,11 @@ class _Terminal:
 
     def another(self, taken: str, refusal: ConnectError) -> str | None:
         """Ask for another nick after ``refusal``; None: the user gives up."""
+        why = str(refusal)
+        if refusal.code is not None:
+            why = why.removesuffix(f" ({refusal.code.slug})")  # the code is for programs
         try:
-            answer = self.session.prompt(f"{refusal.args[0]}\nanother nick (empty: give up): ")
+            answer = self.session.prompt(f"{why}\nanother nick (empty: give up): ")
         except (EOFError, KeyboardInterrupt):
             return None
         return answer.strip() or None
