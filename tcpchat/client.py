@@ -159,7 +159,7 @@ def tcp_connect(
     try:
         register = ev.Register(nick)
     except RuleError as exc:
-        raise ConnectError(f"invalid nick {nick!r}: {exc.detail}") from None
+        raise ConnectError(f"invalid nick {nick!r}: {exc.detail}", code=exc.code) from None
     try:
         sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
     except OSError as exc:
@@ -191,7 +191,7 @@ def _await_welcome(sock: socket.socket, decoder: StreamDecoder, where: str) -> e
             elif isinstance(item, ev.Welcome):
                 return item
             elif isinstance(item, ev.Error):
-                raise ConnectError(f"refused: {item.detail} ({item.code.slug})")
+                raise ConnectError(f"refused: {item.detail} ({item.code.slug})", code=item.code)
             elif isinstance(item, ev.Goodbye):
                 raise ConnectError(f"refused: {item.reason or 'the server said goodbye'}")
             elif isinstance(item, ev.Ping):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from common.chat import events as ev
-from common.chat.commands import COMMANDS, HELP_LINES, parse_input
+from common.chat.commands import COMMANDS, HELP_LINES, parse_input, parse_typed, split_text
 from common.wire.errors import ErrorCode, RuleError
 
 HERE = "#dev"
@@ -95,3 +97,27 @@ def test_help_lists_every_command() -> None:
     for name in COMMANDS:
         assert f"/{name}" in text
     assert "//text" in text
+
+
+@given(st.text(min_size=1, max_size=3000), st.integers(4, 600))
+def test_split_text_keeps_every_character_in_pieces_that_fit(text: str, limit: int) -> None:
+    text = text.encode("utf-8", "replace").decode("utf-8")  # no lone surrogates: they have no UTF-8
+    pieces = split_text(text, limit)
+    assert "".join(pieces) == text
+    assert all(0 < len(p.encode()) <= limit for p in pieces)
+
+
+def test_split_text_cuts_after_a_space_and_never_before_a_mark() -> None:
+    assert split_text("aaaa bbbb cc", 10) == ["aaaa bbbb ", "cc"]
+    assert split_text("abcdefghijkl", 5) == ["abcde", "fghij", "kl"]
+    # e + U+0301 is 3 bytes; a cut at 3 bytes would leave the accent alone.
+    assert split_text("xe\u0301e\u0301", 3) == ["x", "e\u0301", "e\u0301"]
+
+
+def test_parse_typed_sends_a_long_text_in_pieces() -> None:
+    assert parse_typed("/me " + "w" * 4100, HERE) == (ev.Act(HERE, "w" * 4096), ev.Act(HERE, "wwww"))
+    assert parse_typed("hi", HERE) == (ev.Say(HERE, "hi"),)
+    assert parse_typed("  ", HERE) == ()
+    with pytest.raises(RuleError) as caught:
+        parse_typed("/topic " + "x" * 391, HERE)  # a topic is not a message: still refused
+    assert caught.value.code is ErrorCode.TEXT_TOO_LONG

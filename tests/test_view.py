@@ -112,3 +112,25 @@ def test_help_and_typos_are_answered_locally() -> None:
     typo = view.interpret("/jion #dev")
     assert typo.send is None and isinstance(typo.show[0], ev.Error)
     assert typo.show[0].code is ErrorCode.UNKNOWN_COMMAND
+
+
+def test_typed_text_goes_line_by_line_and_long_texts_in_pieces() -> None:
+    view = registered()
+    done = view.interpret_typed("one\r\n/join #dev\n\n/jion #x\ntwo\r" + "x" * 5000)
+    assert [t.send for t in done if t.send is not None] == [
+        ev.Say(LOBBY, "one"),
+        ev.Join("#dev"),
+        ev.Say("#dev", "two"),  # the join made #dev current for the lines after it
+        ev.Say("#dev", "x" * 4096),
+        ev.Say("#dev", "x" * 904),
+    ]
+    refused = [t for t in done if t.refused]
+    assert [t.refused for t in refused] == ["/jion #x"]
+    assert isinstance(refused[0].show[0], ev.Error)
+
+
+def test_a_line_with_a_bad_piece_is_refused_whole() -> None:
+    view = registered()
+    done = view.interpret_typed("x" * 5000 + "\x1b[2J")
+    assert [t.send for t in done] == [None]
+    assert done[0].refused.endswith("\x1b[2J")

@@ -6,6 +6,11 @@
 ``/text``; any other line starting with ``/`` is an unknown command;
 everything else is a message to the current room.
 
+``parse_input`` is one line, one event: what the text dialect reads.
+``parse_typed`` is for a client's own person: a message, action or private
+message over ``MAX_TEXT`` bytes becomes several, cut between characters
+(``split_text``), so a long line is sent rather than refused.
+
 The current room is the reader's state (``common.chat.view`` keeps it), so the
 parser takes it as ``here``. Both clients use this for their users and the
 servers for the text dialect, so no two of them disagree on what a line means.
@@ -13,15 +18,27 @@ servers for the text dialect, so no two of them disagree on what a line means.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
 from common.chat import events as ev
 from common.wire.errors import ErrorCode, RuleError
+from common.wire.limits import MAX_TEXT
+
+
+@dataclass(frozen=True, slots=True)
+class _Said:
+    """A chat text not built into its event yet: ``build(text)`` makes it,
+    ``build(piece)`` makes each piece of a text too long for one event."""
+
+    build: Callable[[str], ev.ClientEvent]
+    text: str
+
 
 #: A parser gets what follows the command name and the current room (None: in no room).
-_Parse = Callable[[str, str | None], ev.ClientEvent]
+_Parse = Callable[[str, str | None], "ev.ClientEvent | _Said"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,21 +87,28 @@ def _room_or_here(usage: str, build: Callable[[str], ev.ClientEvent]) -> _Parse:
     return parse
 
 
-def _private(rest: str, here: str | None) -> ev.ClientEvent:
+def _private(rest: str, here: str | None) -> _Said:
     target, _, text = rest.strip().partition(" ")
     text = text.strip()
     if not target or not text:
         raise _usage("/msg NICK|#room TEXT")
     if target.startswith("#"):
-        return ev.Say(target, text)
-    return ev.Whisper(target, text)
+        ev.check_room_shape(target)  # refused before any piece is cut
+        return _Said(lambda piece: ev.Say(target, piece), text)
+    ev.check_nick_shape(target)
+    return _Said(lambda piece: ev.Whisper(target, piece), text)
 
 
-def _action(rest: str, here: str | None) -> ev.ClientEvent:
+def _action(rest: str, here: str | None) -> _Said:
     text = rest.strip()
     if not text:
         raise _usage("/me ACTION")
-    return ev.Act(_in_a_room(here), text)
+    room = _in_a_room(here)
+    return _Said(lambda piece: ev.Act(room, piece), text)
+
+
+def _say(room: str, text: str) -> _Said:
+    return _Said(lambda piece: ev.Say(room, piece), text)
 
 
 def _part(rest: str, here: str | None) -> ev.ClientEvent:
@@ -124,6 +148,20 @@ HELP_LINES: Final = (
 )
 
 
+def _parse(line: str, here: str | None) -> ev.ClientEvent | _Said | None:
+    if not line.strip():
+        return None
+    if line.startswith("//"):
+        return _say(_in_a_room(here), line[1:])
+    if not line.startswith("/"):
+        return _say(_in_a_room(here), line)
+    name, _, rest = line[1:].partition(" ")
+    command = COMMANDS.get(name.lower())
+    if command is None:
+        raise RuleError(ErrorCode.UNKNOWN_COMMAND, f"unknown command /{name}; /help lists the commands")
+    return command.parse(rest, here)
+
+
 def parse_input(line: str, here: str | None) -> ev.ClientEvent | None:
     """Turn one typed line (without its newline) into the event it asks for.
 
@@ -137,14 +175,61 @@ def parse_input(line: str, here: str | None) -> ev.ClientEvent | None:
         RuleError: UNKNOWN_COMMAND, BAD_USAGE, NOT_IN_ROOM, or what the event
             refuses (TEXT_TOO_LONG, BAD_TEXT, BAD_NICK, BAD_ROOM).
     """
-    if not line.strip():
-        return None
-    if line.startswith("//"):
-        return ev.Say(_in_a_room(here), line[1:])
-    if not line.startswith("/"):
-        return ev.Say(_in_a_room(here), line)
-    name, _, rest = line[1:].partition(" ")
-    command = COMMANDS.get(name.lower())
-    if command is None:
-        raise RuleError(ErrorCode.UNKNOWN_COMMAND, f"unknown command /{name}; /help lists the commands")
-    return command.parse(rest, here)
+    parsed = _parse(line, here)
+    return parsed.build(parsed.text) if isinstance(parsed, _Said) else parsed
+
+
+def parse_typed(line: str, here: str | None) -> tuple[ev.ClientEvent, ...]:
+    """As ``parse_input``, but a chat text over ``MAX_TEXT`` bytes becomes one
+    event per piece (``split_text``); every piece is built before any is
+    returned, so a line is sent whole or refused whole.
+
+    Returns:
+        No event for a blank line.
+
+    Raises:
+        RuleError: as ``parse_input``, except TEXT_TOO_LONG for a chat text.
+    """
+    parsed = _parse(line, here)
+    if parsed is None:
+        return ()
+    if isinstance(parsed, _Said):
+        return tuple(parsed.build(piece) for piece in split_text(parsed.text))
+    return (parsed,)
+
+
+def _clings(char: str) -> bool:
+    """A character that belongs with the one before it: a combining mark, a
+    zero-width joiner, a variation selector. A cut never falls before one."""
+    return unicodedata.category(char).startswith("M") or char == "\u200d" or "\ufe00" <= char <= "\ufe0f"
+
+
+def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
+    """``text`` in pieces of at most ``limit`` bytes of UTF-8, in order, which
+    joined give ``text`` back.
+
+    Strategy: take as many characters as fit; if a space falls in the second
+    half of that, cut after the last one (the words stay whole), otherwise cut
+    between characters, moved back before any combining mark, joiner or
+    variation selector so that a letter keeps its accents.
+    """
+    pieces: list[str] = []
+    while len(text.encode("utf-8", "surrogatepass")) > limit:
+        size, end = 0, 0
+        while end < len(text):
+            width = len(text[end].encode("utf-8", "surrogatepass"))
+            if size + width > limit:
+                break
+            size, end = size + width, end + 1
+        space = text.rfind(" ", 0, end)
+        if space >= end // 2:
+            end = space + 1
+        else:
+            cut = end  # text[end] exists: the rest is too long to be all taken
+            while cut > 0 and _clings(text[cut]):
+                cut -= 1
+            end = cut or end  # nothing but marks: cut between them after all
+        pieces.append(text[:end])
+        text = text[end:]
+    pieces.append(text)
+    return pieces

@@ -21,15 +21,21 @@ The rules (PROTOCOL.md, "Rooms: the client's view"):
   left); ``Parted`` of itself does the same (for a part it did not type).
 
 Typed lines are interpreted at once, without waiting for the server, so that
-a script's lines keep their meaning however fast they come.
+a script's lines keep their meaning however fast they come. ``interpret`` is
+one line, one event, as the text dialect reads it; ``interpret_typed`` is what
+a client does for its own person, who may paste several lines at once or type
+a line longer than one message may be: each line goes in turn, and a long
+chat text as several messages.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Final
 
 from common.chat import events as ev
-from common.chat.commands import HELP_LINES, parse_input
+from common.chat.commands import HELP_LINES, parse_input, parse_typed
 from common.chat.nicks import nick_key
 from common.chat.render import render
 from common.chat.rooms import room_key
@@ -47,6 +53,9 @@ class Typed:
 
     send: ev.ClientEvent | None = None
     show: tuple[ev.ServerEvent, ...] = ()
+    #: The line, when it was refused on the spot (an error in ``show``), so
+    #: that a front end can give it back to be mended instead of losing it.
+    refused: str = ""
 
 
 #: The errors that answer only a Join: the view's switch to that room is undone.
@@ -54,6 +63,9 @@ _JOIN_REFUSALS = frozenset({ErrorCode.TOO_MANY_ROOMS, ErrorCode.BAD_ROOM})
 
 #: /help is answered without a round trip, so it works even while the link is busy.
 _HELP = tuple(ev.Reply(line) for line in HELP_LINES)
+
+#: What ends a line in pasted text; each piece between is a line of its own.
+_LINE_BREAK: Final = re.compile("\r\n|\r|\n")
 
 
 class ClientView:
@@ -116,7 +128,25 @@ class ClientView:
         try:
             event = parse_input(line, self.current)
         except RuleError as exc:
-            return Typed(show=(ev.Error(exc.code, ev.scrub(exc.detail)),))
+            return _refused(line, exc)
+        return self._apply(event)
+
+    def interpret_typed(self, text: str) -> list[Typed]:
+        """What the client does for ``text`` as its person typed or pasted it:
+        each line in turn (``\n``, ``\r\n`` or ``\r`` ends one; blank ones
+        ask nothing), and a message, action or private message too long for
+        one event as several (``common.chat.commands.split_text``)."""
+        done: list[Typed] = []
+        for line in _LINE_BREAK.split(text):
+            try:
+                events = parse_typed(line, self.current)
+            except RuleError as exc:
+                done.append(_refused(line, exc))
+                continue
+            done += (self._apply(event) for event in events)
+        return done
+
+    def _apply(self, event: ev.ClientEvent | None) -> Typed:
         if isinstance(event, ev.Help):
             return Typed(show=_HELP)
         if isinstance(event, ev.Join):
@@ -133,3 +163,7 @@ class ClientView:
     def render(self, event: ev.Event) -> str | None:
         """The line this client's person sees for ``event`` (None: nothing)."""
         return render(event, self.current)
+
+
+def _refused(line: str, exc: RuleError) -> Typed:
+    return Typed(show=(ev.Error(exc.code, ev.scrub(exc.detail)),), refused=line)

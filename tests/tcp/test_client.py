@@ -121,8 +121,9 @@ def test_pipe_mode_quit_command(make_server: MakeServer, clients: MakeClient) ->
 def test_refused_nick_is_one_line_on_stderr(make_server: MakeServer, clients: MakeClient) -> None:
     server = make_server()
     clients(server.address).register("Маша")
+    port = str(server.address[1])
     done = subprocess.run(
-        [sys.executable, "-bb", "-m", "tcpchat.client", "--port", str(server.address[1]), "--nick", "маша"],
+        [sys.executable, "-bb", "-m", "tcpchat.client", "--port", port, "--nick", "маша", "--nick-retries", "0"],
         input="hello\n",
         capture_output=True,
         text=True,
@@ -134,6 +135,23 @@ def test_refused_nick_is_one_line_on_stderr(make_server: MakeServer, clients: Ma
     assert done.stdout == ""
     assert done.stderr.count("\n") == 1
     assert "nick-taken" in done.stderr
+
+
+def test_taken_nick_is_tried_again_with_an_underscore(make_server: MakeServer, clients: MakeClient) -> None:
+    server = make_server()
+    clients(server.address).register("bot")
+    done = subprocess.run(
+        [sys.executable, "-bb", "-m", "tcpchat.client", "--port", str(server.address[1]), "--nick", "bot"],
+        input="hello\n",
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=WAIT,
+        check=False,
+    )
+    assert done.returncode == 0
+    assert done.stdout.startswith("*** welcome, bot_: 1 other online\n")
+    assert done.stderr == "tcpchat-client: refused: the nick bot is taken (nick-taken); trying bot_\n"
 
 
 def test_unreachable_server_is_one_line_on_stderr(closed_port: int) -> None:

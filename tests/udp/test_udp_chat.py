@@ -274,7 +274,7 @@ def test_plain_client_refused_nick_is_one_line_on_stderr_and_nonzero(server: Cha
     host, port = server.address
     with members(server.address, "ann"):
         proc = python(
-            "-m", "udpchat.client", "--host", host, "--port", str(port), "--nick", "ann",
+            "-m", "udpchat.client", "--host", host, "--port", str(port), "--nick", "ann", "--nick-retries", "0",
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )  # fmt: skip
         try:

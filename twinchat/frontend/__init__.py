@@ -8,10 +8,13 @@ The contract between the two halves:
 
 - ``connect(host, port, nick, on_event, on_closed)`` registers ``nick`` and
   returns a ``Link`` once the server's ``Welcome`` arrived, or raises
-  ``ConnectError`` with a one-line reason;
+  ``ConnectError`` with a one-line reason and, when the server refused the
+  nick, its code (the front end then offers another nick and calls
+  ``connect`` again);
 - after it returned, the transport's receive thread calls ``on_event(event)``
-  for every server event (the ``Welcome`` first) and ``on_closed(reason)``
-  once, when the link ends for whatever reason;
+  for every server event (the ``Welcome`` first, a ``Pong`` too: the front end
+  pings to learn where an answer ends) and ``on_closed(reason)`` once, when
+  the link ends for whatever reason;
 - ``Link.send`` is thread-safe and never blocks long; ``Link.close(reason)``
   says ``Goodbye(reason)`` if the link is still open, waits (bounded) until
   the server has it, and releases everything.

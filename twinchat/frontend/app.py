@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from twinchat import version
 from twinchat.frontend.link import Connect
-from twinchat.frontend.plain import run_plain
+from twinchat.frontend.plain import NICK_RETRIES, run_plain
 from twinchat.frontend.terminal import run_terminal
 
 
@@ -23,6 +23,14 @@ def _parser(prog: str, default_port: int) -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=default_port, help="server port (default: %(default)s)")
     p.add_argument("--nick", required=True, help="the nick to join under")
     p.add_argument("--plain", action="store_true", help="plain line mode even on a terminal")
+    p.add_argument(
+        "--nick-retries",
+        type=int,
+        default=NICK_RETRIES,
+        metavar="N",
+        help="plain mode: if the nick is taken, try it with _ appended, up to N times (default: %(default)s; "
+        "a terminal asks for another nick instead)",
+    )
     return p
 
 
@@ -37,5 +45,5 @@ def main(argv: Sequence[str] | None, *, connect: Connect, prog: str, default_por
     """
     args = _parser(prog, default_port).parse_args(argv)
     if args.plain or not sys.stdin.isatty():
-        return run_plain(connect, args.host, args.port, args.nick, prog=prog)
+        return run_plain(connect, args.host, args.port, args.nick, prog=prog, nick_retries=max(0, args.nick_retries))
     return run_terminal(connect, args.host, args.port, args.nick, prog=prog)

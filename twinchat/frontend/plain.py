@@ -5,6 +5,12 @@ stdout in the common text rendering (``common.chat.render``), flushed at once so
 script can react to it. At the end of stdin the client says goodbye, waits
 until the server has everything, and exits 0. Problems go to stderr.
 
+A line longer than one message may be is sent as several
+(``ClientView.interpret_typed``). A nick that is taken is tried again with
+``_`` appended, up to ``nick_retries`` times (``--nick-retries``), each try
+announced on stderr: a script started twice still gets in, under a name that
+says it is a second one.
+
 Strategy: a helper thread reads stdin and hands lines to the main thread
 through a queue, which the link's end can also wake; so a session the server
 ends does not wait for stdin, and reading stdin never waits for the network.
@@ -21,10 +27,14 @@ from typing import Final, TextIO
 
 from common.chat import events as ev
 from common.chat.view import ClientView
-from twinchat.frontend.link import Connect, ConnectError, Link
+from common.wire.errors import ErrorCode
+from twinchat.frontend.link import Connect, ConnectError, Link, connect_as
 
 #: Seconds to wait after joining for the server to put us in the lobby.
 PLACED_TIMEOUT: Final = 5.0
+
+#: How often a taken nick is tried again, with one more ``_``, by default.
+NICK_RETRIES: Final = 3
 
 _EOF: Final = object()  # stdin ended
 _CLOSED: Final = object()  # the link ended
@@ -40,6 +50,7 @@ def run_plain(
     stdin: TextIO | None = None,
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
+    nick_retries: int = NICK_RETRIES,
 ) -> int:
     """Run a plain-mode session; return the exit code."""
     if stdin is None:
@@ -70,12 +81,9 @@ def run_plain(
         if text is not None:
             write(text)
 
-    def interpret(line: str) -> list[str] | ev.ClientEvent | None:
-        """What to send for ``line``, or the lines to show for it at once."""
+    def interpret(line: str) -> list[str | ev.ClientEvent]:
         with out_lock:
-            typed = view.interpret(line)
-            shown = [view.render(event) or "" for event in typed.show]
-        return shown or typed.send
+            return _outcome(view, line)
 
     def on_closed(reason: str) -> None:
         why.append(reason)
@@ -84,7 +92,8 @@ def run_plain(
 
     link: Link | None = None
     try:
-        link = connect(host, port, nick, on_event, on_closed)
+        another = _underscored(nick_retries, lambda line: print(f"{prog}: {line}", file=stderr, flush=True))
+        link = connect_as(connect, host, port, nick, on_event=on_event, on_closed=on_closed, another=another)
         # The server says Welcome, then puts us in the lobby; a script's first
         # line must not be read before we know where it goes.
         placed.wait(PLACED_TIMEOUT)
@@ -102,11 +111,35 @@ def run_plain(
     return 1
 
 
+def _outcome(view: ClientView, line: str) -> list[str | ev.ClientEvent]:
+    """What to send for ``line`` and the lines to show for it at once, in order."""
+    outcome: list[str | ev.ClientEvent] = []
+    for typed in view.interpret_typed(line):
+        outcome += (view.render(event) or "" for event in typed.show)
+        if typed.send is not None:
+            outcome.append(typed.send)
+    return outcome
+
+
+def _underscored(retries: int, tell: Callable[[str], None]) -> Callable[[str, ConnectError], str | None]:
+    """Plain mode's rule for a taken nick: the same with ``_`` appended, at
+    most ``retries`` times, each try told; any other refusal ends it."""
+    tries = iter(range(retries))
+
+    def another(taken: str, refusal: ConnectError) -> str | None:
+        if refusal.code is not ErrorCode.NICK_TAKEN or next(tries, None) is None:
+            return None
+        tell(f"{refusal}; trying {taken}_")
+        return f"{taken}_"
+
+    return another
+
+
 def _converse(
     link: Link,
     inbox: queue.SimpleQueue[object],
     write: Callable[[str], None],
-    interpret: Callable[[str], list[str] | ev.ClientEvent | None],
+    interpret: Callable[[str], list[str | ev.ClientEvent]],
 ) -> bool:
     """Send what stdin says until it ends or the link does; True if the user ended it."""
     while True:
@@ -118,15 +151,14 @@ def _converse(
             link.close()
             return False
         assert isinstance(item, str)
-        outcome = interpret(item)
-        if isinstance(outcome, list):
-            for line in outcome:
-                write(line)
-        elif isinstance(outcome, ev.Goodbye):
-            link.close(outcome.reason)
-            return True
-        elif outcome is not None:
-            link.send(outcome)
+        for outcome in interpret(item):
+            if isinstance(outcome, str):
+                write(outcome)
+            elif isinstance(outcome, ev.Goodbye):
+                link.close(outcome.reason)
+                return True
+            else:
+                link.send(outcome)
 
 
 def _utf8(stream: TextIO) -> TextIO:
