@@ -133,7 +133,8 @@ class Ledger:
 
     Args:
         expected: how many messages each sender sent that this receiver should
-            get, numbered from 1 (senders absent here are counted as garbled).
+            get, numbered from 1 (senders absent here are counted as garbled,
+            and as strays too: in a plan with rooms, another room's senders).
     """
 
     def __init__(self, expected: Mapping[int, int]) -> None:
@@ -145,6 +146,9 @@ class Ledger:
         self.out_of_order = 0
         #: Messages whose text names no expected sender or sequence number.
         self.garbled = 0
+        #: Of those, well-formed texts from a sender this receiver should not
+        #: hear at all (another room's, or its own): the server's mistake.
+        self.strays = 0
         #: Frames that were not benchmark messages (notices, pings).
         self.other_frames = 0
         #: Receive time minus send time of each unique delivery, in ns.
@@ -198,6 +202,8 @@ class Ledger:
         seen = self._seen.get(sender)
         if seen is None or not 1 <= seq < len(seen):
             self.garbled += 1
+            if seen is None and seq >= 1:
+                self.strays += 1
             return
         if seen[seq]:
             self.duplicates += 1

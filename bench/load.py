@@ -19,6 +19,16 @@ its ``Welcome`` and every ``Joined`` after it, so no notice is in flight when
 the clock starts), ``drive`` (the measured window), and the shutdown (the
 runner's). The garbage collector is off during ``drive``.
 
+Rooms: a plan with ``rooms`` spreads its clients over that many rooms (client
+*i* in room *i* mod *rooms*, named by ``payload.room_name``, all as long as
+``#lobby`` so every relayed message keeps the one size the hot path relies
+on). At the end of ``connect`` every client joins its room and parts
+``#lobby`` (so the lobby is empty and its notices stop), and the clock starts
+only once every client has seen its own ``Parted`` from the lobby and every
+``Joined`` of its room, and nothing has arrived for ``ROOMS_QUIET``; a sender says its messages in its own room, and a
+receiver expects messages from the senders of its own room only
+(``Plan.expected_from``).
+
 A ``Peer`` is one client; the transport-specific parts (a TCP socket here, a
 UDP session in ``bench.udpload``) are its ``fileno``, ``on_readable``,
 ``on_writable``, ``send`` and ``on_timer``. Everything above them is shared.
@@ -40,10 +50,11 @@ from typing import Final
 
 from bench import procstat
 from bench.accounting import Progress, StreamCorrupt
-from bench.payload import nick_of, say_frame, sender_key, seq_key
+from bench.payload import MAX_ROOMS, SAY_PREFIX, nick_of, room_name, say_frame, say_prefix, sender_key, seq_key
 from common.chat import events as ev
+from common.chat.rooms import LOBBY
 from common.wire.errors import ErrorCode, ProtocolError
-from common.wire.framing import FrameType, decode_frame, encode
+from common.wire.framing import HEADER_SIZE, FrameType, decode_frame, encode
 
 _RECV_SIZE: Final = 256 * 1024
 #: The one receive buffer of the process (it serves one socket at a time).
@@ -52,6 +63,7 @@ _RECV_BUFFERS: Final = [_RECV_BUFFER]
 _RECV_VIEW: Final = memoryview(_RECV_BUFFER)
 _WELCOME: Final = int(FrameType.WELCOME)
 _JOINED: Final = int(FrameType.JOINED)
+_PARTED: Final = int(FrameType.PARTED)
 _LEFT: Final = int(FrameType.LEFT)
 _PING: Final = int(FrameType.PING)
 _ERROR: Final = int(FrameType.ERROR)
@@ -67,6 +79,10 @@ SETTLE_QUIET: Final = 1.0
 
 #: Clients that connect before waiting for their welcomes (below the server's listen backlog).
 CONNECT_BATCH: Final = 64
+#: Rooms: once every notice is in, the measured window waits until no client
+#: has had anything to read for this long (the server's acknowledgements and
+#: retransmissions of a million join and part notices die down over UDP).
+ROOMS_QUIET: Final = 0.25
 #: How often the server's thread count is sampled during the measured window.
 SAMPLE_EVERY_NS: Final = 100_000_000
 
@@ -113,12 +129,20 @@ class LoadError(Exception):
     """The load could not be set up (a client could not join)."""
 
 
+def room_members(clients: int, rooms: int, room: int) -> range:
+    """The clients of room ``room`` when ``clients`` are spread over ``rooms``:
+    client *i* is in room *i* mod ``rooms``."""
+    return range(room, clients, rooms)
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     """What the load does in one run.
 
     Exactly one of ``window`` (send as fast as flow control allows) and
     ``rate`` (messages per second per sender, evenly spaced) is set.
+    With ``rooms``, client *i* is in room *i* mod ``rooms`` and only there
+    (see the module docstring); without, everyone is in ``#lobby``.
     """
 
     clients: int
@@ -132,6 +156,8 @@ class Plan:
     deadline_s: float = 60.0
     #: After the last send, give up waiting for deliveries after this long without any.
     quiet_s: float = 2.0
+    #: Rooms the clients are spread over, leaving ``#lobby``; 0: everyone stays in ``#lobby``.
+    rooms: int = 0
 
     def __post_init__(self) -> None:
         if (self.window is None) == (self.rate is None):
@@ -140,6 +166,20 @@ class Plan:
             raise ValueError("senders and stuck clients must be among the clients")
         if set(self.senders) & set(self.stuck):
             raise ValueError("a stuck client does not send")
+        if not 0 <= self.rooms <= min(self.clients, MAX_ROOMS):
+            raise ValueError(f"a plan spreads its clients over 0 to min(clients, {MAX_ROOMS}) rooms")
+        if self.rooms and self.stuck:
+            # Settling a room counts the join notices of every member, which
+            # a client that never reads cannot report.
+            raise ValueError("a plan with rooms has no stuck clients")
+
+    def room_of(self, client: int) -> int | None:
+        """The room of ``client`` (an index for ``payload.room_name``), or None: ``#lobby``."""
+        return client % self.rooms if self.rooms else None
+
+    def members(self, room: int) -> range:
+        """The clients in room ``room``."""
+        return room_members(self.clients, self.rooms, room)
 
     @property
     def receivers(self) -> tuple[int, ...]:
@@ -148,8 +188,16 @@ class Plan:
         return tuple(i for i in range(self.clients) if i not in stuck)
 
     def expected_from(self, receiver: int) -> dict[int, int]:
-        """Messages per sender that ``receiver`` should get (not its own)."""
-        return {s: self.messages for s in self.senders if s != receiver}
+        """Messages per sender that ``receiver`` should get: from every sender
+        in its room but itself (everyone shares ``#lobby`` in a plan without rooms)."""
+        room = self.room_of(receiver)
+        return {s: self.messages for s in self.senders if s != receiver and self.room_of(s) == room}
+
+    def audience(self, sender: int) -> tuple[int, ...]:
+        """The receivers that should get ``sender``'s messages, in client order."""
+        room = self.room_of(sender)
+        stuck = set(self.stuck)
+        return tuple(i for i in range(self.clients) if i != sender and i not in stuck and self.room_of(i) == room)
 
 
 @dataclass(slots=True)
@@ -196,6 +244,12 @@ class Peer:
         #: Set once the server's Welcome arrives: members online at our join.
         self.online_at_join: int | None = None
         self.joined_seen = 0
+        #: In a plan with rooms (``enter_room``): ``Joined`` notices of our room
+        #: seen (ours included), and whether our own part from ``#lobby`` arrived.
+        self.room_joins = 0
+        self.left_lobby = False
+        self._room_joined_head: bytes | None = None
+        self._lobby_parted: bytes | None = None
         self.events: list[str] = []
         self.recording = False
         #: Set when the loop stops reading it for good.
@@ -260,6 +314,11 @@ class Peer:
             self.online_at_join = int.from_bytes(frame[-8:], "big")
         elif ftype == _JOINED:
             self.joined_seen += 1
+            if self._room_joined_head is not None and frame.startswith(self._room_joined_head):
+                self.room_joins += 1
+        elif ftype == _PARTED:
+            if frame == self._lobby_parted:
+                self.left_lobby = True
         elif ftype == _ERROR and frame[8:10] == _ALREADY_REGISTERED:
             # A repeated Register of a lossy join: the first one took and its
             # Welcome was lost. Joined, then, at an unknown position.
@@ -271,6 +330,19 @@ class Peer:
     def settled(self, clients: int) -> bool:
         """Welcomed, and told of our own join and of every client that joined after us."""
         return self.online_at_join is not None and self.joined_seen >= clients - self.online_at_join + 1
+
+    def enter_room(self, room: str) -> None:
+        """Join ``room`` and part ``#lobby``; from now on count the room's
+        ``Joined`` notices and watch for our own ``Parted`` from the lobby.
+
+        Every benchmark nick has the same length, so every ``Joined`` of
+        ``room`` starts with the same header and room field: a notice is
+        recognised by its first bytes, our own part by the whole frame.
+        """
+        room_field = 1 + len(room.encode("utf-8"))
+        self._room_joined_head = encode(ev.Joined(room, self.nick))[: HEADER_SIZE + room_field]
+        self._lobby_parted = encode(ev.Parted(LOBBY, self.nick, ""))
+        self.send_frames([encode(ev.Join(room)), encode(ev.Part(LOBBY, ""))])
 
     def lost(self, why: str) -> None:
         """The connection is gone; stop reading it."""
@@ -459,14 +531,15 @@ def _timers(peers: Sequence[Peer], now: float) -> None:
             peer.on_timer(now)
 
 
-def pump(loop: Loop, peers: Sequence[Peer], timeout: float, timed: bool) -> None:
+def pump(loop: Loop, peers: Sequence[Peer], timeout: float, timed: bool) -> int:
+    """Run the peers' timers if due, then poll once; return how many peers were ready."""
     if timed:
         now = time.monotonic()
         if now >= loop.next_timers:
             _timers(peers, now)
             loop.next_timers = now + TIMER_EVERY
         timeout = min(timeout, max(0.0, loop.next_timers - now))
-    loop.poll(timeout)
+    return loop.poll(timeout)
 
 
 def connect(
@@ -484,6 +557,8 @@ def connect(
     peers: list[Peer] = []
     try:
         _join(make, plan, loop, peers, timed=timed, deadline=deadline, lossy=lossy)
+        if plan.rooms:
+            _enter_rooms(plan, loop, peers, timed=timed, deadline=deadline)
     except OSError as exc:
         for peer in peers:
             peer.close()
@@ -531,14 +606,62 @@ def _join(
         pump(loop, peers, 0.05, timed)
 
 
-class _Sender:
-    __slots__ = ("acked", "index", "key", "peer", "receivers", "sent")
+def _enter_rooms(plan: Plan, loop: Loop, peers: list[Peer], *, timed: bool, deadline: float) -> None:
+    """Move every client from ``#lobby`` to its room; return once no notice is in flight.
 
-    def __init__(self, peer: Peer, receivers: list[Peer]) -> None:
+    Strategy: a member that was the k-th of n to join its room hears the
+    ``Joined`` of itself and of every later member, n - k notices, so once
+    everything has arrived a room's members have counted 1 + 2 + ... + n
+    between them; no count ever passes its final value, so that sum is
+    reached exactly when the last notice is in. A client's own ``Parted``
+    from the lobby is the last lobby notice the server sends it (it hears
+    the lobby no more), and its stream is in order. Then, until ROOMS_QUIET
+    passes with nothing to read and nothing of ours unacknowledged: over UDP
+    the server may still be taking the acknowledgements of the notices (and
+    resending what it has not seen acknowledged yet), which would otherwise
+    run into the measured window.
+
+    Raises:
+        LoadError: a client was lost, or the notices were not all in by ``deadline``.
+    """
+    for peer in peers:
+        room = plan.room_of(peer.index)
+        assert room is not None
+        peer.enter_room(room_name(room))
+    rooms = [([peers[i] for i in plan.members(r)], len(plan.members(r))) for r in range(plan.rooms)]
+
+    def settled() -> bool:
+        if not all(p.left_lobby and p.room_joins for p in peers):
+            return False
+        return all(sum(p.room_joins for p in members) == n * (n + 1) // 2 for members, n in rooms)
+
+    while not settled():
+        lost = [p.nick for p in peers if not p.alive]
+        if lost:
+            raise LoadError(f"clients lost while joining their rooms: {', '.join(lost[:5])}")
+        if time.monotonic() > deadline:
+            waiting = sum(not (p.left_lobby and p.room_joins) for p in peers)
+            raise LoadError(f"room notices did not all arrive in time ({waiting} clients not moved)")
+        pump(loop, peers, 0.05, timed)
+    quiet_from = time.monotonic()
+    while time.monotonic() - quiet_from < ROOMS_QUIET or not all(p.idle() for p in peers):
+        if time.monotonic() > deadline:
+            raise LoadError(f"the clients were not quiet for {ROOMS_QUIET:g} s after joining their rooms")
+        if pump(loop, peers, 0.05, timed):
+            quiet_from = time.monotonic()
+
+
+class _Sender:
+    __slots__ = ("acked", "index", "key", "peer", "prefix", "receivers", "sent")
+
+    def __init__(self, peer: Peer, receivers: list[Peer], prefix: bytes) -> None:
         self.peer = peer
         self.index = peer.index
         self.key = sender_key(peer.index)
-        self.receivers = [r for r in receivers if r is not peer]
+        #: Everyone who should get its messages (its room but itself).
+        self.receivers = receivers
+        #: Its room's ``Say`` prefix, encoded once per room.
+        self.prefix = prefix
         self.sent = 0
         self.acked = 0
 
@@ -563,7 +686,19 @@ class _Drive:
         self.timed = timed
         self.lossy = lossy
         self.receivers = [p for p in peers if p.reads]
-        self.senders = [_Sender(peers[i], self.receivers) for i in plan.senders]
+        by_index = {p.index: p for p in self.receivers}
+        prefixes: dict[int | None, bytes] = {None: SAY_PREFIX}  # encoded once per room
+        self.senders = []
+        for i in plan.senders:
+            room = plan.room_of(i)
+            prefix = prefixes.get(room)
+            if prefix is None:
+                assert room is not None
+                prefix = prefixes[room] = say_prefix(room_name(room))
+            audience = [by_index[j] for j in plan.audience(i) if j in by_index]
+            self.senders.append(_Sender(peers[i], audience, prefix))
+        #: Per receiver, the keys of the senders it should hear from (``finished``).
+        self.awaited = [(r, [sender_key(s) for s in plan.expected_from(r.index)]) for r in self.receivers]
         self.total = len(self.senders) * plan.messages
         self.last_key = seq_key(plan.messages)
         self.quiet_ns = int(plan.quiet_s * 1e9)
@@ -598,7 +733,8 @@ class _Drive:
             stamp = time.time_ns()
             first = s.sent + 1
             index = s.index
-            s.peer.send_frames([say_frame(index, q, stamp) for q in range(first, first + count)])
+            prefix = s.prefix
+            s.peer.send_frames([say_frame(index, q, stamp, prefix) for q in range(first, first + count)])
             s.sent += count
             self.sent += count
 
@@ -610,7 +746,7 @@ class _Drive:
             s = self.senders[k]
             self.late_ns = max(self.late_ns, now - at)
             s.sent += 1
-            s.peer.send(say_frame(s.index, s.sent, time.time_ns()))
+            s.peer.send(say_frame(s.index, s.sent, time.time_ns(), s.prefix))
             self.sent += 1
             if s.sent < self.plan.messages:
                 heapq.heappush(due, (at + self.gap, k))
@@ -623,14 +759,14 @@ class _Drive:
             self.last_progress = now
 
     def finished(self) -> bool:
-        """Every live receiver has seen the last message of every other sender."""
+        """Every live receiver has seen the last message of every sender it should hear."""
         last_key = self.last_key
-        for r in self.receivers:
+        for r, keys in self.awaited:
             if not r.alive:
                 continue
             latest = r.progress.latest
-            for s in self.senders:
-                if s.index != r.index and latest.get(s.key) != last_key:
+            for key in keys:
+                if latest.get(key) != last_key:
                     return False
         return True
 
@@ -731,4 +867,5 @@ __all__ = [
     "connect",
     "drive",
     "pump",
+    "room_members",
 ]

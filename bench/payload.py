@@ -13,8 +13,9 @@ numbers without converting them. The send time is on ``CLOCK_REALTIME``
 clock for every process on the machine.
 
 Strategy: every client's nick has the same length (``b0000`` to ``b9999``), and
-every message is said in ``#lobby``, so
-every ``Message`` frame the server relays is exactly ``MESSAGE_SIZE`` bytes and
+every message is said in a room whose name has the length of ``#lobby`` (the
+lobby itself, or ``#r0000`` to ``#r9999`` in the rooms scenario), so every
+``Message`` frame the server relays is exactly ``MESSAGE_SIZE`` bytes and
 starts with the same ``MESSAGE_PREFIX``. A receiver can then check a whole
 buffer of relayed messages with a few strided slices and unpack it with
 ``struct.iter_unpack``, in C, instead of walking frames in Python.
@@ -32,6 +33,8 @@ from common.wire.framing import HEADER_SIZE, encode
 TEXT_SIZE: Final = 64
 NICK_WIDTH: Final = 5
 MAX_CLIENTS: Final = 10_000
+#: Rooms a plan may spread its clients over (``#r0000`` to ``#r9999``).
+MAX_ROOMS: Final = 10_000
 
 _HEAD: Final = b"%04d:%08d:%020d:"
 _HEAD_SIZE: Final = 4 + 1 + 8 + 1 + 20 + 1
@@ -48,6 +51,14 @@ def nick_of(index: int) -> str:
     if not 0 <= index < MAX_CLIENTS:
         raise ValueError(f"client index {index} is out of range")
     return f"b{index:04d}"
+
+
+def room_name(index: int) -> str:
+    """The name of benchmark room ``index``: as long as ``#lobby``, so relayed
+    messages keep one size whatever the room."""
+    if not 0 <= index < MAX_ROOMS:
+        raise ValueError(f"room index {index} is out of range")
+    return f"#r{index:04d}"
 
 
 def make_text(sender: int, seq: int, sent_at_ns: int) -> bytes:
@@ -78,13 +89,26 @@ def sender_key(sender: int) -> bytes:
     return b"%04d" % sender
 
 
-# Encoded once: every Say frame is this prefix followed by its 64-byte text.
-SAY_PREFIX: Final = encode(ev.Say(LOBBY, "x" * TEXT_SIZE))[:-TEXT_SIZE]
+def say_prefix(room: str) -> bytes:
+    """The bytes every benchmark ``Say`` in ``room`` starts with (its text follows).
+
+    Raises:
+        ValueError: ``room`` is not as long as ``#lobby`` (its messages would
+            not have the one size the hot path relies on).
+    """
+    if len(room.encode("utf-8")) != len(LOBBY):
+        raise ValueError(f"a benchmark room name has {len(LOBBY)} bytes, like {LOBBY}: {room!r}")
+    return encode(ev.Say(room, "x" * TEXT_SIZE))[:-TEXT_SIZE]
 
 
-def say_frame(sender: int, seq: int, sent_at_ns: int) -> bytes:
-    """One encoded ``Say`` frame carrying a benchmark text."""
-    return SAY_PREFIX + _HEAD % (sender, seq, sent_at_ns) + _PAD
+# Encoded once: every Say frame is a room's prefix followed by its 64-byte text.
+SAY_PREFIX: Final = say_prefix(LOBBY)
+
+
+def say_frame(sender: int, seq: int, sent_at_ns: int, prefix: bytes = SAY_PREFIX) -> bytes:
+    """One encoded ``Say`` frame carrying a benchmark text (in ``#lobby`` unless
+    ``prefix`` is another room's, from ``say_prefix``)."""
+    return prefix + _HEAD % (sender, seq, sent_at_ns) + _PAD
 
 
 _SAMPLE_MESSAGE: Final = encode(ev.Message(LOBBY, nick_of(0), "x" * TEXT_SIZE))
@@ -92,7 +116,8 @@ _SAMPLE_MESSAGE: Final = encode(ev.Message(LOBBY, nick_of(0), "x" * TEXT_SIZE))
 #: Size of every relayed benchmark ``Message`` frame.
 MESSAGE_SIZE: Final = len(_SAMPLE_MESSAGE)
 
-#: Header plus the room's length byte: identical for every relayed benchmark message.
+#: Header plus the room's length byte: identical for every relayed benchmark message
+#: (every benchmark room name is as long as ``#lobby``).
 #: 0xC1 (the magic's first byte) never occurs in UTF-8 text or nicks, so in a
 #: stream of frames this prefix occurs only where such a frame starts.
 MESSAGE_PREFIX: Final = _SAMPLE_MESSAGE[: HEADER_SIZE + 1]

@@ -120,6 +120,9 @@ def summarize(
     proxy_pct = 100 * outcome.proxy_cpu_s / wall
     other_pct = 100 * outcome.other_cpu_s / wall
     notes = list(outcome.notes)
+    strays = sum(ledger.strays for ledger in ledgers)
+    if strays:
+        notes.append(f"{strays} messages reached a client outside their room (counted as garbled)")
     notes += summarize_events(events)
     # The proxies are single-threaded processes the kernel places where it has
     # room; one that nears a full core is as much a ceiling as the load generator.
