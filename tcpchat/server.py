@@ -111,6 +111,7 @@ class _Conn:
     def __init__(self, sock: socket.socket, peer: str, now: float, server: ChatServer) -> None:
         self.sock = sock
         self.peer = self.name = peer
+        self.host = ""  # the source address, what --max-per-host counts by
         self.server = server
         self.view: ClientView | None = None  # a text-dialect user's, once the first bytes tell
         self.text: TextSession | None = None
@@ -192,6 +193,7 @@ class ChatServer:
         port: int = DEFAULT_PORT,
         *,
         max_clients: int = DEFAULT_MAX_CLIENTS,
+        max_per_host: int = servercli.DEFAULT_MAX_PER_HOST,
         rate_limit: float = DEFAULT_RATE,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         register_timeout: float = DEFAULT_REGISTER_TIMEOUT,
@@ -211,6 +213,10 @@ class ChatServer:
         self._conns: set[_Conn] = set()  # hub lock
         # Beyond this many sockets, silent ones included, new ones are closed at once.
         self._hard_cap = 2 * max_clients + 16 if max_clients else 0
+        # Connections per source address (hub lock): one host that opens many
+        # and never registers must not crowd the others out (issue 15).
+        self.max_per_host = max_per_host
+        self._per_host: dict[str, int] = {}
         self._nonces = itertools.count(1)
         self._accept_failing = False  # accept() is failing (out of descriptors), logged once
 
@@ -295,11 +301,20 @@ class ChatServer:
             sock.close()
             return
         conn = _Conn(sock, peer, time.monotonic(), self)
+        conn.host = host
         with self._lock:
             if self._hard_cap and len(self._conns) >= self._hard_cap:
                 log.warning("refused %s: %d sockets open", peer, len(self._conns))
                 sock.close()
                 return
+            held = self._per_host.get(host, 0)
+            if self.max_per_host and held >= self.max_per_host:
+                # Closed before a word: it has not spoken, so there is no
+                # dialect to answer in, and answering costs what it saves.
+                log.warning("refused %s: %d connections from that address", peer, held)
+                sock.close()
+                return
+            self._per_host[host] = held + 1
             self._conns.add(conn)
         log.info("%s connected", peer)
         conn.reader = threading.Thread(target=self._read_loop, args=(conn,), name=f"read {peer}", daemon=True)
@@ -379,7 +394,13 @@ class ChatServer:
             with self._lock:  # no one sends straight to a socket being closed
                 conn.closing = True
                 conn.sock.close()
-                self._conns.discard(conn)
+                if conn in self._conns:
+                    self._conns.discard(conn)
+                    left = self._per_host[conn.host] - 1
+                    if left:
+                        self._per_host[conn.host] = left
+                    else:
+                        del self._per_host[conn.host]
 
     def _serve(self, conn: _Conn) -> str:
         """Run one connection until it ends; return why it ended."""

@@ -27,6 +27,10 @@ from twinchat import version
 
 log = logging.getLogger("twinchat.sessions")
 
+#: What one source address may hold at once, as Ergo allows one IP by default:
+#: enough for a household behind one NAT, too few to crowd out everyone else.
+DEFAULT_MAX_PER_HOST = 16
+
 
 class Server(Protocol):
     """What a transport's server offers its command line."""
@@ -78,6 +82,14 @@ def parser(prog: str, description: str, defaults: Defaults) -> argparse.Argument
         type=count,
         default=defaults.max_clients,
         help="most clients at once; 0 for no limit (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-per-host",
+        metavar="N",
+        type=count,
+        default=DEFAULT_MAX_PER_HOST,
+        help="most connections (TCP) or unregistered sessions (UDP) one source address may hold; 0 for no limit"
+        " (default: %(default)s)",
     )
     p.add_argument(
         "--rate-limit",
@@ -135,6 +147,7 @@ def options(args: argparse.Namespace) -> dict[str, Any]:
     """The shared flags as the keyword arguments every transport's ``ChatServer`` takes."""
     return {
         "max_clients": args.max_clients,
+        "max_per_host": args.max_per_host,
         "rate_limit": args.rate_limit,
         "idle_timeout": args.idle_timeout,
         "register_timeout": args.register_timeout,

@@ -184,6 +184,7 @@ class ChatServer:
         port: int = DEFAULT_PORT,
         *,
         max_clients: int = DEFAULT_MAX_CLIENTS,
+        max_per_host: int = servercli.DEFAULT_MAX_PER_HOST,
         rate_limit: float = DEFAULT_RATE,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         register_timeout: float = DEFAULT_REGISTER_TIMEOUT,
@@ -210,6 +211,12 @@ class ChatServer:
         self._gone = threading.Condition(self._lock)  # shutdown waits here for peers to leave
         self._peers: dict[int, _Peer] = {}
         self._by_addr: dict[tuple[str, int], _Peer] = {}
+        # Sessions by source address, so that one host's unregistered sessions
+        # can be counted (--max-per-host): a host that opens many and never
+        # registers must not crowd out the others (issue 15).
+        self._by_host: dict[str, dict[_Peer, None]] = {}
+        self.max_per_host = max_per_host
+        self.max_clients = max_clients
         self._dirty: dict[_Peer, None] = {}  # peers whose channel has something to send, in order
         self._receiving = False  # the receiver holds the lock and will send what is due itself
         self._send_lock = threading.Lock()  # taken under the hub lock, held while sending
@@ -433,10 +440,35 @@ class ChatServer:
                 self._forget(peer)  # a new session from the same address replaces an ending one
                 peer = None
             if peer is None:
+                why = self._crowded(addr[0])
+                if why:
+                    # No session, no answer: the Hello cost us one HMAC.
+                    self._refuse(why, addr)
+                    return
                 peer = self._open(addr, now)
             token = peer.token
         # Sent again for every valid Hello: the client retries until it has one.
         self._send_now(encode(ev.Accept(token, self.unreliable)), addr)
+
+    def _crowded(self, host: str) -> str:
+        """Why a new session from ``host`` is refused, or "" (lock held).
+
+        Unregistered sessions are bounded per source address, and sessions of
+        every kind by ``2 * max_clients + 16`` (as TCP bounds sockets): the
+        hub's limit counts members only, so unregistered sessions never take a
+        member's room.
+        """
+        hub = self._hub
+        if self.max_per_host:
+            pending = 0
+            for peer in self._by_host.get(host, ()):
+                if not peer.closing and hub.nick_of(peer) is None:
+                    pending += 1
+            if pending >= self.max_per_host:
+                return "too many unregistered from one host"
+        if self.max_clients and len(self._peers) >= 2 * self.max_clients + 16:
+            return "too many sessions"  # as TCP's cap on open sockets
+        return ""
 
     def _open(self, addr: tuple[str, int], now: float) -> _Peer:
         """A new session for ``addr`` (lock held)."""
@@ -454,6 +486,7 @@ class ChatServer:
         peer = _Peer(token, addr, channel, self, now)
         self._peers[token] = peer
         self._by_addr[addr] = peer
+        self._by_host.setdefault(addr[0], {})[peer] = None
         log.debug("session %016x for %s", token, peer.name)
         self._deliver(self._hub.connect(peer), now)
         return peer
@@ -500,6 +533,11 @@ class ChatServer:
                         self.counters[what] += count
         if self._by_addr.get(peer.addr) is peer:
             del self._by_addr[peer.addr]
+        same_host = self._by_host.get(peer.addr[0])
+        if same_host is not None:
+            same_host.pop(peer, None)
+            if not same_host:
+                del self._by_host[peer.addr[0]]
         self._dirty.pop(peer, None)
         self._gone.notify_all()
 

@@ -119,7 +119,10 @@ class Hub(Generic[C]):
     """Members, nicks, rooms and the routing of every event; see the module docstring.
 
     Args:
-        max_clients: most connections at once, registered or not; 0 for no limit.
+        max_clients: most registered members at once; 0 for no limit. Connections
+            that have not registered do not count: a host that opens many and
+            never registers must not lock everyone else out (issue 15), so the
+            transports bound those themselves, per source address and in all.
         max_rooms: most rooms at once on this server.
         rooms_per_member: most rooms one member may be in at once.
         log: where room events are recorded and numbered.
@@ -183,10 +186,21 @@ class Hub(Generic[C]):
         connection (people at ``nc`` may type another one)."""
         if conn in self:
             raise ValueError(f"{conn!r} is connected already")
-        if self.max_clients and len(self) >= self.max_clients:
-            return _farewell(conn, ErrorCode.SERVER_FULL, f"the server is full ({self.max_clients} clients)")
+        if self._full():
+            return self._full_farewell(conn)
         self._pending[conn] = may_retry
         return []
+
+    @property
+    def registered(self) -> int:
+        """Members with a nick (what ``max_clients`` bounds)."""
+        return len(self._members)
+
+    def _full(self) -> bool:
+        return bool(self.max_clients) and len(self._members) >= self.max_clients
+
+    def _full_farewell(self, conn: C) -> list[Delivery[C]]:
+        return _farewell(conn, ErrorCode.SERVER_FULL, f"the server is full ({self.max_clients} clients)")
 
     def take(self, conn: C, items: Iterable[ev.Event | ProtocolError], now: float) -> list[Delivery[C]]:
         """What ``conn`` sent, in order: decoded events and decoding errors.
@@ -335,6 +349,10 @@ class Hub(Generic[C]):
             nick = check_nick(event.nick)
         except RuleError as exc:
             return self._refuse_registration(conn, exc.code, exc.detail)
+        if self._full():
+            # Room filled up while it was registering: no retry can help.
+            del self._pending[conn]
+            return self._full_farewell(conn)
         if not self._owners.claim(nick_key(nick), conn):
             return self._refuse_registration(conn, ErrorCode.NICK_TAKEN, f"the nick {nick} is taken")
         del self._pending[conn]
