@@ -124,6 +124,7 @@ class _Peer:
 
     __slots__ = (
         "addr",
+        "born",
         "bucket",
         "channel",
         "close_deadline",
@@ -139,6 +140,7 @@ class _Peer:
     def __init__(self, token: int, addr: tuple[str, int], channel: Channel, server: ChatServer, now: float) -> None:
         self.token = token
         self.addr = addr
+        self.born = now
         self.name = f"{addr[0]}:{addr[1]}"
         self.channel = channel
         self.server = server
@@ -408,6 +410,8 @@ class ChatServer:
         for item in items:
             if isinstance(item, ProtocolError):
                 self._refuse("bad frame", peer.addr, item)
+            elif type(item) is ev.Register and hub.nick_of(peer) is None:
+                out += self._evict_ghost(peer, item.nick)
             if self.unreliable and type(item) is ev.Register and (nick := hub.nick_of(peer)) is not None:
                 # Without retransmission a client repeats its Register until it
                 # is answered; the Welcome may be what was lost, so say it again.
@@ -415,6 +419,31 @@ class ChatServer:
             else:
                 out += hub.take(peer, (item,), wall)
         self._deliver(out, now)
+
+    def _evict_ghost(self, peer: _Peer, nick: str) -> list[Delivery[_Peer]]:
+        """Free ``nick`` for ``peer`` if a ghost of the same host holds it (lock held).
+
+        A client that gave up waiting for its Welcome (lost, or its acks lost)
+        leaves a session that registered and never acknowledged anything. Its
+        retry comes from a new port of the same address: that is most likely
+        the same person, and the ghost never confirmed it can hear us, so the
+        retry gets the nick rather than ``NICK_TAKEN`` (issue 15 item 1).
+        """
+        ghost = self._hub.holder(nick)
+        if (
+            ghost is None
+            or ghost is peer
+            or ghost.closing
+            or ghost.addr[0] != peer.addr[0]
+            or ghost.channel.heard_ack
+            or self.unreliable
+        ):
+            return []
+        log.info("%s: replaced by a new session from %s", ghost.name, peer.name)
+        self._count("ghosts replaced")
+        out = self._hub.disconnect(ghost, "replaced by a new session")
+        self._forget(ghost)
+        return out
 
     # --- the handshake -----------------------------------------------------------
 
@@ -619,6 +648,14 @@ class ChatServer:
             elif peer.liveness.due(now, registered=hub.nick_of(peer) is not None) is Due.REGISTRATION_TIMEOUT:
                 log.info("%s did not register in time", peer.name)
                 out += hub.kick(peer, ErrorCode.REGISTRATION_TIMEOUT, "no nick registered in time")
+            elif not peer.channel.heard_ack and not self.unreliable and now - peer.born > self.register_timeout:
+                # Registered, yet it never acknowledged its Welcome nor anything
+                # since: its client gave up (or never listened). Holding the nick
+                # until the idle timeout would leave a ghost in everyone's /who.
+                log.info("%s never confirmed its session; dropped", peer.name)
+                self._count("unconfirmed")
+                out += hub.disconnect(peer, "never confirmed its session")
+                self._forget(peer)
             elif peer.held:
                 self._handle(peer, [], now)
         self._deliver(out, now)

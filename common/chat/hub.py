@@ -161,6 +161,13 @@ class Hub(Generic[C]):
         member = self._members.get(conn)
         return None if member is None else member.nick
 
+    def holder(self, nick: str) -> C | None:
+        """Who holds ``nick`` (or a nick that collides with it), if anyone."""
+        try:
+            return self._owners.owner(nick_key(check_nick(nick)))
+        except RuleError:
+            return None
+
     def nicks(self) -> tuple[str, ...]:
         """Every member's nick, in registration order."""
         return tuple(m.nick for m in self._members.values())

@@ -15,10 +15,11 @@ import pytest
 
 from common.chat import events as ev
 from common.session.opener import hello as hello_datagram
-from common.wire.framing import decode_datagram
+from common.wire.framing import decode_datagram, encode
+from twinchat.frontend import ConnectError
 from udpchat.server import ChatServer
 
-from .harness import PATIENCE, Member
+from .harness import PATIENCE, Member, members, raw_session
 
 ATTACKER = "127.0.0.2"
 
@@ -77,3 +78,104 @@ def test_one_host_with_unregistered_sessions_does_not_lock_others_out(server: Ca
     finally:
         for sock in socks:
             sock.close()
+
+
+class _DeafAfterAccept:
+    """A relay that passes the handshake both ways, then drops every session
+    datagram from the server: the client's Welcome never arrives, while the
+    server hears all the client says (issue 15 item 1, made deterministic)."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self._target = target
+        self._front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._front.bind(("127.0.0.1", 0))
+        self._back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._back.bind(("127.0.0.1", 0))
+        self._client: tuple[str, int] | None = None
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._upstream, daemon=True),
+            threading.Thread(target=self._downstream, daemon=True),
+        ]
+        for sock in (self._front, self._back):
+            sock.settimeout(0.05)
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self._front.getsockname()[:2]
+        return host, port
+
+    def _upstream(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, self._client = self._front.recvfrom(2048)
+            except OSError:
+                continue
+            self._back.sendto(data, self._target)
+
+    def _downstream(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self._back.recv(2048)
+            except OSError:
+                continue
+            if type(decode_datagram(data)[0]) is not ev.Session and self._client is not None:
+                self._front.sendto(data, self._client)
+
+    def close(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(PATIENCE)
+        self._front.close()
+        self._back.close()
+
+
+def test_a_client_that_gives_up_says_goodbye_and_frees_its_nick(server: Callable[..., ChatServer]) -> None:
+    # Before: the client exited without a word and the server kept "ann"
+    # registered until the idle timeout, far beyond the register timeout here.
+    srv = server(register_timeout=PATIENCE, idle_timeout=60)
+    relay = _DeafAfterAccept(srv.address)
+    try:
+        with pytest.raises(ConnectError, match="did not answer"):
+            Member(relay.address, "ann", timeout=1.0)
+        assert _wait(lambda: srv.peer_count() == 0)
+        assert srv._hub.nicks() == ()
+    finally:
+        relay.close()
+
+
+def test_a_retry_from_the_same_host_gets_the_nick_of_its_ghost(server: Callable[..., ChatServer]) -> None:
+    # Before: a session that registered and never acknowledged its Welcome
+    # held the nick; the same user's retry was refused nick-taken.
+    srv = server(register_timeout=PATIENCE, idle_timeout=60)
+    with members(srv.address, "bob") as (bob,):
+        ghost, token = raw_session(srv.address)
+        try:
+            register = encode(ev.Register("ann"))
+            ghost.sendto(encode(ev.Session(token)) + encode(ev.Data(0, 0, register)), srv.address)
+            assert bob.wait_for(lambda m: m.has(ev.Joined, nick="ann"))
+            ann = Member(srv.address, "ann")
+            try:
+                assert ann.wait_for(lambda m: m.has(ev.Welcome, nick="ann"))
+                assert bob.wait_for(lambda m: m.has(ev.Left, nick="ann", reason="replaced by a new session"))
+            finally:
+                ann.link.close()
+        finally:
+            ghost.close()
+
+
+def test_a_registered_session_that_never_acknowledges_is_dropped(server: Callable[..., ChatServer]) -> None:
+    # Before: it held its nick until the idle timeout (60 s here).
+    srv = server(register_timeout=0.5, idle_timeout=60)
+    with members(srv.address, "bob") as (bob,):
+        ghost, token = raw_session(srv.address)
+        try:
+            register = encode(ev.Register("ann"))
+            ghost.sendto(encode(ev.Session(token)) + encode(ev.Data(0, 0, register)), srv.address)
+            assert bob.wait_for(lambda m: m.has(ev.Joined, nick="ann"))
+            assert bob.wait_for(lambda m: m.has(ev.Left, nick="ann", reason="never confirmed its session"))
+            assert srv._hub.nicks() == ("bob",)
+        finally:
+            ghost.close()
