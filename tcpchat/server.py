@@ -112,6 +112,8 @@ class _Conn:
         self.sock = sock
         self.peer = self.name = peer
         self.host = ""  # the source address, what --max-per-host counts by
+        self.known = False  # the hub has had it: the hub logs its departure
+        self.why = ""  # why it ends, for the log, when the hub never had it
         self.server = server
         self.view: ClientView | None = None  # a text-dialect user's, once the first bytes tell
         self.text: TextSession | None = None
@@ -144,7 +146,7 @@ class _Conn:
         data = batch.data
         backlog = self.enqueued - self.sent + len(data)
         if backlog > self.server.max_queue and not last and self.enqueued != self.sent:
-            log.warning("%s is not reading; cut off", self.peer)
+            log.debug("%s is not reading; cut off", self.peer)  # the hub logs its departure
             return False
         if self.enqueued == self.sent and _DONTWAIT:
             try:
@@ -208,7 +210,12 @@ class ChatServer:
         #: The largest backlog any connection has had queued, in bytes (for tests).
         self.peak_queued = 0
 
-        self._hub: Hub[_Conn] = Hub(max_clients=max_clients, max_rooms=max_rooms, rooms_per_member=rooms_per_member)
+        self._hub: Hub[_Conn] = Hub(
+            max_clients=max_clients,
+            max_rooms=max_rooms,
+            rooms_per_member=rooms_per_member,
+            departed=servercli.log_departure,
+        )
         self._lock = threading.Lock()  # the hub lock: the hub, every queue's order
         self._conns: set[_Conn] = set()  # hub lock
         # Beyond this many sockets, silent ones included, new ones are closed at once.
@@ -316,7 +323,7 @@ class ChatServer:
                 return
             self._per_host[host] = held + 1
             self._conns.add(conn)
-        log.info("%s connected", peer)
+        servercli.log_connected(peer)
         conn.reader = threading.Thread(target=self._read_loop, args=(conn,), name=f"read {peer}", daemon=True)
         conn.writer = threading.Thread(target=self._write_loop, args=(conn,), name=f"write {peer}", daemon=True)
         conn.writer.start()
@@ -385,7 +392,9 @@ class ChatServer:
                         conn.closing = True
                         conn.close_deadline = time.monotonic() + LINGER
                         conn.queue.put(None)
-                log.info("%s disconnected: %s", conn.peer, reason)
+                if not conn.known:
+                    # The hub never had it, so it logs no departure: say it here.
+                    servercli.log_departure(conn, None, conn.why or reason)
             finally:
                 self._thread_done(conn)
 
@@ -418,7 +427,11 @@ class ChatServer:
                 conn.view = conn.text.view
             if self._stopping.is_set():
                 return "server shutting down"
-            self._deliver(self._hub.connect(conn, may_retry=not framed))
+            refusal = self._hub.connect(conn, may_retry=not framed)
+            conn.known = not refusal
+            if refusal:
+                conn.why = "refused: the server is full"
+            self._deliver(refusal)
         reader = _FramedReader() if framed else _LineReader()
         reason = self._serve_stream(conn, data, reader)
         # Closing: drain until the peer closes, so our close sends no RST over
@@ -512,12 +525,13 @@ class ChatServer:
                 if due is Due.PING:
                     out.append(Delivery((conn,), ev.Ping(next(self._nonces))))
                     continue
-                log.info("%s: %s", conn.peer, due.value)
+                log.debug("%s: %s", conn.peer, due.value)
                 if due is Due.IDLE_TIMEOUT:
                     out += hub.kick(conn, ErrorCode.IDLE_TIMEOUT, f"silent for {self.idle_timeout:g} s")
                 elif conn in hub:
                     out += hub.kick(conn, ErrorCode.REGISTRATION_TIMEOUT, "no nick registered in time")
                 else:
+                    conn.why = "no nick registered in time (it never spoke)"
                     self._cut(conn)  # it never spoke: there is no dialect to answer in
             self._deliver(out)
 
@@ -539,6 +553,7 @@ class ChatServer:
             self._housekeeper.join()
         deadline = time.monotonic() + SHUTDOWN_FLUSH
         with self._lock:
+            log.info("shutting down: goodbye to %d connection(s)", len(self._conns))
             self._deliver(self._hub.shutdown(reason))
             conns = list(self._conns)
             for conn in conns:

@@ -127,6 +127,9 @@ class Hub(Generic[C]):
         rooms_per_member: most rooms one member may be in at once.
         log: where room events are recorded and numbered.
         nicks: who holds which nick.
+        departed: told of every session that ends, but at shutdown:
+            ``(conn, nick or None if it never registered, why)``, so that a
+            transport logs one line per departure, whoever ended it.
     """
 
     def __init__(
@@ -137,6 +140,7 @@ class Hub(Generic[C]):
         rooms_per_member: int = DEFAULT_ROOMS_PER_MEMBER,
         log: FactLog | None = None,
         nicks: NickOwners[C] | None = None,
+        departed: Callable[[C, str | None, str], None] | None = None,
     ) -> None:
         self.max_clients = max_clients
         self.max_rooms = max_rooms
@@ -146,6 +150,7 @@ class Hub(Generic[C]):
         self._members: dict[C, _Member[C]] = {}  # in registration order
         self._pending: dict[C, bool] = {}  # not registered yet -> may retry a refused nick
         self._rooms: dict[str, _Room[C]] = {}  # by room key
+        self._departed = departed
 
     # --- queries -----------------------------------------------------------------
 
@@ -282,13 +287,18 @@ class Hub(Generic[C]):
 
     # --- bookkeeping -------------------------------------------------------------
 
-    def _leave(self, conn: C, reason: str) -> list[Delivery[C]]:
-        """Forget ``conn``; tell whoever shared a room with it that it left."""
+    def _leave(self, conn: C, reason: str, why: str | None = None) -> list[Delivery[C]]:
+        """Forget ``conn``; tell whoever shared a room with it that it left.
+        ``why``: the cause as logs say it, when not ``reason``."""
         if self._pending.pop(conn, None) is not None:
+            if self._departed is not None:
+                self._departed(conn, None, why or reason)
             return []
         member = self._members.pop(conn, None)
         if member is None:
             return []
+        if self._departed is not None:
+            self._departed(conn, member.nick, why or reason)
         self._owners.release(nick_key(member.nick), conn)
         audience = _audience(member.rooms.values(), conn)
         for room in list(member.rooms.values()):
@@ -312,8 +322,7 @@ class Hub(Generic[C]):
     def _refuse_registration(self, conn: C, code: ErrorCode, detail: str) -> list[Delivery[C]]:
         if self._pending[conn]:
             return [_to(conn, ev.Error(code, detail))]
-        del self._pending[conn]
-        return _farewell(conn, code, detail)
+        return _farewell(conn, code, detail) + self._leave(conn, detail, f"refused: {detail}")
 
     def _member_room(self, conn: C, name: str) -> _Room[C] | ev.Error:
         """The room ``name`` if ``conn`` is in it, or the error to answer."""
@@ -358,8 +367,7 @@ class Hub(Generic[C]):
             return self._refuse_registration(conn, exc.code, exc.detail)
         if self._full():
             # Room filled up while it was registering: no retry can help.
-            del self._pending[conn]
-            return self._full_farewell(conn)
+            return self._full_farewell(conn) + self._leave(conn, "the server is full", "refused: the server is full")
         if not self._owners.claim(nick_key(nick), conn):
             return self._refuse_registration(conn, ErrorCode.NICK_TAKEN, f"the nick {nick} is taken")
         del self._pending[conn]
@@ -459,7 +467,10 @@ class Hub(Generic[C]):
         return []  # the transport saw traffic; that is all a pong is for
 
     def _on_goodbye(self, conn: C, event: ev.Goodbye, now: float) -> list[Delivery[C]]:
-        return [Delivery((conn,), ev.Goodbye("bye"), last=True), *self._leave(conn, event.reason)]
+        return [
+            Delivery((conn,), ev.Goodbye("bye"), last=True),
+            *self._leave(conn, event.reason, f"quit {event.reason!r}"),
+        ]
 
 
 def _to(conn: C, event: ev.ServerEvent) -> Delivery[C]:
