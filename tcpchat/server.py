@@ -84,6 +84,15 @@ DEFAULT_REGISTER_TIMEOUT: Final = 10.0
 #: Connections at once (registered or not) unless told otherwise.
 DEFAULT_MAX_CLIENTS: Final = 1000
 
+#: Seconds of silence from a new connection after which it is taken for a
+#: person at ``nc`` and greeted. A framed client sends its Register at once, so
+#: a connection that has said nothing for this long is not one; the greeting is
+#: a text line, which a framed client would take for a bad magic.
+GREET_AFTER: Final = 1.0
+
+#: What a silent new connection is told (PROTOCOL.md, "The text dialect").
+GREETING: Final = b"* welcome to twinchat: type a nick and press Enter\n"
+
 #: Seconds a closing connection has to flush and close before it is aborted.
 LINGER: Final = 2.0
 
@@ -95,6 +104,16 @@ RECV_SIZE: Final = 1 << 16
 
 #: On Linux a blocking socket can still be written without blocking.
 _DONTWAIT: Final = getattr(socket, "MSG_DONTWAIT", 0)
+
+#: What a greeted connection that never spoke is told at the registration
+#: timeout: the kick a text-dialect user gets, rendered as its lines.
+_SILENT_FAREWELL: Final = [
+    (ClientView().render(event) or "").encode() + b"\n"
+    for event in (
+        ev.Error(ErrorCode.REGISTRATION_TIMEOUT, "no nick registered in time"),
+        ev.Goodbye("no nick registered in time"),
+    )
+]
 
 #: What a reader hands on per batch: decoded events (or lines), and the errors in their place.
 _Item = ev.Event | str | ProtocolError
@@ -114,6 +133,7 @@ class _Conn:
         self.host = ""  # the source address, what --max-per-host counts by
         self.known = False  # the hub has had it: the hub logs its departure
         self.why = ""  # why it ends, for the log, when the hub never had it
+        self.greeted = False  # silent at first, it was sent the greeting (hub lock)
         self.server = server
         self.view: ClientView | None = None  # a text-dialect user's, once the first bytes tell
         self.text: TextSession | None = None
@@ -414,7 +434,7 @@ class ChatServer:
     def _serve(self, conn: _Conn) -> str:
         """Run one connection until it ends; return why it ended."""
         sock = conn.sock
-        data = sock.recv(RECV_SIZE)
+        data = self._first_bytes(conn)
         if not data:
             return "closed before speaking"
         framed = detect_dialect(data) is Dialect.FRAMED
@@ -440,6 +460,22 @@ class ChatServer:
             while sock.recv(RECV_SIZE):
                 pass
         return reason
+
+    def _first_bytes(self, conn: _Conn) -> bytes:
+        """The connection's first bytes; greet it if it is silent for GREET_AFTER."""
+        sock = conn.sock
+        sock.settimeout(GREET_AFTER)
+        try:
+            return sock.recv(RECV_SIZE)
+        except TimeoutError:
+            pass
+        finally:
+            sock.settimeout(None)  # before anything is sent: the writer blocks as usual
+        with self._lock:
+            if not conn.closing:
+                conn.greeted = True
+                conn.push(fanout.Encoded([GREETING]), False)
+        return sock.recv(RECV_SIZE)
 
     def _serve_stream(self, conn: _Conn, data: bytes, reader: _FramedReader | _LineReader) -> str:
         sock = conn.sock
@@ -530,6 +566,10 @@ class ChatServer:
                     out += hub.kick(conn, ErrorCode.IDLE_TIMEOUT, f"silent for {self.idle_timeout:g} s")
                 elif conn in hub:
                     out += hub.kick(conn, ErrorCode.REGISTRATION_TIMEOUT, "no nick registered in time")
+                elif conn.greeted:
+                    # Taken for a person at nc: say why, in lines, then close.
+                    conn.why = "no nick registered in time (it never spoke)"
+                    conn.push(fanout.Encoded(_SILENT_FAREWELL), True)
                 else:
                     conn.why = "no nick registered in time (it never spoke)"
                     self._cut(conn)  # it never spoke: there is no dialect to answer in

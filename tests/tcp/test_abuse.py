@@ -72,3 +72,32 @@ def test_one_host_with_silent_connections_does_not_lock_others_out(
             assert sock.recv(1) == b""
     honest = clients(server.address)
     assert honest.register("alice") == ev.Welcome("alice", 1)
+
+
+def test_a_silent_newcomer_is_greeted_and_told_why_it_is_dropped(make_server: MakeServer) -> None:
+    # Issue 13 item 4. Before: after `nc HOST PORT` the screen stayed blank,
+    # and the registration timeout closed the connection without a word.
+    server = make_server(register_timeout=1.5)
+    nc = socket.create_connection(server.address, timeout=WAIT)
+    try:
+        lines = nc.makefile("rb")
+        assert lines.readline() == b"* welcome to twinchat: type a nick and press Enter\n"
+        assert lines.readline() == b"* error (registration-timeout): no nick registered in time\n"
+        assert lines.readline() == b"*** disconnected: no nick registered in time\n"
+        assert lines.readline() == b""
+        lines.close()
+    finally:
+        nc.close()
+
+
+def test_a_greeted_newcomer_can_still_register_by_typing_its_nick(make_server: MakeServer) -> None:
+    server = make_server()
+    nc = socket.create_connection(server.address, timeout=WAIT)
+    try:
+        lines = nc.makefile("rb")
+        assert lines.readline().startswith(b"* welcome to twinchat")
+        nc.sendall(b"carol\n")
+        assert lines.readline() == b"*** welcome, carol: nobody else is here\n"
+        lines.close()
+    finally:
+        nc.close()
