@@ -46,6 +46,7 @@ dropped with a leave notice.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import socket
@@ -102,6 +103,10 @@ LINGER: Final = 2.0
 #: with deaf peers: ``tools/sigterm_exit.py``).
 SHUTDOWN_FLUSH: Final = 0.8
 
+#: Bytes of dropped sessions' backlogs after which the pump asks the C
+#: allocator to give free memory back to the system (see ``_trimmer``).
+TRIM_AFTER: Final = 16 << 20
+
 #: Seconds between two runs of the timers.
 TICK: Final = 0.02
 
@@ -127,6 +132,7 @@ class _Peer:
     """
 
     __slots__ = (
+        "__weakref__",  # so tests can check that a dropped session is really freed
         "addr",
         "born",
         "bucket",
@@ -229,6 +235,7 @@ class ChatServer:
         self.max_per_host = max_per_host
         self.max_clients = max_clients
         self._dirty: dict[_Peer, None] = {}  # peers whose channel has something to send, in order
+        self._freed = 0  # bytes held by sessions forgotten since the last trim (lock)
         self._receiving = False  # the receiver holds the lock and will send what is due itself
         self._send_lock = threading.Lock()  # taken under the hub lock, held while sending
         self._stopping = threading.Event()  # serve_forever returns
@@ -565,6 +572,7 @@ class ChatServer:
         if self._peers.get(peer.token) is peer:
             del self._peers[peer.token]
             channel = peer.channel
+            self._freed += channel.held_bytes
             with self._count_lock:
                 # Zero counts are not stored, so the shutdown log lists what happened.
                 for what, count in (
@@ -602,8 +610,13 @@ class ChatServer:
                 if tick:
                     next_tick = now + TICK
                 out = self._collect(now, tick)
+                trim = self._freed >= TRIM_AFTER and _TRIM is not None
+                if trim:
+                    self._freed = 0
                 self._send_lock.acquire()
             self._send_all(out)
+            if trim and _TRIM is not None:
+                _TRIM(0)  # outside the lock: it takes a few milliseconds
 
     def _send_all(self, out: list[tuple[tuple[str, int], list[bytes]]]) -> None:
         """Send what ``_collect`` gathered, then release the send lock.
@@ -673,6 +686,29 @@ class ChatServer:
             elif peer.held:
                 self._handle(peer, [], now)
         self._deliver(out, now)
+
+
+def _trimmer() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None elsewhere.
+
+    Why: a deaf session's backlog is a megabyte of small segments (about 1.2
+    kB each), which glibc carves from its heaps rather than mapping one by
+    one. Once the session is dropped, Python frees them all, but glibc keeps
+    the pages: 150 deaf sessions left the server's RSS 150 MB higher for good
+    (``tools/deaf_waves.py``). Asking for a trim after a lot was freed hands
+    the pages back.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None)
+        trim: Callable[[int], int] = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None  # not glibc (musl has no malloc_trim)
+    return trim
+
+
+_TRIM: Final = _trimmer()
 
 
 # --- command line ----------------------------------------------------------------

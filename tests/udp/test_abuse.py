@@ -7,13 +7,16 @@ counts by source address, loopback included.
 
 from __future__ import annotations
 
+import gc
 import socket
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from common.chat import events as ev
+from common.fanout import SLOW_DETAIL
 from common.session.opener import hello as hello_datagram
 from common.wire.framing import decode_datagram, encode
 from twinchat.frontend import ConnectError
@@ -179,3 +182,50 @@ def test_a_registered_session_that_never_acknowledges_is_dropped(server: Callabl
             assert srv._hub.nicks() == ("bob",)
         finally:
             ghost.close()
+
+
+def _deaf_member(address: tuple[str, int], nick: str) -> tuple[socket.socket, int]:
+    """A session that registers, acknowledges its Welcome (so it counts as a
+    client that hears), and then never acknowledges anything again."""
+    sock, token = raw_session(address)
+    register = encode(ev.Register(nick))
+    sock.sendto(encode(ev.Session(token)) + encode(ev.Data(0, 0, register)), address)
+    heard = 0
+    while True:
+        frames = decode_datagram(sock.recv(2048))
+        seqs = [f.seq for f in frames if isinstance(f, ev.Data)]
+        if seqs:
+            heard = max(heard, *seqs) + 1
+            chunks = [decode_datagram(f.chunk)[0] for f in frames if isinstance(f, ev.Data) and f.chunk]
+            if any(isinstance(c, ev.Welcome) for c in chunks):
+                sock.sendto(encode(ev.Session(token)) + encode(ev.Ack(heard, ())), address)
+                return sock, token
+
+
+def test_a_deaf_session_is_dropped_after_a_bounded_amount_of_chat_and_freed(
+    server: Callable[..., ChatServer],
+) -> None:
+    # Issue 15 item 3: a session that stops acknowledging is cut off once
+    # --max-queue bytes of chat are held for it, the others are told, and
+    # nothing of it stays behind once its farewell has had its linger time.
+    max_queue = 64 * 1024
+    srv = server(max_queue=max_queue, register_timeout=PATIENCE, idle_timeout=60)
+    with members(srv.address, "bob") as (bob,):
+        deaf, _ = _deaf_member(srv.address, "deaf")
+        try:
+            assert bob.wait_for(lambda m: m.has(ev.Joined, nick="deaf"))
+            with srv._lock:
+                peer = next(p for p in srv._peers.values() if srv._hub.nick_of(p) == "deaf")
+            ref = weakref.ref(peer)
+            del peer
+            line = "x" * 1000
+            # Twice the bound in chat: the deaf session must be cut within it.
+            for _ in range(2 * max_queue // len(line)):
+                bob.link.send(ev.Say("#lobby", line))
+            assert bob.wait_for(lambda m: m.has(ev.Left, nick="deaf", reason=SLOW_DETAIL))
+            assert srv.counters["slow consumer"] == 1
+            assert _wait(lambda: srv.peer_count() == 1)  # its farewell went unacknowledged
+            gc.collect()
+            assert ref() is None, gc.get_referrers(ref())
+        finally:
+            deaf.close()
