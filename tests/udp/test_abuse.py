@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import socket
+import subprocess
 import threading
 import weakref
 from collections.abc import Callable, Iterator
@@ -22,7 +23,7 @@ from common.wire.framing import decode_datagram, encode
 from twinchat.frontend import ConnectError
 from udpchat.server import ChatServer
 
-from .harness import PATIENCE, Member, members, raw_session
+from .harness import PATIENCE, Member, members, python, raw_session, stop
 
 ATTACKER = "127.0.0.2"
 
@@ -229,3 +230,38 @@ def test_a_deaf_session_is_dropped_after_a_bounded_amount_of_chat_and_freed(
             assert ref() is None, gc.get_referrers(ref())
         finally:
             deaf.close()
+
+
+def test_a_client_cut_off_for_being_slow_names_the_cause(server: Callable[..., ChatServer]) -> None:
+    # Issue 15 item 5, over UDP: the plain client's last word is one line
+    # that names the cause, not "the server stopped answering".
+    srv = server(max_queue=16384)
+    with members(srv.address, "flood") as (flooder,):
+        slow = python(
+            "-m",
+            "udpchat.client",
+            "--port",
+            str(srv.address[1]),
+            "--nick",
+            "slow",
+            "--plain",
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            assert flooder.wait_for(lambda m: m.has(ev.Joined, nick="slow"))
+            for _ in range(10_000):  # far more than the bound: 4 kB each against 16 kB held
+                if flooder.has(ev.Left, nick="slow"):
+                    break
+                flooder.link.send(ev.Say("#lobby", "x" * 4000))
+            assert flooder.wait_for(lambda m: m.has(ev.Left, nick="slow", reason=SLOW_DETAIL))
+            assert slow.stdout is not None and slow.stderr is not None
+            reader = threading.Thread(target=slow.stdout.read, name="slow stdout")
+            reader.start()  # stdin stays open: its end would be a quit
+            reader.join(PATIENCE)
+            assert slow.wait(PATIENCE) == 1
+            err = slow.stderr.read()
+            assert err.strip().splitlines() == [f"udpchat-client: {SLOW_DETAIL}"], err
+        finally:
+            stop(slow)
