@@ -81,7 +81,8 @@ DEFAULT_IDLE_TIMEOUT: Final = 60.0
 #: prompt and has to type one, a program sends it at once.
 DEFAULT_REGISTER_TIMEOUT: Final = 10.0
 
-#: Connections at once (registered or not) unless told otherwise.
+#: Registered members at once unless told otherwise (unregistered connections
+#: are bounded by --max-per-host and by twice this plus 16 sockets in all).
 DEFAULT_MAX_CLIENTS: Final = 1000
 
 #: Seconds of silence from a new connection after which it is taken for a

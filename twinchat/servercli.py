@@ -81,7 +81,7 @@ def parser(prog: str, description: str, defaults: Defaults) -> argparse.Argument
         "--max-clients",
         type=count,
         default=defaults.max_clients,
-        help="most clients at once; 0 for no limit (default: %(default)s)",
+        help="most registered clients at once; 0 for no limit (default: %(default)s)",
     )
     p.add_argument(
         "--max-per-host",

@@ -80,7 +80,8 @@ DEFAULT_IDLE_TIMEOUT: Final = 60.0
 #: Seconds a new session has to register a nick.
 DEFAULT_REGISTER_TIMEOUT: Final = 10.0
 
-#: Sessions at once (registered or not) unless told otherwise.
+#: Registered members at once unless told otherwise (unregistered sessions are
+#: bounded by --max-per-host, and all sessions by twice this plus 16).
 DEFAULT_MAX_CLIENTS: Final = 1000
 
 #: Bytes the server may hold for one peer, unacknowledged or waiting for the
