@@ -245,6 +245,7 @@ class ChatServer:
         # and never registers must not crowd the others out (issue 15).
         self.max_per_host = max_per_host
         self._per_host: dict[str, int] = {}
+        self._refused: dict[str, int] = {}  # connections refused per address in this streak (hub lock)
         self._nonces = itertools.count(1)
         self._accept_failing = False  # accept() is failing (out of descriptors), logged once
 
@@ -339,7 +340,11 @@ class ChatServer:
             if self.max_per_host and held >= self.max_per_host:
                 # Closed before a word: it has not spoken, so there is no
                 # dialect to answer in, and answering costs what it saves.
-                log.warning("refused %s: %d connections from that address", peer, held)
+                # Logged once per streak: a flood must not flood the log too.
+                refused = self._refused.get(host, 0)
+                if not refused:
+                    log.warning("refusing connections from %s: it holds %d", host, held)
+                self._refused[host] = refused + 1
                 sock.close()
                 return
             self._per_host[host] = held + 1
@@ -431,6 +436,9 @@ class ChatServer:
                         self._per_host[conn.host] = left
                     else:
                         del self._per_host[conn.host]
+                    refused = self._refused.pop(conn.host, 0)
+                    if refused:
+                        log.warning("accepting %s again; %d connection(s) refused meanwhile", conn.host, refused)
 
     def _serve(self, conn: _Conn) -> str:
         """Run one connection until it ends; return why it ended."""
