@@ -33,7 +33,11 @@ LOAD_LIMIT_PCT: Final = 85.0
 #: Most distinct client events (errors, notices) quoted in a run's notes.
 MAX_EVENT_NOTES: Final = 3
 
-_SERVER_FLAGS: Final = ("--host", "127.0.0.1", "--port", "0", "--rate-limit", "0", "--max-clients", "0")
+# Every load client comes from 127.0.0.1: no per-address bound.
+_SERVER_FLAGS: Final = (
+    *("--host", "127.0.0.1", "--port", "0", "--rate-limit", "0"),
+    *("--max-clients", "0", "--max-per-host", "0"),
+)
 
 
 @dataclass(frozen=True, slots=True)

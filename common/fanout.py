@@ -40,8 +40,8 @@ R = TypeVar("R", bound=Recipient)
 #: nick, rooms, current room): a run holding one is rendered per recipient.
 _VIEW_CHANGES: Final = frozenset({ev.Welcome, ev.Renamed, ev.Joined, ev.Parted})
 
-#: Deliveries passed to ``notice``: sessions starting and ending.
-_NOTICED: Final = frozenset({ev.Welcome, ev.Goodbye})
+#: Deliveries passed to ``notice``: sessions starting, renaming and ending.
+_NOTICED: Final = frozenset({ev.Welcome, ev.Renamed, ev.Goodbye})
 
 #: What a slow consumer is told before its Goodbye.
 SLOW_DETAIL: Final = "too slow to read the chat"
@@ -63,7 +63,7 @@ class Encoded:
         return self._data
 
 
-#: Called for every delivery that starts or ends sessions (Welcome, Goodbye), to log it.
+#: Called for every delivery that starts, renames or ends sessions (Welcome, Renamed, Goodbye), to log it.
 Notice = Callable[[Delivery[R]], None]
 
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import Final
 
 from common.chat import events as ev
-from common.wire.errors import FrameRejected, RemoteProtocolError, RuleError
+from common.wire.errors import ErrorCode, FrameRejected, RemoteProtocolError, RuleError
 from common.wire.framing import END_OF_STREAM, NEED_DATA, StreamDecoder, encode
 from common.wire.limits import DEFAULT_PORT
 from twinchat import frontend
@@ -131,7 +131,7 @@ class TcpLink:
                         self._goodbye = item.reason
                     self._on_event(item)
         except RemoteProtocolError as exc:
-            reason = f"the server broke the protocol ({exc})"
+            reason = _broken(exc)
         except OSError as exc:
             reason = "connection closed" if self._closing else f"connection lost ({exc.strerror or exc})"
         except Exception as exc:  # a front end's callback failed: end the link, say why
@@ -141,6 +141,16 @@ class TcpLink:
                 reason = self._goodbye or "disconnected"
             self._ended.set()
             self._on_closed(reason)
+
+
+def _broken(exc: RemoteProtocolError) -> str:
+    """Why the link ended, for a stream the decoder refused."""
+    if exc.code is ErrorCode.TRUNCATED:
+        # A server ends a stream inside a frame only when it aborts the
+        # connection with data still queued: it cut us off, most likely for
+        # reading too slowly (its Error and Goodbye never got out).
+        return "cut off by the server mid-frame, as it cuts off a client too slow to read the chat"
+    return f"the server broke the protocol ({exc})"
 
 
 def tcp_connect(

@@ -81,8 +81,18 @@ DEFAULT_IDLE_TIMEOUT: Final = 60.0
 #: prompt and has to type one, a program sends it at once.
 DEFAULT_REGISTER_TIMEOUT: Final = 10.0
 
-#: Connections at once (registered or not) unless told otherwise.
+#: Registered members at once unless told otherwise (unregistered connections
+#: are bounded by --max-per-host and by twice this plus 16 sockets in all).
 DEFAULT_MAX_CLIENTS: Final = 1000
+
+#: Seconds of silence from a new connection after which it is taken for a
+#: person at ``nc`` and greeted. A framed client sends its Register at once, so
+#: a connection that has said nothing for this long is not one; the greeting is
+#: a text line, which a framed client would take for a bad magic.
+GREET_AFTER: Final = 1.0
+
+#: What a silent new connection is told (PROTOCOL.md, "The text dialect").
+GREETING: Final = b"* welcome to twinchat: type a nick and press Enter\n"
 
 #: Seconds a closing connection has to flush and close before it is aborted.
 LINGER: Final = 2.0
@@ -95,6 +105,16 @@ RECV_SIZE: Final = 1 << 16
 
 #: On Linux a blocking socket can still be written without blocking.
 _DONTWAIT: Final = getattr(socket, "MSG_DONTWAIT", 0)
+
+#: What a greeted connection that never spoke is told at the registration
+#: timeout: the kick a text-dialect user gets, rendered as its lines.
+_SILENT_FAREWELL: Final = [
+    (ClientView().render(event) or "").encode() + b"\n"
+    for event in (
+        ev.Error(ErrorCode.REGISTRATION_TIMEOUT, "no nick registered in time"),
+        ev.Goodbye("no nick registered in time"),
+    )
+]
 
 #: What a reader hands on per batch: decoded events (or lines), and the errors in their place.
 _Item = ev.Event | str | ProtocolError
@@ -111,6 +131,10 @@ class _Conn:
     def __init__(self, sock: socket.socket, peer: str, now: float, server: ChatServer) -> None:
         self.sock = sock
         self.peer = self.name = peer
+        self.host = ""  # the source address, what --max-per-host counts by
+        self.known = False  # the hub has had it: the hub logs its departure
+        self.why = ""  # why it ends, for the log, when the hub never had it
+        self.greeted = False  # silent at first, it was sent the greeting (hub lock)
         self.server = server
         self.view: ClientView | None = None  # a text-dialect user's, once the first bytes tell
         self.text: TextSession | None = None
@@ -143,7 +167,7 @@ class _Conn:
         data = batch.data
         backlog = self.enqueued - self.sent + len(data)
         if backlog > self.server.max_queue and not last and self.enqueued != self.sent:
-            log.warning("%s is not reading; cut off", self.peer)
+            log.debug("%s is not reading; cut off", self.peer)  # the hub logs its departure
             return False
         if self.enqueued == self.sent and _DONTWAIT:
             try:
@@ -192,6 +216,7 @@ class ChatServer:
         port: int = DEFAULT_PORT,
         *,
         max_clients: int = DEFAULT_MAX_CLIENTS,
+        max_per_host: int = servercli.DEFAULT_MAX_PER_HOST,
         rate_limit: float = DEFAULT_RATE,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         register_timeout: float = DEFAULT_REGISTER_TIMEOUT,
@@ -206,11 +231,21 @@ class ChatServer:
         #: The largest backlog any connection has had queued, in bytes (for tests).
         self.peak_queued = 0
 
-        self._hub: Hub[_Conn] = Hub(max_clients=max_clients, max_rooms=max_rooms, rooms_per_member=rooms_per_member)
+        self._hub: Hub[_Conn] = Hub(
+            max_clients=max_clients,
+            max_rooms=max_rooms,
+            rooms_per_member=rooms_per_member,
+            departed=servercli.log_departure,
+        )
         self._lock = threading.Lock()  # the hub lock: the hub, every queue's order
         self._conns: set[_Conn] = set()  # hub lock
         # Beyond this many sockets, silent ones included, new ones are closed at once.
         self._hard_cap = 2 * max_clients + 16 if max_clients else 0
+        # Connections per source address (hub lock): one host that opens many
+        # and never registers must not crowd the others out (issue 15).
+        self.max_per_host = max_per_host
+        self._per_host: dict[str, int] = {}
+        self._refused: dict[str, int] = {}  # connections refused per address in this streak (hub lock)
         self._nonces = itertools.count(1)
         self._accept_failing = False  # accept() is failing (out of descriptors), logged once
 
@@ -295,13 +330,26 @@ class ChatServer:
             sock.close()
             return
         conn = _Conn(sock, peer, time.monotonic(), self)
+        conn.host = host
         with self._lock:
             if self._hard_cap and len(self._conns) >= self._hard_cap:
                 log.warning("refused %s: %d sockets open", peer, len(self._conns))
                 sock.close()
                 return
+            held = self._per_host.get(host, 0)
+            if self.max_per_host and held >= self.max_per_host:
+                # Closed before a word: it has not spoken, so there is no
+                # dialect to answer in, and answering costs what it saves.
+                # Logged once per streak: a flood must not flood the log too.
+                refused = self._refused.get(host, 0)
+                if not refused:
+                    log.warning("refusing connections from %s: it holds %d", host, held)
+                self._refused[host] = refused + 1
+                sock.close()
+                return
+            self._per_host[host] = held + 1
             self._conns.add(conn)
-        log.info("%s connected", peer)
+        servercli.log_connected(peer)
         conn.reader = threading.Thread(target=self._read_loop, args=(conn,), name=f"read {peer}", daemon=True)
         conn.writer = threading.Thread(target=self._write_loop, args=(conn,), name=f"write {peer}", daemon=True)
         conn.writer.start()
@@ -370,7 +418,9 @@ class ChatServer:
                         conn.closing = True
                         conn.close_deadline = time.monotonic() + LINGER
                         conn.queue.put(None)
-                log.info("%s disconnected: %s", conn.peer, reason)
+                if not conn.known:
+                    # The hub never had it, so it logs no departure: say it here.
+                    servercli.log_departure(conn, None, conn.why or reason)
             finally:
                 self._thread_done(conn)
 
@@ -379,12 +429,21 @@ class ChatServer:
             with self._lock:  # no one sends straight to a socket being closed
                 conn.closing = True
                 conn.sock.close()
-                self._conns.discard(conn)
+                if conn in self._conns:
+                    self._conns.discard(conn)
+                    left = self._per_host[conn.host] - 1
+                    if left:
+                        self._per_host[conn.host] = left
+                    else:
+                        del self._per_host[conn.host]
+                    refused = self._refused.pop(conn.host, 0)
+                    if refused:
+                        log.warning("accepting %s again; %d connection(s) refused meanwhile", conn.host, refused)
 
     def _serve(self, conn: _Conn) -> str:
         """Run one connection until it ends; return why it ended."""
         sock = conn.sock
-        data = sock.recv(RECV_SIZE)
+        data = self._first_bytes(conn)
         if not data:
             return "closed before speaking"
         framed = detect_dialect(data) is Dialect.FRAMED
@@ -397,7 +456,11 @@ class ChatServer:
                 conn.view = conn.text.view
             if self._stopping.is_set():
                 return "server shutting down"
-            self._deliver(self._hub.connect(conn, may_retry=not framed))
+            refusal = self._hub.connect(conn, may_retry=not framed)
+            conn.known = not refusal
+            if refusal:
+                conn.why = "refused: the server is full"
+            self._deliver(refusal)
         reader = _FramedReader() if framed else _LineReader()
         reason = self._serve_stream(conn, data, reader)
         # Closing: drain until the peer closes, so our close sends no RST over
@@ -406,6 +469,22 @@ class ChatServer:
             while sock.recv(RECV_SIZE):
                 pass
         return reason
+
+    def _first_bytes(self, conn: _Conn) -> bytes:
+        """The connection's first bytes; greet it if it is silent for GREET_AFTER."""
+        sock = conn.sock
+        sock.settimeout(GREET_AFTER)
+        try:
+            return sock.recv(RECV_SIZE)
+        except TimeoutError:
+            pass
+        finally:
+            sock.settimeout(None)  # before anything is sent: the writer blocks as usual
+        with self._lock:
+            if not conn.closing:
+                conn.greeted = True
+                conn.push(fanout.Encoded([GREETING]), False)
+        return sock.recv(RECV_SIZE)
 
     def _serve_stream(self, conn: _Conn, data: bytes, reader: _FramedReader | _LineReader) -> str:
         sock = conn.sock
@@ -491,12 +570,17 @@ class ChatServer:
                 if due is Due.PING:
                     out.append(Delivery((conn,), ev.Ping(next(self._nonces))))
                     continue
-                log.info("%s: %s", conn.peer, due.value)
+                log.debug("%s: %s", conn.peer, due.value)
                 if due is Due.IDLE_TIMEOUT:
                     out += hub.kick(conn, ErrorCode.IDLE_TIMEOUT, f"silent for {self.idle_timeout:g} s")
                 elif conn in hub:
                     out += hub.kick(conn, ErrorCode.REGISTRATION_TIMEOUT, "no nick registered in time")
+                elif conn.greeted:
+                    # Taken for a person at nc: say why, in lines, then close.
+                    conn.why = "no nick registered in time (it never spoke)"
+                    conn.push(fanout.Encoded(_SILENT_FAREWELL), True)
                 else:
+                    conn.why = "no nick registered in time (it never spoke)"
                     self._cut(conn)  # it never spoke: there is no dialect to answer in
             self._deliver(out)
 
@@ -518,6 +602,7 @@ class ChatServer:
             self._housekeeper.join()
         deadline = time.monotonic() + SHUTDOWN_FLUSH
         with self._lock:
+            log.info("shutting down: goodbye to %d connection(s)", len(self._conns))
             self._deliver(self._hub.shutdown(reason))
             conns = list(self._conns)
             for conn in conns:

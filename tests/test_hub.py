@@ -367,16 +367,22 @@ def test_kick_disconnect_and_shutdown() -> None:
     assert hub.room_names() == ()
 
 
-def test_max_clients_counts_pending_connections_too() -> None:
+def test_max_clients_counts_members_only() -> None:
+    # Unregistered connections do not count: they cannot lock members out.
     hub: Hub[int] = Hub(max_clients=2)
-    hub.connect(1)
-    hub.connect(2)
-    out = hub.connect(3)
+    for conn in (1, 2, 3, 4):
+        assert hub.connect(conn) == []
+    hub.receive(1, ev.Register("a"), NOW)
+    hub.receive(2, ev.Register("b"), NOW)
+    out = hub.receive(3, ev.Register("c"), NOW)
     assert out[0].event.code is ErrorCode.SERVER_FULL  # type: ignore[union-attr]
     assert isinstance(out[-1].event, ev.Goodbye) and out[-1].last
     assert 3 not in hub
+    out = hub.connect(5)
+    assert out[0].event.code is ErrorCode.SERVER_FULL  # type: ignore[union-attr]
     hub.disconnect(1, "")
-    assert hub.connect(3) == []
+    assert hub.connect(5) == []
+    assert hub.receive(4, ev.Register("d"), NOW)[0].event == ev.Welcome("d", 2)
 
 
 def test_connecting_twice_is_a_bug() -> None:

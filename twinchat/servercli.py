@@ -27,6 +27,10 @@ from twinchat import version
 
 log = logging.getLogger("twinchat.sessions")
 
+#: What one source address may hold at once, as Ergo allows one IP by default:
+#: enough for a household behind one NAT, too few to crowd out everyone else.
+DEFAULT_MAX_PER_HOST = 16
+
 
 class Server(Protocol):
     """What a transport's server offers its command line."""
@@ -77,7 +81,15 @@ def parser(prog: str, description: str, defaults: Defaults) -> argparse.Argument
         "--max-clients",
         type=count,
         default=defaults.max_clients,
-        help="most clients at once; 0 for no limit (default: %(default)s)",
+        help="most registered clients at once; 0 for no limit (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-per-host",
+        metavar="N",
+        type=count,
+        default=DEFAULT_MAX_PER_HOST,
+        help="most connections (TCP) or unregistered sessions (UDP) one source address may hold; 0 for no limit"
+        " (default: %(default)s)",
     )
     p.add_argument(
         "--rate-limit",
@@ -135,6 +147,7 @@ def options(args: argparse.Namespace) -> dict[str, Any]:
     """The shared flags as the keyword arguments every transport's ``ChatServer`` takes."""
     return {
         "max_clients": args.max_clients,
+        "max_per_host": args.max_per_host,
         "rate_limit": args.rate_limit,
         "idle_timeout": args.idle_timeout,
         "register_timeout": args.register_timeout,
@@ -144,13 +157,43 @@ def options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def session_line(name: str, nick: str | None, what: str) -> str:
+    """One session event as both servers log it: the address, the nick in
+    brackets once there is one, and what happened.
+
+    ``127.0.0.1:40000 connected``, ``127.0.0.1:40000 registered as alice``,
+    ``127.0.0.1:40000 (alice) renamed alice -> alicia``,
+    ``127.0.0.1:40000 (alicia) left (reason: quit 'bye')``.
+    """
+    return f"{name} ({nick}) {what}" if nick else f"{name} {what}"
+
+
+def log_connected(name: str) -> None:
+    """A connection or session arrived."""
+    log.info("%s", session_line(name, None, "connected"))
+
+
 def log_session(delivery: Delivery[Any]) -> None:
-    """Log a session starting (its Welcome) or ending (its Goodbye), by address and nick."""
+    """The fan-out's notice: log a registration (its Welcome) or a nick change
+    (its Renamed, whose first recipient is the renamer)."""
     event = delivery.event
     if isinstance(event, ev.Welcome):
-        log.info("%s registered as %s", delivery.recipients[0].name, event.nick)
+        log.info("%s", session_line(delivery.recipients[0].name, None, f"registered as {event.nick}"))
+    elif isinstance(event, ev.Renamed):
+        log.info("%s", session_line(delivery.recipients[0].name, event.old, f"renamed {event.old} -> {event.new}"))
     elif isinstance(event, ev.Goodbye) and log.isEnabledFor(logging.DEBUG):
         log.debug("goodbye to %d client(s): %s", len(delivery.recipients), event.reason)
+
+
+def log_departure(conn: Any, nick: str | None, why: str) -> None:
+    """The hub's ``departed``: a session ended (quit, closed, timed out, cut off...)."""
+    log.info("%s", session_line(conn.name, nick, f"left (reason: {why or 'none given'})"))
+
+
+def counts(counters: dict[str, int]) -> str:
+    """Counters as words, largest first: ``2 garbage, 1 spoofed``, or ``nothing to report``."""
+    ranked = sorted(counters.items(), key=lambda item: (-item[1], item[0]))
+    return ", ".join(f"{count} {what}" for what, count in ranked if count) or "nothing to report"
 
 
 def run(args: argparse.Namespace, build: Callable[[], Server], *, prog: str, mode: str = "") -> int:
@@ -184,4 +227,15 @@ def run(args: argparse.Namespace, build: Callable[[], Server], *, prog: str, mod
     return 0
 
 
-__all__ = ["Defaults", "Server", "log_session", "options", "parser", "run"]
+__all__ = [
+    "Defaults",
+    "Server",
+    "counts",
+    "log_connected",
+    "log_departure",
+    "log_session",
+    "options",
+    "parser",
+    "run",
+    "session_line",
+]

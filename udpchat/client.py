@@ -318,6 +318,21 @@ class UdpLink:
         self._on_event(event)
         return True
 
+    def _abandon(self) -> None:
+        """Giving up before the session started: say Goodbye, best effort.
+
+        The server may have registered the nick already (only its Welcome or
+        our acks were lost); without a Goodbye it would hold the nick for a
+        client that has left. Sent twice, since nobody waits for the answer.
+        """
+        with self._lock:
+            if self._stopped or self._server_gone:
+                return
+            self._channel.send(encode(ev.Goodbye("gave up waiting for the server")), force=True)
+            datagrams = self._channel.datagrams(time.monotonic())
+            self._send_lock.acquire()
+        self._send_all(datagrams + datagrams)
+
     def _acknowledge_last(self) -> None:
         """Acknowledge the server's Goodbye at once (twice: the server keeps
         the session until it hears, and nobody will answer a lost ack)."""
@@ -411,6 +426,7 @@ def udp_connect(
             )
     except BaseException:
         if link is not None:
+            link._abandon()
             link._end("")
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)

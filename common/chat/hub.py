@@ -119,11 +119,17 @@ class Hub(Generic[C]):
     """Members, nicks, rooms and the routing of every event; see the module docstring.
 
     Args:
-        max_clients: most connections at once, registered or not; 0 for no limit.
+        max_clients: most registered members at once; 0 for no limit. Connections
+            that have not registered do not count: a host that opens many and
+            never registers must not lock everyone else out (issue 15), so the
+            transports bound those themselves, per source address and in all.
         max_rooms: most rooms at once on this server.
         rooms_per_member: most rooms one member may be in at once.
         log: where room events are recorded and numbered.
         nicks: who holds which nick.
+        departed: told of every session that ends, but at shutdown:
+            ``(conn, nick or None if it never registered, why)``, so that a
+            transport logs one line per departure, whoever ended it.
     """
 
     def __init__(
@@ -134,6 +140,7 @@ class Hub(Generic[C]):
         rooms_per_member: int = DEFAULT_ROOMS_PER_MEMBER,
         log: FactLog | None = None,
         nicks: NickOwners[C] | None = None,
+        departed: Callable[[C, str | None, str], None] | None = None,
     ) -> None:
         self.max_clients = max_clients
         self.max_rooms = max_rooms
@@ -143,6 +150,7 @@ class Hub(Generic[C]):
         self._members: dict[C, _Member[C]] = {}  # in registration order
         self._pending: dict[C, bool] = {}  # not registered yet -> may retry a refused nick
         self._rooms: dict[str, _Room[C]] = {}  # by room key
+        self._departed = departed
 
     # --- queries -----------------------------------------------------------------
 
@@ -157,6 +165,13 @@ class Hub(Generic[C]):
         """The member's nick, or None if ``conn`` has not registered."""
         member = self._members.get(conn)
         return None if member is None else member.nick
+
+    def holder(self, nick: str) -> C | None:
+        """Who holds ``nick`` (or a nick that collides with it), if anyone."""
+        try:
+            return self._owners.owner(nick_key(check_nick(nick)))
+        except RuleError:
+            return None
 
     def nicks(self) -> tuple[str, ...]:
         """Every member's nick, in registration order."""
@@ -183,10 +198,21 @@ class Hub(Generic[C]):
         connection (people at ``nc`` may type another one)."""
         if conn in self:
             raise ValueError(f"{conn!r} is connected already")
-        if self.max_clients and len(self) >= self.max_clients:
-            return _farewell(conn, ErrorCode.SERVER_FULL, f"the server is full ({self.max_clients} clients)")
+        if self._full():
+            return self._full_farewell(conn)
         self._pending[conn] = may_retry
         return []
+
+    @property
+    def registered(self) -> int:
+        """Members with a nick (what ``max_clients`` bounds)."""
+        return len(self._members)
+
+    def _full(self) -> bool:
+        return bool(self.max_clients) and len(self._members) >= self.max_clients
+
+    def _full_farewell(self, conn: C) -> list[Delivery[C]]:
+        return _farewell(conn, ErrorCode.SERVER_FULL, f"the server is full ({self.max_clients} clients)")
 
     def take(self, conn: C, items: Iterable[ev.Event | ProtocolError], now: float) -> list[Delivery[C]]:
         """What ``conn`` sent, in order: decoded events and decoding errors.
@@ -261,13 +287,18 @@ class Hub(Generic[C]):
 
     # --- bookkeeping -------------------------------------------------------------
 
-    def _leave(self, conn: C, reason: str) -> list[Delivery[C]]:
-        """Forget ``conn``; tell whoever shared a room with it that it left."""
+    def _leave(self, conn: C, reason: str, why: str | None = None) -> list[Delivery[C]]:
+        """Forget ``conn``; tell whoever shared a room with it that it left.
+        ``why``: the cause as logs say it, when not ``reason``."""
         if self._pending.pop(conn, None) is not None:
+            if self._departed is not None:
+                self._departed(conn, None, why or reason)
             return []
         member = self._members.pop(conn, None)
         if member is None:
             return []
+        if self._departed is not None:
+            self._departed(conn, member.nick, why or reason)
         self._owners.release(nick_key(member.nick), conn)
         audience = _audience(member.rooms.values(), conn)
         for room in list(member.rooms.values()):
@@ -291,8 +322,7 @@ class Hub(Generic[C]):
     def _refuse_registration(self, conn: C, code: ErrorCode, detail: str) -> list[Delivery[C]]:
         if self._pending[conn]:
             return [_to(conn, ev.Error(code, detail))]
-        del self._pending[conn]
-        return _farewell(conn, code, detail)
+        return _farewell(conn, code, detail) + self._leave(conn, detail, f"refused: {detail}")
 
     def _member_room(self, conn: C, name: str) -> _Room[C] | ev.Error:
         """The room ``name`` if ``conn`` is in it, or the error to answer."""
@@ -335,6 +365,9 @@ class Hub(Generic[C]):
             nick = check_nick(event.nick)
         except RuleError as exc:
             return self._refuse_registration(conn, exc.code, exc.detail)
+        if self._full():
+            # Room filled up while it was registering: no retry can help.
+            return self._full_farewell(conn) + self._leave(conn, "the server is full", "refused: the server is full")
         if not self._owners.claim(nick_key(nick), conn):
             return self._refuse_registration(conn, ErrorCode.NICK_TAKEN, f"the nick {nick} is taken")
         del self._pending[conn]
@@ -434,7 +467,10 @@ class Hub(Generic[C]):
         return []  # the transport saw traffic; that is all a pong is for
 
     def _on_goodbye(self, conn: C, event: ev.Goodbye, now: float) -> list[Delivery[C]]:
-        return [Delivery((conn,), ev.Goodbye("bye"), last=True), *self._leave(conn, event.reason)]
+        return [
+            Delivery((conn,), ev.Goodbye("bye"), last=True),
+            *self._leave(conn, event.reason, f"quit {event.reason!r}"),
+        ]
 
 
 def _to(conn: C, event: ev.ServerEvent) -> Delivery[C]:

@@ -398,6 +398,11 @@ class Channel:
         return self._held
 
     @property
+    def heard_ack(self) -> bool:
+        """The peer has acknowledged at least one segment: it hears us."""
+        return self._largest_acked >= 0
+
+    @property
     def in_flight(self) -> int:
         """Segments sent and not acknowledged (always 0 in unreliable mode)."""
         return len(self._unacked)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import signal
 import socket
@@ -16,6 +17,8 @@ import tcpchat.client
 from common.chat import events as ev
 from common.chat.commands import HELP_LINES
 from common.chat.rooms import LOBBY
+from common.fanout import SLOW_DETAIL
+from common.wire.framing import encode
 from tcpchat.client import tcp_connect
 from tcpchat.server import ChatServer
 from twinchat.frontend import ConnectError
@@ -305,3 +308,50 @@ def test_pipe_mode_ctrl_c_leaves_cleanly(
     assert obs.expect(ev.Left) == ev.Left("bot", "")  # it said Goodbye: no "connection lost"
     assert proc.stdout.read() == "*** disconnected: bye\n"
     assert proc.stderr.read() == ""
+
+
+def test_a_client_cut_off_for_being_slow_names_the_cause(
+    make_server: MakeServer, clients: MakeClient, processes: Callable[[int, str], subprocess.Popen[str]]
+) -> None:
+    # Issue 15 item 5. Before: the cut client said "the server broke the
+    # protocol (truncated: the stream ended inside a frame)". Its stdout is not
+    # read until the server has cut it off and closed the connection, so it
+    # stalls like a client that does not keep up.
+    server = make_server(max_queue=16384)
+    flooder = clients(server.address)
+    flooder.register("flood")
+    slow = processes(server.address[1], "slow")
+    assert flooder.expect(ev.Joined).nick == "slow"
+    stop = threading.Event()
+
+    def flood() -> None:
+        burst = b"".join(encode(ev.Say(LOBBY, f"{i:05d} " + "x" * 4000)) for i in range(50))
+        with contextlib.suppress(OSError):
+            while not stop.is_set():
+                flooder.send_raw(burst)
+
+    sender = threading.Thread(target=flood, name="flooder")
+    sender.start()
+    try:
+        left = flooder.expect(ev.Left)
+    finally:
+        stop.set()
+        sender.join(WAIT)
+    assert left == ev.Left("slow", SLOW_DETAIL)
+    gone = threading.Event()
+    for _ in range(int(WAIT / 0.05)):  # the server closes it within its linger time
+        if len(server._conns) == 1:
+            break
+        gone.wait(0.05)
+    assert len(server._conns) == 1
+    # Read its output now, stdin left open: the end of stdin would be a quit.
+    assert slow.stdout is not None and slow.stderr is not None
+    reader = threading.Thread(target=slow.stdout.read, name="slow stdout")
+    reader.start()
+    reader.join(WAIT)
+    assert slow.wait(WAIT) == 1
+    err = slow.stderr.read()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "too slow" in lines[0], err
+    assert "broke the protocol" not in err

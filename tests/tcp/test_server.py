@@ -556,8 +556,43 @@ def test_private_messages_are_never_logged(
     bob.until_closed()
     server.shutdown()  # joins every thread: all is logged
     assert "registered as alice" in caplog.text
-    assert "disconnected" in caplog.text
+    assert "(bob) left (reason: quit 'done')" in caplog.text
     assert "the-secret-word" not in caplog.text
+
+
+def test_each_session_event_is_one_log_line_with_address_nick_and_reason(
+    make_server: MakeServer, clients: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Before: departures named the address only, a quit was "closed by the
+    # server", and nick changes were not logged at all (issue 13 item 11).
+    caplog.set_level(logging.INFO, logger="twinchat.sessions")
+    server = make_server()
+    alice, bob = clients(server.address), clients(server.address)
+    alice.register("alice")
+    bob.register("bob")
+    assert alice.expect(ev.Joined).nick == "bob"
+    alice.send(ev.ChangeNick("alicia"))
+    assert alice.expect(ev.Renamed) == ev.Renamed("alice", "alicia")
+    bob.send(ev.Goodbye("see you"))
+    bob.until_closed()
+    alice.sock.shutdown(socket.SHUT_WR)
+    alice.until_closed()
+    server.shutdown()  # joins every thread: all is logged
+    a = f"127.0.0.1:{alice.sock.getsockname()[1]}"
+    b = f"127.0.0.1:{bob.sock.getsockname()[1]}"
+    lines = [r.getMessage() for r in caplog.records if r.name == "twinchat.sessions"]
+    # Each session's lines in order (the two sessions' lines may interleave).
+    assert [line for line in lines if line.startswith(f"{a} ")] == [
+        f"{a} connected",
+        f"{a} registered as alice",
+        f"{a} (alice) renamed alice -> alicia",
+        f"{a} (alicia) left (reason: connection closed)",
+    ]
+    assert [line for line in lines if line.startswith(f"{b} ")] == [
+        f"{b} connected",
+        f"{b} registered as bob",
+        f"{b} (bob) left (reason: quit 'see you')",
+    ]
 
 
 def test_shutdown_says_goodbye_to_everyone(
