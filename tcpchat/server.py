@@ -223,6 +223,7 @@ class ChatServer:
         max_queue: int = DEFAULT_MAX_QUEUE,
         max_rooms: int = DEFAULT_MAX_ROOMS,
         rooms_per_member: int = DEFAULT_ROOMS_PER_MEMBER,
+        shared: servercli.SharedHub | None = None,
     ) -> None:
         self.rate_limit = rate_limit
         self.idle_timeout = idle_timeout
@@ -231,13 +232,12 @@ class ChatServer:
         #: The largest backlog any connection has had queued, in bytes (for tests).
         self.peak_queued = 0
 
-        self._hub: Hub[_Conn] = Hub(
-            max_clients=max_clients,
-            max_rooms=max_rooms,
-            rooms_per_member=rooms_per_member,
-            departed=servercli.log_departure,
-        )
-        self._lock = threading.Lock()  # the hub lock: the hub, every queue's order
+        # The hub and its lock, this server's own or shared with other
+        # transports in one process (twinchat.server): one chat, one order.
+        if shared is None:
+            shared = servercli.SharedHub.make(max_clients, max_rooms, rooms_per_member)
+        self._hub: Hub[_Conn] = shared.hub
+        self._lock = shared.lock  # the hub lock: the hub, every queue's order
         self._conns: set[_Conn] = set()  # hub lock
         # Beyond this many sockets, silent ones included, new ones are closed at once.
         self._hard_cap = 2 * max_clients + 16 if max_clients else 0

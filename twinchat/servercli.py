@@ -15,13 +15,14 @@ import argparse
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any, Protocol
 
 from common.chat import events as ev
-from common.chat.hub import DEFAULT_MAX_ROOMS, DEFAULT_ROOMS_PER_MEMBER, Delivery
+from common.chat.hub import DEFAULT_MAX_ROOMS, DEFAULT_ROOMS_PER_MEMBER, Delivery, Hub
 from common.session.ratelimit import DEFAULT_RATE, MIN_BURST
 from twinchat import version
 
@@ -143,6 +144,25 @@ def parser(prog: str, description: str, defaults: Defaults) -> argparse.Argument
     return p
 
 
+@dataclass(frozen=True)
+class SharedHub:
+    """One chat's state and the lock that orders it, for every transport a
+    process serves: what a TCP and a UDP server in one process share."""
+
+    hub: Hub[Any]
+    lock: threading.Lock
+
+    @classmethod
+    def make(cls, max_clients: int, max_rooms: int, rooms_per_member: int) -> SharedHub:
+        hub: Hub[Any] = Hub(
+            max_clients=max_clients,
+            max_rooms=max_rooms,
+            rooms_per_member=rooms_per_member,
+            departed=log_departure,
+        )
+        return cls(hub, threading.Lock())
+
+
 def options(args: argparse.Namespace) -> dict[str, Any]:
     """The shared flags as the keyword arguments every transport's ``ChatServer`` takes."""
     return {
@@ -196,14 +216,17 @@ def counts(counters: dict[str, int]) -> str:
     return ", ".join(f"{count} {what}" for what, count in ranked if count) or "nothing to report"
 
 
-def run(args: argparse.Namespace, build: Callable[[], Server], *, prog: str, mode: str = "") -> int:
+def run(
+    args: argparse.Namespace, build: Callable[[], Server], *, prog: str, mode: str | Callable[[Any], str] = ""
+) -> int:
     """Build the server, serve until SIGINT or SIGTERM, shut down; return the exit code.
 
     Args:
         args: the parsed command line (``--log-level``, ``--host`` and ``--port`` are read).
         build: makes the server from ``args``; an ``OSError`` means it cannot listen.
         prog: the command's name, for the one-line error.
-        mode: words added after the ready line, e.g. ``(unreliable)``.
+        mode: words added after the ready line, e.g. ``(unreliable)``, or a
+            function of the server that makes them.
     """
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -219,7 +242,8 @@ def run(args: argparse.Namespace, build: Callable[[], Server], *, prog: str, mod
     signal.signal(signal.SIGTERM, on_signal)
     host, port = server.address
     shown = f"[{host}]" if ":" in host else host
-    print(f"listening on {shown}:{port}{f' {mode}' if mode else ''}", flush=True)
+    words = mode(server) if callable(mode) else mode
+    print(f"listening on {shown}:{port}{f' {words}' if words else ''}", flush=True)
     try:
         server.serve_forever()
     finally:

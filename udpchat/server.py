@@ -175,7 +175,9 @@ class _Peer:
                 log.debug("%s is not keeping up; cut off", self.name)
                 self.server._count("slow consumer")
                 return False
-        self.server._dirty[self] = None
+        # The pusher may be another transport's thread (one process serving
+        # TCP and UDP from one hub): wake the pump, as for anything else.
+        self.server._mark(self)
         if last:
             self.closing = True
             self.close_deadline = time.monotonic() + LINGER
@@ -205,6 +207,7 @@ class ChatServer:
         unreliable: bool = False,
         max_rooms: int = DEFAULT_MAX_ROOMS,
         rooms_per_member: int = DEFAULT_ROOMS_PER_MEMBER,
+        shared: servercli.SharedHub | None = None,
         random: Callable[[int], bytes] = os.urandom,
     ) -> None:
         self.rate_limit = rate_limit
@@ -218,13 +221,12 @@ class ChatServer:
 
         self._random = random
         self._cookies = CookieJar(random)
-        self._hub: Hub[_Peer] = Hub(
-            max_clients=max_clients,
-            max_rooms=max_rooms,
-            rooms_per_member=rooms_per_member,
-            departed=servercli.log_departure,
-        )
-        self._lock = threading.Lock()  # the hub, the peer tables, every channel
+        # The hub and its lock, this server's own or shared with other
+        # transports in one process (twinchat.server): one chat, one order.
+        if shared is None:
+            shared = servercli.SharedHub.make(max_clients, max_rooms, rooms_per_member)
+        self._hub: Hub[_Peer] = shared.hub
+        self._lock = shared.lock  # the hub, the peer tables, every channel
         self._wake = threading.Condition(self._lock)  # the pump waits here for work
         self._gone = threading.Condition(self._lock)  # shutdown waits here for peers to leave
         self._peers: dict[int, _Peer] = {}
@@ -452,7 +454,7 @@ class ChatServer:
         """
         ghost = self._hub.holder(nick)
         if (
-            ghost is None
+            not isinstance(ghost, _Peer)  # nobody, or a member of another transport (one process)
             or ghost is peer
             or ghost.closing
             or ghost.addr[0] != peer.addr[0]
@@ -557,15 +559,11 @@ class ChatServer:
         self._dirty[peer] = None
 
     def _deliver(self, deliveries: list[Delivery[_Peer]], now: float) -> None:
-        """Queue ``deliveries`` on the recipients' channels in order, and wake the
-        pump if it has new work (lock held). A peer whose channel overflows is
-        cut off by the fan-out, as on every transport."""
-        if not deliveries:
-            return
-        idle = not self._dirty
-        fanout.deliver(self._hub, deliveries, servercli.log_session)
-        if idle and self._dirty and not self._receiving:
-            self._wake.notify()
+        """Queue ``deliveries`` on the recipients' channels in order (lock held).
+        A peer whose channel overflows is cut off by the fan-out, as on every
+        transport."""
+        if deliveries:
+            fanout.deliver(self._hub, deliveries, servercli.log_session)  # each push wakes the pump
 
     def _forget(self, peer: _Peer) -> None:
         """Remove ``peer``'s session for good (lock held)."""
