@@ -94,6 +94,12 @@ GREET_AFTER: Final = 1.0
 #: What a silent new connection is told (PROTOCOL.md, "The text dialect").
 GREETING: Final = b"* welcome to twinchat: type a nick and press Enter\n"
 
+#: Connections the kernel may hold completed and not yet accepted. At 128 a
+#: storm of reconnects (a server restart, every client back at once) overflows
+#: it, the kernel drops SYNs and clients wait 1, 3, 7 s to retry; the kernel
+#: caps this at net.core.somaxconn (4096 on current Linux).
+LISTEN_BACKLOG: Final = 4096
+
 #: Seconds a closing connection has to flush and close before it is aborted.
 LINGER: Final = 2.0
 
@@ -261,7 +267,7 @@ class ChatServer:
         try:
             self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             self._listener.bind((host, port))
-            self._listener.listen(128)
+            self._listener.listen(LISTEN_BACKLOG)
             self._listener.setblocking(False)
         except OSError:
             self._listener.close()
