@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Final
 
-from bench import procstat
+from bench import procstat, udpload
 from bench.accounting import Ledger, StreamCorrupt
 from bench.load import Loop, Outcome, Peer, Plan, TcpPeer, connect, drive, pump
 from bench.results import DISTURBED_PCT, RunResult
@@ -240,9 +240,6 @@ def run_once(
             os.sched_setaffinity(0, placement.load)
         timed = transport.kind == "udp"
         if timed:
-            # Imported here: the UDP side is optional until it exists.
-            from bench import udpload  # noqa: PLC0415
-
             # The proxies are not pinned: the kernel runs them wherever there is room.
             make, extra = udpload.maker(address, transport, seed=seed + run, cpus=None, clients=plan.clients)
             children.extend(extra)

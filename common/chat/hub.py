@@ -29,7 +29,7 @@ is queued for it and closes it.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable
-from typing import Any, Final, Generic, NamedTuple, TypeVar
+from typing import Any, Final, Generic, NamedTuple, TypeVar, cast
 
 from common.chat import events as ev
 from common.chat.commands import HELP_LINES
@@ -44,6 +44,10 @@ C = TypeVar("C", bound=Hashable)
 
 #: Errors that refuse a registration (and end a framed client's connection).
 _REGISTRATION_CODES: Final = frozenset({ErrorCode.BAD_NICK, ErrorCode.NICK_TAKEN})
+
+#: Message and Action built from values the hub has checked already (``ev.CHECKED``).
+_new_message: Final = cast(Callable[[str, str, str], ev.Message], ev.CHECKED[ev.Message])
+_new_action: Final = cast(Callable[[str, str, str], ev.Action], ev.CHECKED[ev.Action])
 
 #: Rooms one member may be in at once, unless told otherwise.
 DEFAULT_ROOMS_PER_MEMBER: Final = 32
@@ -380,14 +384,14 @@ class Hub(Generic[C]):
             return [_to(conn, room)]
         # Every field was checked already (the room and nick when they were
         # made, the text when the Say was), so the Message need not be again.
-        message = ev.trusted(ev.Message, room.name, self._members[conn].nick, event.text)
+        message = _new_message(room.name, self._members[conn].nick, event.text)
         return [self._publish(room, room.others(conn), message, now)]
 
     def _on_act(self, conn: C, event: ev.Act, now: float) -> list[Delivery[C]]:
         room = self._member_room(conn, event.room)
         if isinstance(room, ev.Error):
             return [_to(conn, room)]
-        action = ev.trusted(ev.Action, room.name, self._members[conn].nick, event.text)
+        action = _new_action(room.name, self._members[conn].nick, event.text)
         return [self._publish(room, room.others(conn), action, now)]
 
     def _on_whisper(self, conn: C, event: ev.Whisper, now: float) -> list[Delivery[C]]:
