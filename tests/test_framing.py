@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from common.chat import events as ev
+from common.wire import framing
 from common.wire.errors import ErrorCode, FrameRejected, LocalProtocolError, RemoteProtocolError, RuleError
 from common.wire.framing import (
     END_OF_STREAM,
@@ -352,3 +353,31 @@ def test_datagram_size_limits() -> None:
     assert caught.value.code is ErrorCode.DATAGRAM_TOO_LARGE
     frames = [encode(ev.Say(R, "x" * 500)) for _ in range(2)]
     assert decode_datagram(b"".join(frames)) == [ev.Say(R, "x" * 500)] * 2
+
+
+# --- the Say fast path ------------------------------------------------------------------
+
+
+@given(st.one_of(st.binary(max_size=120), st.builds(lambda e: encode(e)[HEADER_SIZE:], EVENTS[ev.Say])))
+def test_the_say_fast_path_agrees_with_the_generic_decoder(payload: bytes) -> None:
+    frame = HEADER.pack(MAGIC, VERSION, FrameType.SAY, len(payload)) + payload
+    outcomes = []
+    for fast in (True, False):
+        try:
+            if fast:
+                outcomes.append(decode_frame(frame))
+            else:
+                with pytest.MonkeyPatch.context() as patch:
+                    patch.setattr(framing, "_SAY", -1)  # no frame type: the generic path only
+                    outcomes.append(decode_frame(frame))
+        except FrameRejected as exc:
+            outcomes.append(exc.code)
+    assert outcomes[0] == outcomes[1]
+
+
+def test_the_memo_of_room_fields_is_bounded() -> None:
+    decoder = StreamDecoder()
+    for i in range(3 * framing._ROOM_FIELDS_MAX):
+        decoder.feed(encode(ev.Say(f"#r{i}", "hi")))
+    assert [e.room for e in decoder.events()][-1] == f"#r{3 * framing._ROOM_FIELDS_MAX - 1}"  # type: ignore[union-attr]
+    assert len(framing._ROOM_FIELDS) <= framing._ROOM_FIELDS_MAX
