@@ -8,7 +8,6 @@ whom, and that nothing is left running.
 from __future__ import annotations
 
 import importlib.util
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +32,7 @@ from bench.scenarios import FULL, QUICK, TRANSPORTS, Scenario
 from common.chat import events as ev
 from common.chat.rooms import LOBBY, check_room
 from common.wire.framing import HEADER_SIZE, decode_frame, encode
+from tests.bench.children import our_children
 
 # --- the plan ------------------------------------------------------------------
 
@@ -196,23 +196,6 @@ def _frames(data: bytes) -> list[bytes]:
 
 
 # --- against the real servers ------------------------------------------------------
-
-
-def our_children() -> list[int]:
-    """Pids of the processes this test process started and that still exist."""
-    me = os.getpid()
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        if int(stat[stat.rindex(")") + 2 :].split()[1]) == me:
-            out.append(int(entry))
-    return out
 
 
 def _capture_accounting(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Plan, Outcome]]:

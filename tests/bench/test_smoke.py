@@ -7,7 +7,6 @@ that every message is accounted for and that nothing is left running.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,27 +15,11 @@ import pytest
 
 from bench.runner import Placement, run_once
 from bench.scenarios import TRANSPORTS, Scenario
+from tests.bench.children import our_children
 
 pytestmark = pytest.mark.timeout(20)
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def our_children() -> list[int]:
-    """Pids of the processes this test process started and that still exist."""
-    me = os.getpid()
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        if int(stat[stat.rindex(")") + 2 :].split()[1]) == me:
-            out.append(int(entry))
-    return out
 
 
 def test_a_tiny_window_run_accounts_for_every_message() -> None:
