@@ -10,7 +10,7 @@ the flood limit) until every deaf session of the wave has been reported gone,
 then waits for the server to forget them. It prints the server's resident
 memory (VmRSS) before and after each wave::
 
-    python tools/deaf_waves.py --waves 3 --deaf 150 --senders 5
+    python -m tools.deaf_waves --waves 3 --deaf 150 --senders 5
 
 Figures, not a test: they depend on the machine and its allocator.
 """
@@ -26,9 +26,10 @@ import threading
 import time
 from pathlib import Path
 
+from bench.procstat import parse_status
 from common.chat import events as ev
-from common.session.opener import hello
 from common.wire.framing import decode_datagram, encode
+from tools.rawsession import register_by_hand
 from udpchat.client import UdpLink, udp_connect
 
 #: A line as long as the protocol allows, nearly: fills a session's bound fast.
@@ -39,25 +40,13 @@ FORGET_AFTER = 3.0
 
 
 def rss_mb(pid: int) -> float:
-    """The process's resident set size, in MB."""
-    match = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
-    assert match is not None
-    return int(match.group(1)) / 1024
+    """The process's resident set size, in MB (as the benchmark reads it)."""
+    return parse_status(Path(f"/proc/{pid}/status").read_text())[0]
 
 
 def deaf_session(address: tuple[str, int], nick: str) -> socket.socket:
     """Open a session by hand, register, acknowledge the Welcome, and go deaf."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.settimeout(5)
-    sock.sendto(hello(b""), address)
-    cookie = decode_datagram(sock.recv(2048))[0]
-    assert isinstance(cookie, ev.Cookie)
-    sock.sendto(hello(cookie.cookie), address)
-    accept = decode_datagram(sock.recv(2048))[0]
-    assert isinstance(accept, ev.Accept)
-    prefix = encode(ev.Session(accept.token))
-    sock.sendto(prefix + encode(ev.Data(0, 0, encode(ev.Register(nick)))), address)
+    sock, prefix = register_by_hand(address, nick)
     while True:
         frames = decode_datagram(sock.recv(2048))
         data = [f for f in frames if isinstance(f, ev.Data)]

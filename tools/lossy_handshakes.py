@@ -7,7 +7,7 @@ process, makes ``--attempts`` tries one after the other with one nick (each
 from a new port of 127.0.0.1, as a restarted client would), leaves at once
 after each welcome, and prints the tally::
 
-    python tools/lossy_handshakes.py --loss 0.5 --attempts 20
+    python -m tools.lossy_handshakes --loss 0.5 --attempts 20
 
 Figures, not a test: the outcome depends on the seed and the machine.
 """

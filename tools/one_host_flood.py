@@ -7,8 +7,8 @@ handshakes (UDP: Hello, Cookie, Hello with the cookie) from 127.0.0.2, and
 then, while they are held, makes ``--joins`` joins one after the other from
 127.0.0.1 (register a nick, leave), and prints how many were refused::
 
-    python tools/one_host_flood.py --transport udp --flood 1000 --joins 20
-    python tools/one_host_flood.py --transport tcp --flood 1000 --joins 20
+    python -m tools.one_host_flood --transport udp --flood 1000 --joins 20
+    python -m tools.one_host_flood --transport tcp --flood 1000 --joins 20
 
 Figures, not a test.
 """

@@ -7,7 +7,7 @@ within 1 s. This starts ``udpchat.server`` as a subprocess, registers
 every goodbye is lost) and ``--lossy`` clients behind the seeded lossy proxy,
 sends SIGTERM and prints the time to exit, over ``--runs`` runs::
 
-    python tools/sigterm_exit.py --deaf 3 --lossy 3 --runs 3
+    python -m tools.sigterm_exit --deaf 3 --lossy 3 --runs 3
 
 Figures, not a test.
 """
@@ -23,9 +23,7 @@ import subprocess
 import sys
 import time
 
-from common.chat import events as ev
-from common.session.opener import hello
-from common.wire.framing import decode_datagram, encode
+from tools.rawsession import register_by_hand
 from twinchat.frontend import ConnectError
 from udpchat.client import UdpLink, udp_connect
 from udpchat.lossyproxy import Impairment, LossyProxy
@@ -33,18 +31,7 @@ from udpchat.lossyproxy import Impairment, LossyProxy
 
 def _deaf(address: tuple[str, int], nick: str) -> socket.socket:
     """A session that registers and then never acknowledges anything."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.settimeout(5)
-    sock.sendto(hello(b""), address)
-    cookie = decode_datagram(sock.recv(2048))[0]
-    assert isinstance(cookie, ev.Cookie)
-    sock.sendto(hello(cookie.cookie), address)
-    accept = decode_datagram(sock.recv(2048))[0]
-    assert isinstance(accept, ev.Accept)
-    register = encode(ev.Register(nick))
-    sock.sendto(encode(ev.Session(accept.token)) + encode(ev.Data(0, 0, register)), address)
-    return sock
+    return register_by_hand(address, nick)[0]
 
 
 def _ignore(_: object) -> None:
