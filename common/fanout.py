@@ -112,13 +112,16 @@ def _push_run(
     notice: Notice[R] | None,
 ) -> None:
     last = run[-1].last
-    if notice is not None:
+    # One pass over the run's kinds of event serves both questions below; a
+    # run of messages (the common case) answers no to both.
+    kinds = {type(d.event) for d in run}
+    if notice is not None and not kinds.isdisjoint(_NOTICED):
         for delivery in run:
             if type(delivery.event) in _NOTICED:
                 notice(delivery)
     framed: Encoded | None = None
     lines: dict[str | None, Encoded] = {}
-    changes_views = any(type(d.event) in _VIEW_CHANGES for d in run)
+    changes_views = not kinds.isdisjoint(_VIEW_CHANGES)
     for conn in run[0].recipients:
         if conn in refused and not last:
             continue  # cut off: only its farewell still goes to it
