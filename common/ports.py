@@ -6,8 +6,9 @@ new edge implementing one of them:
 
 - ``Recipient``: a member's connection as the fan-out pushes to it (TCP and UDP
   connections implement it; a WebSocket one would too);
-- ``FactLog``: the ordered record of what happened in each room (in memory
-  today; SQLite and Redis implement it for history and for many servers);
+- ``Store``: rooms, their numbered history, accounts and private messages kept
+  for the offline (in memory with ``--ephemeral``, SQLite by default; Redis
+  implements it for many servers);
 - ``NickOwners``: who holds which nick (a dict today; Redis makes it shared).
 """
 
@@ -22,29 +23,138 @@ from common.chat.view import ClientView
 C = TypeVar("C", bound=Hashable)
 
 
-class Fact(NamedTuple):
-    """One thing that happened in a room: its place in that room's order
-    (``seq``, from 1), the server time (Unix seconds) and the event. (A named
-    tuple: one is made per message, on the hot path.)"""
+class Entry(NamedTuple):
+    """One stored room message or action: its place in the room's order
+    (``seq``, from 1 in the room's epoch), the server time (Unix milliseconds),
+    who said it and what. (A named tuple: one is made per message.)"""
 
-    room: str
     seq: int
-    time: float
-    event: ev.ServerEvent
+    time: int
+    sender: str
+    text: str
+    action: bool
 
 
-class FactLog(Protocol):
-    """The ordered log of room events. ``append`` is called under the hub's
-    lock, before anyone is sent the event, so whatever a log keeps is kept
-    before any client has seen it."""
+class RoomRecord(NamedTuple):
+    """What a store knows of one room.
 
-    def append(self, room_key: str, room: str, time: float, event: ev.ServerEvent) -> Fact:
-        """Record ``event`` as the next fact of the room; return it, numbered."""
+    ``epoch`` names this room's numbering: a new one is drawn whenever the
+    numbering restarts (a new room, a store replaced or wiped), so a client
+    that says "I saw up to seq 41 of epoch E" can be told when that no longer
+    means anything. ``first`` is the oldest seq kept (``last + 1`` if none is).
+    """
+
+    name: str
+    epoch: str
+    first: int
+    last: int
+    topic: str
+    topic_by: str
+    topic_at: int
+
+
+class Account(NamedTuple):
+    """A registered nick: its key, its spelling at registration, the password
+    verifier (``common.accounts``'s encoded scrypt hash, cost included) and
+    when it was registered (Unix seconds)."""
+
+    key: str
+    nick: str
+    verifier: str
+    created: int
+
+
+class Kept(NamedTuple):
+    """A private message kept for a registered nick that was offline."""
+
+    sender: str
+    text: str
+    time: int
+
+
+class Store(Protocol):
+    """Rooms, history, accounts and kept private messages (``--data-dir``).
+
+    Every method but ``write`` is called under the hub's lock and must not
+    block on disk: ``append`` and the other changes are *staged* (visible at
+    once to the queries) and made durable by ``write``, which the server's
+    writer thread runs outside the lock on what ``detach`` handed it. The
+    server holds back every delivery made after a staged change until the
+    ``write`` of that change has returned, so what a client is sent is in the
+    store first (``twinchat.durable``). An in-memory store stages nothing:
+    ``detach`` returns None and deliveries go out at once.
+    """
+
+    def rooms(self) -> list[RoomRecord]:
+        """Every room the store keeps (with history or a topic), for a server starting."""
         ...
 
-    def forget(self, room_key: str) -> None:
-        """The room is gone (empty); a log that keeps no history forgets its count."""
+    def open_room(self, key: str, name: str) -> RoomRecord:
+        """The room ``key``, created (with a new epoch) if the store does not have it."""
         ...
+
+    def close_room(self, key: str) -> bool:
+        """The room's last member left. True if the store keeps the room (it
+        has history or a topic: it outlives its members), False if forgotten."""
+        ...
+
+    def append(self, key: str, time: int, sender: str, text: str, action: bool) -> int:
+        """Stage one message (or action) as the room's next entry; return its seq."""
+        ...
+
+    def after(self, key: str, seq: int, limit: int) -> list[Entry]:
+        """The first ``limit`` entries with a seq above ``seq``, oldest first."""
+        ...
+
+    def before(self, key: str, seq: int, limit: int) -> list[Entry]:
+        """The newest ``limit`` entries with a seq below ``seq`` (0: below none,
+        i.e. the newest of all), oldest first."""
+        ...
+
+    def set_topic(self, key: str, text: str, by: str, at: int) -> None:
+        """Stage the room's topic (empty: none)."""
+        ...
+
+    def account(self, key: str) -> Account | None:
+        """The account of nick key ``key``, if it is registered."""
+        ...
+
+    def save_account(self, account: Account) -> None:
+        """Stage an account, new or changed (a new verifier)."""
+        ...
+
+    def drop_account(self, key: str) -> None:
+        """Stage the account's removal (and of the private messages kept for it)."""
+        ...
+
+    def keep_private(self, key: str, kept: Kept) -> bool:
+        """Stage a private message for the offline account ``key``; False if
+        its box is full (``MAX_KEPT``)."""
+        ...
+
+    def take_privates(self, key: str) -> list[Kept]:
+        """The private messages kept for ``key``, oldest first, and stage their removal."""
+        ...
+
+    def detach(self) -> object | None:
+        """Hand over everything staged since the last call, as one batch for
+        ``write``; None if nothing was staged."""
+        ...
+
+    def write(self, batch: object) -> None:
+        """Make a batch durable, in one transaction (the writer thread, outside
+        the hub lock). Raises ``StoreFault`` if it could not; the store keeps
+        the batch and retries it with the next one."""
+        ...
+
+    def close(self) -> None:
+        """Write what is staged and release the store (the server is stopping)."""
+        ...
+
+
+class StoreFault(Exception):
+    """The store could not do what was asked (a full disk, a lost file, a
+    locked database): one line for the log, or for a server that cannot start."""
 
 
 class NickOwners(Protocol[C]):

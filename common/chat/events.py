@@ -28,7 +28,18 @@ from typing import Final
 
 from common.chat.unicode_rules import bidi_unbalanced, defuse_bidi, has_bidi_control, nfc_length
 from common.wire.errors import ErrorCode, RuleError
-from common.wire.limits import MAX_ACK_RANGES, MAX_NICK, MAX_ROOM, MAX_TEXT, MAX_TOPIC, ROOMS_CHUNK, WHO_CHUNK
+from common.wire.limits import (
+    MAX_ACK_RANGES,
+    MAX_EPOCH,
+    MAX_HISTORY_PAGE,
+    MAX_NICK,
+    MAX_PASSWORD,
+    MAX_ROOM,
+    MAX_TEXT,
+    MAX_TOPIC,
+    ROOMS_CHUNK,
+    WHO_CHUNK,
+)
 
 # C0 controls but TAB, DEL, C1 controls, and lone surrogates (which cannot be
 # encoded as UTF-8). A line break inside a text would let one peer forge extra
@@ -71,6 +82,25 @@ def check_nick_shape(nick: str) -> None:
         raise RuleError(ErrorCode.BAD_NICK, "a nick cannot hold control characters")
 
 
+def check_password(password: str, *, allow_empty: bool = False) -> None:
+    """Refuse a password field that is empty (unless allowed), too long or has controls.
+
+    Raises:
+        RuleError: BAD_PASSWORD.
+    """
+    if not password and not allow_empty:
+        raise RuleError(ErrorCode.BAD_PASSWORD, "the password is empty")
+    if len(password) > MAX_PASSWORD // 4 and len(password.encode("utf-8", "surrogatepass")) > MAX_PASSWORD:
+        raise RuleError(ErrorCode.BAD_PASSWORD, f"a password is at most {MAX_PASSWORD} bytes of UTF-8")
+    if _FORBIDDEN.search(password):
+        raise RuleError(ErrorCode.BAD_PASSWORD, "a password cannot hold control characters")
+
+
+def _check_epoch(epoch: str) -> None:
+    if epoch and not (len(epoch) <= MAX_EPOCH and epoch.isascii() and epoch.isalnum()):
+        raise RuleError(ErrorCode.MALFORMED, f"an epoch is 0 to {MAX_EPOCH} ASCII letters and digits")
+
+
 def check_room_shape(room: str) -> None:
     """Refuse a room field that is not ``#`` and 1 to MAX_ROOM characters; the
     full grammar is ``common.chat.rooms``.
@@ -111,6 +141,20 @@ def _checked_builder(cls: type[Event]) -> Callable[..., Event]:
     names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
     setters = tuple(getattr(cls, name).__set__ for name in names)
     new = object.__new__
+    if len(setters) == 6:
+        set_a, set_b, set_c, set_d, set_e, set_f = setters
+
+        def build6(a: object, b: object, c: object, d: object, e: object, f: object) -> Event:
+            event = new(cls)
+            set_a(event, a)
+            set_b(event, b)
+            set_c(event, c)
+            set_d(event, d)
+            set_e(event, e)
+            set_f(event, f)
+            return event
+
+        return build6
     if len(setters) == 2:
         set_a, set_b = setters
 
@@ -167,12 +211,15 @@ class SessionEvent(Event):
 
 @dataclass(frozen=True, slots=True)
 class Register(ClientEvent):
-    """Ask to join the chat under ``nick``; the first thing a client says."""
+    """Ask to join the chat under ``nick``; the first thing a client says.
+    ``password`` proves a registered nick (empty: none given)."""
 
     nick: str
+    password: str = ""
 
     def __post_init__(self) -> None:
         check_nick_shape(self.nick)
+        check_password(self.password, allow_empty=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,12 +280,68 @@ class Help(ClientEvent):
 
 @dataclass(frozen=True, slots=True)
 class Join(ClientEvent):
-    """Join ``room`` (created if it does not exist), typed as ``/join #room``."""
+    """Join ``room`` (created if it does not exist), typed as ``/join #room``.
+
+    ``epoch`` and ``after``: the last message of the room this client saw
+    (a client rejoining after a lost link); the server replays what came
+    after it. Empty and 0: replay the room's latest messages."""
 
     room: str
+    epoch: str = ""
+    after: int = 0
 
     def __post_init__(self) -> None:
         check_room_shape(self.room)
+        _check_epoch(self.epoch)
+        _check_u64(self.after, "after")
+
+
+@dataclass(frozen=True, slots=True)
+class History(ClientEvent):
+    """Ask for up to ``count`` messages of ``room`` older than seq ``before``
+    (0: the newest), typed as ``/history [N]``."""
+
+    room: str
+    before: int
+    count: int
+
+    def __post_init__(self) -> None:
+        check_room_shape(self.room)
+        _check_u64(self.before, "before")
+        if not 1 <= self.count <= MAX_HISTORY_PAGE:
+            raise RuleError(ErrorCode.BAD_USAGE, f"history comes in pages of 1 to {MAX_HISTORY_PAGE} messages")
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterAccount(ClientEvent):
+    """Register the sender's nick with ``password``, typed as ``/register PASSWORD``."""
+
+    password: str
+
+    def __post_init__(self) -> None:
+        check_password(self.password)
+
+
+@dataclass(frozen=True, slots=True)
+class ChangePassword(ClientEvent):
+    """Change the sender's account password, typed as ``/password OLD NEW``."""
+
+    old: str
+    new: str
+
+    def __post_init__(self) -> None:
+        check_password(self.old)
+        check_password(self.new)
+
+
+@dataclass(frozen=True, slots=True)
+class DropAccount(ClientEvent):
+    """Unregister the sender's nick, typed as ``/unregister PASSWORD``."""
+
+    password: str
+
+    def __post_init__(self) -> None:
+        check_password(self.password)
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,42 +410,65 @@ class Welcome(ServerEvent):
 
 @dataclass(frozen=True, slots=True)
 class Message(ServerEvent):
-    """A chat message from ``sender`` in ``room``."""
+    """A chat message from ``sender`` in ``room``.
+
+    ``seq``: its place in the room's history (from 1); ``time``: when the
+    server took it (Unix milliseconds); ``history``: replayed from the
+    history, not said just now."""
 
     room: str
     sender: str
     text: str
+    seq: int
+    time: int
+    history: bool = False
 
     def __post_init__(self) -> None:
         check_room_shape(self.room)
         check_nick_shape(self.sender)
         check_text(self.text, what="message")
+        _check_u64(self.seq, "seq")
+        _check_u64(self.time, "time")
 
 
 @dataclass(frozen=True, slots=True)
 class Action(ServerEvent):
-    """An action by ``sender`` in ``room`` (``* alice waves``)."""
+    """An action by ``sender`` in ``room`` (``* alice waves``).
+
+    ``seq``: its place in the room's history (from 1); ``time``: when the
+    server took it (Unix milliseconds); ``history``: replayed from the
+    history, not said just now."""
 
     room: str
     sender: str
     text: str
+    seq: int
+    time: int
+    history: bool = False
 
     def __post_init__(self) -> None:
         check_room_shape(self.room)
         check_nick_shape(self.sender)
         check_text(self.text, what="action")
+        _check_u64(self.seq, "seq")
+        _check_u64(self.time, "time")
 
 
 @dataclass(frozen=True, slots=True)
 class Private(ServerEvent):
-    """A private message from ``sender`` to the receiving client only."""
+    """A private message from ``sender`` to the receiving client only, sent
+    at ``time`` (Unix milliseconds). ``kept``: it was kept while the receiver
+    was offline and is delivered at its login."""
 
     sender: str
     text: str
+    time: int = 0
+    kept: bool = False
 
     def __post_init__(self) -> None:
         check_nick_shape(self.sender)
         check_text(self.text, what="private message")
+        _check_u64(self.time, "time")
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,6 +560,27 @@ class WhoReply(ServerEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class Replay(ServerEvent):
+    """The history of ``room`` from seq ``first`` to ``last`` follows (none if
+    ``first > last``), as Messages and Actions marked ``history``; sent to a
+    joiner and in answer to ``History``. ``epoch`` names the room's numbering.
+    ``gap``: what follows does not continue from where the Join asked, so
+    messages are lost to this client (the history was trimmed or replaced)."""
+
+    room: str
+    epoch: str
+    first: int
+    last: int
+    gap: bool
+
+    def __post_init__(self) -> None:
+        check_room_shape(self.room)
+        _check_epoch(self.epoch)
+        _check_u64(self.first, "first")
+        _check_u64(self.last, "last")
+
+
+@dataclass(frozen=True, slots=True)
 class RoomInfo:
     """One row of a ``RoomList``: a room, how many are in it, its topic."""
 
@@ -486,9 +633,9 @@ class Error(ServerEvent):
         check_text(self.detail, what="error detail", allow_empty=True)
 
 
-#: Server events that belong to one room: they carry a ``room`` field, are
-#: numbered in that room's log, and are shown with the room when it is not the
-#: reader's current one.
+#: Server events that belong to one room: they carry a ``room`` field and are
+#: shown with the room when it is not the reader's current one. (Of these,
+#: Message and Action are numbered and kept in the room's history.)
 ROOM_EVENTS: Final = (Message, Action, Joined, Parted, Topic)
 
 

@@ -69,6 +69,18 @@ class ErrorCode(IntEnum):
     NO_SUCH_ROOM = 211
     #: Joining would pass the rooms-per-member or rooms-per-server limit.
     TOO_MANY_ROOMS = 212
+    #: The nick is registered: the password that proves it is missing.
+    NEEDS_PASSWORD = 213
+    #: The password is wrong, empty, too long or holds control characters.
+    BAD_PASSWORD = 214
+    #: Too many wrong passwords for this nick or from this address; wait.
+    TOO_MANY_TRIES = 215
+    #: /register of a nick that is registered already.
+    ACCOUNT_EXISTS = 216
+    #: /password or /unregister by a nick that is not registered.
+    NO_ACCOUNT = 217
+    #: The server's store failed to do what was asked (it is logged); try later.
+    STORE_FAILED = 218
 
     # 3xx: server policy ended or limited the session.
     #: The server has --max-clients members already.

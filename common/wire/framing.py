@@ -36,7 +36,10 @@ from common.wire.limits import MAX_DATAGRAM, MAX_FRAME
 
 MAGIC: Final = b"\xc1\x54"
 #: 2 since rooms: Say, Act, Message, Action, Joined and WhoReply gained a room field.
-VERSION: Final = 2
+#: 3 since history and accounts: Message and Action gained seq, time and
+#: history; Private gained time and kept; Register gained a password and Join
+#: a resume position (epoch, after).
+VERSION: Final = 3
 HEADER: Final = struct.Struct(">2sBBI")
 HEADER_SIZE: Final = HEADER.size
 
@@ -57,6 +60,10 @@ class FrameType(IntEnum):
     NAMES = 0x0B
     GET_TOPIC = 0x0C
     SET_TOPIC = 0x0D
+    HISTORY = 0x0E
+    REGISTER_ACCOUNT = 0x0F
+    CHANGE_PASSWORD = 0x10
+    DROP_ACCOUNT = 0x11
 
     WELCOME = 0x20
     MESSAGE = 0x21
@@ -71,6 +78,7 @@ class FrameType(IntEnum):
     PARTED = 0x2A
     TOPIC = 0x2B
     ROOM_LIST = 0x2C
+    REPLAY = 0x2D
 
     PING = 0x40
     PONG = 0x41
@@ -238,23 +246,27 @@ ROOMS: Final = _list_kind(">H", _row_kind(ev.RoomInfo, ROOM, U64, TEXT))
 
 #: Frame type and field kinds of every event, fields in declaration order.
 _LAYOUTS: Final[dict[type[ev.Event], tuple[FrameType, tuple[tuple[Packer, Unpacker], ...]]]] = {
-    ev.Register: (FrameType.REGISTER, (NICK,)),
+    ev.Register: (FrameType.REGISTER, (NICK, TEXT)),
     ev.Say: (FrameType.SAY, (ROOM, TEXT)),
     ev.Act: (FrameType.ACT, (ROOM, TEXT)),
     ev.Whisper: (FrameType.WHISPER, (NICK, TEXT)),
     ev.ChangeNick: (FrameType.CHANGE_NICK, (NICK,)),
     ev.Who: (FrameType.WHO, ()),
     ev.Help: (FrameType.HELP, ()),
-    ev.Join: (FrameType.JOIN, (ROOM,)),
+    ev.Join: (FrameType.JOIN, (ROOM, NICK, U64)),
+    ev.History: (FrameType.HISTORY, (ROOM, U64, U16)),
+    ev.RegisterAccount: (FrameType.REGISTER_ACCOUNT, (TEXT,)),
+    ev.ChangePassword: (FrameType.CHANGE_PASSWORD, (TEXT, TEXT)),
+    ev.DropAccount: (FrameType.DROP_ACCOUNT, (TEXT,)),
     ev.Part: (FrameType.PART, (ROOM, TEXT)),
     ev.ListRooms: (FrameType.LIST_ROOMS, ()),
     ev.Names: (FrameType.NAMES, (ROOM,)),
     ev.GetTopic: (FrameType.GET_TOPIC, (ROOM,)),
     ev.SetTopic: (FrameType.SET_TOPIC, (ROOM, TEXT)),
     ev.Welcome: (FrameType.WELCOME, (NICK, U64)),
-    ev.Message: (FrameType.MESSAGE, (ROOM, NICK, TEXT)),
-    ev.Action: (FrameType.ACTION, (ROOM, NICK, TEXT)),
-    ev.Private: (FrameType.PRIVATE, (NICK, TEXT)),
+    ev.Message: (FrameType.MESSAGE, (ROOM, NICK, TEXT, U64, U64, BOOL)),
+    ev.Action: (FrameType.ACTION, (ROOM, NICK, TEXT, U64, U64, BOOL)),
+    ev.Private: (FrameType.PRIVATE, (NICK, TEXT, U64, BOOL)),
     ev.Joined: (FrameType.JOINED, (ROOM, NICK)),
     ev.Parted: (FrameType.PARTED, (ROOM, NICK, TEXT)),
     ev.Left: (FrameType.LEFT, (NICK, TEXT)),
@@ -262,6 +274,7 @@ _LAYOUTS: Final[dict[type[ev.Event], tuple[FrameType, tuple[tuple[Packer, Unpack
     ev.Topic: (FrameType.TOPIC, (ROOM, TEXT, NICK, U64, BOOL)),
     ev.WhoReply: (FrameType.WHO_REPLY, (ROOM, NICKS, BOOL)),
     ev.RoomList: (FrameType.ROOM_LIST, (ROOMS, BOOL)),
+    ev.Replay: (FrameType.REPLAY, (ROOM, NICK, U64, U64, BOOL)),
     ev.Reply: (FrameType.REPLY, (TEXT,)),
     ev.Error: (FrameType.ERROR, (CODE, TEXT)),
     ev.Ping: (FrameType.PING, (U64,)),

@@ -40,3 +40,15 @@ ROOMS_CHUNK: Final = 50
 #: The port servers listen on and clients dial unless told otherwise: TCP
 #: (both dialects) and UDP alike.
 DEFAULT_PORT: Final = 7878
+
+#: Most history entries one History request (``/history N``) is answered with.
+MAX_HISTORY_PAGE: Final = 500
+
+#: Most private messages kept for one registered nick while it is offline.
+MAX_KEPT: Final = 100
+
+#: Longest password, in UTF-8 bytes (a passphrase fits; a megabyte to hash does not).
+MAX_PASSWORD: Final = 256
+
+#: Longest epoch name (a room numbering's name), in ASCII letters and digits.
+MAX_EPOCH: Final = 32
