@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import re
 import unicodedata
+from itertools import pairwise
 
 import pytest
 from hypothesis import given
@@ -18,6 +19,8 @@ from common.accounts import (
     DEFAULT_COST,
     MAX_CONCURRENT_HASHES,
     ScryptCost,
+    Throttle,
+    host_key,
     make_verifier,
     needs_upgrade,
     verify,
@@ -238,3 +241,170 @@ def test_a_password_with_a_lone_surrogate_does_not_raise() -> None:
 def test_concurrent_hashes_are_bounded() -> None:
     assert 1 <= MAX_CONCURRENT_HASHES <= 16
     assert MAX_CONCURRENT_HASHES * DEFAULT_COST.memory <= 128 * 2**20
+
+
+# --- the throttle --------------------------------------------------------------
+
+
+def _fail(throttle: Throttle, times: int, nick: str, host: str, now: float) -> None:
+    for _ in range(times):
+        assert throttle.wait(nick, host, now) == 0.0
+        throttle.failed(nick, host, now)
+
+
+def test_the_sixth_wrong_try_in_a_minute_is_refused_for_the_nick_from_any_host() -> None:
+    throttle = Throttle()
+    for i, host in enumerate(["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"]):
+        _fail(throttle, 1, "alice", host, now=float(i))
+    assert throttle.wait("alice", "10.0.0.1", 5.0) > 0
+    assert throttle.wait("alice", "192.0.2.9", 5.0) > 0  # a new address is refused too
+    assert throttle.wait("bob", "192.0.2.9", 5.0) == 0.0
+    assert throttle.wait("bob", "10.0.0.1", 5.0) == 0.0  # each address failed only once
+
+
+def test_the_sixth_wrong_try_in_a_minute_is_refused_for_the_host_with_any_nick() -> None:
+    throttle = Throttle()
+    for i, nick in enumerate(["a", "b", "c", "d", "e"]):
+        _fail(throttle, 1, nick, "10.0.0.1", now=float(i))
+    assert throttle.wait("f", "10.0.0.1", 5.0) > 0  # a new nick from that address
+    assert throttle.wait("a", "10.0.0.1", 5.0) > 0
+    assert throttle.wait("f", "10.0.0.2", 5.0) == 0.0
+    assert throttle.wait("a", "10.0.0.2", 5.0) == 0.0  # each nick failed only once
+
+
+def test_five_tries_pass_and_the_wait_shrinks_to_zero() -> None:
+    throttle = Throttle(tries=5, per=60.0)
+    _fail(throttle, 5, "alice", "h", now=100.0)
+    waits = [throttle.wait("alice", "h", 100.0 + t) for t in range(13)]
+    assert waits[0] == pytest.approx(12.0)  # one try comes back every 60 / 5 seconds
+    assert all(a > b for a, b in pairwise(waits[:-1]))
+    assert waits[-2] == pytest.approx(1.0)
+    assert waits[-1] == 0.0
+    # Then one more try, and the next is refused for another 12 s.
+    throttle.failed("alice", "h", 112.0)
+    assert throttle.wait("alice", "h", 112.0) == pytest.approx(12.0)
+    # A minute after the last failure, all five are back.
+    _fail(throttle, 5, "alice", "h", now=172.0)
+    assert throttle.wait("alice", "h", 172.0) > 0
+
+
+def test_the_long_run_rate_is_tries_per_period() -> None:
+    throttle = Throttle(tries=5, per=60.0)
+    allowed, now = 0, 0.0
+    while now < 600.0:  # a guesser that tries every second for ten minutes
+        if throttle.wait("alice", "h", now) == 0.0:
+            throttle.failed("alice", "h", now)
+            allowed += 1
+        now += 1.0
+    assert allowed == 5 + 600 // 12 - 1
+
+
+def test_failures_while_refused_do_not_pile_up_past_a_period() -> None:
+    throttle = Throttle(tries=5, per=60.0)
+    for _ in range(1000):  # an edge that reports refused tries as failures
+        throttle.failed("alice", "h", 0.0)
+    assert throttle.wait("alice", "h", 0.0) == pytest.approx(12.0)
+    assert throttle.wait("alice", "h", 12.0) == 0.0
+
+
+def test_success_clears_the_nick_but_not_the_host() -> None:
+    throttle = Throttle()
+    _fail(throttle, 5, "alice", "10.0.0.1", now=0.0)
+    throttle.succeeded("alice", "10.0.0.1")
+    assert throttle.wait("alice", "10.0.0.2", 1.0) == 0.0
+    assert throttle.wait("alice", "10.0.0.1", 1.0) > 0  # the address keeps its count
+    assert throttle.wait("bob", "10.0.0.1", 1.0) > 0
+    throttle.succeeded("nobody", "10.0.0.9")  # nothing to forget: no error
+
+
+def test_a_clock_that_steps_back_does_not_break_the_throttle() -> None:
+    throttle = Throttle()
+    _fail(throttle, 5, "alice", "h", now=1000.0)
+    assert 0 < throttle.wait("alice", "h", 900.0) <= 112.0 + 1e-9
+    throttle.failed("alice", "h", 900.0)
+    assert throttle.wait("alice", "h", 1060.0) == 0.0
+
+
+@pytest.mark.parametrize(("tries", "per", "max_tracked"), [(0, 60.0, 10), (5, 0.0, 10), (5, -1.0, 10), (5, 60.0, 0)])
+def test_a_throttle_that_allows_nothing_is_refused(tries: int, per: float, max_tracked: int) -> None:
+    with pytest.raises(ValueError):
+        Throttle(tries, per, max_tracked)
+
+
+def test_the_tables_stay_bounded_by_count_when_fed_100000_keys() -> None:
+    throttle = Throttle(max_tracked=1000)
+    for i in range(100_000):  # all within one second: nothing expires, only eviction bounds it
+        throttle.failed(f"nick{i}", f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}", now=i / 100_000)
+        assert max(throttle.tracked()) <= 1000
+    assert throttle.tracked() == (1000, 1000)
+    # The newest stay tracked; the oldest were dropped first.
+    assert throttle.wait("nick99999", "x", 1.0) == 0.0  # one failure: still 4 tries left
+    _fail(throttle, 4, "nick99999", "y", now=1.0)
+    assert throttle.wait("nick99999", "z", 1.0) > 0
+    _fail(throttle, 5, "nick0", "z", now=1.0)  # forgotten: its five tries are back
+
+
+def test_expired_keys_are_dropped_first() -> None:
+    throttle = Throttle(tries=5, per=60.0, max_tracked=10)
+    _fail(throttle, 5, "old", "h0", now=0.0)
+    for i in range(9):
+        throttle.failed(f"n{i}", f"h{i + 1}", now=61.0 + i)
+    assert throttle.tracked() == (9, 9)  # "old" and "h0" expired: dropped, not counted
+    for i in range(9, 100):
+        throttle.failed(f"n{i}", f"h{i + 1}", now=61.0 + i / 100)
+        assert max(throttle.tracked()) <= 10
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from("abcdefgh"), st.sampled_from("wxyz"), st.floats(0, 30), st.booleans()), max_size=60
+    )
+)
+def test_the_throttle_matches_a_plain_model(steps: list[tuple[str, str, float, bool]]) -> None:
+    """Against a slow model that keeps every failure: a key may try again when
+    fewer than 5 tries' worth of its failures, each draining 12 s, remain."""
+    throttle = Throttle(tries=5, per=60.0, max_tracked=100)
+    model: dict[str, float] = {}  # key -> when its bucket is full again
+
+    def model_wait(key: str, now: float) -> float:
+        return max(0.0, model.get(key, now) - 48.0 - now)
+
+    now = 0.0
+    for nick, host, step, success in steps:
+        now += step
+        expected = max(model_wait("n" + nick, now), model_wait("h" + host, now))
+        assert throttle.wait(nick, host, now) == pytest.approx(expected, abs=1e-9)
+        if expected > 0:
+            continue
+        if success:
+            throttle.succeeded(nick, host)
+            model.pop("n" + nick, None)
+        else:
+            throttle.failed(nick, host, now)
+            for key in ("n" + nick, "h" + host):
+                model[key] = max(model.get(key, now), now) + 12.0
+
+
+@pytest.mark.parametrize(
+    ("address", "key"),
+    [
+        ("192.0.2.7", "192.0.2.7"),
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff::1", "2001:db8:1:2::/64"),
+        ("::ffff:192.0.2.7", "192.0.2.7"),
+        ("::1", "::/64"),
+        ("fe80::1%eth0", "fe80::/64"),
+        ("not an address", "not an address"),
+        ("", ""),
+    ],
+)
+def test_host_keys(address: str, key: str) -> None:
+    assert host_key(address) == key
+
+
+def test_an_ipv6_subscriber_is_one_host() -> None:
+    throttle = Throttle()
+    for i in range(5):
+        throttle.failed(f"nick{i}", host_key(f"2001:db8::{i:x}"), now=0.0)
+    assert throttle.wait("other", host_key("2001:db8::ffff:1"), 0.0) > 0
+    assert throttle.wait("other", host_key("2001:db8:0:1::1"), 0.0) == 0.0
