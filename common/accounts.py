@@ -50,9 +50,10 @@ __all__ = [
 ]
 
 #: Bounds on what a verifier may ask of ``verify``. The store is ours, but a
-#: corrupt or hand-edited one must not make one login take a gigabyte or a
-#: minute: 2**20 is 64 times today's n; 1 GiB and 2**24 units of work (about
-#: 5 s on this machine) are far past any cost we would choose.
+#: corrupt or hand-edited one must not make one login take gigabytes or a
+#: minute: 2**20 is 64 times today's n; ``128 * n * r`` up to 1 GiB
+#: (n=2**20, r=8) and ``n * r * p`` up to 2**24 (n=2**20, r=8, p=2, about 4 s
+#: on this machine) are far past any cost we would choose.
 MAX_N: Final = 2**20
 MAX_R: Final = 32
 MAX_P: Final = 16
@@ -94,7 +95,7 @@ class ScryptCost:
         # RFC 7914 section 2: n < 2**(128 * r / 8); OpenSSL refuses otherwise.
         if n.bit_length() > 16 * r:
             raise ValueError("scrypt's n must be below 2**(16 * r)")
-        if self.memory > MAX_MEMORY or n * r * p > MAX_WORK:
+        if 128 * n * r > MAX_MEMORY or n * r * p > MAX_WORK:
             raise ValueError("these scrypt parameters ask too much memory or time")
 
     @property

@@ -116,6 +116,11 @@ def test_needs_upgrade_compares_the_recorded_cost() -> None:
     assert needs_upgrade("not a verifier")
 
 
+@pytest.mark.parametrize(("n", "r", "p"), [(2, 1, 1), (2**15, 1, 1), (2**20, 8, 1), (2**20, 8, 2), (2**19, 16, 1)])
+def test_costs_up_to_the_bounds_are_allowed(n: int, r: int, p: int) -> None:
+    assert ScryptCost(n, r, p).memory <= 2**30 + 2**16
+
+
 @pytest.mark.parametrize(
     ("n", "r", "p"),
     [(0, 8, 1), (1, 8, 1), (3, 8, 1), (2**14 + 1, 8, 1), (2**21, 8, 1), (16, 0, 1), (16, 33, 1), (16, 8, 0),
