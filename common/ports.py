@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import NamedTuple, Protocol, TypeVar
 
-from common.chat import events as ev
 from common.chat.view import ClientView
 
 C = TypeVar("C", bound=Hashable)

@@ -2,7 +2,9 @@
 
 ``/join #room``, ``/part [#room] [reason]``, ``/rooms``, ``/topic [text]``,
 ``/names [#room]``, ``/nick NEW``, ``/msg NICK|#room TEXT``, ``/me ACTION``,
-``/who``, ``/help`` and ``/quit [REASON]`` are commands; ``//text`` says
+``/who``, ``/history [N]``, ``/register PASSWORD``, ``/login PASSWORD``,
+``/password OLD NEW``, ``/unregister PASSWORD``, ``/help`` and
+``/quit [REASON]`` are commands; ``//text`` says
 ``/text``; any other line starting with ``/`` is an unknown command;
 everything else is a message to the current room.
 
@@ -25,7 +27,7 @@ from typing import Final
 
 from common.chat import events as ev
 from common.wire.errors import ErrorCode, RuleError
-from common.wire.limits import MAX_TEXT
+from common.wire.limits import MAX_HISTORY_PAGE, MAX_TEXT
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +127,32 @@ def _topic(rest: str, here: str | None) -> ev.ClientEvent:
     return ev.SetTopic(room, text) if text else ev.GetTopic(room)
 
 
+#: Messages one /history brings when it names no number.
+HISTORY_PAGE: Final = 50
+
+
+def _history(rest: str, here: str | None) -> ev.ClientEvent:
+    words = rest.split()
+    if len(words) > 1 or (words and not words[0].isdigit()):
+        raise _usage("/history [N]")
+    count = int(words[0]) if words else HISTORY_PAGE
+    # ``before`` 0: the newest; a view fills in the oldest it has shown.
+    return ev.History(_in_a_room(here), 0, min(count, MAX_HISTORY_PAGE) or 1)
+
+
+def _password(rest: str, here: str | None) -> ev.ClientEvent:
+    words = rest.split()
+    if len(words) != 2:
+        raise _usage("/password OLD NEW")
+    return ev.ChangePassword(words[0], words[1])
+
+
+def _login(rest: str, here: str | None) -> ev.ClientEvent:
+    # The text dialect reads /login before the nick is taken (common.session.text);
+    # anywhere else it is too late or too early.
+    raise RuleError(ErrorCode.BAD_USAGE, "/login PASSWORD goes right after a registered nick, before anything else")
+
+
 #: Every command a user can type, by name, in the order /help lists them.
 COMMANDS: Final = {
     "join": _Command("/join #room", "join a room (made if new) and talk there", _one_word("/join #room", ev.Join)),
@@ -136,6 +164,17 @@ COMMANDS: Final = {
     "me": _Command("/me ACTION", "describe an action: /me waves", _action),
     "nick": _Command("/nick NEW", "take another nick", _one_word("/nick NEW", ev.ChangeNick)),
     "who": _Command("/who", "list who is online", _no_argument("/who", ev.Who)),
+    "history": _Command("/history [N]", "show N older messages of this room", _history),
+    "register": _Command(
+        "/register PASSWORD",
+        "register your nick: it takes the password",
+        _one_word("/register PASSWORD", ev.RegisterAccount),
+    ),
+    "login": _Command("/login PASSWORD", "after a registered nick: prove it is yours", _login),
+    "password": _Command("/password OLD NEW", "change your account's password", _password),
+    "unregister": _Command(
+        "/unregister PASSWORD", "drop your nick's registration", _one_word("/unregister PASSWORD", ev.DropAccount)
+    ),
     "help": _Command("/help", "list the commands", _no_argument("/help", ev.Help)),
     "quit": _Command("/quit [REASON]", "leave the chat", lambda rest, here: ev.Goodbye(rest.strip())),
 }

@@ -144,7 +144,8 @@ def _checked_builder(cls: type[Event]) -> Callable[..., Event]:
     if len(setters) == 6:
         set_a, set_b, set_c, set_d, set_e, set_f = setters
 
-        def build6(a: object, b: object, c: object, d: object, e: object, f: object) -> Event:
+        # Positional on purpose: this is the hub's per-message path (a Message).
+        def build6(a: object, b: object, c: object, d: object, e: object, f: object) -> Event:  # noqa: PLR0917
             event = new(cls)
             set_a(event, a)
             set_b(event, b)
@@ -212,10 +213,13 @@ class SessionEvent(Event):
 @dataclass(frozen=True, slots=True)
 class Register(ClientEvent):
     """Ask to join the chat under ``nick``; the first thing a client says.
-    ``password`` proves a registered nick (empty: none given)."""
+    ``password`` proves a registered nick (empty: none given). ``resume``: a
+    client coming back after a lost link; the server does not put it in
+    ``#lobby``, since it rejoins its own rooms (with their positions) itself."""
 
     nick: str
     password: str = ""
+    resume: bool = False
 
     def __post_init__(self) -> None:
         check_nick_shape(self.nick)
@@ -412,15 +416,15 @@ class Welcome(ServerEvent):
 class Message(ServerEvent):
     """A chat message from ``sender`` in ``room``.
 
-    ``seq``: its place in the room's history (from 1); ``time``: when the
-    server took it (Unix milliseconds); ``history``: replayed from the
-    history, not said just now."""
+    ``seq``: its place in the room's history (from 1; a server never sends
+    0); ``time``: when the server took it (Unix milliseconds); ``history``:
+    replayed from the history, not said just now."""
 
     room: str
     sender: str
     text: str
-    seq: int
-    time: int
+    seq: int = 0
+    time: int = 0
     history: bool = False
 
     def __post_init__(self) -> None:
@@ -435,15 +439,15 @@ class Message(ServerEvent):
 class Action(ServerEvent):
     """An action by ``sender`` in ``room`` (``* alice waves``).
 
-    ``seq``: its place in the room's history (from 1); ``time``: when the
-    server took it (Unix milliseconds); ``history``: replayed from the
-    history, not said just now."""
+    ``seq``: its place in the room's history (from 1; a server never sends
+    0); ``time``: when the server took it (Unix milliseconds); ``history``:
+    replayed from the history, not said just now."""
 
     room: str
     sender: str
     text: str
-    seq: int
-    time: int
+    seq: int = 0
+    time: int = 0
     history: bool = False
 
     def __post_init__(self) -> None:

@@ -7,10 +7,16 @@ and hands the deliveries to ``common.fanout`` before releasing it gives every
 member the whole conversation in one total order, so every member of a room
 sees that room's events in the same order.
 
-Room events (messages, actions, joins, parts, topic changes) are first
-appended to the fact log (``common.ports.FactLog``), which numbers them per
-room, and only then delivered; nick ownership goes through
-``common.ports.NickOwners``. The defaults keep both in memory.
+Messages and actions are first appended to the store
+(``common.ports.Store``), which numbers them per room, and only then
+delivered; a joiner gets the room's latest messages replayed from it (or,
+coming back after a lost link, exactly those it missed), and the store keeps
+topics, accounts and private messages for the offline. Nick ownership goes
+through ``common.ports.NickOwners``. The defaults keep both in memory.
+
+Passwords are never hashed here, under the lock: the transport's edge checks
+them first (``twinchat.gatekeeper``) and hands the hub a ``Vetted`` event
+saying against which verifier a password was checked and whether it matched.
 
 The transport's side of the contract:
 
@@ -29,14 +35,15 @@ is queued for it and closes it.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
 from typing import Any, Final, Generic, NamedTuple, TypeVar, cast
 
 from common.chat import events as ev
 from common.chat.commands import HELP_LINES
-from common.chat.log import MemoryLog, MemoryNicks
+from common.chat.log import MemoryNicks, MemoryStore
 from common.chat.nicks import check_nick, nick_key
 from common.chat.rooms import LOBBY, check_room, room_key
-from common.ports import Fact, FactLog, NickOwners
+from common.ports import Account, Entry, Kept, NickOwners, RoomRecord, Store
 from common.wire.errors import ErrorCode, FrameRejected, ProtocolError, RuleError
 from common.wire.limits import ROOMS_CHUNK, WHO_CHUNK
 
@@ -46,8 +53,42 @@ C = TypeVar("C", bound=Hashable)
 _REGISTRATION_CODES: Final = frozenset({ErrorCode.BAD_NICK, ErrorCode.NICK_TAKEN})
 
 #: Message and Action built from values the hub has checked already (``ev.CHECKED``).
-_new_message: Final = cast(Callable[[str, str, str], ev.Message], ev.CHECKED[ev.Message])
-_new_action: Final = cast(Callable[[str, str, str], ev.Action], ev.CHECKED[ev.Action])
+_new_message: Final = cast(Callable[[str, str, str, int, int, bool], ev.Message], ev.CHECKED[ev.Message])
+_new_action: Final = cast(Callable[[str, str, str, int, int, bool], ev.Action], ev.CHECKED[ev.Action])
+
+#: Refusals of a registration that a client may answer with another password.
+_PASSWORD_CODES: Final = frozenset({ErrorCode.NEEDS_PASSWORD, ErrorCode.BAD_PASSWORD, ErrorCode.TOO_MANY_TRIES})
+
+#: Messages replayed to a joiner unless told otherwise (``--replay``).
+DEFAULT_REPLAY: Final = 20
+
+#: Most messages replayed to a client coming back after a lost link; one that
+#: missed more gets the latest this many, and is told of the gap.
+MAX_RESUME: Final = 1000
+
+#: Account events: their passwords are checked at the edge, outside the lock.
+ACCOUNT_EVENTS: Final = (ev.Register, ev.RegisterAccount, ev.ChangePassword, ev.DropAccount)
+
+
+@dataclass(frozen=True, slots=True)
+class Vetted(ev.ClientEvent):
+    """Not a frame: an account event whose password the transport's edge has
+    checked, outside the hub lock (hashing takes tens of milliseconds).
+
+    ``verifier``: the account's verifier it was checked against ("" if the
+    nick had no account), as ``Hub.verifier_for`` gave it; if the account has
+    changed since, the hub asks for another try. ``ok``: the password
+    matched. ``new_verifier``: for ``RegisterAccount`` and ``ChangePassword``,
+    the new password's verifier. ``wait``: the edge's throttle refused the try
+    (too many wrong passwords); seconds until another is allowed.
+    """
+
+    event: ev.Register | ev.RegisterAccount | ev.ChangePassword | ev.DropAccount
+    verifier: str
+    ok: bool
+    new_verifier: str = ""
+    wait: float = 0.0
+
 
 #: Rooms one member may be in at once, unless told otherwise.
 DEFAULT_ROOMS_PER_MEMBER: Final = 32
@@ -60,7 +101,6 @@ class Delivery(NamedTuple, Generic[C]):
     """Send ``event`` to each of ``recipients``, in this order relative to the others.
 
     ``last``: the event is the recipients' last (a Goodbye); close after it.
-    ``fact``: the room event as the log numbered it, for room events.
 
     A named tuple, not a frozen dataclass: one is made per event on the hot
     path, and a tuple is built at half the cost.
@@ -69,7 +109,6 @@ class Delivery(NamedTuple, Generic[C]):
     recipients: tuple[C, ...]
     event: ev.ServerEvent
     last: bool = False
-    fact: Fact | None = None
 
 
 class _Room(Generic[C]):
@@ -104,15 +143,26 @@ class _Room(Generic[C]):
         self._everyone = None
         self._others.clear()
 
+    @classmethod
+    def kept(cls, record: RoomRecord) -> _Room[C]:
+        """A room as the store knows it (its topic), with no members yet."""
+        room: _Room[C] = cls(record.name, room_key(record.name))
+        room.topic, room.topic_by, room.topic_at = record.topic, record.topic_by, record.topic_at
+        return room
+
     def topic_event(self, *, changed: bool) -> ev.Topic:
         return ev.Topic(self.name, self.topic, self.topic_by, self.topic_at, changed)
 
 
 class _Member(Generic[C]):
-    __slots__ = ("by_name", "nick", "rooms")
+    __slots__ = ("by_name", "echo", "nick", "rooms")
 
-    def __init__(self, nick: str) -> None:
+    def __init__(self, nick: str, echo: bool) -> None:
         self.nick = nick
+        # Whether its own messages come back to it (numbered, timed, as the
+        # others see them): a client shows what the store holds, and learns
+        # the seq it needs to resume. A person at nc sees their line already.
+        self.echo = echo
         self.rooms: dict[str, _Room[C]] = {}  # by room key, in join order
         # By the room's own spelling, which is what clients send back: finding
         # the room of a message then costs no Unicode normalisation.
@@ -129,7 +179,8 @@ class Hub(Generic[C]):
             transports bound those themselves, per source address and in all.
         max_rooms: most rooms at once on this server.
         rooms_per_member: most rooms one member may be in at once.
-        log: where room events are recorded and numbered.
+        store: rooms, history, accounts (``MemoryStore`` if not given).
+        replay: messages of history a joiner is shown.
         nicks: who holds which nick.
         departed: told of every session that ends, but at shutdown:
             ``(conn, nick or None if it never registered, why)``, so that a
@@ -142,19 +193,23 @@ class Hub(Generic[C]):
         max_clients: int = 0,
         max_rooms: int = DEFAULT_MAX_ROOMS,
         rooms_per_member: int = DEFAULT_ROOMS_PER_MEMBER,
-        log: FactLog | None = None,
+        store: Store | None = None,
+        replay: int = DEFAULT_REPLAY,
         nicks: NickOwners[C] | None = None,
         departed: Callable[[C, str | None, str], None] | None = None,
     ) -> None:
         self.max_clients = max_clients
         self.max_rooms = max_rooms
         self.rooms_per_member = rooms_per_member
-        self._log: FactLog = MemoryLog() if log is None else log
+        self.replay = replay
+        self._store: Store = MemoryStore() if store is None else store
         self._owners: NickOwners[C] = MemoryNicks() if nicks is None else nicks
         self._members: dict[C, _Member[C]] = {}  # in registration order
-        self._pending: dict[C, bool] = {}  # not registered yet -> may retry a refused nick
+        self._pending: dict[C, tuple[bool, bool]] = {}  # not registered yet -> (may retry a refused nick, echo)
         self._rooms: dict[str, _Room[C]] = {}  # by room key
         self._departed = departed
+        for record in self._store.rooms():  # rooms that outlive their members
+            self._rooms[room_key(record.name)] = _Room.kept(record)
 
     # --- queries -----------------------------------------------------------------
 
@@ -197,15 +252,33 @@ class Hub(Generic[C]):
 
     # --- the transport's calls ---------------------------------------------------
 
-    def connect(self, conn: C, *, may_retry: bool = False) -> list[Delivery[C]]:
+    def connect(self, conn: C, *, may_retry: bool = False, echo: bool = True) -> list[Delivery[C]]:
         """A client arrived. ``may_retry``: a refused nick does not end its
-        connection (people at ``nc`` may type another one)."""
+        connection (people at ``nc`` may type another one). ``echo``: its own
+        messages come back to it (not for people at ``nc``)."""
         if conn in self:
             raise ValueError(f"{conn!r} is connected already")
         if self._full():
             return self._full_farewell(conn)
-        self._pending[conn] = may_retry
+        self._pending[conn] = (may_retry, echo)
         return []
+
+    def verifier_for(self, conn: C, event: ev.ClientEvent) -> str:
+        """The verifier a password in ``event`` is to be checked against: the
+        account of the nick a Register asks for, or of the sender's own nick
+        for the other account events; "" if there is none."""
+        if isinstance(event, ev.Register):
+            try:
+                key = nick_key(check_nick(event.nick))
+            except RuleError:
+                return ""
+        else:
+            member = self._members.get(conn)
+            if member is None:
+                return ""
+            key = nick_key(member.nick)
+        account = self._store.account(key)
+        return "" if account is None else account.verifier
 
     @property
     def registered(self) -> int:
@@ -278,8 +351,6 @@ class Hub(Generic[C]):
             self._owners.release(nick_key(member.nick), conn)
         self._members.clear()
         self._pending.clear()
-        for key in self._rooms:
-            self._log.forget(key)
         self._rooms.clear()
         if not everyone:
             return []
@@ -315,16 +386,43 @@ class Hub(Generic[C]):
         del member.by_name[room.name]
         del room.members[conn]
         room.changed()
-        if not room.members:
+        if not room.members and not self._store.close_room(room.key):
             del self._rooms[room.key]
-            self._log.forget(room.key)
 
-    def _publish(self, room: _Room[C], audience: tuple[C, ...], event: ev.ServerEvent, now: float) -> Delivery[C]:
-        """Record a room event in the log, then address it: the one way a room event goes out."""
-        return Delivery(audience, event, fact=self._log.append(room.key, room.name, now, event))
+    def _said(self, conn: C, event: ev.Say | ev.Act, now: float) -> list[Delivery[C]]:
+        """A message or action: stored (which numbers it), then addressed."""
+        room = self._member_room(conn, event.room)
+        if isinstance(room, ev.Error):
+            return [_to(conn, room)]
+        member = self._members[conn]
+        action = type(event) is ev.Act
+        time = int(now * 1000)
+        seq = self._store.append(room.key, time, member.nick, event.text, action)
+        # Every field was checked already (the room and nick when they were
+        # made, the text when the Say was), so the event need not be again.
+        said = (_new_action if action else _new_message)(room.name, member.nick, event.text, seq, time, False)
+        return [Delivery(room.everyone() if member.echo else room.others(conn), said)]
+
+    def _replay(self, conn: C, room: _Room[C], epoch: str, after: int) -> list[Delivery[C]]:
+        """The history a joiner is shown: what it missed since (``epoch``,
+        ``after``) if it says where it was and the store still has all of it,
+        or else the latest ``replay`` messages (a gap if it asked for more)."""
+        record = self._store.open_room(room.key, room.name)
+        gap = False
+        if epoch and epoch == record.epoch and record.first - 1 <= after <= record.last:
+            if record.last - after <= MAX_RESUME:
+                entries = self._store.after(room.key, after, MAX_RESUME)
+            else:
+                entries, gap = self._store.before(room.key, 0, MAX_RESUME), True
+        else:
+            gap = bool(epoch) and (epoch != record.epoch or after < record.last)
+            entries = self._store.before(room.key, 0, self.replay) if self.replay else []
+        return _history(conn, room.name, record.epoch, record.last, entries, gap=gap)
 
     def _refuse_registration(self, conn: C, code: ErrorCode, detail: str) -> list[Delivery[C]]:
-        if self._pending[conn]:
+        # A password can be given again on the same connection (the edge's
+        # throttle bounds the tries); a refused nick ends a framed client's.
+        if self._pending[conn][0] or code in _PASSWORD_CODES:
             return [_to(conn, ev.Error(code, detail))]
         return _farewell(conn, code, detail) + self._leave(conn, detail, f"refused: {detail}")
 
@@ -336,13 +434,15 @@ class Hub(Generic[C]):
             return ev.Error(ErrorCode.NOT_IN_ROOM, f"you are not in {name}; /join {name} first")
         return room
 
-    def _join(self, conn: C, member: _Member[C], name: str, now: float) -> list[Delivery[C]]:
+    def _join(self, conn: C, member: _Member[C], event: ev.Join) -> list[Delivery[C]]:
         try:
-            name = check_room(name)
+            name = check_room(event.room)
         except RuleError as exc:
             return [_to(conn, ev.Error(exc.code, exc.detail))]
         key = room_key(name)
         if key in member.rooms:
+            if event.epoch:  # a client catching up on a room it is in
+                return self._replay(conn, member.rooms[key], event.epoch, event.after)
             return [_to(conn, ev.Reply(f"you are in {member.rooms[key].name} already"))]
         if len(member.rooms) >= self.rooms_per_member:
             detail = f"you are in {self.rooms_per_member} rooms, the most one may be in; /part one first"
@@ -352,53 +452,110 @@ class Hub(Generic[C]):
             if len(self._rooms) >= self.max_rooms and name != LOBBY:
                 detail = f"the server holds {self.max_rooms} rooms, its most; join one of them"
                 return [_to(conn, ev.Error(ErrorCode.TOO_MANY_ROOMS, detail))]
-            room = self._rooms[key] = _Room(name, key)
+            room = self._rooms[key] = _Room.kept(self._store.open_room(key, name))
         room.members[conn] = None
         room.changed()
         member.rooms[key] = room
         member.by_name[room.name] = room
-        out = [self._publish(room, room.everyone(), ev.Joined(room.name, member.nick), now)]
+        out = [Delivery(room.everyone(), ev.Joined(room.name, member.nick))]
         if room.topic:
             out.append(_to(conn, room.topic_event(changed=False)))
-        return out
+        return out + self._replay(conn, room, event.epoch, event.after)
 
     # --- handlers, by event type (tables at the end of the module) ---------------
 
     def _on_register(self, conn: C, event: ev.Register, now: float) -> list[Delivery[C]]:
+        return self._register(conn, event, None, now)
+
+    def _register(self, conn: C, event: ev.Register, vetted: Vetted | None, now: float) -> list[Delivery[C]]:
         try:
             nick = check_nick(event.nick)
         except RuleError as exc:
             return self._refuse_registration(conn, exc.code, exc.detail)
+        key = nick_key(nick)
+        account = self._store.account(key)
+        if account is not None:
+            refusal = _proof_refusal(account, vetted, f"the nick {account.nick} is registered")
+            if refusal is not None:
+                return self._refuse_registration(conn, refusal.code, refusal.detail)
         if self._full():
             # Room filled up while it was registering: no retry can help.
             return self._full_farewell(conn) + self._leave(conn, "the server is full", "refused: the server is full")
-        if not self._owners.claim(nick_key(nick), conn):
+        if not self._owners.claim(key, conn):
             return self._refuse_registration(conn, ErrorCode.NICK_TAKEN, f"the nick {nick} is taken")
-        del self._pending[conn]
-        member = self._members[conn] = _Member[C](nick)
-        return [_to(conn, ev.Welcome(nick, len(self._members))), *self._join(conn, member, LOBBY, now)]
+        _, echo = self._pending.pop(conn)
+        member = self._members[conn] = _Member[C](nick, echo)
+        out = [_to(conn, ev.Welcome(nick, len(self._members)))]
+        if account is not None:
+            out += [_to(conn, ev.Private(k.sender, k.text, k.time, True)) for k in self._store.take_privates(key)]
+        if not event.resume:
+            out += self._join(conn, member, ev.Join(LOBBY))
+        return out
 
     def _on_say(self, conn: C, event: ev.Say, now: float) -> list[Delivery[C]]:
-        room = self._member_room(conn, event.room)
-        if isinstance(room, ev.Error):
-            return [_to(conn, room)]
-        # Every field was checked already (the room and nick when they were
-        # made, the text when the Say was), so the Message need not be again.
-        message = _new_message(room.name, self._members[conn].nick, event.text)
-        return [self._publish(room, room.others(conn), message, now)]
+        return self._said(conn, event, now)
 
     def _on_act(self, conn: C, event: ev.Act, now: float) -> list[Delivery[C]]:
+        return self._said(conn, event, now)
+
+    def _on_whisper(self, conn: C, event: ev.Whisper, now: float) -> list[Delivery[C]]:
+        key = nick_key(event.to)
+        target = self._owners.owner(key)
+        sender = self._members[conn].nick
+        if target is not None and target in self._members:
+            return [_to(target, ev.Private(sender, event.text, int(now * 1000)))]
+        account = self._store.account(key)
+        if account is None:
+            return [_to(conn, ev.Error(ErrorCode.NO_SUCH_NICK, f"nobody is called {event.to}"))]
+        if not self._store.keep_private(key, Kept(sender, event.text, int(now * 1000))):
+            detail = f"{account.nick} is offline and has too many messages waiting; try later"
+            return [_to(conn, ev.Error(ErrorCode.NO_SUCH_NICK, detail))]
+        return [_to(conn, ev.Reply(f"{account.nick} is offline; they get your message when they log in"))]
+
+    def _on_history(self, conn: C, event: ev.History, now: float) -> list[Delivery[C]]:
         room = self._member_room(conn, event.room)
         if isinstance(room, ev.Error):
             return [_to(conn, room)]
-        action = _new_action(room.name, self._members[conn].nick, event.text)
-        return [self._publish(room, room.others(conn), action, now)]
+        record = self._store.open_room(room.key, room.name)
+        entries = self._store.before(room.key, event.before, event.count)
+        last = record.last if event.before == 0 else min(record.last, event.before - 1)
+        return _history(conn, room.name, record.epoch, last, entries, gap=False)
 
-    def _on_whisper(self, conn: C, event: ev.Whisper, now: float) -> list[Delivery[C]]:
-        target = self._owners.owner(nick_key(event.to))
-        if target is None or target not in self._members:
-            return [_to(conn, ev.Error(ErrorCode.NO_SUCH_NICK, f"nobody is called {event.to}"))]
-        return [_to(target, ev.Private(self._members[conn].nick, event.text))]
+    def _on_vetted(self, conn: C, vetted: Vetted, now: float) -> list[Delivery[C]]:
+        if vetted.verifier != self.verifier_for(conn, vetted.event):
+            detail = "the account changed while your password was checked; try again"
+            return [_to(conn, ev.Error(ErrorCode.BAD_PASSWORD, detail))]
+        event = vetted.event
+        if isinstance(event, ev.Register):
+            if conn in self._members:
+                return [_to(conn, ev.Error(ErrorCode.ALREADY_REGISTERED, "you have a nick already; /nick changes it"))]
+            return self._register(conn, event, vetted, now)
+        if conn not in self._members:
+            return [_to(conn, ev.Error(ErrorCode.NOT_REGISTERED, "register a nick first"))]
+        member = self._members[conn]
+        key = nick_key(member.nick)
+        account = self._store.account(key)
+        if isinstance(event, ev.RegisterAccount):
+            if account is not None:
+                return [_to(conn, ev.Error(ErrorCode.ACCOUNT_EXISTS, f"{account.nick} is registered already"))]
+            self._store.save_account(Account(key, member.nick, vetted.new_verifier, int(now)))
+            done = f"{member.nick} is registered: from now on it takes this password to use it"
+            return [_to(conn, ev.Reply(done))]
+        if account is None:
+            return [_to(conn, ev.Error(ErrorCode.NO_ACCOUNT, f"{member.nick} is not registered; /register PASSWORD"))]
+        refusal = _proof_refusal(account, vetted, "")
+        if refusal is not None:
+            return [_to(conn, refusal)]
+        if isinstance(event, ev.ChangePassword):
+            self._store.save_account(account._replace(verifier=vetted.new_verifier))
+            return [_to(conn, ev.Reply(f"the password of {account.nick} is changed"))]
+        self._store.drop_account(key)
+        return [_to(conn, ev.Reply(f"{account.nick} is not registered any more"))]
+
+    def _on_account(self, conn: C, event: ev.ClientEvent, now: float) -> list[Delivery[C]]:
+        # Reached only if a transport skipped the edge's password check.
+        detail = "account commands go through the server's password check; this server has none"
+        return [_to(conn, ev.Error(ErrorCode.UNEXPECTED_FRAME, detail))]
 
     def _on_change_nick(self, conn: C, event: ev.ChangeNick, now: float) -> list[Delivery[C]]:
         try:
@@ -410,6 +567,10 @@ class Hub(Generic[C]):
         if nick == old:
             return [_to(conn, ev.Reply(f"you are {old} already"))]
         key, old_key = nick_key(nick), nick_key(old)
+        account = self._store.account(key) if key != old_key else None
+        if account is not None:
+            detail = f"{account.nick} is registered; connect with its password to use it"
+            return [_to(conn, ev.Error(ErrorCode.NEEDS_PASSWORD, detail))]
         if key != old_key and not self._owners.claim(key, conn):
             return [_to(conn, ev.Error(ErrorCode.NICK_TAKEN, f"the nick {nick} is taken"))]
         if key != old_key:
@@ -434,14 +595,14 @@ class Hub(Generic[C]):
         return [_to(conn, ev.RoomList(tuple(rows[i : i + ROOMS_CHUNK]), i + ROOMS_CHUNK < len(rows))) for i in starts]
 
     def _on_join(self, conn: C, event: ev.Join, now: float) -> list[Delivery[C]]:
-        return self._join(conn, self._members[conn], event.room, now)
+        return self._join(conn, self._members[conn], event)
 
     def _on_part(self, conn: C, event: ev.Part, now: float) -> list[Delivery[C]]:
         room = self._member_room(conn, event.room)
         if isinstance(room, ev.Error):
             return [_to(conn, room)]
         member = self._members[conn]
-        out = [self._publish(room, room.everyone(), ev.Parted(room.name, member.nick, event.reason), now)]
+        out = [Delivery(room.everyone(), ev.Parted(room.name, member.nick, event.reason))]
         self._drop(conn, member, room)
         return out
 
@@ -458,8 +619,9 @@ class Hub(Generic[C]):
         room.topic = event.text
         room.topic_by = self._members[conn].nick if event.text else ""
         room.topic_at = int(now) if event.text else 0
+        self._store.set_topic(room.key, room.topic, room.topic_by, room.topic_at)
         changed = ev.Topic(room.name, event.text, self._members[conn].nick, int(now), True)
-        return [self._publish(room, room.everyone(), changed, now)]
+        return [Delivery(room.everyone(), changed)]
 
     def _on_help(self, conn: C, event: ev.Help, now: float) -> list[Delivery[C]]:
         return [_to(conn, ev.Reply(line)) for line in HELP_LINES]
@@ -483,6 +645,30 @@ def _to(conn: C, event: ev.ServerEvent) -> Delivery[C]:
 
 def _farewell(conn: C, code: ErrorCode, detail: str) -> list[Delivery[C]]:
     return [_to(conn, ev.Error(code, detail)), Delivery((conn,), ev.Goodbye(detail), last=True)]
+
+
+def _proof_refusal(account: Account, vetted: Vetted | None, registered: str) -> ev.Error | None:
+    """Why a password for ``account`` is not accepted, or None if it is.
+    ``registered``: how to say that the nick needs one (empty: it is the
+    sender's own account, which knows)."""
+    if vetted is not None and vetted.wait > 0:
+        return ev.Error(ErrorCode.TOO_MANY_TRIES, f"too many wrong passwords; try again in {vetted.wait:.0f} s")
+    password = "" if vetted is None else getattr(vetted.event, "password", getattr(vetted.event, "old", ""))
+    if not password:
+        lead = f"{registered}: " if registered else ""
+        return ev.Error(ErrorCode.NEEDS_PASSWORD, f"{lead}give its password (/login PASSWORD at a terminal)")
+    if not vetted or not vetted.ok:
+        return ev.Error(ErrorCode.BAD_PASSWORD, f"wrong password for {account.nick}")
+    return None
+
+
+def _history(conn: C, room: str, epoch: str, last: int, entries: list[Entry], *, gap: bool) -> list[Delivery[C]]:
+    """A Replay frame and the entries it announces, to ``conn``."""
+    first = entries[0].seq if entries else last + 1
+    out = [_to(conn, ev.Replay(room, epoch, first, entries[-1].seq if entries else last, gap))]
+    for seq, time, sender, text, action in entries:
+        out.append(_to(conn, (_new_action if action else _new_message)(room, sender, text, seq, time, True)))
+    return out
 
 
 def _audience(rooms: Iterable[_Room[C]], conn: C) -> tuple[C, ...]:
@@ -510,6 +696,7 @@ _Handler = Callable[[Hub[Any], Any, Any, float], list[Delivery[Any]]]
 #: What a connection may say before it has a nick.
 _PENDING_HANDLERS: Final[dict[type[ev.ClientEvent], _Handler]] = {
     ev.Register: Hub._on_register,
+    Vetted: Hub._on_vetted,
     ev.Help: Hub._on_help,
     ev.Ping: Hub._on_ping,
     ev.Pong: Hub._on_pong,
@@ -529,6 +716,11 @@ _MEMBER_HANDLERS: Final[dict[type[ev.ClientEvent], _Handler]] = {
     ev.Names: Hub._on_names,
     ev.GetTopic: Hub._on_get_topic,
     ev.SetTopic: Hub._on_set_topic,
+    ev.History: Hub._on_history,
+    Vetted: Hub._on_vetted,
+    ev.RegisterAccount: Hub._on_account,
+    ev.ChangePassword: Hub._on_account,
+    ev.DropAccount: Hub._on_account,
     ev.Help: Hub._on_help,
     ev.Ping: Hub._on_ping,
     ev.Pong: Hub._on_pong,

@@ -4,7 +4,8 @@ A chat message from alice is ``alice: T``; every other line starts with ``*``
 (``* alice waves``, ``*alice* psst``, ``*** bob joined #dev``), or with the
 room in brackets when it comes from a room that is not the reader's current
 one (``[#dev] alice: T``), so a script can tell what people said from what the
-server said by the first character. Texts cannot hold line breaks or control
+server said by the first character. A message replayed from the history
+starts with the time it was said (``[14:02] alice: T``, UTC). Texts cannot hold line breaks or control
 characters (``common.chat.events`` refuses them), so one event is always one
 line and a peer cannot forge another's.
 
@@ -61,6 +62,22 @@ def clock(unix: int) -> str:
     return f"{year:04d}-{month:02d}-{day:02d} {seconds // 3600:02d}:{seconds % 3600 // 60:02d} UTC"
 
 
+def hour(unix_ms: int) -> str:
+    """``unix_ms`` as ``HH:MM`` (UTC): when a replayed message was said."""
+    minutes = unix_ms // 60_000 % 1440
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def _replay(e: ev.Replay) -> str | None:
+    if e.gap:
+        return f"*** some messages of {e.room} are lost to you (its history was trimmed or reset)"
+    return None
+
+
+def _private(e: ev.Private) -> str:
+    return f"[{hour(e.time)}] *{e.sender}* {e.text}" if e.kept else f"*{e.sender}* {e.text}"
+
+
 def _topic(e: ev.Topic) -> str:
     if e.changed:
         if e.text:
@@ -78,10 +95,11 @@ def _rooms(e: ev.RoomList) -> str:
     return "* rooms: " + "; ".join(rows) + (" ..." if e.more else "")
 
 
-_RENDERERS: Final[dict[type[ev.Event], Callable[[Any], str]]] = {
+_RENDERERS: Final[dict[type[ev.Event], Callable[[Any], str | None]]] = {
     ev.Message: lambda e: f"{e.sender}: {e.text}",
     ev.Action: lambda e: f"* {e.sender} {e.text}",
-    ev.Private: lambda e: f"*{e.sender}* {e.text}",
+    ev.Private: _private,
+    ev.Replay: _replay,
     ev.Joined: lambda e: f"*** {e.nick} joined {e.room}",
     ev.Parted: _parted,
     ev.Left: _left,
@@ -111,6 +129,8 @@ def render(event: ev.Event, here: str | None = None) -> str | None:
     if renderer is None:
         return None
     line = renderer(event)
-    if isinstance(event, SAID) and event.room != here:
-        return f"[{event.room}] {line}"
-    return line
+    if line is None or not isinstance(event, SAID):
+        return line
+    if event.history:
+        line = f"[{hour(event.time)}] {line}"
+    return line if event.room == here else f"[{event.room}] {line}"

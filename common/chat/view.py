@@ -19,6 +19,9 @@ The rules (PROTOCOL.md, "Rooms: the client's view"):
 - ``/part`` leaves at once: the room is dropped, and if it was current the
   room joined most recently of those left becomes current (none if none is
   left); ``Parted`` of itself does the same (for a part it did not type).
+- per room it is in, it keeps the epoch (from ``Replay``) and the highest and
+  lowest seq of the messages it has shown: the highest is where it resumes
+  after a lost link (``resume``), the lowest where ``/history`` pages back from.
 
 Typed lines are interpreted at once, without waiting for the server, so that
 a script's lines keep their meaning however fast they come. ``interpret`` is
@@ -31,8 +34,9 @@ chat text as several messages.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from common.chat import events as ev
 from common.chat.commands import HELP_LINES, parse_input, parse_typed
@@ -71,7 +75,7 @@ _LINE_BREAK: Final = re.compile("\r\n|\r|\n")
 class ClientView:
     """One client's own state, kept from the events it receives."""
 
-    __slots__ = ("_joining", "_key", "current", "nick", "rooms")
+    __slots__ = ("_answered", "_asked", "_joining", "_key", "current", "nick", "positions", "rooms")
 
     def __init__(self, nick: str | None = None) -> None:
         self.nick = nick
@@ -82,44 +86,78 @@ class ClientView:
         self.current: str | None = None
         #: Joins sent and not answered: (the room asked for, the room current before).
         self._joining: list[tuple[str, str | None]] = []
+        #: Per room key: where this client is in the room's history.
+        self.positions: dict[str, Position] = {}
+        #: Rooms with a /history request not answered yet, and the last answer.
+        self._asked: list[str] = []
+        self._answered: ev.Replay | None = None
 
     def _is_me(self, nick: str) -> bool:
         return self._key is not None and nick_key(nick) == self._key
 
     def observe(self, event: ev.Event) -> None:
         """Update from one event this client received, in order."""
-        kind = type(event)
-        if kind is ev.Welcome:
-            assert isinstance(event, ev.Welcome)
-            self.nick, self._key = event.nick, nick_key(event.nick)
-        elif kind is ev.Renamed:
-            assert isinstance(event, ev.Renamed)
-            if self._is_me(event.old):
-                self.nick, self._key = event.new, nick_key(event.new)
-        elif kind is ev.Joined:
-            assert isinstance(event, ev.Joined)
-            if self._is_me(event.nick):
-                key = room_key(event.room)
-                self.rooms[key] = event.room
-                self._joining = [j for j in self._joining if room_key(j[0]) != key]
-                if self.current is None or room_key(self.current) == key:
-                    self.current = event.room
-        elif kind is ev.Parted:
-            assert isinstance(event, ev.Parted)
-            if self._is_me(event.nick):
-                self._leave(room_key(event.room))
-        elif kind is ev.Error:
-            assert isinstance(event, ev.Error)
-            if event.code in _JOIN_REFUSALS and self._joining:
-                asked, before = self._joining.pop(0)
-                if self.current == asked:
-                    self.current = before if before is None or room_key(before) in self.rooms else self._latest()
+        follow = _FOLLOW.get(type(event))
+        if follow is not None:
+            follow(self, event)
+
+    def _said(self, event: ev.Message | ev.Action) -> None:
+        position = self.positions.get(room_key(event.room))
+        if position is not None:
+            position.saw(event.seq)
+
+    def _welcomed(self, event: ev.Welcome) -> None:
+        self.nick, self._key = event.nick, nick_key(event.nick)
+
+    def _renamed(self, event: ev.Renamed) -> None:
+        if self._is_me(event.old):
+            self.nick, self._key = event.new, nick_key(event.new)
+
+    def _joined(self, event: ev.Joined) -> None:
+        if self._is_me(event.nick):
+            key = room_key(event.room)
+            self.rooms[key] = event.room
+            self._joining = [j for j in self._joining if room_key(j[0]) != key]
+            if self.current is None or room_key(self.current) == key:
+                self.current = event.room
+
+    def _parted(self, event: ev.Parted) -> None:
+        if self._is_me(event.nick):
+            self._leave(room_key(event.room))
+
+    def _refused(self, event: ev.Error) -> None:
+        if event.code in _JOIN_REFUSALS and self._joining:
+            asked, before = self._joining.pop(0)
+            if self.current == asked:
+                self.current = before if before is None or room_key(before) in self.rooms else self._latest()
+
+    def _replayed(self, event: ev.Replay) -> None:
+        key = room_key(event.room)
+        position = self.positions.get(key)
+        if position is None or position.epoch != event.epoch:
+            position = self.positions[key] = Position(event.epoch)
+        if key in self._asked:
+            self._asked.remove(key)
+            self._answered = event
+        if event.first > event.last:
+            position.saw(event.last, shown=False)
+
+    def resume(self) -> list[ev.Join]:
+        """What a client coming back after a lost link sends, after its
+        ``Register(..., resume=True)``: a Join of each of its rooms, in the
+        order it joined them, saying where it was in each."""
+        joins = []
+        for key, room in self.rooms.items():
+            position = self.positions.get(key)
+            joins.append(ev.Join(room, position.epoch, position.last) if position else ev.Join(room))
+        return joins
 
     def _latest(self) -> str | None:
         return next(reversed(self.rooms.values()), None)
 
     def _leave(self, key: str) -> None:
         self.rooms.pop(key, None)
+        self.positions.pop(key, None)
         if self.current is not None and room_key(self.current) == key:
             self.current = self._latest()
 
@@ -158,11 +196,49 @@ class ClientView:
             self.current = event.room
         elif isinstance(event, ev.Part):
             self._leave(room_key(event.room))
+        elif isinstance(event, ev.History):
+            key = room_key(event.room)
+            position = self.positions.get(key)
+            if position is not None and position.oldest:
+                event = ev.History(event.room, position.oldest, event.count)
+            self._asked.append(key)
         return Typed(send=event)
 
     def render(self, event: ev.Event) -> str | None:
         """The line this client's person sees for ``event`` (None: nothing)."""
+        if event is self._answered and isinstance(event, ev.Replay) and event.first > event.last:
+            return f"* no older messages in {event.room}"
         return render(event, self.current)
+
+
+class Position:
+    """Where a client is in one room's history: the room's epoch, and the
+    highest and lowest seq it has seen (0: none)."""
+
+    __slots__ = ("epoch", "last", "oldest")
+
+    def __init__(self, epoch: str) -> None:
+        self.epoch = epoch
+        self.last = 0
+        self.oldest = 0
+
+    def saw(self, seq: int, *, shown: bool = True) -> None:
+        self.last = max(self.last, seq)
+        if shown and seq and (not self.oldest or seq < self.oldest):
+            self.oldest = seq
+
+
+#: What each kind of event changes in a view.
+_FOLLOW: Final[dict[type[ev.Event], Callable[[ClientView, Any], None]]] = {
+    ev.Message: ClientView._said,
+    ev.Action: ClientView._said,
+    ev.Replay: ClientView._replayed,
+    ev.Welcome: ClientView._welcomed,
+    ev.Renamed: ClientView._renamed,
+    ev.Joined: ClientView._joined,
+    ev.Parted: ClientView._parted,
+    ev.Error: ClientView._refused,
+}
 
 
 def _refused(line: str, exc: RuleError) -> Typed:

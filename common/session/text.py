@@ -4,7 +4,13 @@ A text-dialect user has no client program, so the server keeps for them what
 a client would: their view (nick, rooms, current room: ``common.chat.view``),
 which turns their lines into events and the events they receive into lines.
 The first line is the nick to register; until one is accepted each non-blank
-line is another try. Afterwards each line is what they typed.
+line is another try, and ``/login PASSWORD`` proves the nick just tried when
+it is registered. Afterwards each line is what they typed.
+
+Lines that carry a password (``/login``, ``/register``, ``/password``,
+``/unregister``) are found by ``account_event`` before the hub lock is taken:
+the server's edge checks the password there (hashing is slow) and hands
+``take`` the verdict, a ``Vetted`` event, in the line's place.
 
 Strategy: lines are batched into the hub like frames, except that a line
 which may change the view (registering, joining, parting, a nick change)
@@ -18,29 +24,54 @@ from collections.abc import Callable, Hashable
 from typing import Final, TypeVar
 
 from common.chat import events as ev
-from common.chat.hub import Delivery, Hub
+from common.chat.commands import parse_input
+from common.chat.hub import ACCOUNT_EVENTS, Delivery, Hub, Vetted
 from common.chat.view import ClientView
-from common.wire.errors import ProtocolError, RuleError
+from common.wire.errors import ErrorCode, ProtocolError, RuleError
 
 C = TypeVar("C", bound=Hashable)
 
 #: Events whose answer may change the sender's view.
-_CHANGES_VIEW: Final = frozenset({ev.Register, ev.Join, ev.Part, ev.ChangeNick})
+_CHANGES_VIEW: Final = frozenset({ev.Register, ev.Join, ev.Part, ev.ChangeNick, Vetted})
+
+#: How a line that proves a registered nick begins.
+_LOGIN: Final = "/login "
 
 
 class TextSession:
     """The server's side of one text-dialect user."""
 
-    __slots__ = ("view",)
+    __slots__ = ("tried", "view")
 
     def __init__(self) -> None:
         self.view = ClientView()
+        #: The last nick line tried, which a /login proves.
+        self.tried = ""
+
+    def account_event(self, line: str) -> ev.ClientEvent | None:
+        """The account event ``line`` asks for, if it carries a password (for
+        the edge to check outside the lock); None for any other line. Reads
+        the view without changing anything."""
+        if self.view.nick is None:
+            if not line.startswith(_LOGIN) or not self.tried:
+                return None
+            try:
+                return ev.Register(self.tried, line[len(_LOGIN) :].strip())
+            except RuleError:
+                return None  # ``take`` says why when the line comes through
+        if not line.startswith("/") or line.startswith("//"):
+            return None
+        try:
+            event = parse_input(line, self.view.current)
+        except RuleError:
+            return None
+        return event if isinstance(event, ACCOUNT_EVENTS) else None
 
     def take(
         self,
         hub: Hub[C],
         conn: C,
-        items: list[str | ProtocolError],
+        items: list[str | ProtocolError | Vetted],
         now: float,
         deliver: Callable[[list[Delivery[C]]], None],
     ) -> None:
@@ -55,10 +86,18 @@ class TextSession:
             if stale:
                 deliver(out)
                 out, stale = [], False
+            if isinstance(item, Vetted):
+                out += hub.receive(conn, item, now)
+                stale = True
+                continue
             if self.view.nick is None:
                 nick = item.strip()
                 if not nick:
                     continue
+                if nick.startswith(_LOGIN.strip()):
+                    out += hub.reject(conn, RuleError(ErrorCode.BAD_USAGE, "type the nick first, then /login PASSWORD"))
+                    continue
+                self.tried = nick
                 try:
                     event: ev.ClientEvent | None = ev.Register(nick)
                 except RuleError as exc:

@@ -38,7 +38,7 @@ MAGIC: Final = b"\xc1\x54"
 #: 2 since rooms: Say, Act, Message, Action, Joined and WhoReply gained a room field.
 #: 3 since history and accounts: Message and Action gained seq, time and
 #: history; Private gained time and kept; Register gained a password and Join
-#: a resume position (epoch, after).
+#: a resume flag, and Join a resume position (epoch, after).
 VERSION: Final = 3
 HEADER: Final = struct.Struct(">2sBBI")
 HEADER_SIZE: Final = HEADER.size
@@ -246,7 +246,7 @@ ROOMS: Final = _list_kind(">H", _row_kind(ev.RoomInfo, ROOM, U64, TEXT))
 
 #: Frame type and field kinds of every event, fields in declaration order.
 _LAYOUTS: Final[dict[type[ev.Event], tuple[FrameType, tuple[tuple[Packer, Unpacker], ...]]]] = {
-    ev.Register: (FrameType.REGISTER, (NICK, TEXT)),
+    ev.Register: (FrameType.REGISTER, (NICK, TEXT, BOOL)),
     ev.Say: (FrameType.SAY, (ROOM, TEXT)),
     ev.Act: (FrameType.ACT, (ROOM, TEXT)),
     ev.Whisper: (FrameType.WHISPER, (NICK, TEXT)),
