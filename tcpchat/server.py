@@ -462,7 +462,7 @@ class ChatServer:
                 conn.view = conn.text.view
             if self._stopping.is_set():
                 return "server shutting down"
-            refusal = self._hub.connect(conn, may_retry=not framed)
+            refusal = self._hub.connect(conn, may_retry=not framed, echo=framed)
             conn.known = not refusal
             if refusal:
                 conn.why = "refused: the server is full"
