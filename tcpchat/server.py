@@ -51,7 +51,8 @@ from typing import Final, cast
 
 from common import fanout
 from common.chat import events as ev
-from common.chat.hub import DEFAULT_MAX_ROOMS, DEFAULT_ROOMS_PER_MEMBER, Delivery, Hub
+from common.chat.hub import DEFAULT_MAX_ROOMS, DEFAULT_REPLAY, DEFAULT_ROOMS_PER_MEMBER, Delivery, Hub, Vetted
+from common.chat.log import DEFAULT_HISTORY_LIMIT
 from common.chat.view import ClientView
 from common.ports import Batch
 from common.session.liveness import Due, Liveness
@@ -62,6 +63,7 @@ from common.wire.framing import StreamDecoder
 from common.wire.limits import DEFAULT_PORT
 from common.wire.lines import Dialect, LineDecoder, detect_dialect
 from twinchat import servercli
+from twinchat.gatekeeper import AccountEvent, needs_vetting
 
 log = logging.getLogger("tcpchat.server")
 
@@ -229,6 +231,9 @@ class ChatServer:
         max_queue: int = DEFAULT_MAX_QUEUE,
         max_rooms: int = DEFAULT_MAX_ROOMS,
         rooms_per_member: int = DEFAULT_ROOMS_PER_MEMBER,
+        data_dir: str = "",
+        history_limit: int = DEFAULT_HISTORY_LIMIT,
+        replay: int = DEFAULT_REPLAY,
         shared: servercli.SharedHub | None = None,
     ) -> None:
         self.rate_limit = rate_limit
@@ -240,8 +245,12 @@ class ChatServer:
 
         # The hub and its lock, this server's own or shared with other
         # transports in one process (twinchat.server): one chat, one order.
+        # Made here, it is this server's to close (and its store with it).
+        self._owns_shared = shared is None
         if shared is None:
-            shared = servercli.SharedHub.make(max_clients, max_rooms, rooms_per_member)
+            store = servercli.open_store(data_dir, history_limit)
+            shared = servercli.SharedHub.make(max_clients, max_rooms, rooms_per_member, store=store, replay=replay)
+        self._shared = shared
         self._hub: Hub[_Conn] = shared.hub
         self._lock = shared.lock  # the hub lock: the hub, every queue's order
         self._conns: set[_Conn] = set()  # hub lock
@@ -366,7 +375,7 @@ class ChatServer:
     def _deliver(self, deliveries: list[Delivery[_Conn]]) -> None:
         """Push ``deliveries`` to their connections, in order (hub lock held)."""
         if deliveries:
-            fanout.deliver(self._hub, deliveries, servercli.log_session)
+            self._shared.post(deliveries)  # now, or once the store has what they carry
 
     def _cut(self, conn: _Conn) -> None:
         """Drop ``conn`` at once, without flushing (hub lock held)."""
@@ -540,7 +549,9 @@ class ChatServer:
             start = stop
 
     def _handle(self, conn: _Conn, items: list[_Item]) -> None:
-        """Drive the hub with one batch under one lock, and deliver what it says."""
+        """Drive the hub with one batch under one lock, and deliver what it says.
+        Passwords in the batch are checked first, outside the lock."""
+        items = self._vetted(conn, items)
         now = time.time()
         with self._lock:
             if conn.closing:
@@ -549,7 +560,23 @@ class ChatServer:
             if conn.text is None:
                 self._deliver(self._hub.take(conn, cast(list[ev.Event | ProtocolError], items), now))
             else:
-                conn.text.take(self._hub, conn, cast(list[str | ProtocolError], items), now, self._deliver)
+                conn.text.take(self._hub, conn, cast(list[str | ProtocolError | Vetted], items), now, self._deliver)
+
+    def _vetted(self, conn: _Conn, items: list[_Item]) -> list[_Item]:
+        """``items`` with every event that carries a password replaced by the
+        verdict on it (``Vetted``), hashed here on the reader's thread, no
+        lock held. A text user's lines are found by its session."""
+        asks: dict[int, object]
+        if conn.text is None:
+            asks = {i: item for i, item in enumerate(items) if needs_vetting(item)}
+        else:
+            asks = dict(conn.text.account_events(cast(list[str | ProtocolError], items)))
+        if not asks:
+            return items
+        vet = self._shared.vet
+        return [
+            vet(conn, conn.host, cast(AccountEvent, asks[i])) if i in asks else item for i, item in enumerate(items)
+        ]
 
     # --- timers ------------------------------------------------------------------
 
@@ -609,6 +636,7 @@ class ChatServer:
         deadline = time.monotonic() + SHUTDOWN_FLUSH
         with self._lock:
             log.info("shutting down: goodbye to %d connection(s)", len(self._conns))
+            self._shared.courier.flush()  # what was said goes out before the goodbyes
             self._deliver(self._hub.shutdown(reason))
             conns = list(self._conns)
             for conn in conns:
@@ -626,6 +654,8 @@ class ChatServer:
         self._listener.close()
         self._wake_r.close()
         self._wake_w.close()
+        if self._owns_shared:
+            self._shared.close()
         log.info("shut down")
 
 

@@ -20,7 +20,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Final
 
-from common.chat.hub import DEFAULT_MAX_ROOMS, DEFAULT_ROOMS_PER_MEMBER
+from common.chat.hub import DEFAULT_MAX_ROOMS, DEFAULT_REPLAY, DEFAULT_ROOMS_PER_MEMBER
+from common.chat.log import DEFAULT_HISTORY_LIMIT
 from common.wire.limits import DEFAULT_PORT
 from tcpchat import server as tcp
 from twinchat import servercli
@@ -59,10 +60,23 @@ class BothServer:
         max_clients: int = tcp.DEFAULT_MAX_CLIENTS,
         max_rooms: int = DEFAULT_MAX_ROOMS,
         rooms_per_member: int = DEFAULT_ROOMS_PER_MEMBER,
+        data_dir: str = "",
+        history_limit: int = DEFAULT_HISTORY_LIMIT,
+        replay: int = DEFAULT_REPLAY,
         **options: Any,
     ) -> None:
-        shared = servercli.SharedHub.make(max_clients, max_rooms, rooms_per_member)
+        store = servercli.open_store(data_dir, history_limit)
+        self._shared = shared = servercli.SharedHub.make(
+            max_clients, max_rooms, rooms_per_member, store=store, replay=replay
+        )
         options.update(max_clients=max_clients, max_rooms=max_rooms, rooms_per_member=rooms_per_member, shared=shared)
+        try:
+            self._bind(host, port, udp_port, unreliable, options)
+        except BaseException:
+            shared.close()
+            raise
+
+    def _bind(self, host: str, port: int, udp_port: int | None, unreliable: bool, options: dict[str, Any]) -> None:
         # With port 0 the kernel picks the TCP port; the UDP one must then be
         # free under the same number, which it usually is: try a few.
         for _ in range(PORT_TRIES if port == 0 and udp_port is None else 1):
@@ -71,13 +85,12 @@ class BothServer:
                 self.udp = udp.ChatServer(
                     host, self.tcp.address[1] if udp_port is None else udp_port, unreliable=unreliable, **options
                 )
-                break
+                return
             except OSError as exc:
                 self.tcp.shutdown()
                 if exc.errno != errno.EADDRINUSE or port != 0:
                     raise
-        else:
-            raise OSError(errno.EADDRINUSE, "no port free for both TCP and UDP")
+        raise OSError(errno.EADDRINUSE, "no port free for both TCP and UDP")
 
     @property
     def address(self) -> tuple[str, int]:
@@ -100,6 +113,7 @@ class BothServer:
         # UDP members too; the UDP side's then waits for their acknowledgements.
         self.tcp.shutdown(reason)
         self.udp.shutdown(reason)
+        self._shared.close()  # the store is written and closed last
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,11 +22,18 @@ from types import FrameType
 from typing import Any, Protocol
 
 from common.chat import events as ev
-from common.chat.hub import DEFAULT_MAX_ROOMS, DEFAULT_ROOMS_PER_MEMBER, Delivery, Hub
+from common.chat.hub import DEFAULT_MAX_ROOMS, DEFAULT_REPLAY, DEFAULT_ROOMS_PER_MEMBER, Delivery, Hub, Vetted
+from common.chat.log import DEFAULT_HISTORY_LIMIT, MemoryStore
+from common.ports import Store, StoreFault
 from common.session.ratelimit import DEFAULT_RATE, MIN_BURST
 from twinchat import version
+from twinchat.durable import Courier
+from twinchat.gatekeeper import AccountEvent, Gatekeeper
 
 log = logging.getLogger("twinchat.sessions")
+
+#: Where the servers keep their store unless told otherwise (``--data-dir``).
+DEFAULT_DATA_DIR = "twinchat-data"
 
 #: What one source address may hold at once, as Ergo allows one IP by default:
 #: enough for a household behind one NAT, too few to crowd out everyone else.
@@ -136,6 +143,32 @@ def parser(prog: str, description: str, defaults: Defaults) -> argparse.Argument
         help="most rooms one member may be in at once (default: %(default)s)",
     )
     p.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        default=DEFAULT_DATA_DIR,
+        help="where history, topics and accounts are kept (made if missing); '' keeps them in memory only"
+        " (default: %(default)s)",
+    )
+    p.add_argument(
+        "--ephemeral",
+        action="store_true",
+        help="keep nothing on disk: history, topics and accounts last as long as the process (--data-dir '')",
+    )
+    p.add_argument(
+        "--history-limit",
+        metavar="N",
+        type=_at_least(1, int, allow_equal=True),
+        default=DEFAULT_HISTORY_LIMIT,
+        help="messages kept per room (default: %(default)s)",
+    )
+    p.add_argument(
+        "--replay",
+        metavar="N",
+        type=count,
+        default=DEFAULT_REPLAY,
+        help="messages of history shown to whoever joins a room (default: %(default)s)",
+    )
+    p.add_argument(
         "--log-level",
         default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -144,23 +177,65 @@ def parser(prog: str, description: str, defaults: Defaults) -> argparse.Argument
     return p
 
 
+def open_store(data_dir: str, history_limit: int = DEFAULT_HISTORY_LIMIT) -> Store:
+    """The store of ``--data-dir``: SQLite in ``data_dir``, or memory if it is ''.
+
+    Raises:
+        StoreFault: it cannot be opened (one line, naming the file).
+    """
+    if not data_dir:
+        return MemoryStore(history_limit)
+    from twinchat.store import open_store as open_on_disk  # noqa: PLC0415 (sqlite3 only when used)
+
+    store: Store = open_on_disk(data_dir, history_limit)
+    return store
+
+
 @dataclass(frozen=True)
 class SharedHub:
     """One chat's state and the lock that orders it, for every transport a
-    process serves: what a TCP and a UDP server in one process share."""
+    process serves: what a TCP and a UDP server in one process share. With
+    them, the store's writer (``courier``: every delivery goes through
+    ``post``) and the password checks (``gatekeeper``)."""
 
     hub: Hub[Any]
     lock: threading.Lock
+    courier: Courier
+    gatekeeper: Gatekeeper
 
     @classmethod
-    def make(cls, max_clients: int, max_rooms: int, rooms_per_member: int) -> SharedHub:
+    def make(
+        cls,
+        max_clients: int,
+        max_rooms: int,
+        rooms_per_member: int,
+        *,
+        store: Store | None = None,
+        replay: int = DEFAULT_REPLAY,
+    ) -> SharedHub:
+        store = MemoryStore() if store is None else store
         hub: Hub[Any] = Hub(
             max_clients=max_clients,
             max_rooms=max_rooms,
             rooms_per_member=rooms_per_member,
+            store=store,
+            replay=replay,
             departed=log_departure,
         )
-        return cls(hub, threading.Lock())
+        lock = threading.Lock()
+        return cls(hub, lock, Courier(hub, lock, store, log_session), Gatekeeper(hub, lock))
+
+    def post(self, deliveries: list[Delivery[Any]]) -> None:
+        """Deliver, once the store has what they depend on (hub lock held)."""
+        self.courier.post(deliveries)
+
+    def vet(self, conn: Any, address: str, event: AccountEvent) -> Vetted:
+        """Check ``event``'s password outside the hub lock (``Gatekeeper.vet``)."""
+        return self.gatekeeper.vet(conn, address, event)
+
+    def close(self) -> None:
+        """Write what is pending, stop the writer, close the store."""
+        self.courier.close()
 
 
 def options(args: argparse.Namespace) -> dict[str, Any]:
@@ -174,6 +249,9 @@ def options(args: argparse.Namespace) -> dict[str, Any]:
         "max_queue": args.max_queue,
         "max_rooms": args.max_rooms,
         "rooms_per_member": args.rooms_per_member,
+        "data_dir": "" if args.ephemeral else args.data_dir,
+        "history_limit": args.history_limit,
+        "replay": args.replay,
     }
 
 
@@ -233,6 +311,9 @@ def run(
         server = build()
     except OSError as exc:
         print(f"{prog}: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except StoreFault as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
         return 1
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -57,9 +57,9 @@ from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-from common import fanout
 from common.chat import events as ev
-from common.chat.hub import DEFAULT_MAX_ROOMS, DEFAULT_ROOMS_PER_MEMBER, Delivery, Hub
+from common.chat.hub import DEFAULT_MAX_ROOMS, DEFAULT_REPLAY, DEFAULT_ROOMS_PER_MEMBER, Delivery, Hub
+from common.chat.log import DEFAULT_HISTORY_LIMIT
 from common.chat.view import ClientView
 from common.ports import Batch
 from common.session.cookies import CookieJar
@@ -70,6 +70,7 @@ from common.wire.errors import ErrorCode, ProtocolError, RemoteProtocolError
 from common.wire.framing import decode_datagram, decode_frame, encode
 from common.wire.limits import DEFAULT_PORT, MAX_DATAGRAM
 from twinchat import servercli
+from twinchat.gatekeeper import AccountEvent, needs_vetting
 
 log = logging.getLogger("udpchat.server")
 
@@ -145,6 +146,7 @@ class _Peer:
         "name",
         "server",
         "token",
+        "vetting",
         "view",
     )
 
@@ -158,7 +160,8 @@ class _Peer:
         self.view: ClientView | None = None  # UDP clients speak frames
         self.bucket = TokenBucket(server.rate_limit, now)
         self.liveness = Liveness(now, register_timeout=server.register_timeout)
-        self.held: deque[ev.Event | ProtocolError] = deque()  # waiting for rate-limit tokens
+        self.held: deque[ev.Event | ProtocolError] = deque()  # waiting for rate-limit tokens or a verdict
+        self.vetting = False  # a password of it is being checked; what it says next waits
         self.closing = False  # its Goodbye is queued; the hub has forgotten it
         self.close_deadline = 0.0
 
@@ -207,6 +210,9 @@ class ChatServer:
         unreliable: bool = False,
         max_rooms: int = DEFAULT_MAX_ROOMS,
         rooms_per_member: int = DEFAULT_ROOMS_PER_MEMBER,
+        data_dir: str = "",
+        history_limit: int = DEFAULT_HISTORY_LIMIT,
+        replay: int = DEFAULT_REPLAY,
         shared: servercli.SharedHub | None = None,
         random: Callable[[int], bytes] = os.urandom,
     ) -> None:
@@ -223,8 +229,12 @@ class ChatServer:
         self._cookies = CookieJar(random)
         # The hub and its lock, this server's own or shared with other
         # transports in one process (twinchat.server): one chat, one order.
+        # Made here, it is this server's to close (and its store with it).
+        self._owns_shared = shared is None
         if shared is None:
-            shared = servercli.SharedHub.make(max_clients, max_rooms, rooms_per_member)
+            store = servercli.open_store(data_dir, history_limit)
+            shared = servercli.SharedHub.make(max_clients, max_rooms, rooms_per_member, store=store, replay=replay)
+        self._shared = shared
         self._hub: Hub[_Peer] = shared.hub
         self._lock = shared.lock  # the hub, the peer tables, every channel
         self._wake = threading.Condition(self._lock)  # the pump waits here for work
@@ -305,6 +315,7 @@ class ChatServer:
         with self._lock:
             if self._threads:
                 log.info("shutting down: goodbye to %d session(s)", len(self._peers))
+                self._shared.courier.flush()  # what was said goes out before the goodbyes
                 self._deliver(self._hub.shutdown(reason), time.monotonic())
                 for peer in self._peers.values():
                     peer.closing = True  # pending ones included: the hub forgot them all
@@ -322,6 +333,8 @@ class ChatServer:
         for thread in self._threads:
             thread.join(1.0)
         self._sock.close()
+        if self._owns_shared:
+            self._shared.close()
         log.info("shut down: %s", servercli.counts(self.counters))
 
     # --- receiving ---------------------------------------------------------------
@@ -413,24 +426,41 @@ class ChatServer:
             self._mark(peer)
 
     def _handle(self, peer: _Peer, items: list[ev.Event | ProtocolError], now: float) -> None:
-        """Feed what ``peer`` said to the hub, as the rate limit allows (lock held)."""
+        """Feed what ``peer`` said to the hub, as the rate limit allows (lock held).
+
+        An event with a password stops the batch: it is checked on a thread of
+        its own (hashing takes tens of milliseconds, and this is the thread
+        that receives for everyone), and what the peer said after it waits in
+        ``held`` until the verdict is in the hub.
+        """
         held = peer.held
-        if self.rate_limit:
+        if peer.vetting:
+            held.extend(items)
+            items = []
+        elif held and not self.rate_limit:
+            items = [*held, *items]
+            held.clear()
+        if self.rate_limit and not peer.vetting:
             held.extend(items)
             items = []
             bucket = peer.bucket
             while held and bucket.take(now):
                 items.append(held.popleft())
-            if len(held) > MAX_HELD:
-                held.clear()
-                log.debug("%s floods; dropped", peer.name)
-                self._count("flooding")
-                self._deliver(self._hub.kick(peer, ErrorCode.RATE_LIMITED, "sending too fast"), now)
-                return
+        if len(held) > MAX_HELD:
+            held.clear()
+            log.debug("%s floods; dropped", peer.name)
+            self._count("flooding")
+            self._deliver(self._hub.kick(peer, ErrorCode.RATE_LIMITED, "sending too fast"), now)
+            return
         hub = self._hub
         out: list[Delivery[_Peer]] = []
         wall = time.time()
-        for item in items:
+        for index, item in enumerate(items):
+            if needs_vetting(item) and not (type(item) is ev.Register and hub.nick_of(peer) is not None):
+                held.extendleft(reversed(items[index + 1 :]))
+                peer.vetting = True
+                threading.Thread(target=self._vet, args=(peer, item), name=f"vet {peer.name}", daemon=True).start()
+                break
             if isinstance(item, ProtocolError):
                 self._refuse("bad frame", peer.addr, item)
             elif type(item) is ev.Register and hub.nick_of(peer) is None:
@@ -442,6 +472,24 @@ class ChatServer:
             else:
                 out += hub.take(peer, (item,), wall)
         self._deliver(out, now)
+
+    def _vet(self, peer: _Peer, event: AccountEvent) -> None:
+        """Check ``event``'s password (no lock held), then give the hub the
+        verdict and go on with what ``peer`` said after it."""
+        vetted = self._shared.vet(peer, peer.addr[0], event)
+        with self._lock:
+            peer.vetting = False
+            if peer.closing or self._peers.get(peer.token) is not peer:
+                return
+            out: list[Delivery[_Peer]] = []
+            if isinstance(event, ev.Register) and self._hub.nick_of(peer) is None:
+                out += self._evict_ghost(peer, event.nick)
+            out += self._hub.take(peer, (vetted,), time.time())
+            now = time.monotonic()
+            self._deliver(out, now)
+            self._handle(peer, [], now)
+            if peer.channel.wants_to_send:
+                self._mark(peer)
 
     def _evict_ghost(self, peer: _Peer, nick: str) -> list[Delivery[_Peer]]:
         """Free ``nick`` for ``peer`` if a ghost of the same host holds it (lock held).
@@ -563,7 +611,7 @@ class ChatServer:
         A peer whose channel overflows is cut off by the fan-out, as on every
         transport."""
         if deliveries:
-            fanout.deliver(self._hub, deliveries, servercli.log_session)  # each push wakes the pump
+            self._shared.post(deliveries)  # now or once stored; each push wakes the pump
 
     def _forget(self, peer: _Peer) -> None:
         """Remove ``peer``'s session for good (lock held)."""

@@ -8,7 +8,7 @@ line is another try, and ``/login PASSWORD`` proves the nick just tried when
 it is registered. Afterwards each line is what they typed.
 
 Lines that carry a password (``/login``, ``/register``, ``/password``,
-``/unregister``) are found by ``account_event`` before the hub lock is taken:
+``/unregister``) are found by ``account_events`` before the hub lock is taken:
 the server's edge checks the password there (hashing is slow) and hands
 ``take`` the verdict, a ``Vetted`` event, in the line's place.
 
@@ -20,6 +20,7 @@ next line's meaning depends on the view (which room a plain line goes to).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Hashable
 from typing import Final, TypeVar
 
@@ -48,24 +49,32 @@ class TextSession:
         #: The last nick line tried, which a /login proves.
         self.tried = ""
 
-    def account_event(self, line: str) -> ev.ClientEvent | None:
-        """The account event ``line`` asks for, if it carries a password (for
-        the edge to check outside the lock); None for any other line. Reads
-        the view without changing anything."""
-        if self.view.nick is None:
-            if not line.startswith(_LOGIN) or not self.tried:
-                return None
-            try:
-                return ev.Register(self.tried, line[len(_LOGIN) :].strip())
-            except RuleError:
-                return None  # ``take`` says why when the line comes through
-        if not line.startswith("/") or line.startswith("//"):
-            return None
-        try:
-            event = parse_input(line, self.view.current)
-        except RuleError:
-            return None
-        return event if isinstance(event, ACCOUNT_EVENTS) else None
+    def account_events(self, items: list[str | ProtocolError]) -> dict[int, ev.ClientEvent]:
+        """The account events that lines of ``items`` ask for, by index: the
+        lines that carry a password, for the edge to check outside the lock
+        and hand back to ``take`` as ``Vetted`` in their place. Reads the view
+        and changes nothing; a nick line followed by ``/login`` in the same
+        batch is understood."""
+        found: dict[int, ev.ClientEvent] = {}
+        tried = self.tried
+        for index, item in enumerate(items):
+            if not isinstance(item, str):
+                continue
+            if self.view.nick is None:
+                if item.startswith(_LOGIN) and tried:
+                    with contextlib.suppress(RuleError):  # refused: ``take`` says why
+                        found[index] = ev.Register(tried, item[len(_LOGIN) :].strip())
+                elif item.strip() and not item.startswith(_LOGIN.strip()):
+                    tried = item.strip()
+                continue
+            if item.startswith("/") and not item.startswith("//"):
+                try:
+                    event = parse_input(item, self.view.current)
+                except RuleError:
+                    continue
+                if isinstance(event, ACCOUNT_EVENTS):
+                    found[index] = event
+        return found
 
     def take(
         self,

@@ -1,0 +1,127 @@
+"""Passwords checked at the edge: outside the hub lock, throttled, a few at a time.
+
+Hashing a password takes tens of milliseconds and 16 MiB (``common.accounts``);
+done under the hub lock it would stall the whole chat for every login, so the
+transports hand every account event (``Register`` with a password,
+``RegisterAccount``, ``ChangePassword``, ``DropAccount``) to ``Gatekeeper.vet``
+from the connection's own thread, with no lock held, and give the hub the
+``Vetted`` verdict instead. ``hashlib.scrypt`` releases the GIL, so a login
+storm competes with the chat for cores, not for the interpreter.
+
+Guessing is throttled per nick and per address (``common.accounts.Throttle``,
+5 wrong tries a minute): a refused try costs no hashing at all. The throttle
+is asked again once a hashing slot is free, so a flood of parallel guesses
+gets at most ``MAX_CONCURRENT_HASHES`` tries past it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Final
+
+from common.accounts import DEFAULT_COST, MAX_CONCURRENT_HASHES, ScryptCost, Throttle, host_key, make_verifier, verify
+from common.chat import events as ev
+from common.chat.hub import ACCOUNT_EVENTS, Hub, Vetted
+from common.chat.nicks import check_nick, nick_key
+from common.wire.errors import RuleError
+
+log = logging.getLogger("twinchat.accounts")
+
+#: Account events, as the transports test for them.
+AccountEvent = ev.Register | ev.RegisterAccount | ev.ChangePassword | ev.DropAccount
+
+__all__ = ["AccountEvent", "Gatekeeper", "needs_vetting"]
+
+#: Wrong passwords, for the log and the figures.
+_FAILED: Final = "wrong password"
+
+
+def needs_vetting(item: object) -> bool:
+    """Whether ``item`` carries a password the edge must check before the hub
+    sees it (a Register without one needs nothing: the hub refuses it if
+    the nick is registered)."""
+    if type(item) is ev.Register:
+        return bool(item.password)
+    return isinstance(item, ACCOUNT_EVENTS)
+
+
+def _proof(event: AccountEvent) -> str:
+    """The password that proves the account, in ``event`` ("" for a new one)."""
+    if isinstance(event, ev.ChangePassword):
+        return event.old
+    if isinstance(event, ev.RegisterAccount):
+        return ""
+    return event.password
+
+
+class Gatekeeper:
+    """Checks passwords for one hub; thread-safe.
+
+    Args:
+        hub: the hub, read under ``lock`` for the verifier an event is checked against.
+        lock: the hub lock.
+        cost: the scrypt cost of new verifiers.
+    """
+
+    def __init__(self, hub: Hub[Any], lock: threading.Lock, *, cost: ScryptCost = DEFAULT_COST) -> None:
+        self._hub = hub
+        self._lock = lock
+        self._cost = cost
+        self._throttle = Throttle()
+        self._throttle_lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(MAX_CONCURRENT_HASHES)
+        #: Passwords checked, refused as wrong, refused by the throttle (figures).
+        self.checked = 0
+        self.wrong = 0
+        self.throttled = 0
+
+    def vet(self, conn: Any, address: str, event: AccountEvent) -> Vetted:
+        """The verdict on ``event``'s password, for ``conn`` at ``address``
+        (its host, or host and port). Call it with no lock held: it hashes."""
+        with self._lock:
+            verifier = self._hub.verifier_for(conn, event)
+            nick = event.nick if isinstance(event, ev.Register) else self._hub.nick_of(conn) or ""
+        try:
+            key = nick_key(check_nick(nick))
+        except RuleError:
+            return Vetted(event, verifier, False)  # the hub says what is wrong with the nick
+        host = host_key(address)
+        proof = _proof(event)
+        ok = False
+        if verifier and proof:
+            wait = self._wait(key, host)
+            if wait > 0:
+                return Vetted(event, verifier, False, wait=wait)
+        with self._slots:
+            if verifier and proof:
+                wait = self._wait(key, host)  # asked again: the slot may have taken a while
+                if wait > 0:
+                    return Vetted(event, verifier, False, wait=wait)
+                ok = verify(verifier, proof)
+                self._judged(key, host, ok=ok)
+            new = ""
+            if isinstance(event, ev.RegisterAccount) and not verifier:
+                new = make_verifier(event.password, cost=self._cost)
+            elif isinstance(event, ev.ChangePassword) and ok:
+                new = make_verifier(event.new, cost=self._cost)
+        return Vetted(event, verifier, ok, new)
+
+    def _wait(self, key: str, host: str) -> float:
+        with self._throttle_lock:
+            wait = self._throttle.wait(key, host, time.monotonic())
+            if wait > 0:
+                self.throttled += 1
+            return wait
+
+    def _judged(self, key: str, host: str, *, ok: bool) -> None:
+        with self._throttle_lock:
+            self.checked += 1
+            if ok:
+                self._throttle.succeeded(key, host)
+            else:
+                self.wrong += 1
+                self._throttle.failed(key, host, time.monotonic())
+        if not ok:
+            log.info("%s for %s from %s", _FAILED, key, host)
