@@ -12,7 +12,17 @@ from common.chat import events as ev
 from common.chat.nicks import SPECIALS, check_nick
 from common.chat.unicode_rules import bidi_unbalanced
 from common.wire.errors import ErrorCode
-from common.wire.limits import MAX_ACK_RANGES, MAX_NICK, MAX_TEXT, MAX_TOPIC, ROOMS_CHUNK, WHO_CHUNK
+from common.wire.limits import (
+    MAX_ACK_RANGES,
+    MAX_EPOCH,
+    MAX_HISTORY_PAGE,
+    MAX_NICK,
+    MAX_PASSWORD,
+    MAX_TEXT,
+    MAX_TOPIC,
+    ROOMS_CHUNK,
+    WHO_CHUNK,
+)
 
 # Letters of several scripts, so nick rules meet Cyrillic, CJK, Greek and
 # Devanagari, not only ASCII; a nick takes its letters from one script (mixed
@@ -92,26 +102,33 @@ _chat_text = st.one_of(texts(), long_texts)
 
 topics = texts(min_size=0, max_size=100).filter(lambda t: len(t.encode("utf-8")) <= MAX_TOPIC)
 _room_infos = st.builds(ev.RoomInfo, rooms, u64, topics)
+passwords = texts(max_size=60).filter(lambda t: len(t.encode("utf-8")) <= MAX_PASSWORD)
+epochs = st.text("0123456789abcdefXYZ", max_size=MAX_EPOCH)
 
 #: One strategy per event class; a test checks that every frame type has one.
 EVENTS: dict[type[ev.Event], st.SearchStrategy[Any]] = {
-    ev.Register: st.builds(ev.Register, nicks()),
+    ev.Register: st.builds(ev.Register, nicks(), st.one_of(st.just(""), passwords), st.booleans()),
     ev.Say: st.builds(ev.Say, rooms, _chat_text),
     ev.Act: st.builds(ev.Act, rooms, texts()),
     ev.Whisper: st.builds(ev.Whisper, nicks(), _chat_text),
     ev.ChangeNick: st.builds(ev.ChangeNick, nicks()),
     ev.Who: st.just(ev.Who()),
     ev.Help: st.just(ev.Help()),
-    ev.Join: st.builds(ev.Join, rooms),
+    ev.Join: st.one_of(st.builds(ev.Join, rooms), st.builds(ev.Join, rooms, epochs, u64)),
+    ev.History: st.builds(ev.History, rooms, u64, st.integers(1, MAX_HISTORY_PAGE)),
+    ev.RegisterAccount: st.builds(ev.RegisterAccount, passwords),
+    ev.ChangePassword: st.builds(ev.ChangePassword, passwords, passwords),
+    ev.DropAccount: st.builds(ev.DropAccount, passwords),
     ev.Part: st.builds(ev.Part, rooms, reasons),
     ev.ListRooms: st.just(ev.ListRooms()),
     ev.Names: st.builds(ev.Names, rooms),
     ev.GetTopic: st.builds(ev.GetTopic, rooms),
     ev.SetTopic: st.builds(ev.SetTopic, rooms, topics),
     ev.Welcome: st.builds(ev.Welcome, nicks(), u64),
-    ev.Message: st.builds(ev.Message, rooms, nicks(), _chat_text),
-    ev.Action: st.builds(ev.Action, rooms, nicks(), texts()),
-    ev.Private: st.builds(ev.Private, nicks(), texts()),
+    ev.Message: st.builds(ev.Message, rooms, nicks(), _chat_text, u64, u64, st.booleans()),
+    ev.Action: st.builds(ev.Action, rooms, nicks(), texts(), u64, u64, st.booleans()),
+    ev.Private: st.builds(ev.Private, nicks(), texts(), u64, st.booleans()),
+    ev.Replay: st.builds(ev.Replay, rooms, epochs, u64, u64, st.booleans()),
     ev.Joined: st.builds(ev.Joined, rooms, nicks()),
     ev.Parted: st.builds(ev.Parted, rooms, nicks(), reasons),
     ev.Left: st.builds(ev.Left, nicks(), reasons),

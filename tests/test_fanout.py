@@ -47,7 +47,8 @@ class Conn:
 
 
 def register(hub: Hub[Conn], conn: Conn) -> None:
-    fanout.deliver(hub, hub.connect(conn, may_retry=conn.view is not None))
+    text = conn.view is not None
+    fanout.deliver(hub, hub.connect(conn, may_retry=text, echo=not text))
     fanout.deliver(hub, hub.receive(conn, ev.Register(conn.name), NOW))
 
 
@@ -61,8 +62,11 @@ def test_a_run_to_one_audience_is_encoded_once_and_pushed_once() -> None:
     fanout.deliver(hub, out)
     assert len(bob.pushes) == before + 1  # five messages, one push
     assert bob.pushes[-1][0] is carol.pushes[-1][0] or bob.pushes[-1][0] == carol.pushes[-1][0]
-    assert bob.events()[-5:] == [ev.Message(LOBBY, "alice", f"m{i}") for i in range(5)]
-    assert [e for e in alice.events() if isinstance(e, ev.Message)] == []
+    said = [ev.Message(LOBBY, "alice", f"m{i}", i + 1, int(NOW * 1000)) for i in range(5)]
+    assert bob.events()[-5:] == said
+    # The sender is in the audience (its echo), so the run is one for all three.
+    assert alice.pushes[-1][0] == bob.pushes[-1][0]
+    assert alice.events()[-5:] == said
 
 
 def test_runs_split_where_the_audience_changes_and_order_holds() -> None:
@@ -74,7 +78,7 @@ def test_runs_split_where_the_audience_changes_and_order_holds() -> None:
     fanout.deliver(hub, hub.take(alice, items, NOW))
     said = [e for e in bob.events() if isinstance(e, ev.Message)]
     assert [m.text for m in said] == ["1", "2"]
-    assert isinstance(alice.events()[-1], ev.WhoReply)
+    assert [type(e) for e in alice.events()[-3:]] == [ev.Message, ev.WhoReply, ev.Message]
 
 
 def test_text_recipients_get_lines_from_their_own_view() -> None:

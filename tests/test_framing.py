@@ -73,8 +73,8 @@ def test_header_states_type_and_length(event: ev.Event) -> None:
 
 def test_known_bytes_of_a_message() -> None:
     # Pinned so that PROTOCOL.md's worked example stays true.
-    assert encode(ev.Message("#lobby", "bob", "hi")) == bytes.fromhex(
-        "c154 02 21 0000000f 06 236c6f626279 03 626f62 0002 6869"
+    assert encode(ev.Message("#lobby", "bob", "hi", 7, 1_798_761_600_000, False)) == bytes.fromhex(
+        "c154 03 21 00000020 06 236c6f626279 03 626f62 0002 6869 0000000000000007 000001a2ce8bd400 00"
     )
 
 
@@ -200,7 +200,8 @@ def test_a_frame_exactly_at_the_cap_is_accepted() -> None:
         (b"hello\n", ErrorCode.BAD_MAGIC),
         (b"\xc1\x00", ErrorCode.BAD_MAGIC),
         (HEADER.pack(MAGIC, 1, FrameType.SAY, 0), ErrorCode.BAD_VERSION),  # before rooms
-        (HEADER.pack(MAGIC, 3, FrameType.SAY, 0), ErrorCode.BAD_VERSION),
+        (HEADER.pack(MAGIC, 2, FrameType.SAY, 0), ErrorCode.BAD_VERSION),  # before history
+        (HEADER.pack(MAGIC, 4, FrameType.SAY, 0), ErrorCode.BAD_VERSION),
     ],
 )
 def test_bad_headers_break_the_stream_at_once(prefix: bytes, code: ErrorCode) -> None:
@@ -229,7 +230,7 @@ def test_bad_headers_break_the_stream_at_once(prefix: bytes, code: ErrorCode) ->
         (raw_frame(FrameType.PING, b"\x00" * 9), ErrorCode.MALFORMED),
         (raw_frame(FrameType.WHO_REPLY, b"\x00\x00\x02"), ErrorCode.MALFORMED),
         (raw_frame(FrameType.ERROR, b"\xff\xff\x00\x00"), ErrorCode.MALFORMED),
-        (raw_frame(FrameType.REGISTER, b"\x00"), ErrorCode.BAD_NICK),
+        (raw_frame(FrameType.REGISTER, b"\x00\x00\x00\x00"), ErrorCode.BAD_NICK),
     ],
 )
 def test_a_bad_payload_loses_only_its_frame(frame: bytes, code: ErrorCode) -> None:

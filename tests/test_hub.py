@@ -7,18 +7,35 @@ import pytest
 from common.chat import events as ev
 from common.chat.commands import HELP_LINES
 from common.chat.hub import Delivery, Hub
-from common.chat.rooms import LOBBY
+from common.chat.log import MemoryStore
+from common.chat.rooms import LOBBY, room_key
+from common.ports import Entry
 from common.wire.errors import ErrorCode, FrameRejected, RemoteProtocolError, RuleError
 from common.wire.limits import ROOMS_CHUNK, WHO_CHUNK
 
 NOW = 1_798_761_600.0  # 2027-01-01 00:00 UTC
+#: NOW as messages carry it: Unix milliseconds.
+T = int(NOW * 1000)
 
 Seen = tuple[tuple[int, ...], ev.ServerEvent]
 
 
 def seen(deliveries: list[Delivery[int]]) -> list[Seen]:
-    """Who gets what, without the log's bookkeeping."""
-    return [(d.recipients, d.event) for d in deliveries]
+    """Who gets what; a Replay's epoch (random) reads as "e"."""
+    return [(d.recipients, _plain(d.event)) for d in deliveries]
+
+
+def _plain(event: ev.ServerEvent) -> ev.ServerEvent:
+    return ev.Replay(event.room, "e", event.first, event.last, event.gap) if isinstance(event, ev.Replay) else event
+
+
+def none_yet(room: str, last: int = 0) -> ev.Replay:
+    """The Replay a joiner of ``room`` gets when it has nothing to show (``last`` said before)."""
+    return ev.Replay(room, "e", last + 1, last, False)
+
+
+def said(room: str, sender: str, text: str, seq: int, *, time: int = T, history: bool = False) -> ev.Message:
+    return ev.Message(room, sender, text, seq, time, history)
 
 
 def joined(hub: Hub[int], *nicks: str) -> Hub[int]:
@@ -47,7 +64,7 @@ def test_registration_welcomes_and_joins_the_lobby() -> None:
     hub = joined(Hub(), "alice")
     hub.connect(2)
     out = hub.receive(2, ev.Register("bob"), NOW)
-    assert seen(out) == [((2,), ev.Welcome("bob", 2)), ((1, 2), ev.Joined(LOBBY, "bob"))]
+    assert seen(out) == [((2,), ev.Welcome("bob", 2)), ((1, 2), ev.Joined(LOBBY, "bob")), ((2,), none_yet(LOBBY))]
     assert hub.nicks() == ("alice", "bob")
     assert hub.rooms_of(2) == (LOBBY,)
 
@@ -87,25 +104,33 @@ def test_a_nick_refused_by_the_decoder_is_a_refused_registration() -> None:
 # --- rooms ---------------------------------------------------------------------------
 
 
-def test_messages_go_to_the_rooms_other_members() -> None:
+def test_messages_go_to_every_member_of_the_room_numbered_and_timed() -> None:
     hub = joined(Hub(), "alice", "bob", "carol")
-    assert only(hub.receive(2, ev.Say(LOBBY, "hi"), NOW)) == ((1, 3), ev.Message(LOBBY, "bob", "hi"))
-    assert only(hub.receive(1, ev.Act(LOBBY, "waves"), NOW)) == ((2, 3), ev.Action(LOBBY, "alice", "waves"))
+    # The sender gets its own back (its echo): it shows what the store holds.
+    assert only(hub.receive(2, ev.Say(LOBBY, "hi"), NOW)) == ((1, 2, 3), said(LOBBY, "bob", "hi", 1))
+    action = ev.Action(LOBBY, "alice", "waves", 2, T + 1000)
+    assert only(hub.receive(1, ev.Act(LOBBY, "waves"), NOW + 1)) == ((1, 2, 3), action)
 
 
-def test_alone_nobody_hears_you_but_it_is_still_said() -> None:
+def test_a_person_at_nc_is_not_sent_their_own_line() -> None:
+    hub = joined(Hub(), "alice")
+    hub.connect(2, may_retry=True, echo=False)
+    hub.receive(2, ev.Register("bob"), NOW)
+    assert only(hub.receive(2, ev.Say(LOBBY, "hi"), NOW)) == ((1,), said(LOBBY, "bob", "hi", 1))
+
+
+def test_alone_you_hear_only_yourself_but_it_is_still_said() -> None:
     hub = joined(Hub(), "alice")
     out = hub.receive(1, ev.Say(LOBBY, "anyone?"), NOW)
-    assert seen(out) == [((), ev.Message(LOBBY, "alice", "anyone?"))]
-    assert out[0].fact is not None and out[0].fact.event == out[0].event
+    assert seen(out) == [((1,), said(LOBBY, "alice", "anyone?", 1))]
 
 
 def test_join_creates_a_room_and_everyone_in_it_is_told() -> None:
     hub = joined(Hub(), "alice", "bob", "carol")
-    assert seen(hub.receive(1, ev.Join("#Dev"), NOW)) == [((1,), ev.Joined("#Dev", "alice"))]
+    assert seen(hub.receive(1, ev.Join("#Dev"), NOW)) == [((1,), ev.Joined("#Dev", "alice")), ((1,), none_yet("#Dev"))]
     # Another spelling of the same room joins it under the name it was made with.
-    assert seen(hub.receive(2, ev.Join("#dev"), NOW)) == [((1, 2), ev.Joined("#Dev", "bob"))]
-    assert only(hub.receive(2, ev.Say("#DEV", "psst"), NOW)) == ((1,), ev.Message("#Dev", "bob", "psst"))
+    assert seen(hub.receive(2, ev.Join("#dev"), NOW)) == [((1, 2), ev.Joined("#Dev", "bob")), ((2,), none_yet("#Dev"))]
+    assert only(hub.receive(2, ev.Say("#DEV", "psst"), NOW)) == ((1, 2), said("#Dev", "bob", "psst", 1))
     assert hub.rooms_of(2) == (LOBBY, "#Dev")
     assert hub.room_members("#dev") == (1, 2)
 
@@ -113,7 +138,7 @@ def test_join_creates_a_room_and_everyone_in_it_is_told() -> None:
 def test_unicode_room_names_fold_like_nicks() -> None:
     hub = joined(Hub(), "alice", "bob")
     hub.receive(1, ev.Join("#Кухня"), NOW)
-    assert seen(hub.receive(2, ev.Join("#кухня"), NOW)) == [((1, 2), ev.Joined("#Кухня", "bob"))]
+    assert seen(hub.receive(2, ev.Join("#кухня"), NOW))[0] == ((1, 2), ev.Joined("#Кухня", "bob"))
 
 
 def test_joining_a_room_you_are_in_changes_nothing() -> None:
@@ -152,7 +177,7 @@ def test_part_tells_the_room_and_an_empty_room_is_gone_with_its_topic() -> None:
     hub.receive(2, ev.Join("#dev"), NOW)
     hub.receive(1, ev.SetTopic("#dev", "ship it"), NOW)
     assert seen(hub.receive(1, ev.Part("#dev", "lunch"), NOW)) == [((1, 2), ev.Parted("#dev", "alice", "lunch"))]
-    assert only(hub.receive(2, ev.Say("#dev", "alone"), NOW))[0] == ()
+    assert only(hub.receive(2, ev.Say("#dev", "alone"), NOW))[0] == (2,)
     hub.receive(2, ev.Part("#dev", ""), NOW)
     assert "#dev" not in hub.room_names()
     hub.receive(1, ev.Join("#dev"), NOW)
@@ -164,7 +189,7 @@ def test_leaving_every_room_keeps_you_online() -> None:
     hub.receive(1, ev.Part(LOBBY, ""), NOW)
     assert hub.rooms_of(1) == ()
     assert hub.nicks() == ("alice", "bob")
-    assert only(hub.receive(2, ev.Say(LOBBY, "hi"), NOW))[0] == ()
+    assert only(hub.receive(2, ev.Say(LOBBY, "hi"), NOW))[0] == (2,)
     assert only(hub.receive(2, ev.Whisper("alice", "still there?"), NOW))[0] == (1,)
 
 
@@ -180,7 +205,7 @@ def test_topics_say_who_set_them_and_when() -> None:
     # A newcomer is told the topic as it joins.
     hub.connect(3)
     out = hub.receive(3, ev.Register("carol"), later)
-    assert seen(out)[-1] == ((3,), ev.Topic(LOBBY, "welcome all", "alice", int(NOW), False))
+    assert seen(out)[-2:] == [((3,), ev.Topic(LOBBY, "welcome all", "alice", int(NOW), False)), ((3,), none_yet(LOBBY))]
     assert code(hub.receive(1, ev.GetTopic("#nowhere"), NOW)) is ErrorCode.NO_SUCH_ROOM
 
 
@@ -225,15 +250,19 @@ def test_room_limits_per_member_and_per_server() -> None:
     assert hub.rooms_of(2) == (LOBBY, "#c")
 
 
-def test_room_events_are_numbered_per_room_before_delivery() -> None:
-    hub = joined(Hub(), "alice", "bob")
+def test_messages_are_numbered_per_room_and_stored_before_delivery() -> None:
+    store = MemoryStore()
+    hub = joined(Hub(store=store), "alice", "bob")
     hub.receive(1, ev.Join("#dev"), NOW)
-    facts = [d.fact for d in hub.receive(1, ev.Say("#dev", "one"), NOW) + hub.receive(2, ev.Say(LOBBY, "x"), NOW)]
-    facts += [d.fact for d in hub.receive(1, ev.Say("#dev", "two"), NOW + 1)]
-    assert [(f.room, f.seq) for f in facts if f is not None] == [("#dev", 2), (LOBBY, 3), ("#dev", 3)]
-    assert facts[-1] is not None and facts[-1].time == NOW + 1
-    # Replies to one member are not room events.
-    assert hub.receive(1, ev.Who(), NOW)[0].fact is None
+    out = hub.receive(1, ev.Say("#dev", "one"), NOW) + hub.receive(2, ev.Say(LOBBY, "x"), NOW)
+    out += hub.receive(1, ev.Act("#dev", "two"), NOW + 1)
+    messages = [d.event for d in out]
+    assert [(m.room, m.seq) for m in messages] == [("#dev", 1), (LOBBY, 1), ("#dev", 2)]  # type: ignore[attr-defined]
+    # Joins, parts and topics are not numbered: history is what people said.
+    assert store.after(room_key("#dev"), 0, 10) == [
+        Entry(1, T, "alice", "one", False),
+        Entry(2, T + 1000, "alice", "two", True),
+    ]
 
 
 # --- private messages, nicks, queries ------------------------------------------------
@@ -241,7 +270,7 @@ def test_room_events_are_numbered_per_room_before_delivery() -> None:
 
 def test_private_messages_reach_one_member() -> None:
     hub = joined(Hub(), "alice", "bob", "carol")
-    assert only(hub.receive(1, ev.Whisper("CAROL", "psst"), NOW)) == ((3,), ev.Private("alice", "psst"))
+    assert only(hub.receive(1, ev.Whisper("CAROL", "psst"), NOW)) == ((3,), ev.Private("alice", "psst", T))
     recipients, error = only(hub.receive(1, ev.Whisper("dave", "psst"), NOW))
     assert recipients == (1,)
     assert error == ev.Error(ErrorCode.NO_SUCH_NICK, "nobody is called dave")
@@ -307,9 +336,9 @@ def test_take_handles_events_and_errors_in_order() -> None:
     hub = joined(Hub(), "alice", "bob")
     items = [ev.Say(LOBBY, "one"), FrameRejected(ErrorCode.BAD_UTF8, "not UTF-8"), ev.Say(LOBBY, "two")]
     assert seen(hub.take(1, items, NOW)) == [
-        ((2,), ev.Message(LOBBY, "alice", "one")),
+        ((1, 2), said(LOBBY, "alice", "one", 1)),
         ((1,), ev.Error(ErrorCode.BAD_UTF8, "not UTF-8")),
-        ((2,), ev.Message(LOBBY, "alice", "two")),
+        ((1, 2), said(LOBBY, "alice", "two", 2)),
     ]
 
 

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from common.chat import events as ev
-from common.chat.render import clock, render
+from common.chat.render import clock, hour, render
 from common.wire.errors import ErrorCode
 from tests.strategies import EVENTS, any_event, rooms
 
@@ -65,12 +65,21 @@ def test_one_event_one_line_and_only_messages_lack_the_star(event: ev.Event, her
     if not isinstance(event, ev.ServerEvent) or isinstance(event, ev.Ping | ev.Pong):
         assert line is None
         return
+    if isinstance(event, ev.Replay) and not event.gap:
+        assert line is None  # a history's frame shows nothing but its messages
+        return
     assert line is not None
     assert "\n" not in line and "\r" not in line
     elsewhere = isinstance(event, ev.Message | ev.Action) and event.room != here
     if elsewhere:
         assert line.startswith(f"[{event.room}] ")
         line = line[len(event.room) + 3 :]
+    earlier = (
+        event.kept if isinstance(event, ev.Private) else isinstance(event, ev.Message | ev.Action) and event.history
+    )
+    if earlier:
+        assert line.startswith(f"[{hour(event.time)}] ")  # said earlier: when
+        line = line[len("[00:00] ") :]
     if isinstance(event, ev.Message):
         assert line == f"{event.sender}: {event.text}"
     else:
@@ -84,7 +93,7 @@ def test_clock_matches_the_calendar(unix: int) -> None:
 
 
 SHOWN = sorted(
-    (cls for cls in EVENTS if issubclass(cls, ev.ServerEvent) and cls not in {ev.Ping, ev.Pong}),
+    (cls for cls in EVENTS if issubclass(cls, ev.ServerEvent) and cls not in {ev.Ping, ev.Pong, ev.Replay}),
     key=lambda cls: cls.__name__,
 )
 
@@ -93,3 +102,14 @@ SHOWN = sorted(
 @given(data=st.data())
 def test_every_server_event_but_pings_is_rendered(cls: type[ev.Event], data: st.DataObject) -> None:
     assert render(data.draw(EVENTS[cls])) is not None
+
+
+def test_history_shows_when_it_was_said_and_a_gap_is_said() -> None:
+    at = 1_798_765_320_000  # 2027-01-01 01:02 UTC
+    assert render(ev.Message("#dev", "alice", "hi", 3, at, True), "#dev") == "[01:02] alice: hi"
+    assert render(ev.Action("#dev", "alice", "waves", 4, at, True), "#lobby") == "[#dev] [01:02] * alice waves"
+    assert render(ev.Message("#dev", "alice", "hi", 5, at), "#dev") == "alice: hi"  # live: no time
+    assert render(ev.Private("bob", "call me", at, True)) == "[01:02] *bob* call me"
+    assert render(ev.Replay("#dev", "e", 1, 0, False)) is None
+    gap = render(ev.Replay("#dev", "e", 7, 9, True))
+    assert gap is not None and gap.startswith("***") and "#dev" in gap and "lost" in gap

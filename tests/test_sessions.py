@@ -6,12 +6,12 @@ import math
 
 from common import fanout
 from common.chat import events as ev
-from common.chat.hub import Delivery, Hub
+from common.chat.hub import Delivery, Hub, Vetted
 from common.chat.rooms import LOBBY
 from common.session.liveness import Due, Liveness
 from common.session.opener import HELLO_RETRY, HELLO_RETRY_MAX, SessionOpener
 from common.session.text import TextSession
-from common.wire.errors import ErrorCode, FrameRejected
+from common.wire.errors import ErrorCode, FrameRejected, ProtocolError
 from common.wire.framing import decode_frame
 from common.wire.limits import MAX_DATAGRAM
 from tests.test_fanout import Conn
@@ -67,7 +67,7 @@ def test_the_first_line_is_the_nick_and_a_refused_one_may_be_retried() -> None:
     assert person.view is not None
     session = TextSession()
     session.view = person.view
-    fanout.deliver(hub, hub.connect(person, may_retry=True))
+    fanout.deliver(hub, hub.connect(person, may_retry=True, echo=False))
     feed(hub, person, session, "", "  BOB  ", "1up", "alice", "hello")
     assert person.lines() == [
         "* error (nick-taken): the nick BOB is taken",
@@ -75,7 +75,7 @@ def test_the_first_line_is_the_nick_and_a_refused_one_may_be_retried() -> None:
         "*** welcome, alice: 1 other online",
         "*** alice joined #lobby",
     ]
-    assert ev.Message(LOBBY, "alice", "hello") in taken.events()
+    assert ev.Message(LOBBY, "alice", "hello", 1, int(NOW * 1000)) in taken.events()
 
 
 def test_lines_after_a_join_in_the_same_batch_go_to_the_new_room() -> None:
@@ -88,10 +88,11 @@ def test_lines_after_a_join_in_the_same_batch_go_to_the_new_room() -> None:
     session = TextSession()
     assert person.view is not None
     session.view = person.view
-    fanout.deliver(hub, hub.connect(person, may_retry=True))
+    fanout.deliver(hub, hub.connect(person, may_retry=True, echo=False))
     feed(hub, person, session, "alice", "/join #DEV", "in dev", "/part", "in the lobby", "/join #dev", "/join #lobby")
     said = [e for e in friend.events() if isinstance(e, ev.Message)]
-    assert said == [ev.Message("#dev", "alice", "in dev"), ev.Message(LOBBY, "alice", "in the lobby")]
+    now = int(NOW * 1000)
+    assert said == [ev.Message("#dev", "alice", "in dev", 1, now), ev.Message(LOBBY, "alice", "in the lobby", 1, now)]
     assert person.lines()[-1] == "* now talking in #lobby"
 
 
@@ -101,7 +102,7 @@ def test_line_errors_are_answered_in_place() -> None:
     session = TextSession()
     assert person.view is not None
     session.view = person.view
-    fanout.deliver(hub, hub.connect(person, may_retry=True))
+    fanout.deliver(hub, hub.connect(person, may_retry=True, echo=False))
     session.take(
         hub,
         person,
@@ -121,7 +122,7 @@ def test_deliveries_keep_their_order_when_flushed_early() -> None:
     session = TextSession()
     assert person.view is not None
     session.view = person.view
-    fanout.deliver(hub, hub.connect(person, may_retry=True))
+    fanout.deliver(hub, hub.connect(person, may_retry=True, echo=False))
     batches: list[list[Delivery[Conn]]] = []
 
     def deliver(out: list[Delivery[Conn]]) -> None:
@@ -163,3 +164,45 @@ def test_the_opener_echoes_the_cookie_and_stops_at_accept() -> None:
     assert opener.accepted == ev.Accept(42, False)
     assert opener.poll(99.0) is None
     assert opener.receive(ev.Accept(43, False), 0.3) is None and opener.accepted.token == 42
+
+
+def test_login_after_a_registered_nick_is_found_for_the_edge_and_taken_as_its_verdict() -> None:
+    hub: Hub[Conn] = Hub()
+    owner = Conn("alice")
+    fanout.deliver(hub, hub.connect(owner))
+    fanout.deliver(hub, hub.receive(owner, ev.Register("alice"), NOW))
+    fanout.deliver(hub, hub.receive(owner, Vetted(ev.RegisterAccount("s3cret"), "", False, "v1"), NOW))
+    fanout.deliver(hub, hub.receive(owner, ev.Goodbye(""), NOW))
+    person = Conn("person", text=True)
+    session = TextSession()
+    assert person.view is not None
+    session.view = person.view
+    fanout.deliver(hub, hub.connect(person, may_retry=True, echo=False))
+    # The nick and its /login in one batch: the edge finds the login, with the nick before it.
+    lines: list[str | ProtocolError] = ["alice", "/login s3cret", "hello"]
+    asks = session.account_events(lines)
+    assert asks == {1: ev.Register("alice", "s3cret")}
+    # The edge checks the password (here: as if it matched) and hands the verdict on.
+    verdict = Vetted(ev.Register("alice", "s3cret"), "v1", True)
+    session.take(hub, person, ["alice", verdict, "hello"], NOW, lambda out: fanout.deliver(hub, out))
+    assert person.lines()[:2] == [
+        "* error (needs-password): the nick alice is registered: give its password (/login PASSWORD at a terminal)",
+        "*** welcome, alice: nobody else is here",
+    ]
+    # Once in, the account commands are found too; other lines are not.
+    assert session.account_events(["/password s3cret n3w", "/register x", "/who", "//login x", "hi"]) == {
+        0: ev.ChangePassword("s3cret", "n3w"),
+        1: ev.RegisterAccount("x"),
+    }
+
+
+def test_a_login_before_any_nick_is_refused_without_asking_anyone() -> None:
+    hub: Hub[Conn] = Hub()
+    person = Conn("person", text=True)
+    session = TextSession()
+    assert person.view is not None
+    session.view = person.view
+    fanout.deliver(hub, hub.connect(person, may_retry=True, echo=False))
+    assert session.account_events(["/login pw"]) == {}
+    feed(hub, person, session, "/login pw")
+    assert person.lines() == ["* error (bad-usage): type the nick first, then /login PASSWORD"]

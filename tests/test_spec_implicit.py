@@ -14,7 +14,7 @@ import pytest
 from common.chat import events as ev
 from common.chat.hub import Hub
 from common.wire.errors import ErrorCode, RemoteProtocolError, RuleError
-from common.wire.framing import HEADER, decode_datagram, decode_frame, encode
+from common.wire.framing import HEADER, VERSION, decode_datagram, decode_frame, encode
 from common.wire.limits import MAX_ACK_RANGES, MAX_DATAGRAM
 from tests.udp.harness import PATIENCE, raw_session
 from udpchat.server import ChatServer
@@ -46,7 +46,7 @@ def test_a_whisper_to_oneself_is_delivered() -> None:
 def _ack_with(ranges: int) -> bytes:
     """An Ack frame with ``ranges`` ranges, built by hand: the event refuses more than 32."""
     payload = struct.pack(">QB", 0, ranges) + b"".join(struct.pack(">QQ", 2 * i + 2, 2 * i + 3) for i in range(ranges))
-    return HEADER.pack(b"\xc1\x54", 2, 0x65, len(payload)) + payload
+    return HEADER.pack(b"\xc1\x54", VERSION, 0x65, len(payload)) + payload
 
 
 def test_an_ack_with_too_many_ranges_takes_its_whole_datagram_down() -> None:

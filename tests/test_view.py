@@ -134,3 +134,30 @@ def test_a_line_with_a_bad_piece_is_refused_whole() -> None:
     done = view.interpret_typed("x" * 5000 + "\x1b[2J")
     assert [t.send for t in done] == [None]
     assert done[0].refused.endswith("\x1b[2J")
+
+
+def test_the_view_keeps_each_rooms_position_for_resuming_and_paging() -> None:
+    view = ClientView()
+    for event in (
+        ev.Welcome("alice", 1),
+        ev.Joined(LOBBY, "alice"),
+        ev.Replay(LOBBY, "e1", 4, 6, False),
+        ev.Message(LOBBY, "bob", "four", 4, 0, True),
+        ev.Message(LOBBY, "bob", "five", 5, 0, True),
+        ev.Message(LOBBY, "bob", "six", 6, 0, True),
+        ev.Joined("#dev", "alice"),
+        ev.Replay("#dev", "e2", 1, 0, False),
+        ev.Message(LOBBY, "alice", "seven", 7, 0),
+    ):
+        view.observe(event)
+    assert view.resume() == [ev.Join(LOBBY, "e1", 7), ev.Join("#dev", "e2", 0)]
+    # /history pages back from the oldest message shown.
+    typed = view.interpret("/history 10")
+    assert typed.send == ev.History(LOBBY, 4, 10)
+    answer = ev.Replay(LOBBY, "e1", 5, 3, False)  # nothing older
+    view.observe(answer)
+    assert view.render(answer) == f"* no older messages in {LOBBY}"
+    # A room left is forgotten; a new epoch starts the room's position over.
+    view.interpret("/part #dev")
+    view.observe(ev.Replay(LOBBY, "e9", 1, 2, True))
+    assert view.resume() == [ev.Join(LOBBY, "e9", 0)]
