@@ -135,6 +135,11 @@ class Store(Protocol):
         """The private messages kept for ``key``, oldest first, and stage their removal."""
         ...
 
+    def dirty(self) -> bool:
+        """Whether anything is staged that ``detach`` would hand over (cheap:
+        asked on every delivery)."""
+        ...
+
     def detach(self) -> object | None:
         """Hand over everything staged since the last call, as one batch for
         ``write``; None if nothing was staged."""

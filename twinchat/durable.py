@@ -6,14 +6,14 @@ The hub stages what it stores under the hub lock (``common.ports.Store``); the
 ``Courier`` is what every transport hands the hub's deliveries to, instead of
 calling ``common.fanout.deliver`` itself.
 
-Strategy: group commit. ``post`` (hub lock held) detaches what the store has
-staged since the last post. If nothing is staged, waiting or being written,
-the deliveries go out at once, exactly as without a store (an in-memory store
+Strategy: group commit. ``post`` (hub lock held) asks the store whether it
+has staged anything. If nothing is staged, held or being written, the
+deliveries go out at once, exactly as without a store (an in-memory store
 never stages anything, so ``--ephemeral`` costs one call). Otherwise they are
-held, in order, behind the staged writes, and the writer thread wakes: it
-takes every held batch of writes and deliveries at once, writes them in one
-transaction per store batch outside the lock, then takes the lock and
-delivers what it held, in the order it was posted. Whatever is posted while a
+held, in order, and the writer thread wakes: under the lock it detaches
+everything staged (one batch) and takes every held delivery, writes the batch
+in one transaction outside the lock, then takes the lock again and delivers
+what it held, in the order it was posted. Whatever is posted while a
 write is under way waits for the next one, which then covers all of it: the
 busier the chat, the more messages one commit carries.
 
@@ -60,8 +60,7 @@ class Courier:
         self._store = store
         self._notice = notice
         self._wake = threading.Condition(lock)
-        self._batches: list[object] = []  # store batches detached, not yet written
-        self._held: list[list[Delivery[Any]]] = []  # deliveries waiting for them
+        self._held: list[list[Delivery[Any]]] = []  # deliveries waiting for the next write
         self._writing = False
         self._stopping = False
         self._last_fault = -FAULT_LOG_EVERY
@@ -74,10 +73,7 @@ class Courier:
 
     def post(self, deliveries: list[Delivery[Any]]) -> None:
         """Deliver now, or once the store has what they depend on (hub lock held)."""
-        batch = self._store.detach()
-        if batch is not None:
-            self._batches.append(batch)
-        elif not (self._held or self._writing):
+        if not (self._held or self._writing or self._store.dirty()):
             if deliveries:
                 fanout.deliver(self._hub, deliveries, self._notice)
             return
@@ -89,12 +85,12 @@ class Courier:
     def flush(self) -> None:
         """Write and deliver everything posted so far, now (hub lock held):
         for a server about to say goodbye to everyone."""
-        batch = self._store.detach()
-        if batch is not None:
-            self._batches.append(batch)
         while self._writing:
             self._wake.wait()
-        self._write_and_deliver(self._take())
+        batch, held = self._take()
+        self._write(batch)
+        for deliveries in held:
+            fanout.deliver(self._hub, deliveries, self._notice)
 
     def close(self) -> None:
         """Flush, stop the writer thread, close the store. Idempotent."""
@@ -110,41 +106,37 @@ class Courier:
         except StoreFault as exc:
             log.error("closing the store: %s", exc)
 
-    def _take(self) -> tuple[list[object], list[list[Delivery[Any]]]]:
-        taken = self._batches, self._held
-        self._batches, self._held = [], []
-        return taken
+    def _take(self) -> tuple[object | None, list[list[Delivery[Any]]]]:
+        """Everything staged, and every delivery waiting for it (lock held)."""
+        held, self._held = self._held, []
+        return self._store.detach(), held
 
     def _run(self) -> None:
         while True:
             with self._lock:
-                while not (self._batches or self._held or self._stopping):
+                while not (self._held or self._stopping or self._store.dirty()):
                     self._wake.wait()
                 if self._stopping:
                     return
-                taken = self._take()
+                batch, held = self._take()
                 self._writing = True
             try:
-                self._write(taken[0])
+                self._write(batch)
             finally:
                 with self._lock:
-                    for deliveries in taken[1]:
+                    for deliveries in held:
                         fanout.deliver(self._hub, deliveries, self._notice)
                     self._writing = False
                     self._wake.notify_all()
 
-    def _write_and_deliver(self, taken: tuple[list[object], list[list[Delivery[Any]]]]) -> None:
-        self._write(taken[0])
-        for deliveries in taken[1]:
-            fanout.deliver(self._hub, deliveries, self._notice)
-
-    def _write(self, batches: list[object]) -> None:
-        for batch in batches:
-            try:
-                self._store.write(batch)
-                self.writes += 1
-            except StoreFault as exc:
-                self._fault(exc)
+    def _write(self, batch: object | None) -> None:
+        if batch is None:
+            return
+        try:
+            self._store.write(batch)
+            self.writes += 1
+        except StoreFault as exc:
+            self._fault(exc)
 
     def _fault(self, exc: StoreFault) -> None:
         self._faults += 1

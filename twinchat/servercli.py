@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -32,7 +33,8 @@ from twinchat.gatekeeper import AccountEvent, Gatekeeper
 
 log = logging.getLogger("twinchat.sessions")
 
-#: Where the servers keep their store unless told otherwise (``--data-dir``).
+#: Where the servers keep their store unless told otherwise (``--data-dir``),
+#: and ``$TWINCHAT_DATA_DIR`` is not set (a service manager's, or a test run's).
 DEFAULT_DATA_DIR = "twinchat-data"
 
 #: What one source address may hold at once, as Ergo allows one IP by default:
@@ -145,9 +147,9 @@ def parser(prog: str, description: str, defaults: Defaults) -> argparse.Argument
     p.add_argument(
         "--data-dir",
         metavar="DIR",
-        default=DEFAULT_DATA_DIR,
+        default=os.environ.get("TWINCHAT_DATA_DIR", DEFAULT_DATA_DIR),
         help="where history, topics and accounts are kept (made if missing); '' keeps them in memory only"
-        " (default: %(default)s)",
+        f" (default: $TWINCHAT_DATA_DIR, else {DEFAULT_DATA_DIR})",
     )
     p.add_argument(
         "--ephemeral",

@@ -125,6 +125,9 @@ class MemoryStore:
     def take_privates(self, key: str) -> list[Kept]:
         return self._kept.pop(key, [])
 
+    def dirty(self) -> bool:
+        return False
+
     def detach(self) -> object | None:
         return None
 
