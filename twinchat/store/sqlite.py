@@ -231,7 +231,7 @@ class SqliteStore:
                 )
         else:
             # Reads every page once: O(file size), bounded in what it reports.
-            problems = [row[0] for row in db.execute(f"PRAGMA quick_check({QUICK_CHECK_LIMIT})")]
+            problems = [" ".join(row[0].split()) for row in db.execute(f"PRAGMA quick_check({QUICK_CHECK_LIMIT})")]
             if problems != ["ok"]:
                 raise StoreFault(
                     f"store {self.path} is corrupt ({'; '.join(problems)}); restore it from a backup, "
