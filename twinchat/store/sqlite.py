@@ -254,8 +254,12 @@ class SqliteStore:
         """Read the rooms; forget those with neither history nor a topic (their
         members left when the server stopped) and trim to ``history_limit``."""
         rows = db.execute(f"SELECT {_ROOM_COLUMNS} FROM rooms").fetchall()
-        db.execute("BEGIN IMMEDIATE")  # also proves the file writable, now
+        db.execute("BEGIN IMMEDIATE")
         try:
+            # A write that changes nothing, to learn now (not at the first
+            # write()) that the file is read-only: SQLite opens such a file
+            # read-only without a word, and BEGIN IMMEDIATE succeeds on it.
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             for key, name, epoch, first, last, topic, topic_by, topic_at in rows:
                 keep_from = max(first, last + 1 - self.history_limit)
                 if keep_from > last and not topic:
