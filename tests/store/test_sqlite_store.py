@@ -6,14 +6,17 @@ only a file can get wrong. Every wait is bounded; nothing waits on a sleep.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -415,10 +418,49 @@ def test_another_programs_database_is_refused(path: Path) -> None:
     fault_line(exc)
 
 
+@contextlib.contextmanager
+def immutable(target: Path) -> Iterator[None]:
+    """``target`` read-only even for root (the tests run as root, for whom
+    chmod stops nothing): the immutable attribute, where the filesystem and
+    our capabilities allow it; the test is skipped where they do not."""
+    chattr = shutil.which("chattr")
+    if chattr is None:
+        pytest.skip("no chattr to make a file read-only for root")
+    made = subprocess.run([chattr, "+i", str(target)], capture_output=True, timeout=WAIT, check=False)
+    if made.returncode:
+        pytest.skip(f"cannot make {target} immutable here: {made.stderr.decode(errors='replace').strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run([chattr, "-i", str(target)], timeout=WAIT, check=True)
+
+
+def test_a_read_only_directory(path: Path) -> None:
+    with immutable(path.parent), pytest.raises(StoreFault, match="cannot create its lock file") as exc:
+        SqliteStore(path)
+    assert "writable" in fault_line(exc)
+    store = SqliteStore(path)
+    fill(store, "#a", 2)
+    store.close()
+    with immutable(path.parent), pytest.raises(StoreFault, match="unable to open database file") as exc:
+        SqliteStore(path)  # no room for its write-ahead log beside it
+    assert "writable" in fault_line(exc)
+
+
+def test_a_read_only_database_file(path: Path) -> None:
+    store = SqliteStore(path)
+    fill(store, "#a", 2)
+    store.close()
+    with immutable(path), pytest.raises(StoreFault, match="readonly") as exc:
+        SqliteStore(path)
+    assert "read-only" in fault_line(exc)
+    store = SqliteStore(path)  # nothing was lost
+    assert [e.seq for e in store.after("#a", 0, 5)] == [1, 2]
+    store.close()
+
+
 def test_a_file_where_the_directory_should_be(tmp_path: Path) -> None:
-    """Stands in for a read-only directory: the tests run as root, for whom
-    chmod does not stop a write, and no read-only mount is ours to use. Either
-    way the lock file cannot be made, which is what the store reports."""
+    """A data directory that cannot be made, and a database path under a file."""
     blocker = tmp_path / "data"
     blocker.write_text("a file, not a directory")
     with pytest.raises(StoreFault, match="cannot create its lock file") as exc:
