@@ -165,8 +165,9 @@ class SqliteStore:
     """The store in a SQLite file (``common.ports.Store``).
 
     Args:
-        path: the database file (its directory must exist); a
-            ``<name>.lock`` file beside it keeps a second server out.
+        path: the database file (its directory must exist). A lock file
+            beside it, named as it is with ``.lock`` for its suffix
+            (``twinchat.lock``), keeps a second server out.
         history_limit: entries kept per room; older ones are deleted.
 
     Raises:
@@ -191,7 +192,6 @@ class SqliteStore:
         self._next_kept = 1
         self._pending = _Batch(1)
         self._inflight: deque[_Batch] = deque()
-        self._settled = 0
         # Writer side.
         self._write_lock = threading.Lock()
         self._backlog: deque[_Batch] = deque()
@@ -487,7 +487,10 @@ class SqliteStore:
                 with contextlib.suppress(sqlite3.Error):
                     db.execute("ROLLBACK")
                 raise
-        except (sqlite3.Error, OSError) as exc:
+        # OSError: the disk; ValueError, OverflowError: a value SQLite cannot
+        # store (a bug upstream), reported the same way rather than killing
+        # the writer thread.
+        except (sqlite3.Error, OSError, ValueError, OverflowError) as exc:
             count = sum(len(each) for each in self._backlog)
             self._bound_backlog()
             raise StoreFault(
