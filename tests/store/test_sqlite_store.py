@@ -25,7 +25,7 @@ from common.chat.log import MemoryStore
 from common.ports import Account, Entry, Kept, StoreFault
 from common.wire.limits import MAX_KEPT
 from twinchat.store import DATABASE_NAME, open_store
-from twinchat.store.sqlite import BUSY_TIMEOUT, SCHEMA_V1, SCHEMA_VERSION, SqliteStore
+from twinchat.store.sqlite import SCHEMA_V1, SCHEMA_VERSION, SqliteStore
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -293,10 +293,10 @@ def test_queries_do_not_wait_for_a_writer_and_a_blocked_write_fails_soon(path: P
     other.execute("BEGIN IMMEDIATE")
     other.execute("INSERT INTO accounts VALUES ('zed', 'Zed', 'v', 1)")
     try:
-        started = time.monotonic()
+        # A reader that waited for the lock would give up after BUSY_TIMEOUT
+        # with "database is locked"; these answer, from the last commit.
         assert [e.seq for e in store.after("#a", 0, 10)] == [1, 2, 3, 4]
         assert store.account("zed") is None
-        assert time.monotonic() - started < BUSY_TIMEOUT
         batch = store.detach()
         assert batch is not None
         started = time.monotonic()
