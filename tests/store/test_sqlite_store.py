@@ -49,8 +49,15 @@ def flush(store: SqliteStore) -> None:
         store.write(batch)
 
 
-def raw(path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(path, isolation_level=None)
+@contextlib.contextmanager
+def raw(path: Path) -> Iterator[sqlite3.Connection]:
+    """A plain connection to the file, closed after (sqlite3's own context
+    manager commits but leaves the connection open)."""
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        yield db
+    finally:
+        db.close()
 
 
 def fault_line(exc: pytest.ExceptionInfo[StoreFault]) -> str:
@@ -289,7 +296,7 @@ def test_queries_do_not_wait_for_a_writer_and_a_blocked_write_fails_soon(path: P
     fill(store, "#a", 3)
     flush(store)
     store.append("#a", 3, "ann", "staged", False)
-    other = raw(path)  # another program holding the write lock (a backup, a shell)
+    other = sqlite3.connect(path, isolation_level=None)  # another program holding the write lock
     other.execute("BEGIN IMMEDIATE")
     other.execute("INSERT INTO accounts VALUES ('zed', 'Zed', 'v', 1)")
     try:
