@@ -221,3 +221,15 @@ def test_a_password_change_gets_a_new_verifier_only_with_the_old_password(gate: 
     hub.receive("back", changed, NOW)
     assert hub.verifier_for("back", ev.DropAccount("x")) == changed.new_verifier
     assert make_verifier("n3w", cost=CHEAP) != changed.new_verifier  # salted
+
+
+def test_a_new_account_gets_its_verifier_even_when_checked_before_its_nick_is_taken() -> None:
+    # A person at nc pastes "alice" and "/register pw" at once: the edge checks
+    # the second line before the hub has taken the first.
+    hub: Hub[str] = Hub()
+    keeper = Gatekeeper(hub, threading.Lock(), cost=CHEAP)
+    hub.connect("person", may_retry=True, echo=False)
+    vetted = keeper.vet("person", "127.0.0.1", ev.RegisterAccount("pw"))
+    hub.receive("person", ev.Register("alice"), NOW)
+    assert isinstance(hub.receive("person", vetted, NOW)[0].event, ev.Reply)
+    assert hub.verifier_for("person", ev.DropAccount("x")) == vetted.new_verifier != ""

@@ -248,3 +248,11 @@ def test_private_messages_to_an_offline_account_wait_for_its_login() -> None:
     hub.connect(4)
     out = events_to(4, hub.receive(4, Vetted(ev.Register("alice", "pw"), "v1", True), NOW))
     assert not any(isinstance(e, ev.Private) for e in out)
+
+
+def test_an_account_is_never_saved_without_a_verifier() -> None:
+    hub: Hub[int] = Hub()
+    register(hub, 1, "alice")
+    (refusal,) = events_to(1, hub.receive(1, Vetted(ev.RegisterAccount("pw"), "", False, ""), NOW))
+    assert isinstance(refusal, ev.Error) and refusal.code is ErrorCode.BAD_PASSWORD
+    assert hub.verifier_for(1, ev.DropAccount("x")) == ""

@@ -83,12 +83,14 @@ class Gatekeeper:
         with self._lock:
             verifier = self._hub.verifier_for(conn, event)
             nick = event.nick if isinstance(event, ev.Register) else self._hub.nick_of(conn) or ""
+        proof = _proof(event)
         try:
             key = nick_key(check_nick(nick))
         except RuleError:
-            return Vetted(event, verifier, False)  # the hub says what is wrong with the nick
+            # Not registered yet (or a nick no one may have): nothing to prove,
+            # and the hub says what is wrong; a new account still gets its verifier.
+            key, proof = "", ""
         host = host_key(address)
-        proof = _proof(event)
         ok = False
         if verifier and proof:
             wait = self._wait(key, host)

@@ -535,9 +535,12 @@ class Hub(Generic[C]):
         member = self._members[conn]
         key = nick_key(member.nick)
         account = self._store.account(key)
+        unchecked = ev.Error(ErrorCode.BAD_PASSWORD, "the password could not be checked; try again")
         if isinstance(event, ev.RegisterAccount):
             if account is not None:
                 return [_to(conn, ev.Error(ErrorCode.ACCOUNT_EXISTS, f"{account.nick} is registered already"))]
+            if not vetted.new_verifier:  # a verdict made before the nick was taken
+                return [_to(conn, unchecked)]
             self._store.save_account(Account(key, member.nick, vetted.new_verifier, int(now)))
             done = f"{member.nick} is registered: from now on it takes this password to use it"
             return [_to(conn, ev.Reply(done))]
@@ -547,6 +550,8 @@ class Hub(Generic[C]):
         if refusal is not None:
             return [_to(conn, refusal)]
         if isinstance(event, ev.ChangePassword):
+            if not vetted.new_verifier:
+                return [_to(conn, unchecked)]
             self._store.save_account(account._replace(verifier=vetted.new_verifier))
             return [_to(conn, ev.Reply(f"the password of {account.nick} is changed"))]
         self._store.drop_account(key)

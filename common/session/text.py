@@ -57,15 +57,20 @@ class TextSession:
         batch is understood."""
         found: dict[int, ev.ClientEvent] = {}
         tried = self.tried
+        registering = self.view.nick is None
         for index, item in enumerate(items):
             if not isinstance(item, str):
                 continue
-            if self.view.nick is None:
+            if registering:
                 if item.startswith(_LOGIN) and tried:
                     with contextlib.suppress(RuleError):  # refused: ``take`` says why
                         found[index] = ev.Register(tried, item[len(_LOGIN) :].strip())
-                elif item.strip() and not item.startswith(_LOGIN.strip()):
+                elif item.strip():
                     tried = item.strip()
+                # The lines after a nick (or a /login) are read as commands, as
+                # they will be once it is taken, unless another /login is next.
+                after = items[index + 1] if index + 1 < len(items) else None
+                registering = isinstance(after, str) and after.startswith(_LOGIN)
                 continue
             if item.startswith("/") and not item.startswith("//"):
                 try:
@@ -83,9 +88,14 @@ class TextSession:
         items: list[str | ProtocolError | Vetted],
         now: float,
         deliver: Callable[[list[Delivery[C]]], None],
+        settle: Callable[[], None] | None = None,
     ) -> None:
         """Feed what the user sent (lines, and line errors in their place) to
-        the hub, and hand every delivery to ``deliver``, in order."""
+        the hub, and hand every delivery to ``deliver``, in order.
+
+        ``settle``: makes what was handed to ``deliver`` reach the view now,
+        for a server whose deliveries may wait for its store (the next line's
+        meaning depends on them)."""
         out: list[Delivery[C]] = []
         stale = False  # the view may lag behind deliveries not made yet
         for item in items:
@@ -94,6 +104,8 @@ class TextSession:
                 continue
             if stale:
                 deliver(out)
+                if settle is not None:
+                    settle()
                 out, stale = [], False
             if isinstance(item, Vetted):
                 out += hub.receive(conn, item, now)

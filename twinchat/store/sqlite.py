@@ -414,6 +414,9 @@ class SqliteStore:
 
     # -- staging and writing -----------------------------------------------
 
+    def dirty(self) -> bool:
+        return bool(self._pending.messages or len(self._pending))
+
     def detach(self) -> object | None:
         self._settle()
         batch = self._pending
