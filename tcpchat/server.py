@@ -561,7 +561,7 @@ class ChatServer:
                 self._deliver(self._hub.take(conn, cast(list[ev.Event | ProtocolError], items), now))
             else:
                 lines = cast(list[str | ProtocolError | Vetted], items)
-                conn.text.take(self._hub, conn, lines, now, self._deliver, self._shared.courier.flush)
+                conn.text.take(self._hub, conn, lines, now, self._deliver, settle=self._shared.courier.flush)
 
     def _vetted(self, conn: _Conn, items: list[_Item]) -> list[_Item]:
         """``items`` with every event that carries a password replaced by the

@@ -88,6 +88,7 @@ class TextSession:
         items: list[str | ProtocolError | Vetted],
         now: float,
         deliver: Callable[[list[Delivery[C]]], None],
+        *,
         settle: Callable[[], None] | None = None,
     ) -> None:
         """Feed what the user sent (lines, and line errors in their place) to
