@@ -1,0 +1,184 @@
+"""A server that remembers (issue 9), as a program: history, topics and accounts
+across a clean restart, and across a ``kill -9`` in the middle of a flood,
+every message any client was sent is in the history afterwards. Real
+processes, a real SQLite file in the test's directory, loopback sockets."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from common.chat import events as ev
+from common.chat.rooms import LOBBY
+from common.wire.framing import NEED_DATA, StreamDecoder, encode
+
+WAIT = 10.0
+
+
+class Server:
+    """``twinchat-server`` as a child process on a free port, its store in ``data``."""
+
+    def __init__(self, data: Path, port: int = 0, *extra: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "twinchat.server", "--port", str(port), "--data-dir", str(data), *extra],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()  # bounded: it prints it or exits
+        match = re.search(r"listening on (\S+):(\d+)", line)
+        if match is None:
+            self.proc.kill()
+            _, err = self.proc.communicate(timeout=WAIT)
+            pytest.fail(f"no listening line: {line!r} {err!r}")
+        self.address = (match.group(1), int(match.group(2)))
+
+    def stop(self, signum: int = signal.SIGINT) -> tuple[int, str]:
+        self.proc.send_signal(signum)
+        _, err = self.proc.communicate(timeout=WAIT)
+        return self.proc.returncode, err
+
+
+@pytest.fixture
+def servers() -> Iterator[list[Server]]:
+    started: list[Server] = []
+    yield started
+    for server in started:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.communicate(timeout=WAIT)
+
+
+class Framed:
+    """A framed TCP client reading with the project's own decoder."""
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        self.sock = socket.create_connection(address, timeout=WAIT)
+        self.decoder = StreamDecoder()
+        self.seen: list[ev.Event] = []
+
+    def send(self, *events: ev.Event) -> None:
+        self.sock.sendall(b"".join(encode(e) for e in events))
+
+    def next(self) -> ev.Event | None:
+        """The next event, or None once the stream ends (bounded by the socket timeout)."""
+        while True:
+            item = self.decoder.next_event()
+            if isinstance(item, ev.Event):
+                self.seen.append(item)
+                return item
+            if item is not NEED_DATA:
+                return None
+            try:
+                data = self.sock.recv(65536)
+            except OSError:
+                data = b""
+            self.decoder.feed(data)
+
+    def until(self, kind: type[ev.Event], **fields: object) -> ev.Event:
+        for _ in range(100_000):
+            event = self.next()
+            assert event is not None, f"the stream ended before {kind.__name__}"
+            if isinstance(event, kind) and all(getattr(event, k) == v for k, v in fields.items()):
+                return event
+        raise AssertionError("bounded wait ran out")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _texts(events: list[ev.Event]) -> list[tuple[int, str]]:
+    return [(e.seq, e.text) for e in events if isinstance(e, ev.Message)]
+
+
+def test_history_topics_and_accounts_outlive_a_restart(tmp_path: Path, servers: list[Server]) -> None:
+    data = tmp_path / "data"
+    first = Server(data)
+    servers.append(first)
+    alice = Framed(first.address)
+    alice.send(ev.Register("alice"))
+    alice.until(ev.Replay)
+    alice.send(ev.Join("#dev"), ev.SetTopic("#dev", "ship it"), ev.Say("#dev", "one"), ev.Say("#dev", "two"))
+    alice.until(ev.Message, text="two")
+    alice.send(ev.RegisterAccount("s3cret"), ev.Ping(1))
+    registered = alice.until(ev.Reply)
+    assert "registered" in registered.text  # type: ignore[attr-defined]
+    alice.close()
+    code, err = first.stop(signal.SIGINT)
+    assert code == 0, err
+    assert "Traceback" not in err
+
+    second = Server(data)
+    servers.append(second)
+    impostor = Framed(second.address)
+    impostor.send(ev.Register("ALICE"))
+    refusal = impostor.until(ev.Error)
+    assert refusal.code.name == "NEEDS_PASSWORD"  # type: ignore[attr-defined]
+    impostor.send(ev.Register("alice", "guess"))
+    assert impostor.until(ev.Error).code.name == "BAD_PASSWORD"  # type: ignore[attr-defined]
+    impostor.send(ev.Register("alice", "s3cret"))
+    impostor.until(ev.Welcome)
+    impostor.send(ev.Join("#dev"))
+    topic = impostor.until(ev.Topic)
+    assert topic.text == "ship it"  # type: ignore[attr-defined]
+    replay = impostor.until(ev.Replay)
+    assert (replay.first, replay.last, replay.gap) == (1, 2, False)  # type: ignore[attr-defined]
+    said = [impostor.until(ev.Message), impostor.until(ev.Message)]
+    assert [(m.text, m.history) for m in said] == [("one", True), ("two", True)]  # type: ignore[attr-defined]
+    impostor.close()
+    second.stop()
+
+
+def test_after_kill_9_every_message_a_client_was_sent_is_in_the_history(tmp_path: Path, servers: list[Server]) -> None:
+    data = tmp_path / "data"
+    first = Server(data, 0, "--rate-limit", "0")
+    servers.append(first)
+    talker, listener = Framed(first.address), Framed(first.address)
+    talker.send(ev.Register("talker"))
+    talker.until(ev.Replay)
+    listener.send(ev.Register("listener"))
+    listener.until(ev.Replay)
+    # A flood the listener reads as it comes; the server dies in the middle of it.
+    talker.send(*(ev.Say(LOBBY, f"m{i}") for i in range(3000)))
+    got: list[ev.Message] = []
+    while len(got) < 500:
+        event = listener.next()
+        assert event is not None
+        if isinstance(event, ev.Message):
+            got.append(event)
+    first.proc.send_signal(signal.SIGKILL)
+    first.proc.communicate(timeout=WAIT)
+    while (event := listener.next()) is not None:  # whatever was in flight to it
+        if isinstance(event, ev.Message):
+            got.append(event)
+    talker.close()
+    listener.close()
+    assert [m.seq for m in got] == list(range(1, len(got) + 1))
+
+    second = Server(data, 0, "--replay", "0")
+    servers.append(second)
+    reader = Framed(second.address)
+    reader.send(ev.Register("reader"))
+    reader.until(ev.Replay)
+    stored: list[tuple[int, str]] = []
+    before = 0
+    for _ in range(20):  # page back through all of it, 500 at a time
+        reader.send(ev.History(LOBBY, before, 500))
+        page = reader.until(ev.Replay)
+        if page.first > page.last:  # type: ignore[attr-defined]
+            break
+        batch = [reader.until(ev.Message) for _ in range(page.last - page.first + 1)]  # type: ignore[attr-defined]
+        stored = _texts(batch) + stored  # type: ignore[arg-type]
+        before = page.first  # type: ignore[attr-defined]
+    reader.close()
+    second.stop()
+    shown = _texts(got)  # type: ignore[arg-type]
+    assert stored[: len(shown)] == shown, "a message a client was sent is missing from the history"
