@@ -10,14 +10,17 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from common.accounts import MAX_CONCURRENT_HASHES
 from common.chat import events as ev
 from common.chat.rooms import LOBBY
 from common.wire.framing import NEED_DATA, StreamDecoder, encode
+from tcpchat.server import ChatServer
 
 WAIT = 10.0
 
@@ -182,3 +185,75 @@ def test_after_kill_9_every_message_a_client_was_sent_is_in_the_history(tmp_path
     second.stop()
     shown = _texts(got)  # type: ignore[arg-type]
     assert stored[: len(shown)] == shown, "a message a client was sent is missing from the history"
+
+
+def _refused_start(*args: str) -> tuple[int, str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "twinchat.server", "--port", "0", *args],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )
+    return proc.returncode, proc.stderr
+
+
+def test_a_store_that_cannot_be_used_is_one_line_at_start(tmp_path: Path, servers: list[Server]) -> None:
+    garbage = tmp_path / "garbage"
+    garbage.mkdir()
+    (garbage / "twinchat.sqlite3").write_bytes(b"this is not a database, it is a grocery list\n" * 100)
+    code, err = _refused_start("--data-dir", str(garbage))
+    assert code == 1
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "twinchat.sqlite3" in err
+
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("not a directory")
+    code, err = _refused_start("--data-dir", str(in_the_way))
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+    # One server per data directory: the second says so and leaves the first alone.
+    shared = tmp_path / "shared"
+    servers.append(Server(shared))
+    code, err = _refused_start("--data-dir", str(shared))
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert servers[0].proc.poll() is None
+
+
+def test_a_login_storm_lets_the_others_chat_on(tmp_path: Path) -> None:
+    # In process: the storm's passwords are hashed on the connections' own
+    # threads, outside the hub lock, while two others chat.
+
+    server = ChatServer(port=0, rate_limit=0, max_per_host=0, data_dir=str(tmp_path / "data"))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    storm: list[Framed] = []
+    try:
+        owner = Framed(server.address)
+        owner.send(ev.Register("owner"))
+        owner.until(ev.Replay)
+        owner.send(ev.RegisterAccount("correct horse"))
+        owner.until(ev.Reply)
+        owner.close()
+        talker, listener = Framed(server.address), Framed(server.address)
+        storm += [talker, listener]  # closed with the storm
+        for client, nick in ((talker, "talker"), (listener, "listener")):
+            client.send(ev.Register(nick))
+            client.until(ev.Replay)
+        storm[:0] = [Framed(server.address) for _ in range(24)]
+        for i, client in enumerate(storm[:24]):
+            # One right password among wrong ones: the throttle stops the guessers, not the chat.
+            client.send(ev.Register("owner", "correct horse" if i == 0 else f"guess {i}"))
+        talker.send(*(ev.Say(LOBBY, f"m{i}") for i in range(200)))
+        heard = [listener.until(ev.Message, text=f"m{i}") for i in range(200)]
+        assert [m.text for m in heard] == [f"m{i}" for i in range(200)]  # type: ignore[attr-defined]
+        assert isinstance(storm[0].until(ev.Welcome), ev.Welcome)
+        answers = [client.until(ev.Error).code.name for client in storm[1:24]]  # type: ignore[attr-defined]
+        assert set(answers) <= {"BAD_PASSWORD", "TOO_MANY_TRIES"}
+        # 5 tries a minute, and at most MAX_CONCURRENT_HASHES more that raced past the throttle.
+        assert answers.count("BAD_PASSWORD") <= 5 + MAX_CONCURRENT_HASHES
+    finally:
+        for client in storm:
+            client.close()
+        server.shutdown()
+        thread.join(WAIT)
