@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import resource
+import tempfile
 import time
 from array import array
 from collections.abc import Callable
@@ -69,11 +70,18 @@ def raise_nofile(needed: int) -> int:
     return needed
 
 
-def server_args(transport: Transport, idle_timeout: float) -> tuple[str, list[str]]:
+def server_args(transport: Transport, idle_timeout: float, data_dir: str = "") -> tuple[str, list[str]]:
     """The server module and flags for ``transport``: loopback, a free port,
     no flood control and no client limit (the load would trip both), an idle
-    timeout longer than any run, and quiet logs."""
+    timeout longer than any run, and quiet logs; its store in ``data_dir``
+    for a transport with a store, else in memory (``--ephemeral``)."""
     args = [*_SERVER_FLAGS, "--idle-timeout", f"{idle_timeout:g}", "--log-level", "WARNING"]
+    if transport.store:
+        if not data_dir:
+            raise ValueError(f"{transport.name} needs a data directory")
+        args += ["--data-dir", data_dir]
+    else:
+        args.append("--ephemeral")
     if transport.kind == "tcp":
         return "tcpchat.server", args
     if transport.unreliable:
@@ -227,7 +235,8 @@ def run_once(
     """
     plan = scenario.plan(quiet_s=0.5 if transport.unreliable else 3.0)
     raise_nofile(2 * plan.clients + 256)
-    module, args = server_args(transport, idle_timeout=3600)
+    data_dir = tempfile.TemporaryDirectory(prefix="bench-store-")
+    module, args = server_args(transport, idle_timeout=3600, data_dir=data_dir.name)
     saved = os.sched_getaffinity(0)
     children: list[Child] = []
     peers: list[Peer] = []
@@ -263,6 +272,7 @@ def run_once(
             loop.close()
         for child in reversed(children):
             child.close()
+        data_dir.cleanup()
         os.sched_setaffinity(0, saved)
     result = summarize(
         scenario=scenario, transport=transport, run=run, plan=plan, outcome=outcome, events=events, peak_rss_mb=peak

@@ -83,13 +83,18 @@ class Transport:
     unreliable: bool = False
     #: Loss each way through the seeded proxy, in percent (0: no proxy).
     loss: float = 0.0
+    #: The server keeps its store on disk (SQLite in a fresh directory), as it
+    #: does by default; otherwise ``--ephemeral``, which every other transport runs.
+    store: bool = False
 
 
 TRANSPORTS: Final = {
     t.name: t
     for t in (
         Transport("tcp", "tcp"),
+        Transport("tcp-store", "tcp", store=True),
         Transport("udp", "udp"),
+        Transport("udp-store", "udp", store=True),
         Transport("udp-unreliable", "udp", unreliable=True),
         Transport("udp-loss5", "udp", loss=5.0),
         Transport("udp-loss20", "udp", loss=20.0),
