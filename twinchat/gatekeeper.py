@@ -11,12 +11,15 @@ storm competes with the chat for cores, not for the interpreter.
 Guessing is throttled per nick and per address (``common.accounts.Throttle``,
 5 wrong tries a minute): a refused try costs no hashing at all. The throttle
 is asked again once a hashing slot is free, so a flood of parallel guesses
-gets at most ``MAX_CONCURRENT_HASHES`` tries past it.
+gets at most ``MAX_CONCURRENT_HASHES`` tries past it. Hashes run at most one
+fewer at a time than the machine has cores (and at most
+``MAX_CONCURRENT_HASHES``), so a login storm leaves a core to the chat.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Any, Final
@@ -71,7 +74,9 @@ class Gatekeeper:
         self._cost = cost
         self._throttle = Throttle()
         self._throttle_lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(MAX_CONCURRENT_HASHES)
+        # Hashing takes a core while it runs: leave one to the chat.
+        self.concurrency = max(1, min(MAX_CONCURRENT_HASHES, (os.cpu_count() or 2) - 1))
+        self._slots = threading.BoundedSemaphore(self.concurrency)
         #: Passwords checked, refused as wrong, refused by the throttle (figures).
         self.checked = 0
         self.wrong = 0
