@@ -233,3 +233,17 @@ def test_a_new_account_gets_its_verifier_even_when_checked_before_its_nick_is_ta
     hub.receive("person", ev.Register("alice"), NOW)
     assert isinstance(hub.receive("person", vetted, NOW)[0].event, ev.Reply)
     assert hub.verifier_for("person", ev.DropAccount("x")) == vetted.new_verifier != ""
+
+
+def test_a_login_against_a_weaker_verifier_stores_a_stronger_one(gate: Any) -> None:
+    hub, lock, _ = gate
+    stronger = Gatekeeper(hub, lock, cost=ScryptCost(n=2**5, r=8, p=1))
+    hub.connect("back")
+    vetted = stronger.vet("back", "127.0.0.1", ev.Register("alice", "s3cret"))
+    assert vetted.ok and vetted.new_verifier.startswith("scrypt$n=32,")
+    hub.receive("back", vetted, NOW)
+    assert hub.verifier_for("back", ev.DropAccount("x")) == vetted.new_verifier
+    # And the password still opens it.
+    hub.receive("back", ev.Goodbye(""), NOW)
+    hub.connect("again")
+    assert stronger.vet("again", "127.0.0.1", ev.Register("alice", "s3cret")).ok

@@ -24,7 +24,16 @@ import threading
 import time
 from typing import Any, Final
 
-from common.accounts import DEFAULT_COST, MAX_CONCURRENT_HASHES, ScryptCost, Throttle, host_key, make_verifier, verify
+from common.accounts import (
+    DEFAULT_COST,
+    MAX_CONCURRENT_HASHES,
+    ScryptCost,
+    Throttle,
+    host_key,
+    make_verifier,
+    needs_upgrade,
+    verify,
+)
 from common.chat import events as ev
 from common.chat.hub import ACCOUNT_EVENTS, Hub, Vetted
 from common.chat.nicks import check_nick, nick_key
@@ -113,6 +122,9 @@ class Gatekeeper:
                 new = make_verifier(event.password, cost=self._cost)
             elif isinstance(event, ev.ChangePassword) and ok:
                 new = make_verifier(event.new, cost=self._cost)
+            elif isinstance(event, ev.Register) and ok and needs_upgrade(verifier, self._cost):
+                # Proved with a verifier weaker than today's: store a fresh one.
+                new = make_verifier(event.password, cost=self._cost)
         return Vetted(event, verifier, ok, new)
 
     def _wait(self, key: str, host: str) -> float:

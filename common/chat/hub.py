@@ -79,7 +79,8 @@ class Vetted(ev.ClientEvent):
     nick had no account), as ``Hub.verifier_for`` gave it; if the account has
     changed since, the hub asks for another try. ``ok``: the password
     matched. ``new_verifier``: for ``RegisterAccount`` and ``ChangePassword``,
-    the new password's verifier. ``wait``: the edge's throttle refused the try
+    the new password's verifier, and for a ``Register`` proved against a
+    verifier weaker than today's, a fresh one to store. ``wait``: the edge's throttle refused the try
     (too many wrong passwords); seconds until another is allowed.
     """
 
@@ -486,6 +487,8 @@ class Hub(Generic[C]):
         _, echo = self._pending.pop(conn)
         member = self._members[conn] = _Member[C](nick, echo)
         out = [_to(conn, ev.Welcome(nick, len(self._members)))]
+        if account is not None and vetted is not None and vetted.new_verifier:
+            self._store.save_account(account._replace(verifier=vetted.new_verifier))  # a stronger hash
         if account is not None:
             out += [_to(conn, ev.Private(k.sender, k.text, k.time, True)) for k in self._store.take_privates(key)]
         if not event.resume:
