@@ -10,23 +10,76 @@ accounting: unique deliveries, duplicates, out-of-order deliveries, garbled
 frames and one latency per delivery. Both walk frames by their header only;
 a message's fields are read from the fixed place of its text.
 
+Since protocol 3 two kinds of relayed benchmark message are not deliveries:
+
+- a sender's own messages come back to it (the server echoes them to framed
+  clients, numbered like everyone's). A ``Ledger`` told whose it is
+  (``Expected.own``) counts them apart, as ``echoes`` with their round-trip
+  time, so that ``unique``, ``expected`` and ``latencies`` still count the
+  copies for the others alone, as before;
+- a message replayed from the history (``history`` set: a join's briefing)
+  is counted as ``replayed`` and nothing else, by both.
+
 Both are pure: they take bytes and times, never a socket or a clock.
 """
 
 from __future__ import annotations
 
 from array import array
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Final
 
-from bench.payload import FIELDS, KEYS, MESSAGE_PREFIX, MESSAGE_SIZE, TEXT_SIZE, parse_text
+from bench.payload import (
+    FIELDS,
+    HISTORY_OFFSET,
+    KEYS,
+    MESSAGE_PREFIX,
+    MESSAGE_SIZE,
+    TEXT_SIZE,
+    TRAILER_SIZE,
+    parse_text,
+)
 from common.wire.framing import HEADER, HEADER_SIZE, MAGIC, FrameType
 
 _MESSAGE: Final = int(FrameType.MESSAGE)
 #: A Message frame's text length field when the text is a benchmark text.
 _TEXT_LENGTH: Final = TEXT_SIZE.to_bytes(2, "big")
-#: Each byte of MESSAGE_PREFIX with its offset, as ``_uniform`` checks them.
-_PREFIX_COLUMNS: Final = tuple((i, MESSAGE_PREFIX[i : i + 1]) for i in range(len(MESSAGE_PREFIX)))
+#: Each byte of MESSAGE_PREFIX with its offset, and the history flag that a
+#: live message has clear, as ``_uniform`` checks them.
+_COLUMNS: Final = (*((i, MESSAGE_PREFIX[i : i + 1]) for i in range(len(MESSAGE_PREFIX))), (HISTORY_OFFSET, b"\x00"))
+#: From the end of a Message frame back to the end of its text.
+_TAIL: Final = TRAILER_SIZE
+
+
+class Expected(Mapping[int, int]):
+    """What one receiver should be sent: per sender of its room but itself,
+    how many messages (numbered from 1); and ``own``, its own sender index
+    if it sends too, whose ``echoes`` messages the server sends back to it.
+
+    A mapping of the others' counts, as a plain dict was: the echoes are not
+    deliveries to anyone else, and a ``Ledger`` counts them apart.
+    """
+
+    __slots__ = ("_counts", "echoes", "own")
+
+    def __init__(self, counts: Mapping[int, int], own: int | None = None, echoes: int = 0) -> None:
+        if own is not None and own in counts:
+            raise ValueError(f"sender {own} cannot be both another's and the receiver's own")
+        self._counts = dict(counts)
+        self.own = own
+        self.echoes = echoes if own is not None else 0
+
+    def __getitem__(self, sender: int) -> int:
+        return self._counts[sender]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._counts)
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+    def __repr__(self) -> str:
+        return f"Expected({self._counts!r}, own={self.own!r}, echoes={self.echoes!r})"
 
 
 class StreamCorrupt(Exception):
@@ -43,17 +96,18 @@ def _uniform(buf: bytes | bytearray) -> int:
     Strategy: ``buf`` starts at a frame boundary. If every MESSAGE_SIZE-th
     byte run starts with MESSAGE_PREFIX (header and nick length), the first
     frame is a benchmark message, so the second starts where the prefix says,
-    and so on: the prefixes tile the buffer. Each byte of the prefix is
-    checked for every frame at once with a strided slice, in C.
+    and so on: the prefixes tile the buffer. Each byte of the prefix, and
+    the history flag (a replayed message is walked), is checked for every
+    frame at once with a strided slice, in C.
     """
     size = len(buf)
     count = size // MESSAGE_SIZE
     if not count:
         return 0
     whole = count * MESSAGE_SIZE
-    if count == 1:  # the common case at low rates and over UDP: one comparison
-        return whole if buf.startswith(MESSAGE_PREFIX) else 0
-    for offset, expected in _PREFIX_COLUMNS:
+    if count == 1:  # the common case at low rates and over UDP: two comparisons
+        return whole if buf.startswith(MESSAGE_PREFIX) and not buf[HISTORY_OFFSET] else 0
+    for offset, expected in _COLUMNS:
         if buf[offset:whole:MESSAGE_SIZE] != expected * count:
             return 0
     return whole
@@ -82,7 +136,19 @@ def _walk(buf: bytes | bytearray, start: int) -> tuple[list[tuple[int, int, int]
 
 
 def _is_bench_message(buf: bytes | bytearray, ftype: int, start: int, end: int) -> bool:
-    return ftype == _MESSAGE and end - start >= HEADER_SIZE + 2 + TEXT_SIZE and buf[end - 66 : end - 64] == _TEXT_LENGTH
+    """A Message frame whose text has a benchmark text's length (the text
+    ends ``_TAIL`` bytes before the frame does, whatever the room and nick)."""
+    tail = end - _TAIL
+    return (
+        ftype == _MESSAGE
+        and tail - start >= HEADER_SIZE + 2 + TEXT_SIZE
+        and buf[tail - TEXT_SIZE - 2 : tail - TEXT_SIZE] == _TEXT_LENGTH
+    )
+
+
+def _replayed(buf: bytes | bytearray, end: int) -> bool:
+    """The Message frame ending at ``end`` was replayed from the history."""
+    return buf[end - 1] != 0
 
 
 class Progress:
@@ -93,13 +159,15 @@ class Progress:
     as numbers). On an in-order transport the latest is also the highest.
     """
 
-    __slots__ = ("_rest", "latest", "messages")
+    __slots__ = ("_rest", "latest", "messages", "replayed")
 
     def __init__(self) -> None:
         self._rest = b""
         self.latest: dict[bytes, bytes] = {}
-        #: Benchmark messages seen (duplicates included).
+        #: Benchmark messages seen (duplicates and one's own echoes included).
         self.messages = 0
+        #: Benchmark messages replayed from the history: neither counted nor tracked.
+        self.replayed = 0
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
         """Take bytes from the stream; return every frame that is not a benchmark
@@ -120,7 +188,11 @@ class Progress:
         latest = self.latest
         for ftype, start, end in frames:
             if _is_bench_message(buf, ftype, start, end):
-                latest[bytes(buf[end - 64 : end - 60])] = bytes(buf[end - 59 : end - 51])
+                if _replayed(buf, end):
+                    self.replayed += 1
+                    continue
+                text = end - _TAIL - TEXT_SIZE
+                latest[bytes(buf[text : text + 4])] = bytes(buf[text + 5 : text + 13])
                 self.messages += 1
             else:
                 others.append((ftype, bytes(buf[start:end])))
@@ -135,6 +207,9 @@ class Ledger:
         expected: how many messages each sender sent that this receiver should
             get, numbered from 1 (senders absent here are counted as garbled,
             and as strays too: in a plan with rooms, another room's senders).
+            An ``Expected`` also names the receiver's own sender index, whose
+            messages come back as echoes: counted apart (``echoes``), never as
+            deliveries. Without one, an echo would be a stray.
     """
 
     def __init__(self, expected: Mapping[int, int]) -> None:
@@ -142,19 +217,35 @@ class Ledger:
         self._top = dict.fromkeys(expected, 0)
         self.expected = sum(expected.values())
         self.unique = 0
+        #: Copies received twice, and copies of a sender's messages received
+        #: after a later one of it (echoes included in both).
         self.duplicates = 0
         self.out_of_order = 0
         #: Messages whose text names no expected sender or sequence number.
         self.garbled = 0
         #: Of those, well-formed texts from a sender this receiver should not
-        #: hear at all (another room's, or its own): the server's mistake.
+        #: hear at all (another room's, or its own when not told it is): the
+        #: server's mistake.
         self.strays = 0
         #: Frames that were not benchmark messages (notices, pings).
         self.other_frames = 0
+        #: Benchmark messages replayed from the history (a join's briefing).
+        self.replayed = 0
         #: Receive time minus send time of each unique delivery, in ns.
         self.latencies: array[int] = array("q")
         self.first_at: int | None = None
         self.last_at: int | None = None
+        own = expected.own if isinstance(expected, Expected) else None
+        #: The receiver's own sender index, if it sends.
+        self.own = own
+        #: Its own messages it should get back, and those it got (once each).
+        self.echoes_expected = expected.echoes if isinstance(expected, Expected) else 0
+        self.echoes = 0
+        #: Receive time of each unique echo minus its send time, in ns: the
+        #: sender's round trip through the server.
+        self.echo_latencies: array[int] = array("q")
+        self._echo_seen = bytearray(self.echoes_expected + 1)
+        self._echo_top = 0
         self._rest = b""
 
     def feed(self, received_at: int, data: bytes) -> None:
@@ -179,7 +270,10 @@ class Ledger:
             if not _is_bench_message(buf, ftype, start, end):
                 self.other_frames += 1
                 continue
-            fields = parse_text(buf[end - TEXT_SIZE : end])
+            if _replayed(buf, end):
+                self.replayed += 1
+                continue
+            fields = parse_text(buf[end - _TAIL - TEXT_SIZE : end - _TAIL])
             if fields is None:
                 self.garbled += 1
                 continue
@@ -200,6 +294,9 @@ class Ledger:
 
     def _record(self, received_at: int, sender: int, seq: int, sent_at: int) -> None:
         seen = self._seen.get(sender)
+        if seen is None and sender == self.own:
+            self._echo(received_at, seq, sent_at)
+            return
         if seen is None or not 1 <= seq < len(seen):
             self.garbled += 1
             if seen is None and seq >= 1:
@@ -218,3 +315,19 @@ class Ledger:
         if self.first_at is None:
             self.first_at = received_at
         self.last_at = received_at
+
+    def _echo(self, received_at: int, seq: int, sent_at: int) -> None:
+        seen = self._echo_seen
+        if not 1 <= seq < len(seen):
+            self.garbled += 1
+            return
+        if seen[seq]:
+            self.duplicates += 1
+            return
+        seen[seq] = 1
+        self.echoes += 1
+        if seq < self._echo_top:
+            self.out_of_order += 1
+        else:
+            self._echo_top = seq
+        self.echo_latencies.append(received_at - sent_at)

@@ -29,6 +29,16 @@ only once every client has seen its own ``Parted`` from the lobby and every
 receiver expects messages from the senders of its own room only
 (``Plan.expected_from``).
 
+Echoes (protocol 3): the server sends a sender's own messages back to it,
+numbered like everyone's. They are not deliveries to anyone else: a
+receiver's ``Expected`` names its own index, its ``Ledger`` counts them
+apart (``echoes``, with their round trip), and the figures (expected,
+delivered, latencies) count the copies for the others, as before. A run is
+finished once every sender has its last message back too, so every echo is
+in the record; flow control still waits for the others, not for the echo.
+Every join is now followed by a ``Replay`` (and the room's history, none in
+a fresh room), which the join phase passes over like any other notice.
+
 A ``Peer`` is one client; the transport-specific parts (a TCP socket here, a
 UDP session in ``bench.udpload``) are its ``fileno``, ``on_readable``,
 ``on_writable``, ``send`` and ``on_timer``. Everything above them is shared.
@@ -49,7 +59,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from bench import procstat
-from bench.accounting import Progress, StreamCorrupt
+from bench.accounting import Expected, Progress, StreamCorrupt
 from bench.payload import MAX_ROOMS, SAY_PREFIX, nick_of, room_name, say_frame, say_prefix, sender_key, seq_key
 from common.chat import events as ev
 from common.chat.rooms import LOBBY
@@ -187,11 +197,14 @@ class Plan:
         stuck = set(self.stuck)
         return tuple(i for i in range(self.clients) if i not in stuck)
 
-    def expected_from(self, receiver: int) -> dict[int, int]:
+    def expected_from(self, receiver: int) -> Expected:
         """Messages per sender that ``receiver`` should get: from every sender
-        in its room but itself (everyone shares ``#lobby`` in a plan without rooms)."""
+        in its room but itself (everyone shares ``#lobby`` in a plan without
+        rooms); and, if it sends, its own, which the server echoes to it."""
         room = self.room_of(receiver)
-        return {s: self.messages for s in self.senders if s != receiver and self.room_of(s) == room}
+        others = {s: self.messages for s in self.senders if s != receiver and self.room_of(s) == room}
+        own = receiver if receiver in self.senders else None
+        return Expected(others, own, self.messages)
 
     def audience(self, sender: int) -> tuple[int, ...]:
         """The receivers that should get ``sender``'s messages, in client order."""
@@ -697,8 +710,9 @@ class _Drive:
                 prefix = prefixes[room] = say_prefix(room_name(room))
             audience = [by_index[j] for j in plan.audience(i) if j in by_index]
             self.senders.append(_Sender(peers[i], audience, prefix))
-        #: Per receiver, the keys of the senders it should hear from (``finished``).
-        self.awaited = [(r, [sender_key(s) for s in plan.expected_from(r.index)]) for r in self.receivers]
+        #: Per receiver, the keys of the senders it should hear from, itself
+        #: included if it sends: its echo (``finished``).
+        self.awaited = [(r, [sender_key(s) for s in self._heard_by(r.index)]) for r in self.receivers]
         self.total = len(self.senders) * plan.messages
         self.last_key = seq_key(plan.messages)
         self.quiet_ns = int(plan.quiet_s * 1e9)
@@ -713,6 +727,10 @@ class _Drive:
         count = max(1, len(self.senders))
         self.due = [(self.started + self.gap * k // count, k) for k in range(len(self.senders))] if plan.rate else []
         heapq.heapify(self.due)
+
+    def _heard_by(self, receiver: int) -> list[int]:
+        expected = self.plan.expected_from(receiver)
+        return [*expected, *([] if expected.own is None else [expected.own])]
 
     def send_window(self, now: int) -> None:
         """Fill every sender's window; a sender's batch goes out in one write."""
@@ -759,7 +777,8 @@ class _Drive:
             self.last_progress = now
 
     def finished(self) -> bool:
-        """Every live receiver has seen the last message of every sender it should hear."""
+        """Every live receiver has seen the last message of every sender it
+        should hear, and every live sender its own last one back."""
         last_key = self.last_key
         for r, keys in self.awaited:
             if not r.alive:

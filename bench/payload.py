@@ -19,6 +19,13 @@ lobby itself, or ``#r0000`` to ``#r9999`` in the rooms scenario), so every
 starts with the same ``MESSAGE_PREFIX``. A receiver can then check a whole
 buffer of relayed messages with a few strided slices and unpack it with
 ``struct.iter_unpack``, in C, instead of walking frames in Python.
+
+Since protocol 3 a relayed ``Message`` ends with a fixed-size trailer after
+its text: the room's seq (8 bytes), the server's time (8 bytes, Unix ms) and
+the ``history`` flag (1 byte); ``TEXT_OFFSET`` and ``HISTORY_OFFSET`` say
+where the text and the flag sit in the frame. A message replayed from the
+history (a join's briefing) is not a delivery, and the hot path tells it by
+that flag.
 """
 
 from __future__ import annotations
@@ -111,7 +118,8 @@ def say_frame(sender: int, seq: int, sent_at_ns: int, prefix: bytes = SAY_PREFIX
     return prefix + _HEAD % (sender, seq, sent_at_ns) + _PAD
 
 
-_SAMPLE_MESSAGE: Final = encode(ev.Message(LOBBY, nick_of(0), "x" * TEXT_SIZE))
+_SAMPLE_TEXT: Final = "x" * TEXT_SIZE
+_SAMPLE_MESSAGE: Final = encode(ev.Message(LOBBY, nick_of(0), _SAMPLE_TEXT, seq=1, time=1))
 
 #: Size of every relayed benchmark ``Message`` frame.
 MESSAGE_SIZE: Final = len(_SAMPLE_MESSAGE)
@@ -122,13 +130,22 @@ MESSAGE_SIZE: Final = len(_SAMPLE_MESSAGE)
 #: stream of frames this prefix occurs only where such a frame starts.
 MESSAGE_PREFIX: Final = _SAMPLE_MESSAGE[: HEADER_SIZE + 1]
 
-#: Where the text starts inside a relayed benchmark message frame.
-TEXT_OFFSET: Final = MESSAGE_SIZE - TEXT_SIZE
+#: Where the text starts inside a relayed benchmark message frame (after the
+#: header, the room, the nick and the text's 2-byte length).
+TEXT_OFFSET: Final = _SAMPLE_MESSAGE.index(_SAMPLE_TEXT.encode("ascii"))
+
+#: Bytes after the text: the room's seq, the server's time, the history flag.
+TRAILER_SIZE: Final = MESSAGE_SIZE - TEXT_OFFSET - TEXT_SIZE
+
+#: Where the ``history`` flag is inside a relayed benchmark message frame
+#: (its last byte): 1 for a message replayed to a joiner, 0 for a live one.
+HISTORY_OFFSET: Final = MESSAGE_SIZE - 1
 
 #: Unpacks ``(sender, seq)`` digits of each relayed message (the hot path).
-KEYS: Final = struct.Struct(f">{TEXT_OFFSET}x4sx8s{TEXT_SIZE - 13}x")
+KEYS: Final = struct.Struct(f">{TEXT_OFFSET}x4sx8s{TEXT_SIZE - 13 + TRAILER_SIZE}x")
 
 #: Unpacks ``(sender, ":", seq, ":", sent_at, ":")`` of each relayed message (accounting).
-FIELDS: Final = struct.Struct(f">{TEXT_OFFSET}x4sc8sc20sc{TEXT_SIZE - 35}x")
+FIELDS: Final = struct.Struct(f">{TEXT_OFFSET}x4sc8sc20sc{TEXT_SIZE - 35 + TRAILER_SIZE}x")
 
 assert KEYS.size == FIELDS.size == MESSAGE_SIZE
+assert TRAILER_SIZE == 8 + 8 + 1 and _SAMPLE_MESSAGE[HISTORY_OFFSET:] == b"\x00"

@@ -44,7 +44,10 @@ class Member:
             return self._changed.wait_for(lambda: predicate(self), WAIT)
 
     def said(self, room: str) -> list[tuple[str, str]]:
-        return [(e.sender, e.text) for e in self.events if isinstance(e, ev.Message) and e.room == room]
+        """The live messages of ``room`` (not those replayed), as (sender, text)."""
+        return [
+            (e.sender, e.text) for e in self.events if isinstance(e, ev.Message) and e.room == room and not e.history
+        ]
 
 
 class Person:
@@ -99,21 +102,27 @@ def test_tcp_text_and_udp_users_share_a_room_in_one_order(server: BothServer) ->
         assert udp_user.wait_for(lambda m: ev.Joined("#dev", "uma") in m.events)
         person.read_until("*** nat joined #dev")
         # Each one says three things; everyone sees each sender's lines in order,
-        # and any two who both see two lines see them in the same order.
+        # and any two who both see two lines see them in the same order. The
+        # framed clients (TCP and UDP) hear their own lines back among the
+        # others', so they see all nine in the room's one order; the person at
+        # nc is not sent their own.
         for i in range(3):
             tcp_user.link.send(ev.Say("#dev", f"tcp {i}"))  # type: ignore[attr-defined]
             udp_user.link.send(ev.Say("#dev", f"udp {i}"))  # type: ignore[attr-defined]
             person.say(f"nc {i}")
-        assert tcp_user.wait_for(lambda m: len(m.said("#dev")) == 6)
-        assert udp_user.wait_for(lambda m: len(m.said("#dev")) == 6)
+        assert tcp_user.wait_for(lambda m: len(m.said("#dev")) == 9)
+        assert udp_user.wait_for(lambda m: len(m.said("#dev")) == 9)
         lines = person.read_until("uma: udp 2")
         lines = person.read_until("tess: tcp 2") if "tess: tcp 2" not in lines else lines
-        heard_by_nc = [tuple(line.split(": ", 1)) for line in lines if line.startswith(("tess: ", "uma: "))]
-        assert [t for s, t in tcp_user.said("#dev") if s == "uma"] == ["udp 0", "udp 1", "udp 2"]
-        assert [t for s, t in udp_user.said("#dev") if s == "nat"] == ["nc 0", "nc 1", "nc 2"]
+        heard_by_nc = [tuple(line.split(": ", 1)) for line in lines if line.startswith(("tess: ", "uma: ", "nat: "))]
+        for sender, said in (("tess", "tcp"), ("uma", "udp"), ("nat", "nc")):
+            assert [t for s, t in tcp_user.said("#dev") if s == sender] == [f"{said} {i}" for i in range(3)]
+        assert tcp_user.said("#dev") == udp_user.said("#dev")  # one order, the same numbers
+        assert [e.seq for e in tcp_user.events if isinstance(e, ev.Message) and e.room == "#dev"] == list(range(1, 10))
         assert [t for s, t in heard_by_nc if s == "tess"] == ["tcp 0", "tcp 1", "tcp 2"]
-        shared = [m for m in tcp_user.said("#dev") if m[0] == "nat"]
-        assert shared == [m for m in udp_user.said("#dev") if m[0] == "nat"]
+        assert [t for s, t in heard_by_nc if s == "uma"] == ["udp 0", "udp 1", "udp 2"]
+        assert not [t for s, t in heard_by_nc if s == "nat"]
+        assert [m for m in heard_by_nc if m[0] != "nat"] == [m for m in tcp_user.said("#dev") if m[0] != "nat"]
         # /who over UDP lists the TCP and nc users too.
         udp_user.link.send(ev.Who())  # type: ignore[attr-defined]
         assert udp_user.wait_for(lambda m: any(isinstance(e, ev.WhoReply) and not e.room for e in m.events))

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from bench.accounting import Ledger, Progress, StreamCorrupt
+from bench.accounting import Expected, Ledger, Progress, StreamCorrupt
 from bench.payload import (
     MESSAGE_SIZE,
     SAY_PREFIX,
@@ -25,9 +25,11 @@ from common.session.reliability import encode_data
 from common.wire.framing import decode_datagram, decode_frame, encode
 
 
-def relayed(sender: int, seq: int, sent_at: int) -> bytes:
-    """The frame a server relays for message ``seq`` of ``sender``."""
-    return encode(ev.Message(LOBBY, nick_of(sender), make_text(sender, seq, sent_at).decode("ascii")))
+def relayed(sender: int, seq: int, sent_at: int, *, history: bool = False) -> bytes:
+    """The frame a server relays for message ``seq`` of ``sender``: numbered
+    and timed by the server (here, one room seq per sender and seq)."""
+    text = make_text(sender, seq, sent_at).decode("ascii")
+    return encode(ev.Message(LOBBY, nick_of(sender), text, 1000 * sender + seq, 1 + sent_at // 1_000_000, history))
 
 
 def test_text_round_trip_and_fixed_width() -> None:
@@ -130,6 +132,47 @@ def test_ledger_counts_duplicates_reordering_and_garbage() -> None:
     assert ledger.out_of_order == 2
     assert ledger.garbled == 2
     assert ledger.other_frames == 2  # the foreign Message text and the notice
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_senders_echoes_are_counted_apart_from_its_deliveries(seed: int) -> None:
+    # Sender 1 hears sender 2's messages and its own back, interleaved.
+    ledger = Ledger(Expected({2: 30}, own=1, echoes=30))
+    frames = [relayed(s, q, 1_000 * q) for q in range(1, 31) for s in (1, 2)]
+    t = 0
+    for piece in stream(frames, seed):
+        t += 10
+        ledger.feed(1_000_000 + t, piece)
+    assert (ledger.unique, ledger.expected, len(ledger.latencies)) == (30, 30, 30)
+    assert (ledger.echoes, ledger.echoes_expected, len(ledger.echo_latencies)) == (30, 30, 30)
+    assert (ledger.duplicates, ledger.out_of_order, ledger.garbled, ledger.strays) == (0, 0, 0, 0)
+    # Without being told whose it is, a sender's own message is a stray.
+    blind = Ledger({2: 30})
+    blind.feed(1, relayed(1, 1, 0))
+    assert (blind.unique, blind.strays, blind.garbled) == (0, 1, 1)
+
+
+def test_an_echo_twice_or_late_is_flagged_like_any_delivery() -> None:
+    ledger = Ledger(Expected({}, own=4, echoes=3))
+    for q in (2, 1, 1, 3, 7):
+        ledger.feed(10, relayed(4, q, 0))
+    assert (ledger.echoes, ledger.duplicates, ledger.out_of_order, ledger.garbled) == (3, 1, 1, 1)
+    assert ledger.unique == 0 and ledger.expected == 0
+
+
+def test_replayed_history_is_neither_a_delivery_nor_progress() -> None:
+    # A join's briefing replays the room's latest messages, marked history:
+    # in a uniform buffer (the fast path must not take it) and walked.
+    replay = [relayed(1, q, 0, history=True) for q in (7, 8, 9)]
+    live = [relayed(1, q, 5) for q in (1, 2)]
+    for data in (b"".join(replay + live), b"".join([*live[:1], encode(ev.Ping(1)), *replay, *live[1:]])):
+        progress = Progress()
+        progress.feed(data)
+        assert progress.latest == {sender_key(1): seq_key(2)}
+        assert (progress.messages, progress.replayed) == (2, 3)
+        ledger = Ledger({1: 2})
+        ledger.feed(10, data)
+        assert (ledger.unique, ledger.replayed, ledger.garbled, ledger.duplicates) == (2, 3, 0, 0)
 
 
 def test_ledger_sees_a_merged_message_as_garbled() -> None:

@@ -27,7 +27,7 @@ from bench.payload import (
     say_frame,
     say_prefix,
 )
-from bench.runner import Placement, run_once
+from bench.runner import Placement, account, run_once
 from bench.scenarios import FULL, QUICK, TRANSPORTS, Scenario
 from common.chat import events as ev
 from common.chat.rooms import LOBBY, check_room
@@ -51,7 +51,9 @@ def test_a_client_is_in_room_index_mod_rooms() -> None:
 def test_a_receiver_expects_only_the_senders_of_its_own_room() -> None:
     plan = rooms_plan()
     assert plan.expected_from(3) == {0: 40, 6: 40}  # room 0: members 0, 3, 6, 9
-    assert plan.expected_from(0) == {6: 40}  # not itself
+    assert plan.expected_from(3).own is None  # it does not send: no echo
+    assert plan.expected_from(0) == {6: 40}  # not itself among the others...
+    assert (plan.expected_from(0).own, plan.expected_from(0).echoes) == (0, 40)  # ...but its echoes
     assert plan.expected_from(11) == {2: 40, 8: 40}  # room 2
     for receiver in range(plan.clients):
         assert all(plan.room_of(s) == plan.room_of(receiver) for s in plan.expected_from(receiver))
@@ -148,10 +150,15 @@ def test_a_message_from_another_room_is_a_stray_not_a_missing_one() -> None:
 
     def message(sender: int, seq: int) -> bytes:
         room = room_name(plan.room_of(sender) or 0)
-        return encode(ev.Message(room, nick_of(sender), make_text(sender, seq, 10).decode("ascii")))
+        text = make_text(sender, seq, 10).decode("ascii")
+        return encode(ev.Message(room, nick_of(sender), text, seq=seq, time=1))
 
     ledger.feed(20, b"".join([message(0, 1), message(6, 1), message(1, 1), message(0, 2)]))
     assert (ledger.unique, ledger.duplicates, ledger.strays, ledger.garbled) == (3, 0, 1, 1)
+    # A sender's own message back is its echo: neither a delivery nor a stray.
+    sender = Ledger(plan.expected_from(0))  # room 0: the other sender is 6
+    sender.feed(20, b"".join([message(0, 1), message(6, 1), message(1, 1)]))
+    assert (sender.unique, sender.echoes, sender.strays, sender.garbled) == (1, 1, 1, 1)
 
 
 # --- the join bookkeeping ----------------------------------------------------------
@@ -259,5 +266,12 @@ def test_a_small_rooms_run_delivers_everything_once_and_only_within_rooms(
         relayed = _relayed_rooms(chunks)
         assert {name for name, _ in relayed} == {room_name(room)}
         senders = sorted(sender for _, sender in relayed)
-        assert senders == sorted(s for s, count in plan.expected_from(receiver).items() for _ in range(count))
+        # Every member's messages once, a sender's own echoed back to it.
+        expected = plan.expected_from(receiver)
+        echoes = [expected.own] * expected.echoes if expected.own is not None else []
+        assert senders == sorted([*(s for s, count in expected.items() for _ in range(count)), *echoes])
+    # The echoes are counted apart from the deliveries: each sender has all its own back.
+    ledgers, _ = account(plan, outcome)
+    assert sum(ledger.echoes for ledger in ledgers) == 240
+    assert sum(ledger.strays for ledger in ledgers) == 0
     assert our_children() == []

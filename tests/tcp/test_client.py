@@ -23,7 +23,7 @@ from tcpchat.client import tcp_connect
 from tcpchat.server import ChatServer
 from twinchat.frontend import ConnectError
 
-from .conftest import WAIT, FramedClient
+from .conftest import WAIT, FramedClient, bare
 
 MakeServer = Callable[..., ChatServer]
 MakeClient = Callable[..., FramedClient]
@@ -84,21 +84,35 @@ def test_pipe_mode_session(
     proc.stdin.write("hello\n/me waves\n/msg obs psst\nпривет 👋\n/bogus\n//slash\n\n")
     proc.stdin.flush()
     assert obs.expect(ev.Joined) == ev.Joined(LOBBY, "bot")
-    assert obs.expect(ev.Message) == ev.Message(LOBBY, "bot", "hello")
-    assert obs.expect(ev.Action) == ev.Action(LOBBY, "bot", "waves")
-    assert obs.expect(ev.Private) == ev.Private("bot", "psst")
-    assert obs.expect(ev.Message) == ev.Message(LOBBY, "bot", "привет 👋")
-    assert obs.expect(ev.Message) == ev.Message(LOBBY, "bot", "/slash")
-    assert proc.stdout.readline().startswith("* error (unknown-command): unknown command /bogus")
+    assert bare(obs.expect(ev.Message)) == ev.Message(LOBBY, "bot", "hello")
+    assert bare(obs.expect(ev.Action)) == ev.Action(LOBBY, "bot", "waves")
+    assert bare(obs.expect(ev.Private)) == ev.Private("bot", "psst")
+    assert bare(obs.expect(ev.Message)) == ev.Message(LOBBY, "bot", "привет 👋")
+    assert bare(obs.expect(ev.Message)) == ev.Message(LOBBY, "bot", "/slash")
+    # bot's own lines are shown once, as the server echoes them; the refused
+    # /bogus is answered on the spot, so it may come anywhere among them.
+    shown = [proc.stdout.readline() for _ in range(5)]
+    refusals = [line for line in shown if line.startswith("* error (unknown-command): unknown command /bogus")]
+    assert len(refusals) == 1
+    assert [line for line in shown if line not in refusals] == [
+        "bot: hello\n",
+        "* bot waves\n",
+        "bot: привет 👋\n",
+        "bot: /slash\n",
+    ]
     obs.send(ev.Say(LOBBY, "hi bot 😀"), ev.Act(LOBBY, "smiles"), ev.Whisper("bot", "just you"))
     assert proc.stdout.readline() == "obs: hi bot 😀\n"
     assert proc.stdout.readline() == "* obs smiles\n"
     assert proc.stdout.readline() == "*obs* just you\n"
+    assert [bare(obs.expect(ev.Message)), bare(obs.expect(ev.Action))] == [  # obs's own, echoed
+        ev.Message(LOBBY, "obs", "hi bot 😀"),
+        ev.Action(LOBBY, "obs", "smiles"),
+    ]
     proc.stdin.write("/who\nlast line\n")
     proc.stdin.close()  # EOF: send everything, say goodbye, exit 0
     assert proc.wait(WAIT) == 0
-    assert proc.stdout.read() == "* online: obs, bot\n*** disconnected: bye\n"
-    assert obs.expect(ev.Message) == ev.Message(LOBBY, "bot", "last line")
+    assert proc.stdout.read() == "* online: obs, bot\nbot: last line\n*** disconnected: bye\n"
+    assert bare(obs.expect(ev.Message)) == ev.Message(LOBBY, "bot", "last line")
     assert obs.expect(ev.Left) == ev.Left("bot", "")
 
 
@@ -117,7 +131,7 @@ def test_pipe_mode_quit_command(make_server: MakeServer, clients: MakeClient) ->
     assert done.returncode == 0
     assert done.stdout.endswith("*** disconnected: bye\n")
     assert obs.expect(ev.Joined) == ev.Joined(LOBBY, "bot")
-    assert obs.expect(ev.Message) == ev.Message(LOBBY, "bot", "one")
+    assert bare(obs.expect(ev.Message)) == ev.Message(LOBBY, "bot", "one")
     assert obs.expect(ev.Left) == ev.Left("bot", "see you")
 
 
@@ -207,9 +221,15 @@ def test_link_reports_welcome_first_then_events_then_close(make_server: MakeServ
     try:
         assert seen.next() == ev.Welcome("bot", 2)
         assert seen.next() == ev.Joined(LOBBY, "bot")  # its own join, right after the Welcome
+        replay = seen.next()  # then the lobby's history: none yet
+        assert isinstance(replay, ev.Replay)
+        assert (replay.room, replay.first, replay.last, replay.gap) == (LOBBY, 1, 0, False)
         assert obs.expect(ev.Joined) == ev.Joined(LOBBY, "bot")
         obs.send(ev.Say(LOBBY, "hi"))
-        assert seen.next() == ev.Message(LOBBY, "obs", "hi")
+        said = seen.next()
+        assert isinstance(said, ev.Message)
+        assert bare(said) == ev.Message(LOBBY, "obs", "hi")
+        assert said == obs.expect(ev.Message)  # numbered and timed as obs's own echo
         obs.send(ev.Goodbye("leaving"))
         assert seen.next() == ev.Left("obs", "leaving")
     finally:
@@ -247,6 +267,7 @@ def test_link_answers_pings(make_server: MakeServer) -> None:
     try:
         assert isinstance(seen.next(), ev.Welcome)
         assert seen.next() == ev.Joined(LOBBY, "bot")
+        assert isinstance(seen.next(), ev.Replay)
         pings = [seen.next() for _ in range(3)]  # three idle periods survived
         assert all(isinstance(p, ev.Ping) for p in pings)
         assert seen.closed.empty()
@@ -333,7 +354,11 @@ def test_a_client_cut_off_for_being_slow_names_the_cause(
     sender = threading.Thread(target=flood, name="flooder")
     sender.start()
     try:
-        left = flooder.expect(ev.Left)
+        # The flooder reads its own flood as the server echoes it, or it would
+        # be cut off for being slow itself.
+        while not isinstance(event := flooder.expect(ev.Event), ev.Left):
+            assert isinstance(event, ev.Message) and event.sender == "flood", event
+        left = event
     finally:
         stop.set()
         sender.join(WAIT)

@@ -8,6 +8,7 @@ import struct
 import threading
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,7 @@ from common.wire.framing import HEADER, MAGIC, VERSION, FrameType, encode
 from common.wire.limits import MAX_FRAME, MAX_TEXT
 from tcpchat.server import ChatServer
 
-from .conftest import WAIT, FramedClient, LineClient
+from .conftest import WAIT, FramedClient, LineClient, bare
 
 MakeServer = Callable[..., ChatServer]
 MakeClient = Callable[..., FramedClient]
@@ -63,7 +64,8 @@ def test_many_clients_get_every_message_once_in_one_order(make_server: MakeServe
         assert [member.expect(ev.Joined) for _ in range(count - 1 - i)] == [
             ev.Joined(LOBBY, f"user{j}") for j in range(i + 1, count)
         ]
-    seen: list[list[tuple[str, str]]] = [[] for _ in members]
+    # Each member hears every message, its own echoed back among the others'.
+    seen: list[list[tuple[int, str, str]]] = [[] for _ in members]
     start = threading.Barrier(count)
     failures: list[BaseException] = []
 
@@ -72,10 +74,11 @@ def test_many_clients_get_every_message_once_in_one_order(make_server: MakeServe
             member = members[i]
             start.wait(WAIT)
             member.send(*(ev.Say(LOBBY, f"{i}/{n}") for n in range(per_client)))
-            while len(seen[i]) < (count - 1) * per_client:
+            while len(seen[i]) < count * per_client:
                 message = member.expect(ev.Message)
                 assert message.room == LOBBY
-                seen[i].append((message.sender, message.text))
+                assert not message.history
+                seen[i].append((message.seq, message.sender, message.text))
         except BaseException as exc:  # reported by the main thread
             failures.append(exc)
 
@@ -86,15 +89,12 @@ def test_many_clients_get_every_message_once_in_one_order(make_server: MakeServe
         thread.join(WAIT * 2)
     assert not failures
     assert not any(thread.is_alive() for thread in threads)
-    for i, view in enumerate(seen):
-        expected = {(f"user{j}", f"{j}/{n}") for j in range(count) if j != i for n in range(per_client)}
-        assert Counter(view) == Counter(expected)  # every message once, none of one's own
-    for i in range(count):
-        for j in range(i + 1, count):
-            skip = {f"user{i}", f"user{j}"}
-            common_i = [m for m in seen[i] if m[0] not in skip]
-            common_j = [m for m in seen[j] if m[0] not in skip]
-            assert common_i == common_j  # one total order
+    expected = Counter((f"user{j}", f"{j}/{n}") for j in range(count) for n in range(per_client))
+    for view in seen:
+        assert Counter((sender, text) for _, sender, text in view) == expected  # every message once, one's own too
+        assert [seq for seq, _, _ in view] == list(range(1, count * per_client + 1))  # numbered as they came
+    for view in seen[1:]:
+        assert view == seen[0]  # one total order, the same numbers for all
 
 
 @pytest.mark.parametrize("text", ["plain", "Привет, мир", "emoji 👋🏽 and 家族"])
@@ -109,10 +109,14 @@ def test_frames_split_at_every_byte(make_server: MakeServer, clients: MakeClient
         alice.send_raw(stream[i : i + 1])
     assert alice.expect(ev.Welcome).nick == "Алиса"
     assert alice.expect(ev.Joined) == ev.Joined(LOBBY, "Алиса")
+    assert alice.briefed(LOBBY).history == []
+    # alice's own message and action come back to her, numbered as bob gets them.
+    message, action = alice.expect(ev.Message), alice.expect(ev.Action)
+    assert (bare(message), bare(action)) == (ev.Message(LOBBY, "Алиса", text), ev.Action(LOBBY, "Алиса", text))
     assert bob.expect(ev.Joined) == ev.Joined(LOBBY, "Алиса")
-    assert bob.expect(ev.Message) == ev.Message(LOBBY, "Алиса", text)
-    assert bob.expect(ev.Action) == ev.Action(LOBBY, "Алиса", text)
-    assert bob.expect(ev.Private) == ev.Private("Алиса", text)
+    assert bob.expect(ev.Message) == message
+    assert bob.expect(ev.Action) == action
+    assert bare(bob.expect(ev.Private)) == ev.Private("Алиса", text)
 
 
 def test_many_frames_in_one_write(make_server: MakeServer, clients: MakeClient) -> None:
@@ -134,9 +138,10 @@ def test_private_messages_reach_only_their_target(make_server: MakeServer, clien
     assert [alice.expect(ev.Joined).nick for _ in range(2)] == ["bob", "carol"]
     assert alice.expect(ev.Error).code is ErrorCode.NO_SUCH_NICK
     assert bob.expect(ev.Joined) == ev.Joined(LOBBY, "carol")
-    assert bob.expect(ev.Private) == ev.Private("alice", "for bob only")
-    assert bob.expect(ev.Message) == ev.Message(LOBBY, "alice", "public")
-    assert carol.expect(ev.Message) == ev.Message(LOBBY, "alice", "public")  # and no Private before it
+    assert bare(alice.expect(ev.Message)) == ev.Message(LOBBY, "alice", "public")  # her echo, no Private
+    assert bare(bob.expect(ev.Private)) == ev.Private("alice", "for bob only")
+    assert bare(bob.expect(ev.Message)) == ev.Message(LOBBY, "alice", "public")
+    assert bare(carol.expect(ev.Message)) == ev.Message(LOBBY, "alice", "public")  # and no Private before it
 
 
 def test_who_lists_everyone(make_server: MakeServer, clients: MakeClient, line_clients: MakeLine) -> None:
@@ -162,8 +167,9 @@ def test_nick_change_is_announced(make_server: MakeServer, clients: MakeClient) 
     alice.expect(ev.Joined)
     bob.send(ev.ChangeNick("robert"), ev.Say(LOBBY, "hi"))
     assert alice.expect(ev.Renamed) == ev.Renamed("bob", "robert")
-    assert alice.expect(ev.Message) == ev.Message(LOBBY, "robert", "hi")
+    assert bare(alice.expect(ev.Message)) == ev.Message(LOBBY, "robert", "hi")
     assert bob.expect(ev.Renamed) == ev.Renamed("bob", "robert")  # the renamer is told too
+    assert bare(bob.expect(ev.Message)) == ev.Message(LOBBY, "robert", "hi")
 
 
 # --- registration ----------------------------------------------------------------
@@ -247,7 +253,8 @@ def test_oversize_text_is_refused_and_the_connection_stays(make_server: MakeServ
     alice.send_raw(raw_frame(FrameType.SAY, room_field(LOBBY) + text_field(b"bad \xff\xfe utf-8")))
     assert alice.expect(ev.Error).code is ErrorCode.BAD_UTF8
     alice.send(ev.Say(LOBBY, "b" * MAX_TEXT))
-    assert bob.expect(ev.Message) == ev.Message(LOBBY, "alice", "b" * MAX_TEXT)
+    assert bare(bob.expect(ev.Message)) == ev.Message(LOBBY, "alice", "b" * MAX_TEXT)
+    assert bare(alice.expect(ev.Message)) == ev.Message(LOBBY, "alice", "b" * MAX_TEXT)
 
 
 @pytest.mark.parametrize(
@@ -298,7 +305,7 @@ def test_line_dialect_limits_and_bad_utf8(make_server: MakeServer, clients: Make
     assert nc.line().startswith("* error (unknown-command):")
     assert nc.line().startswith("* error (bad-usage):")
     assert alice.expect(ev.Joined) == ev.Joined(LOBBY, "bob")
-    assert alice.expect(ev.Message) == ev.Message(LOBBY, "bob", "still here")
+    assert bare(alice.expect(ev.Message)) == ev.Message(LOBBY, "bob", "still here")
     nc.send(b"x" * (MAX_FRAME + 10))  # one line past the hard cap, no newline yet
     assert nc.line().startswith("* error (frame-too-large):")
     assert nc.line().startswith("*** disconnected")
@@ -320,12 +327,12 @@ def test_line_dialect_session(make_server: MakeServer, clients: MakeClient, line
     assert nc.line() == "*** welcome, bob: 1 other online"
     assert nc.line() == "*** bob joined #lobby"
     assert alice.expect(ev.Joined) == ev.Joined(LOBBY, "bob")
-    assert alice.expect(ev.Message) == ev.Message(LOBBY, "bob", "привет 👋")
-    assert alice.expect(ev.Action) == ev.Action(LOBBY, "bob", "waves")
-    assert alice.expect(ev.Message) == ev.Message(LOBBY, "bob", "/slash")
-    assert alice.expect(ev.Private) == ev.Private("bob", "psst")
+    assert bare(alice.expect(ev.Message)) == ev.Message(LOBBY, "bob", "привет 👋")
+    assert bare(alice.expect(ev.Action)) == ev.Action(LOBBY, "bob", "waves")
+    assert bare(alice.expect(ev.Message)) == ev.Message(LOBBY, "bob", "/slash")
+    assert bare(alice.expect(ev.Private)) == ev.Private("bob", "psst")
     assert alice.expect(ev.Renamed) == ev.Renamed("bob", "bobby")
-    assert nc.line() == "*** bob is now known as bobby"
+    assert nc.line() == "*** bob is now known as bobby"  # and none of bob's own lines back to him
     alice.send(ev.Say(LOBBY, "hi bob"), ev.Act(LOBBY, "smiles"), ev.Whisper("bobby", "secret"))
     assert nc.line() == "alice: hi bob"  # from bob's current room: no [#lobby] in front
     assert nc.line() == "* alice smiles"
@@ -338,6 +345,10 @@ def test_line_dialect_session(make_server: MakeServer, clients: MakeClient, line
     nc.send(b"/quit gone fishing\n")
     assert nc.line() == "*** disconnected: bye"
     assert nc.line() == ""
+    assert [bare(alice.expect(ev.Message)), bare(alice.expect(ev.Action))] == [
+        ev.Message(LOBBY, "alice", "hi bob"),
+        ev.Action(LOBBY, "alice", "smiles"),
+    ]
     assert alice.expect(ev.Left) == ev.Left("bobby", "gone fishing")
 
 
@@ -354,7 +365,7 @@ def test_half_closed_line_client_still_gets_its_answers(
     assert nc.line() == "*** bob joined #lobby"
     assert nc.line() == ""
     assert alice.expect(ev.Joined) == ev.Joined(LOBBY, "bob")
-    assert alice.expect(ev.Message) == ev.Message(LOBBY, "bob", "last words")
+    assert bare(alice.expect(ev.Message)) == ev.Message(LOBBY, "bob", "last words")
     assert alice.expect(ev.Left).nick == "bob"
 
 
@@ -380,6 +391,8 @@ def test_abrupt_reset_is_a_leave(make_server: MakeServer, clients: MakeClient) -
     assert left.nick == "bob"
     carol = clients(server.address)
     carol.register("bob")  # the nick is free again and the server still serves
+    assert carol.briefing is not None
+    assert [bare(m) for m in carol.briefing.history] == [ev.Message(LOBBY, "bob", "bye", history=True)]
 
 
 def test_resets_before_accept_do_not_hurt(make_server: MakeServer, clients: MakeClient) -> None:
@@ -416,18 +429,21 @@ def test_stuck_reader_is_cut_off_and_nobody_else_waits(
     talkers[0].expect(ev.Joined)
     per_talker = 10_000  # 20,000 messages exchanged in all
     text = "x" * 500
+    # Each talker hears both: the other's messages and its own echoed back.
     received: list[list[str]] = [[], []]
     left: list[list[ev.Left]] = [[], []]
     failures: list[BaseException] = []
 
     def listen(i: int) -> None:
         try:
-            while len(received[i]) < per_talker or not left[i]:
+            while len(received[i]) < 2 * per_talker or not left[i]:
                 event = talkers[i].expect(ev.Event)
                 if isinstance(event, ev.Message):
                     received[i].append(event.text)
                 elif isinstance(event, ev.Left):
                     left[i].append(event)
+                else:  # a talker cut off for being slow itself would say so here
+                    raise AssertionError(f"talker {i} after {len(received[i])} messages: {event!r}")
         except BaseException as exc:
             failures.append(exc)
 
@@ -441,9 +457,10 @@ def test_stuck_reader_is_cut_off_and_nobody_else_waits(
     assert not failures
     assert not any(thread.is_alive() for thread in listeners)
     for i in range(2):
-        other = 1 - i
-        assert received[i] == [f"{other}:{n}:{text}" for n in range(per_talker)]
+        for j in range(2):
+            assert [t for t in received[i] if t.startswith(f"{j}:")] == [f"{j}:{n}:{text}" for n in range(per_talker)]
         assert [e.nick for e in left[i]] == ["stuck"]
+    assert received[0] == received[1]  # in one order
     # Only its small farewell ever goes past the limit.
     assert server.peak_queued <= max_queue + sum(len(encode(e)) for e in FAREWELL)
     # The stuck client gets a part of the chat without a gap, then is told why
@@ -485,26 +502,32 @@ def test_a_slow_consumer_is_told_why_before_it_is_closed(
     per_round, text = 500, "y" * 1000
     sent: list[str] = []
     left: list[ev.Left] = []
-    # Flood in rounds the witness reads through, until the slow client's leave
-    # notice shows it was cut off: the kernel buffers take some megabytes first.
-    for round_ in range(40):
-        batch = [f"{round_}/{n} {text}" for n in range(per_round)]
-        sent += batch
-        flooder.send(*(ev.Say(LOBBY, t) for t in batch))
+    flooder_told: list[ev.Event] = []
+
+    def read_round(client: FramedClient, batch: list[str], others: list[Any]) -> None:
         got = 0
-        while got < per_round:
-            event = witness.expect(ev.Event)
+        while got < len(batch):
+            event = client.expect(ev.Event)
             if isinstance(event, ev.Message):
                 assert event.text == batch[got]
                 got += 1
             else:
-                assert isinstance(event, ev.Left)
-                left.append(event)
+                others.append(event)
+
+    # Flood in rounds the witness reads through, until the slow client's leave
+    # notice shows it was cut off: the kernel buffers take some megabytes first.
+    # The flooder reads its own echoes as the witness does, or it would be a
+    # slow consumer itself.
+    for round_ in range(40):
+        batch = [f"{round_}/{n} {text}" for n in range(per_round)]
+        sent += batch
+        flooder.send(*(ev.Say(LOBBY, t) for t in batch))
+        read_round(witness, batch, left)
+        read_round(flooder, batch, flooder_told)
         if left:
             break
     assert left == [ev.Left("slow", SLOW_DETAIL)]
-    assert flooder.expect(ev.Joined) == ev.Joined(LOBBY, "witness")
-    assert flooder.expect(ev.Left) == ev.Left("slow", SLOW_DETAIL)
+    assert flooder_told == [ev.Joined(LOBBY, "witness"), ev.Left("slow", SLOW_DETAIL)]
     # Now read what the slow client was sent: a gapless part of the flood,
     # then why it was cut off, then the end of the stream (no reset).
     events = slow.until_closed()
@@ -539,6 +562,7 @@ def test_flood_is_slowed_not_lost(make_server: MakeServer, clients: MakeClient) 
     assert [reader.expect(ev.Message).text for _ in range(600)] == [f"n{n}" for n in range(600)]
     flooder.send(ev.Who())
     assert flooder.expect(ev.Joined).nick == "reader"
+    assert [flooder.expect(ev.Message).text for _ in range(600)] == [f"n{n}" for n in range(600)]  # its echoes
     assert flooder.expect(ev.WhoReply).nicks == ("flooder", "reader")
 
 
@@ -653,6 +677,7 @@ def test_a_client_held_back_by_flood_control_is_not_idle(make_server: MakeServer
     assert [reader.expect(ev.Message).text for _ in range(200)] == [f"n{n}" for n in range(200)]
     flooder.send(ev.Who())
     assert flooder.expect(ev.Joined).nick == "reader"
+    assert [flooder.expect(ev.Message).text for _ in range(200)] == [f"n{n}" for n in range(200)]  # its echoes
     assert flooder.expect(ev.WhoReply).nicks == ("flooder", "reader")
 
 
@@ -670,7 +695,8 @@ def test_ipv6_loopback(clients: MakeClient) -> None:
         bob.register("bob")
         bob.send(ev.Say(LOBBY, "over v6"))
         assert alice.expect(ev.Joined) == ev.Joined(LOBBY, "bob")
-        assert alice.expect(ev.Message) == ev.Message(LOBBY, "bob", "over v6")
+        assert bare(alice.expect(ev.Message)) == ev.Message(LOBBY, "bob", "over v6")
+        assert bare(bob.expect(ev.Message)) == ev.Message(LOBBY, "bob", "over v6")
     finally:
         server.shutdown()
         thread.join(WAIT)

@@ -52,19 +52,33 @@ class Member:
         with self._cond:
             return self._cond.wait_for(lambda: predicate(self), timeout)
 
+    def _live(self) -> list[ev.Message]:
+        """The messages said while this member was there (not replayed from
+        the history), in the order received: its own echoed ones included."""
+        return [e for e in self.events if isinstance(e, ev.Message) and not e.history]
+
     def texts(self, sender: str | None = None) -> list[str]:
         with self._cond:
-            return [e.text for e in self.events if isinstance(e, ev.Message) and sender in (None, e.sender)]
+            return [e.text for e in self._live() if sender in (None, e.sender)]
 
     def shared(self) -> list[ev.ServerEvent]:
-        """The events every member sees alike: messages and notices, not replies."""
+        """The events every member sees alike: live messages and notices, not replies."""
         with self._cond:
-            return [e for e in self.events if isinstance(e, ev.Message | ev.Joined | ev.Left | ev.Renamed)]
+            return [
+                e
+                for e in self.events
+                if isinstance(e, ev.Joined | ev.Left | ev.Renamed) or (isinstance(e, ev.Message) and not e.history)
+            ]
 
     def said_in(self, room: str) -> list[tuple[str, str]]:
-        """(sender, text) of every message from ``room``, in the order received."""
+        """(sender, text) of every live message from ``room``, in the order received."""
         with self._cond:
-            return [(e.sender, e.text) for e in self.events if isinstance(e, ev.Message) and e.room == room]
+            return [(e.sender, e.text) for e in self._live() if e.room == room]
+
+    def seqs(self, room: str) -> list[int]:
+        """The seq of every live message from ``room``, in the order received."""
+        with self._cond:
+            return [e.seq for e in self._live() if e.room == room]
 
     def has(self, kind: type[ev.ServerEvent], **fields: object) -> bool:
         with self._cond:

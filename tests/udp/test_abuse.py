@@ -221,8 +221,14 @@ def test_a_deaf_session_is_dropped_after_a_bounded_amount_of_chat_and_freed(
             del peer
             line = "x" * 1000
             # Twice the bound in chat: the deaf session must be cut within it.
-            for _ in range(2 * max_queue // len(line)):
-                bob.link.send(ev.Say("#lobby", line))
+            # bob hears his own lines back, so he says them in steps of an
+            # eighth of the bound, each once the last has come back: he keeps
+            # up, and only the deaf session's backlog grows.
+            step = max_queue // len(line) // 8
+            for n in range(step, 2 * max_queue // len(line) + 1, step):
+                for _ in range(step):
+                    bob.link.send(ev.Say("#lobby", line))
+                assert bob.wait_for(lambda m, n=n: len(m.texts("bob")) == n)
             assert bob.wait_for(lambda m: m.has(ev.Left, nick="deaf", reason=SLOW_DETAIL))
             assert srv.counters["slow consumer"] == 1
             assert _wait(lambda: srv.peer_count() == 1)  # its farewell went unacknowledged
@@ -251,10 +257,13 @@ def test_a_client_cut_off_for_being_slow_names_the_cause(server: Callable[..., C
         )
         try:
             assert flooder.wait_for(lambda m: m.has(ev.Joined, nick="slow"))
-            for _ in range(10_000):  # far more than the bound: 4 kB each against 16 kB held
+            for n in range(1, 10_001):  # far more than the bound: 4 kB each against 16 kB held
                 if flooder.has(ev.Left, nick="slow"):
                     break
                 flooder.link.send(ev.Say("#lobby", "x" * 4000))
+                # Each once the last is back: the flooder hears its own flood,
+                # and must keep up with it or be the slow one itself.
+                assert flooder.wait_for(lambda m, n=n: len(m.texts("flood")) == n)
             assert flooder.wait_for(lambda m: m.has(ev.Left, nick="slow", reason=SLOW_DETAIL))
             assert slow.stdout is not None and slow.stderr is not None
             reader = threading.Thread(target=slow.stdout.read, name="slow stdout")
