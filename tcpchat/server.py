@@ -246,9 +246,24 @@ class ChatServer:
         # The hub and its lock, this server's own or shared with other
         # transports in one process (twinchat.server): one chat, one order.
         # Made here, it is this server's to close (and its store with it).
+        # Bound first: a port in use is the clearer error, and costs no store.
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._listener.bind((host, port))
+            self._listener.listen(LISTEN_BACKLOG)
+            self._listener.setblocking(False)
+        except OSError:
+            self._listener.close()
+            raise
         self._owns_shared = shared is None
         if shared is None:
-            store = servercli.open_store(data_dir, history_limit)
+            try:
+                store = servercli.open_store(data_dir, history_limit)
+            except BaseException:
+                self._listener.close()
+                raise
             shared = servercli.SharedHub.make(max_clients, max_rooms, rooms_per_member, store=store, replay=replay)
         self._shared = shared
         self._hub: Hub[_Conn] = shared.hub
@@ -271,16 +286,6 @@ class ChatServer:
         self._shut_lock = threading.Lock()
         self._housekeeper: threading.Thread | None = None
 
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._listener = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self._listener.bind((host, port))
-            self._listener.listen(LISTEN_BACKLOG)
-            self._listener.setblocking(False)
-        except OSError:
-            self._listener.close()
-            raise
         # A socket pair wakes the accept loop's select when it is told to stop.
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_w.setblocking(False)

@@ -230,9 +230,24 @@ class ChatServer:
         # The hub and its lock, this server's own or shared with other
         # transports in one process (twinchat.server): one chat, one order.
         # Made here, it is this server's to close (and its store with it).
+        # Bound first: a port in use is the clearer error, and costs no store.
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                with contextlib.suppress(OSError):
+                    self._sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+            self._sock.bind((host, port))
+        except OSError:
+            self._sock.close()
+            raise
         self._owns_shared = shared is None
         if shared is None:
-            store = servercli.open_store(data_dir, history_limit)
+            try:
+                store = servercli.open_store(data_dir, history_limit)
+            except BaseException:
+                self._sock.close()
+                raise
             shared = servercli.SharedHub.make(max_clients, max_rooms, rooms_per_member, store=store, replay=replay)
         self._shared = shared
         self._hub: Hub[_Peer] = shared.hub
@@ -257,17 +272,6 @@ class ChatServer:
         self._shut = False
         self._shut_lock = threading.Lock()
 
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-                with contextlib.suppress(OSError):
-                    self._sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
-            self._sock.bind((host, port))
-        except OSError:
-            self._sock.close()
-            raise
-
     @property
     def address(self) -> tuple[str, int]:
         """The (host, port) the server listens on."""
@@ -282,15 +286,19 @@ class ChatServer:
     # --- running -----------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the receiver and the pump in the background."""
-        if self._threads:
-            return
-        self._threads = [
-            threading.Thread(target=self._receive_loop, name="udpchat-receiver", daemon=True),
-            threading.Thread(target=self._pump_loop, name="udpchat-pump", daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
+        """Start the receiver and the pump in the background (not after a shutdown)."""
+        # Under the shutdown lock, and published only once started: a shutdown
+        # racing this start then finds no threads, or threads it can join.
+        with self._shut_lock:
+            if self._threads or self._shut:
+                return
+            threads = [
+                threading.Thread(target=self._receive_loop, name="udpchat-receiver", daemon=True),
+                threading.Thread(target=self._pump_loop, name="udpchat-pump", daemon=True),
+            ]
+            for thread in threads:
+                thread.start()
+            self._threads = threads
 
     def serve_forever(self) -> None:
         """Serve until ``stop()`` or ``shutdown()``."""

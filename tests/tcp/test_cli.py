@@ -107,7 +107,7 @@ def test_running_out_of_descriptors_does_not_kill_the_server() -> None:
     # works again once clients leave.
     code = (
         "import resource, runpy, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (32, 32)); "
-        "sys.argv = ['tcpchat.server', '--port', '0', '--max-per-host', '0']; "
+        "sys.argv = ['tcpchat.server', '--port', '0', '--max-per-host', '0', '--ephemeral']; "
         "runpy.run_module('tcpchat.server', run_name='__main__')"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
