@@ -419,3 +419,17 @@ def test_connecting_twice_is_a_bug() -> None:
     hub.connect(1)
     with pytest.raises(ValueError, match="connected already"):
         hub.connect(1)
+
+
+def test_a_big_room_does_not_announce_comings_and_goings() -> None:
+    hub = joined(Hub(announce_limit=3), "alice", "bob", "carol")
+    hub.connect(4)
+    out = hub.receive(4, ev.Register("dave"), NOW)  # the lobby now has 4 > 3
+    assert [d.recipients for d in out if isinstance(d.event, ev.Joined)] == [(4,)]  # to dave alone
+    assert [d.recipients for d in hub.receive(4, ev.Part(LOBBY, ""), NOW)] == [(4,)]
+    hub.receive(4, ev.Join(LOBBY), NOW)
+    assert hub.receive(4, ev.Goodbye(""), NOW)[1:] == []  # nobody is told dave left
+    # At the limit, everyone is told again.
+    assert seen(hub.receive(3, ev.Part(LOBBY, ""), NOW)) == [((1, 2, 3), ev.Parted(LOBBY, "carol", ""))]
+    # Messages and names are not affected.
+    assert only(hub.receive(1, ev.Say(LOBBY, "hi"), NOW))[0] == (1, 2)

@@ -59,6 +59,13 @@ _new_action: Final = cast(Callable[[str, str, str, int, int, bool], ev.Action], 
 #: Refusals of a registration that a client may answer with another password.
 _PASSWORD_CODES: Final = frozenset({ErrorCode.NEEDS_PASSWORD, ErrorCode.BAD_PASSWORD, ErrorCode.TOO_MANY_TRIES})
 
+#: Rooms larger than this do not announce others' joins, parts and leaves:
+#: in a room of thousands, every arrival told to
+#: everyone costs the square of the room over a reconnect storm, and the
+#: notices drown the talk. Twitch stops at 1,000 members too; /names still lists
+#: everyone, and every member is told of its own join and part.
+DEFAULT_ANNOUNCE_LIMIT: Final = 1000
+
 #: Messages replayed to a joiner unless told otherwise (``--replay``).
 DEFAULT_REPLAY: Final = 20
 
@@ -182,6 +189,8 @@ class Hub(Generic[C]):
         rooms_per_member: most rooms one member may be in at once.
         store: rooms, history, accounts (``MemoryStore`` if not given).
         replay: messages of history a joiner is shown.
+        announce_limit: rooms with more members do not announce others'
+            joins, parts and leaves.
         nicks: who holds which nick.
         departed: told of every session that ends, but at shutdown:
             ``(conn, nick or None if it never registered, why)``, so that a
@@ -196,6 +205,7 @@ class Hub(Generic[C]):
         rooms_per_member: int = DEFAULT_ROOMS_PER_MEMBER,
         store: Store | None = None,
         replay: int = DEFAULT_REPLAY,
+        announce_limit: int = DEFAULT_ANNOUNCE_LIMIT,
         nicks: NickOwners[C] | None = None,
         departed: Callable[[C, str | None, str], None] | None = None,
     ) -> None:
@@ -203,6 +213,7 @@ class Hub(Generic[C]):
         self.max_rooms = max_rooms
         self.rooms_per_member = rooms_per_member
         self.replay = replay
+        self.announce_limit = announce_limit
         self._store: Store = MemoryStore() if store is None else store
         self._owners: NickOwners[C] = MemoryNicks() if nicks is None else nicks
         self._members: dict[C, _Member[C]] = {}  # in registration order
@@ -376,7 +387,7 @@ class Hub(Generic[C]):
         if self._departed is not None:
             self._departed(conn, member.nick, why or reason)
         self._owners.release(nick_key(member.nick), conn)
-        audience = _audience(member.rooms.values(), conn)
+        audience = _audience((r for r in member.rooms.values() if self._announces(r)), conn)
         for room in list(member.rooms.values()):
             self._drop(conn, member, room)
         return [Delivery(audience, ev.Left(member.nick, reason))] if audience else []
@@ -389,6 +400,10 @@ class Hub(Generic[C]):
         room.changed()
         if not room.members and not self._store.close_room(room.key):
             del self._rooms[room.key]
+
+    def _announces(self, room: _Room[C]) -> bool:
+        """Whether ``room`` is small enough to announce others' comings and goings."""
+        return len(room.members) <= self.announce_limit
 
     def _said(self, conn: C, event: ev.Say | ev.Act, now: float) -> list[Delivery[C]]:
         """A message or action: stored (which numbers it), then addressed."""
@@ -458,7 +473,7 @@ class Hub(Generic[C]):
         room.changed()
         member.rooms[key] = room
         member.by_name[room.name] = room
-        out = [Delivery(room.everyone(), ev.Joined(room.name, member.nick))]
+        out = [Delivery(room.everyone() if self._announces(room) else (conn,), ev.Joined(room.name, member.nick))]
         if room.topic:
             out.append(_to(conn, room.topic_event(changed=False)))
         return out + self._replay(conn, room, event.epoch, event.after)
@@ -610,7 +625,8 @@ class Hub(Generic[C]):
         if isinstance(room, ev.Error):
             return [_to(conn, room)]
         member = self._members[conn]
-        out = [Delivery(room.everyone(), ev.Parted(room.name, member.nick, event.reason))]
+        audience = room.everyone() if self._announces(room) else (conn,)
+        out = [Delivery(audience, ev.Parted(room.name, member.nick, event.reason))]
         self._drop(conn, member, room)
         return out
 
