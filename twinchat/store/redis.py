@@ -106,6 +106,26 @@ MAX_BACKLOG_ROWS: Final = 100_000
 #: whose first ``EXEC`` landed after all. Harmless, and ignored.
 _DUPLICATE: Final = "equal or smaller than the target stream top item"
 
+#: Entries one call of ``_APPEND`` adds (its arguments stay a few hundred KiB).
+APPEND_CHUNK: Final = 1_000
+
+#: A room's new entries in one call, rather than one ``XADD`` command each:
+#: redis-py spends most of a batch's time on each command's packing and reply,
+#: so this makes a batch of 1,000 messages several times cheaper to send.
+#: An entry Redis has already (a batch sent again) is skipped; any other
+#: error is the call's answer. KEYS[1]: the room's stream; ARGV: seq, time,
+#: sender, text, action (0 or 1), for each entry.
+_APPEND: Final = """
+for i = 1, #ARGV, 5 do
+    local r = redis.pcall('XADD', KEYS[1], ARGV[i] .. '-0',
+        't', ARGV[i + 1], 's', ARGV[i + 2], 'x', ARGV[i + 3], 'a', ARGV[i + 4])
+    if type(r) == 'table' and r.err and not string.find(r.err, 'equal or smaller', 1, true) then
+        return r
+    end
+end
+return #ARGV / 5
+"""
+
 #: What a failed Redis call raises: the client's errors, the socket's, and a
 #: value it cannot encode (a bug upstream, reported rather than fatal).
 _FAILURES: Final = (redis.RedisError, OSError, ValueError)
@@ -223,6 +243,7 @@ class RedisStore:
         try:
             self._reader = _client(url, READ_TIMEOUT)
             self._writer = _client(url, WRITE_TIMEOUT)
+            self._append_script = self._writer.register_script(_APPEND)
         except ValueError as exc:
             raise StoreFault(f"store {self.where}: not a Redis URL ({_one_line(exc)})") from None
         try:
@@ -280,7 +301,7 @@ class RedisStore:
                 continue
             if keep_from != first:
                 fix.hset(self._room_key(key), "first", keep_from)
-                fix.xtrim(self._log_key(key), minid=f"{keep_from}-0")
+                fix.xtrim(self._log_key(key), minid=f"{keep_from}-0", approximate=False)
             room = _Room(row["name"], row["epoch"], keep_from, last, self.history_limit)
             room.topic, room.topic_by, room.topic_at = topic, row["topic_by"], int(row["topic_at"])
             self._rooms[key] = room
@@ -549,14 +570,17 @@ class RedisStore:
         for key in batch.reset:
             pipe.srem(f"{p}rooms", key)
             pipe.delete(self._room_key(key), self._log_key(key))
+        by_room: dict[str, list[str | int]] = {}
         for key, e in batch.messages:
-            pipe.execute_command(
-                "XADD", self._log_key(key), f"{e.seq}-0", "t", e.time, "s", e.sender, "x", e.text, "a", int(e.action)
-            )
+            by_room.setdefault(key, []).extend((e.seq, e.time, e.sender, e.text, int(e.action)))
+        step = 5 * APPEND_CHUNK
+        for key, args in by_room.items():
+            for start in range(0, len(args), step):
+                self._append_script(keys=[self._log_key(key)], args=args[start : start + step], client=pipe)
         for key, fields in batch.room_rows:
             pipe.hset(self._room_key(key), mapping=fields)
             pipe.sadd(f"{p}rooms", key)
-            pipe.xtrim(self._log_key(key), minid=f"{fields['first']}-0")
+            pipe.xtrim(self._log_key(key), minid=f"{fields['first']}-0", approximate=False)
         for key, account in batch.accounts.items():
             if account is None:
                 pipe.srem(f"{p}accounts", key)
