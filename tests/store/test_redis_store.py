@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -231,6 +232,39 @@ def test_reads_come_back_when_redis_does(
     flush(store)  # the writer's connection died with the old Redis: a new one, no fault
     messages = [r.getMessage() for r in caplog.records]
     assert [m for m in messages if "reads failed" in m] and [m for m in messages if "answered again" in m]
+    store.close()
+
+
+def test_a_redis_that_hangs_costs_one_short_wait_and_a_late_transaction_is_harmless(
+    own_redis: RedisServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_store, "WRITE_TIMEOUT", 0.3)
+    store = RedisStore(own_redis.url, 100)
+    fill(store, "#a", 2)
+    store.keep_private("ann", Kept("bob", "psst", 9))
+    flush(store)
+    store.detach()
+    assert own_redis.proc is not None
+    os.kill(own_redis.proc.pid, signal.SIGSTOP)  # a host that answers nothing
+    try:
+        caplog.set_level(logging.ERROR, "twinchat.store")
+        started = time.monotonic()
+        assert store.after("#a", 0, 10) == []  # one timeout ...
+        assert store.after("#a", 0, 10) == []  # ... then memory, at once
+        assert time.monotonic() - started < READ_TIMEOUT + 0.5
+        fill(store, "#a", 1, start=2)
+        store.keep_private("ann", Kept("bob", "again", 10))
+        batch = store.detach()
+        with pytest.raises(StoreFault, match="kept to retry"):
+            store.write(batch)  # unanswered (whether Redis runs what it got once it wakes or not)
+    finally:
+        os.kill(own_redis.proc.pid, signal.SIGCONT)
+    fill(store, "#a", 1, start=3)
+    flush(store)  # the kept batch again (harmless if Redis ran it), then this one
+    store.close()
+    store = RedisStore(own_redis.url, 100)
+    assert [e.text for e in store.after("#a", 0, 10)] == [f"message {i}" for i in range(4)]
+    assert [k.text for k in store.take_privates("ann")] == ["psst", "again"]
     store.close()
 
 

@@ -85,11 +85,16 @@ T = TypeVar("T")
 #: Key prefix unless told otherwise.
 DEFAULT_PREFIX: Final = "twinchat:"
 
-#: Seconds a query under the hub lock waits for Redis before it answers from memory.
-READ_TIMEOUT: Final = 0.25
+#: Seconds a query under the hub lock waits for Redis before it answers from
+#: memory: a read takes well under a millisecond on a healthy Redis nearby,
+#: and up to this while Redis runs a large ``EXEC`` (a retried backlog).
+READ_TIMEOUT: Final = 0.2
 
-#: Seconds after a failed read before queries ask Redis again.
-READ_PAUSE: Final = 1.0
+#: Seconds after a failed read before queries ask Redis again: a Redis that
+#: does not answer at all (a lost host) holds the hub for at most
+#: ``READ_TIMEOUT`` in every ``READ_PAUSE`` (10 %); one that refuses at once
+#: (stopped) costs nothing.
+READ_PAUSE: Final = 2.0
 
 #: Seconds the writer waits for Redis (connect, or one whole batch) before it
 #: gives up and keeps the batch to retry.
