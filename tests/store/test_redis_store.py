@@ -368,3 +368,9 @@ def test_the_flag_reaches_the_servers() -> None:
 _DEFAULTS = servercli.Defaults(
     port=0, max_clients=1, idle_timeout=1.0, idle_help="", register_timeout=1.0, max_queue=1, max_queue_help=""
 )
+
+
+def test_no_redis_server_binary_fails_the_tests_loudly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(pytest.fail.Exception, match="apt-get install redis-server"):
+        RedisServer(tmp_path)
