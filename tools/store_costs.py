@@ -52,7 +52,7 @@ def _redis_server() -> Iterator[str]:
         )
         try:
             url = f"redis://127.0.0.1:{port}/0"
-            client = redis.Redis.from_url(url)
+            client = redis.Redis.from_url(url, protocol=2)
             for _ in range(500):
                 try:
                     client.ping()
@@ -71,7 +71,12 @@ def _use_parser(store: RedisStore, parser: type) -> None:
     for name, timeout in (("_reader", READ_TIMEOUT), ("_writer", WRITE_TIMEOUT)):
         getattr(store, name).close()
         client = redis.Redis.from_url(
-            store.url, socket_timeout=timeout, retry=Retry(NoBackoff(), 0), decode_responses=True, parser_class=parser
+            store.url,
+            socket_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+            decode_responses=True,
+            parser_class=parser,
+            protocol=2,
         )
         setattr(store, name, client)
 

@@ -109,7 +109,7 @@ def test_a_restart_forgets_empty_rooms_and_a_smaller_limit_trims(redis_url: str)
     (record,) = store.rooms()
     assert (record.name, record.first, record.last) == ("#a", 8, 10)
     assert [e.seq for e in store.after("#a", 0, 10)] == [8, 9, 10]
-    db = redis.Redis.from_url(redis_url, decode_responses=True)
+    db = redis.Redis.from_url(redis_url, decode_responses=True, protocol=2)
     assert db.xlen("twinchat:log:#a") == 3
     assert not db.exists("twinchat:room:#empty")
     assert db.smembers("twinchat:rooms") == {"#a"}
@@ -124,7 +124,7 @@ def test_the_layout_in_redis(redis_url: str) -> None:
     store.save_account(Account("ann", "Ann", "v1", 3))
     store.keep_private("ann", Kept("bob", "psst", 9))
     flush(store)
-    db = redis.Redis.from_url(redis_url, decode_responses=True)
+    db = redis.Redis.from_url(redis_url, decode_responses=True, protocol=2)
     assert set(db.keys("*")) == {"chat1:rooms", "chat1:room:#a", "chat1:log:#a", "chat1:accounts",
                                  "chat1:account:ann", "chat1:kept:ann"}  # fmt: skip
     assert db.hgetall("chat1:room:#a")["first"] == "3"

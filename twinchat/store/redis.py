@@ -330,7 +330,9 @@ class RedisStore:
             return fallback
         try:
             answer = query(self._reader)
-        except _FAILURES as exc:
+        # KeyError, TypeError: a value not as this store writes it (another
+        # program's), answered as Redis failing rather than as a traceback.
+        except (*_FAILURES, KeyError, TypeError) as exc:
             self._read_paused_until = now + READ_PAUSE
             if not self._read_failing:
                 self._read_failing = True
@@ -468,12 +470,9 @@ class RedisStore:
         taken. Without Redis, the staged ones only."""
         gone = self._kept_gone
         name = self._kept_key(key)
-        values: list[str] = self._read(lambda db: db.lrange(name, 0, -1), [])
-        kept: dict[str, tuple[str, Kept]] = {}
-        for value in values:
-            number, sender, text, at = json.loads(value)
-            if number not in gone:
-                kept[number] = (value, Kept(sender, text, at))
+        nothing: list[tuple[str, tuple[str, Kept]]] = []
+        stored = self._read(lambda db: [(value, _parse_kept(value)) for value in db.lrange(name, 0, -1)], nothing)
+        kept = {number: (value, message) for value, (number, message) in stored if number not in gone}
         kept.update((n, staged) for n, staged in self._kept_new.get(key, {}).items() if n not in gone)
         return kept
 
@@ -667,11 +666,19 @@ def _client(url: str, timeout: float) -> Any:
         socket_connect_timeout=min(timeout, CONNECT_TIMEOUT),
         retry=Retry(NoBackoff(), 0),
         decode_responses=True,
+        # RESP2, which every Redis speaks; redis-py's RESP3 handshake also
+        # compares bytes with str, which ``python -bb`` (the tests) refuses.
+        protocol=2,
     )
 
 
 def _entries(rows: Iterable[tuple[str, dict[str, str]]]) -> list[Entry]:
     return [Entry(int(ident.partition("-")[0]), int(f["t"]), f["s"], f["x"], f["a"] == "1") for ident, f in rows]
+
+
+def _parse_kept(value: str) -> tuple[str, Kept]:
+    number, sender, text, at = json.loads(value)
+    return number, Kept(sender, text, at)
 
 
 def _account(key: str, row: dict[str, str]) -> Account | None:
