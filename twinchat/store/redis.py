@@ -32,7 +32,8 @@ same overlay, the same settling), the hub calls every method but ``write``
 under its lock and must not wait long there: each room's counters live in
 memory (loaded at start), changes are *staged* in an overlay that queries see
 at once, and ``write`` (the writer thread) sends the retry backlog and the new
-batch as one ``MULTI``/``EXEC`` pipeline: one round trip, all or nothing.
+batch as one ``MULTI``/``EXEC`` pipeline (each room's new entries one Lua call,
+``_APPEND``, in it): one round trip, applied whole.
 
 Reads under the lock (the committed part of a room's history, an account, a
 kept-message box) go to Redis on their own connection, with a short socket
