@@ -62,10 +62,11 @@ class BothServer:
         rooms_per_member: int = DEFAULT_ROOMS_PER_MEMBER,
         data_dir: str = "",
         history_limit: int = DEFAULT_HISTORY_LIMIT,
+        redis_url: str = "",
         replay: int = DEFAULT_REPLAY,
         **options: Any,
     ) -> None:
-        store = servercli.open_store(data_dir, history_limit)
+        store = servercli.open_store(data_dir, history_limit, redis_url)
         self._shared = shared = servercli.SharedHub.make(
             max_clients, max_rooms, rooms_per_member, store=store, replay=replay
         )

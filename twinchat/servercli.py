@@ -157,6 +157,13 @@ def parser(prog: str, description: str, defaults: Defaults) -> argparse.Argument
         help="keep nothing on disk: history, topics and accounts last as long as the process (--data-dir '')",
     )
     p.add_argument(
+        "--redis",
+        metavar="URL",
+        default="",
+        help="keep history, topics and accounts in Redis at URL (redis://HOST:PORT/DB) instead of --data-dir;"
+        " needs the redis package (pip install 'twinchat[redis]')",
+    )
+    p.add_argument(
         "--history-limit",
         metavar="N",
         type=_at_least(1, int, allow_equal=True),
@@ -179,12 +186,19 @@ def parser(prog: str, description: str, defaults: Defaults) -> argparse.Argument
     return p
 
 
-def open_store(data_dir: str, history_limit: int = DEFAULT_HISTORY_LIMIT) -> Store:
-    """The store of ``--data-dir``: SQLite in ``data_dir``, or memory if it is ''.
+def open_store(data_dir: str, history_limit: int = DEFAULT_HISTORY_LIMIT, redis_url: str = "") -> Store:
+    """The store of ``--redis`` if given, else of ``--data-dir``: SQLite in
+    ``data_dir``, or memory if it is ''.
 
     Raises:
-        StoreFault: it cannot be opened (one line, naming the file).
+        StoreFault: it cannot be opened (one line, naming the file or server).
     """
+    if redis_url:
+        try:
+            from twinchat.store.redis import RedisStore  # noqa: PLC0415 (redis-py only when used)
+        except ImportError as exc:
+            raise StoreFault(f"--redis needs the redis package ({exc}); pip install 'twinchat[redis]'") from None
+        return RedisStore(redis_url, history_limit)
     if not data_dir:
         return MemoryStore(history_limit)
     from twinchat.store import open_store as open_on_disk  # noqa: PLC0415 (sqlite3 only when used)
@@ -253,6 +267,7 @@ def options(args: argparse.Namespace) -> dict[str, Any]:
         "rooms_per_member": args.rooms_per_member,
         "data_dir": "" if args.ephemeral else args.data_dir,
         "history_limit": args.history_limit,
+        "redis_url": args.redis,
         "replay": args.replay,
     }
 

@@ -212,6 +212,7 @@ class ChatServer:
         rooms_per_member: int = DEFAULT_ROOMS_PER_MEMBER,
         data_dir: str = "",
         history_limit: int = DEFAULT_HISTORY_LIMIT,
+        redis_url: str = "",
         replay: int = DEFAULT_REPLAY,
         shared: servercli.SharedHub | None = None,
         random: Callable[[int], bytes] = os.urandom,
@@ -244,7 +245,7 @@ class ChatServer:
         self._owns_shared = shared is None
         if shared is None:
             try:
-                store = servercli.open_store(data_dir, history_limit)
+                store = servercli.open_store(data_dir, history_limit, redis_url)
             except BaseException:
                 self._sock.close()
                 raise

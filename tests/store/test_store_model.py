@@ -1,25 +1,30 @@
-"""SqliteStore against its model, MemoryStore(keep_rooms=True), step by random step.
+"""SqliteStore and RedisStore against their model, MemoryStore(keep_rooms=True), step by random step.
 
 The same operations go to both; every query must answer the same. Batches are
 detached and written at random points (and some detached batches wait before
-they are written, as they do in the writer thread's queue), and the SQLite
-store is closed and reopened from its file at random points: a restart, which
-the model follows by closing every room (a server starts with no members).
-Epochs are drawn by each store on its own, so they are compared by mapping:
-one model epoch always goes with the same SQLite epoch, and back.
+they are written, as they do in the writer thread's queue), and the store is
+closed and reopened (from its file, or on the same Redis and key prefix) at
+random points: a restart, which the model follows by closing every room (a
+server starts with no members). Epochs are drawn by each store on its own, so
+they are compared by mapping: one model epoch always goes with the same store
+epoch, and back. The Redis machines run on the session's real redis-server,
+each example under a fresh key prefix.
 """
 
 from __future__ import annotations
 
+import secrets
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from common.chat.log import MemoryStore
 from common.ports import Account, Entry, Kept, RoomRecord
+from twinchat.store.redis import RedisStore
 from twinchat.store.sqlite import SqliteStore
 
 ROOM_KEYS = st.sampled_from(["#a", "#b"])
@@ -39,11 +44,15 @@ class StoreMachine(RuleBasedStateMachine):
         self.tmp = tempfile.TemporaryDirectory()
         self.path = Path(self.tmp.name) / "twinchat.sqlite3"
         self.model = MemoryStore(self.limit, keep_rooms=True)
-        self.store = SqliteStore(self.path, self.limit)
+        self.store: Any = self.make_store()
         self.open: set[str] = set()
         self.held: list[object] = []
         self.epochs: dict[str, str] = {}
         self.epochs_back: dict[str, str] = {}
+
+    def make_store(self) -> Any:
+        """The store under test, opened (again, at a restart) on the same data."""
+        return SqliteStore(self.path, self.limit)
 
     def teardown(self) -> None:
         self.store.close()
@@ -147,7 +156,7 @@ class StoreMachine(RuleBasedStateMachine):
         # Batches still held are written by close(), as a stopping server's are.
         self.held.clear()
         self.store.close()
-        self.store = SqliteStore(self.path, self.limit)
+        self.store = self.make_store()
         for key in list(self.model._rooms):
             self.model.close_room(key)
         self.open.clear()
@@ -177,3 +186,32 @@ StoreMachine.TestCase.settings = settings(max_examples=50, stateful_step_count=4
 NoHistoryMachine.TestCase.settings = settings(max_examples=15, stateful_step_count=25, deadline=None)
 TestStoreModel = StoreMachine.TestCase
 TestNoHistoryModel = NoHistoryMachine.TestCase
+
+
+class RedisMachine(StoreMachine):
+    """The same steps on Redis; ``url`` is set by the test that runs it."""
+
+    url = ""
+
+    def __init__(self) -> None:
+        self.prefix = f"test{secrets.token_hex(4)}:"
+        super().__init__()
+
+    def make_store(self) -> Any:
+        return RedisStore(self.url, self.limit, prefix=self.prefix)
+
+
+class RedisNoHistoryMachine(RedisMachine):
+    limit = 0
+
+
+def test_redis_store_model(redis_url: str) -> None:
+    RedisMachine.url = redis_url
+    run_state_machine_as_test(RedisMachine, settings=settings(max_examples=50, stateful_step_count=40, deadline=None))
+
+
+def test_redis_store_no_history_model(redis_url: str) -> None:
+    RedisNoHistoryMachine.url = redis_url
+    run_state_machine_as_test(
+        RedisNoHistoryMachine, settings=settings(max_examples=15, stateful_step_count=25, deadline=None)
+    )
