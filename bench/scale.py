@@ -478,6 +478,10 @@ class ScaleResult:
     storm_during_max_ms: float | None = None
     storm_delivered: float | None = None
     load_cpu_pct: float | None = None
+    #: The machine's other busy CPU during the connect phase (other people's work), one core = 100.
+    other_cpu_pct: float | None = None
+    #: Datagrams the kernel dropped for full receive buffers during the connect phase (whole machine).
+    udp_drops_connect: int | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -530,6 +534,7 @@ class _CpuWatch:
         first = procstat.sample(pid)
         self._server = first.cpu_s if first else 0.0
         self._load = _own_cpu()
+        self._busy = procstat.machine_busy()
         self._next = 0.0
 
     def poll(self, now: float) -> None:
@@ -540,10 +545,20 @@ class _CpuWatch:
                 self.threads = max(self.threads, s.threads)
 
     def shares(self) -> tuple[float, float]:
+        """Server and load CPU since the start, as shares of one core (percent)."""
+        return self.all_shares()[:2]
+
+    def all_shares(self) -> tuple[float, float, float | None]:
+        """And the rest of the machine's busy CPU (other people's work), or None."""
         wall = max(1e-9, time.monotonic() - self._at)
         s = procstat.sample(self.pid)
         server = ((s.cpu_s if s else self._server) - self._server) / wall
-        return round(100 * server, 1), round(100 * (_own_cpu() - self._load) / wall, 1)
+        load = (_own_cpu() - self._load) / wall
+        busy = procstat.machine_busy()
+        other = None
+        if busy is not None and self._busy is not None:
+            other = round(max(0.0, 100 * ((busy - self._busy) / wall - server - load)), 1)
+        return round(100 * server, 1), round(100 * load, 1), other
 
 
 def _own_cpu() -> float:
@@ -602,6 +617,7 @@ def _connect(
 ) -> None:
     clients = result.clients
     base = procstat.sample(pid)
+    drops = procstat.udp_drops()
     watch = _CpuWatch(pid)
     began = time.monotonic()
     started = 0
@@ -628,7 +644,7 @@ def _connect(
 
     finished = loop.run_until(done, PHASE_LIMIT, tick)
     elapsed = time.monotonic() - began
-    server_cpu, load_cpu = watch.shares()
+    server_cpu, load_cpu, result.other_cpu_pct = watch.all_shares()
     result.registered = sum(1 for c in loop.clients.values() if c.registered_at is not None)
     if not finished:
         result.notes.append(f"connect phase stopped after {PHASE_LIMIT:g} s with {result.registered} registered")
@@ -636,7 +652,27 @@ def _connect(
         result.connect_s = round(elapsed, 2)
         result.connects_per_s = round(clients / elapsed, 1)
     result.server_cpu_connect_pct = server_cpu
+    after = procstat.udp_drops()
+    if drops is not None and after is not None:
+        result.udp_drops_connect = after - drops
+        if after > drops:
+            result.notes.append(
+                f"{after - drops} datagrams dropped by the kernel (full receive buffers) while connecting"
+            )
     result.load_cpu_pct = load_cpu
+    _settle(loop, pid, result, base=base, watch=watch, idle=idle)
+    log(
+        f"  connect: {result.registered}/{clients} registered in {elapsed:.2f} s; "
+        f"RSS {result.rss_mb} MB, {result.threads} threads; server CPU {server_cpu}%, load {load_cpu}%, "
+        f"other {result.other_cpu_pct}%; "
+        f"idle: {result.idle_cpu_pct}%"
+    )
+
+
+def _settle(
+    loop: Loop, pid: int, result: ScaleResult, *, base: procstat.ProcSample | None, watch: _CpuWatch, idle: float
+) -> None:
+    """Once all are in: the server's RSS and threads, then its CPU while everyone is silent."""
     # The join notices still in flight are part of letting users in; RSS once they are out.
     loop.run_until(loop.quiet, PHASE_LIMIT, watch.poll)
     s = procstat.sample(pid)
@@ -644,21 +680,16 @@ def _connect(
         result.rss_mb = round(s.rss_mb, 1)
         result.peak_rss_mb = round(s.peak_rss_mb, 1)
         result.threads = max(s.threads, watch.threads)
-        if base is not None and clients:
-            result.per_client_kb = round((s.rss_mb - base.rss_mb) * 1024 / clients, 1)
+        if base is not None and result.clients:
+            result.per_client_kb = round((s.rss_mb - base.rss_mb) * 1024 / result.clients, 1)
     if loop.failures:
         result.notes.append(f"{len(loop.failures)} client(s) failed, e.g. {loop.failures[0]}")
     if idle > 0:
         # What N idle members cost the server per second: its timers, nothing else.
-        watch = _CpuWatch(pid)
+        idle_watch = _CpuWatch(pid)
         until = time.monotonic() + idle
         loop.run_until(lambda now: now >= until, idle + 1)
-        result.idle_cpu_pct = watch.shares()[0]
-    log(
-        f"  connect: {result.registered}/{clients} registered in {elapsed:.2f} s; "
-        f"RSS {result.rss_mb} MB, {result.threads} threads; server CPU {server_cpu}%, load {load_cpu}%; "
-        f"idle: {result.idle_cpu_pct}%"
-    )
+        result.idle_cpu_pct = idle_watch.shares()[0]
 
 
 def _pace(loop: Loop, sender: Client, count: int, rate: float, first_seq: int = 0) -> float:

@@ -28,8 +28,12 @@ def test_fifty_clients_connect_hear_one_sender_and_survive_a_storm(transport: st
     print(format_table([result]), result.notes)
     assert result.registered == 50, result.notes
     assert result.connect_s is not None and result.rss_mb is not None and result.threads
-    # Two threads a TCP connection (reader and writer), plus the accept loop and the housekeeper.
-    assert result.threads >= (2 * 50 if transport == "tcp" else 2)
+    if transport == "tcp":
+        # A reader per connection; a writer only for one whose kernel buffer
+        # filled up (none here), where there used to be both for each.
+        assert 50 < result.threads < 2 * 50 + 2
+    else:
+        assert result.threads >= 2  # the receiver and the pump
     assert result.fanout_delivered == 1.0
     assert result.fanout_p99_ms is not None
     assert result.storm_reconnect_s is not None, result.notes
