@@ -77,6 +77,8 @@ STORM_SHARE: Final = 0.10
 STORM_BEFORE: Final = 2.0
 #: Seconds of chat kept up after the last reconnect, still counted as "during".
 STORM_AFTER: Final = 1.0
+#: Seconds the server has to exit after SIGTERM before it is killed.
+EXIT_LIMIT: Final = 10.0
 #: Seconds without a byte after which the server is taken to be done with a phase's notices.
 QUIET: Final = 0.5
 #: Seconds the load waits at most for a phase (connect, deliveries, quiet).
@@ -378,6 +380,8 @@ class Loop:
         self.failures: list[str] = []
         self.bytes_in = 0
         self.last_byte = time.monotonic()
+        self.limit = PHASE_LIMIT  # seconds a phase may take at most
+        self.stopping = False  # the server was told to stop: a closed client is expected
 
     # --- plumbing ---
 
@@ -395,7 +399,8 @@ class Loop:
         self.registering.discard(client.index)
 
     def lost(self, client: Client, why: str) -> None:
-        self.failures.append(f"{client.nick}: {why}")
+        if not self.stopping:
+            self.failures.append(f"{client.nick}: {why}")
 
     def later(self, when: float, action: Callable[[], None]) -> None:
         self._later_n += 1
@@ -482,6 +487,8 @@ class ScaleResult:
     other_cpu_pct: float | None = None
     #: Datagrams the kernel dropped for full receive buffers during the connect phase (whole machine).
     udp_drops_connect: int | None = None
+    #: Seconds from SIGTERM to the server's exit, every client still connected.
+    exit_s: float | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -498,11 +505,18 @@ def machine_limits(transport: str, clients: int) -> list[str]:
         out.append(f"open files: {clients} clients need {need_fds} descriptors per process, the limit is {soft}")
     if transport == "tcp":
         threads = 2 * clients + 8
-        for path, what in (("/proc/sys/kernel/pid_max", "pid_max"), ("/proc/sys/kernel/threads-max", "threads-max")):
+        # A thread is three memory maps (its stack, the stack's guard page, Python's frame stack).
+        for path, what, per_thread in (
+            ("/proc/sys/kernel/pid_max", "pid_max", 1),
+            ("/proc/sys/kernel/threads-max", "threads-max", 1),
+            ("/proc/sys/vm/max_map_count", "vm.max_map_count", 3),
+        ):
             with contextlib.suppress(OSError, ValueError):
                 limit = int(Path(path).read_text())
-                if limit < threads + 1000:
-                    out.append(f"{what} is {limit}: the server needs {threads} threads")
+                if limit < per_thread * threads + 1000:
+                    out.append(
+                        f"{what} is {limit}: the server may need {threads} threads (a writer each when backed up)"
+                    )
         nproc = resource.getrlimit(resource.RLIMIT_NPROC)[0]
         if nproc != resource.RLIM_INFINITY and nproc < threads + 1000:
             out.append(f"RLIMIT_NPROC is {nproc}: the server needs {threads} threads")
@@ -574,6 +588,7 @@ def run_scale(
     fanout_messages: int = DEFAULT_FANOUT_MESSAGES,
     storm: bool = True,
     idle: float = DEFAULT_IDLE,
+    phase_limit: float = PHASE_LIMIT,
     placement: Placement | None = None,
     log: Callable[[str], None] = lambda line: None,
     server_extra: Sequence[str] = (),
@@ -591,25 +606,43 @@ def run_scale(
             os.sched_setaffinity(0, placement.load)
         make: Callable[[int, Loop], Client] = TcpClient if transport == "tcp" else UdpClient
         loop = Loop(address, make)
+        loop.limit = phase_limit
         try:
             _connect(loop, server.pid, result, window=window, idle=idle, log=log)
             if result.registered == clients:
                 _fanout(loop, server.pid, fanout_messages, result, log)
                 if storm:
                     _storm(loop, clients, result, log)
+            _stop(loop, server, result)
         finally:
             loop.close()
     except StartError as exc:
         result.notes.append(f"server did not start: {exc}")
     finally:
         os.sched_setaffinity(0, saved)
-        code = server.stop(grace=10.0)
+        code = server.stop(grace=EXIT_LIMIT)
         if server.killed:
-            result.notes.append("the server did not exit within 10 s of SIGTERM (killed)")
+            result.notes.append(f"the server did not exit within {EXIT_LIMIT:g} s of SIGTERM (killed)")
         elif code not in (0, None):
             result.notes.append(f"server exit code {code}: {server.log_tail(300)}")
         server.close()
     return result
+
+
+def _stop(loop: Loop, server: Child, result: ScaleResult) -> None:
+    """SIGTERM while every client is still there and reading, as a real restart
+    would find them; the clients only close once the server has said goodbye.
+
+    Why: clients that closed first would each be announced as gone to every
+    other member, the same n-squared work as the joins, and the SIGTERM would
+    measure that instead of the shutdown.
+    """
+    loop.stopping = True
+    began = time.monotonic()
+    server.terminate()
+    loop.run_until(lambda now: not server.alive(), EXIT_LIMIT)
+    if not server.alive():
+        result.exit_s = round(time.monotonic() - began, 2)
 
 
 def _connect(
@@ -642,12 +675,12 @@ def _connect(
     def done(now: float) -> bool:
         return started >= clients and not loop.registering
 
-    finished = loop.run_until(done, PHASE_LIMIT, tick)
+    finished = loop.run_until(done, loop.limit, tick)
     elapsed = time.monotonic() - began
     server_cpu, load_cpu, result.other_cpu_pct = watch.all_shares()
     result.registered = sum(1 for c in loop.clients.values() if c.registered_at is not None)
     if not finished:
-        result.notes.append(f"connect phase stopped after {PHASE_LIMIT:g} s with {result.registered} registered")
+        result.notes.append(f"connect phase stopped after {loop.limit:g} s with {result.registered} registered")
     else:
         result.connect_s = round(elapsed, 2)
         result.connects_per_s = round(clients / elapsed, 1)
@@ -674,7 +707,7 @@ def _settle(
 ) -> None:
     """Once all are in: the server's RSS and threads, then its CPU while everyone is silent."""
     # The join notices still in flight are part of letting users in; RSS once they are out.
-    loop.run_until(loop.quiet, PHASE_LIMIT, watch.poll)
+    loop.run_until(loop.quiet, loop.limit, watch.poll)
     s = procstat.sample(pid)
     if s is not None:
         result.rss_mb = round(s.rss_mb, 1)
@@ -711,7 +744,7 @@ def _fanout(loop: Loop, pid: int, count: int, result: ScaleResult, log: Callable
     loop.recording = True
     last_due = _pace(loop, sender, count, CHAT_RATE)
     expected = count * (len(loop.clients) - 1)
-    loop.run_until(lambda now: now > last_due and (len(loop.deliveries) >= expected or loop.quiet(now)), PHASE_LIMIT)
+    loop.run_until(lambda now: now > last_due and (len(loop.deliveries) >= expected or loop.quiet(now)), loop.limit)
     loop.recording = False
     got = [d for d in loop.deliveries if d.sender == 0 and d.receiver != 0]
     latencies = sorted(d.received_ns - d.sent_ns for d in got)
@@ -737,7 +770,7 @@ def _storm(loop: Loop, clients: int, result: ScaleResult, log: Callable[[str], N
     loop.deliveries = []
     loop.recording = True
     # Chat runs from before the storm until well after it; enough messages for the worst case.
-    count = int(CHAT_RATE * (STORM_BEFORE + PHASE_LIMIT))
+    count = int(CHAT_RATE * (STORM_BEFORE + loop.limit))
     _pace(loop, sender, count, CHAT_RATE, first_seq=1_000_000)
     storm_at = time.monotonic() + STORM_BEFORE
     loop.run_until(lambda now: now >= storm_at, STORM_BEFORE + 1)
@@ -753,7 +786,7 @@ def _storm(loop: Loop, clients: int, result: ScaleResult, log: Callable[[str], N
         except OSError as exc:
             result.notes.append(f"storm: could not reconnect {nick(index)}: {exc}")
             break
-    back = loop.run_until(lambda now: not loop.registering, PHASE_LIMIT)
+    back = loop.run_until(lambda now: not loop.registering, loop.limit)
     back_at = time.monotonic()
     result.storm_reconnect_s = round(back_at - began, 2) if back else None
     after = back_at + STORM_AFTER
@@ -775,7 +808,7 @@ def _storm(loop: Loop, clients: int, result: ScaleResult, log: Callable[[str], N
     if expected:
         result.storm_delivered = round(len(during) / expected, 4)
     if not back:
-        result.notes.append(f"storm: {len(loop.registering)} of {len(stormers)} not back after {PHASE_LIMIT:g} s")
+        result.notes.append(f"storm: {len(loop.registering)} of {len(stormers)} not back after {loop.limit:g} s")
     log(
         f"  storm: {len(stormers)} back in {result.storm_reconnect_s} s; others' p99 {result.storm_before_p99_ms} ms "
         f"before, {result.storm_during_p99_ms} ms during (max {result.storm_during_max_ms} ms)"
@@ -796,6 +829,7 @@ _COLUMNS: Final = (
     ("storm_before_p99_ms", "p99 before", "{:.1f}"),
     ("storm_during_p99_ms", "p99 storm", "{:.1f}"),
     ("storm_during_max_ms", "max storm", "{:.1f}"),
+    ("exit_s", "exit s", "{:.1f}"),
 )
 
 
@@ -834,6 +868,12 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_IDLE,
         help="seconds the idle server's CPU is measured (default: %(default)s)",
+    )
+    p.add_argument(
+        "--phase-limit",
+        type=float,
+        default=PHASE_LIMIT,
+        help="seconds each phase may take before it is given up (default: %(default)s)",
     )
     p.add_argument("--no-pin", action="store_true", help="do not pin the server and the load to separate CPUs")
     p.add_argument("--json", type=Path, help="write the results here as JSON")
@@ -875,6 +915,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 fanout_messages=args.fanout_messages,
                 storm=not args.no_storm,
                 idle=args.idle,
+                phase_limit=args.phase_limit,
                 placement=placement,
                 log=log,
             )
