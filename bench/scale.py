@@ -77,6 +77,9 @@ STORM_SHARE: Final = 0.10
 STORM_BEFORE: Final = 2.0
 #: Seconds of chat kept up after the last reconnect, still counted as "during".
 STORM_AFTER: Final = 1.0
+#: The same for UDP: a lost segment is sent again within MAX_RTO (2 s), and a phase
+#: that ended in between would miss it.
+UDP_QUIET: Final = 2.5
 #: Seconds the server has to exit after SIGTERM before it is killed.
 EXIT_LIMIT: Final = 10.0
 #: Seconds without a byte after which the server is taken to be done with a phase's notices.
@@ -382,6 +385,7 @@ class Loop:
         self.last_byte = time.monotonic()
         self.limit = PHASE_LIMIT  # seconds a phase may take at most
         self.stopping = False  # the server was told to stop: a closed client is expected
+        self.quiet_for = QUIET  # seconds without a byte that end a phase's waiting
 
     # --- plumbing ---
 
@@ -450,7 +454,7 @@ class Loop:
                     self.last_byte = now
 
     def quiet(self, now: float) -> bool:
-        return now - self.last_byte >= QUIET and not self.registering
+        return now - self.last_byte >= self.quiet_for and not self.registering
 
     def close(self) -> None:
         for client in list(self.clients.values()):
@@ -607,6 +611,8 @@ def run_scale(
         make: Callable[[int, Loop], Client] = TcpClient if transport == "tcp" else UdpClient
         loop = Loop(address, make)
         loop.limit = phase_limit
+        if transport == "udp":
+            loop.quiet_for = UDP_QUIET
         try:
             _connect(loop, server.pid, result, window=window, idle=idle, log=log)
             if result.registered == clients:
@@ -706,8 +712,10 @@ def _settle(
     loop: Loop, pid: int, result: ScaleResult, *, base: procstat.ProcSample | None, watch: _CpuWatch, idle: float
 ) -> None:
     """Once all are in: the server's RSS and threads, then its CPU while everyone is silent."""
-    # The join notices still in flight are part of letting users in; RSS once they are out.
-    loop.run_until(loop.quiet, loop.limit, watch.poll)
+    # The join notices still in flight are part of letting users in; RSS once they are out
+    # (not waiting for clients still registering: after a connect phase that ran out of time,
+    # they may never be).
+    loop.run_until(lambda now: now - loop.last_byte >= loop.quiet_for, loop.limit, watch.poll)
     s = procstat.sample(pid)
     if s is not None:
         result.rss_mb = round(s.rss_mb, 1)
@@ -744,7 +752,10 @@ def _fanout(loop: Loop, pid: int, count: int, result: ScaleResult, log: Callable
     loop.recording = True
     last_due = _pace(loop, sender, count, CHAT_RATE)
     expected = count * (len(loop.clients) - 1)
-    loop.run_until(lambda now: now > last_due and (len(loop.deliveries) >= expected or loop.quiet(now)), loop.limit)
+    loop.run_until(
+        lambda now: now > last_due + loop.quiet_for and (len(loop.deliveries) >= expected or loop.quiet(now)),
+        loop.limit,
+    )
     loop.recording = False
     got = [d for d in loop.deliveries if d.sender == 0 and d.receiver != 0]
     latencies = sorted(d.received_ns - d.sent_ns for d in got)
