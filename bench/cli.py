@@ -32,7 +32,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m bench",
         description="Measure the TCP and UDP chat servers on the same work: throughput, latency, "
         "fan-out, a slow consumer and (TCP) memory with 1000 clients. Prints a table, writes a JSON "
-        "file and, with matplotlib installed (the 'plot' extra), a PNG.",
+        "file and, with matplotlib installed (the 'plot' extra), a PNG. 'python -m bench scale --help': "
+        "ten thousand users on one server (issue 12), a command of its own.",
     )
     p.add_argument(
         "--quick", action="store_true", help="small sizes: a smoke run of the whole matrix in under a minute"
@@ -220,6 +221,12 @@ def _replay(files: Sequence[Path], *, markdown: bool, wide: bool, png: Path | No
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["scale"]:
+        # A scenario of its own shape (phases, not a matrix of rates): see bench.scale.
+        from bench.scale import main as scale_main  # noqa: PLC0415
+
+        return scale_main(argv[1:])
     args = _parser().parse_args(argv)
     if args.from_json:
         return _replay(args.from_json, markdown=args.markdown, wide=args.wide, png=args.png)

@@ -5,8 +5,8 @@ sockets, the threads and the clock, and drives the hub.
 
 Threads:
 
-- the **accept loop** (``serve_forever``) takes connections and starts two
-  threads for each one;
+- the **accept loop** (``serve_forever``) takes connections and starts the
+  reader of each one;
 - a **reader** per connection: one ``recv`` brings a batch of bytes; it is
   decoded whole (framed or line dialect), and the whole batch goes through the
   hub under the one hub lock. Its deliveries are queued *before* the lock is
@@ -16,9 +16,18 @@ Threads:
   flight, whoever delivers tries a non-blocking ``send`` first (still under the
   hub lock, so the order holds) and queues only what the kernel did not take:
   an idle chat costs no thread wake-up per recipient, and a stuck socket still
-  never blocks anyone but its own writer;
+  never blocks anyone but its own writer. The writer is started by the first
+  thing queued (at the latest the close mark): a member whose kernel buffer
+  always takes its chat never needs one, so an idle connection costs one
+  thread, not two (issue 12: some 16 KB of RSS and a thread start each, and
+  10,000 connections would otherwise need 20,000 threads);
 - a **housekeeper** that ticks a few times a second: registration timeout,
-  pings, idle timeout, and the deadline of connections that are closing.
+  pings, idle timeout, and the deadline of connections that are closing. It
+  keeps a heap of (deadline, connection) and looks only at the connections
+  whose deadline has come, not at all of them under the hub lock on every
+  tick (issue 12): an entry is never moved later (a reader hearing from its
+  peer takes no lock for that), so it may fire early, find nothing due, and
+  go back in at the connection's new deadline.
 
 Deliveries go out through ``common.fanout``, the one delivery path of every
 transport: each run of events is encoded once whatever the number of
@@ -38,15 +47,17 @@ everything), and the reader drains until the peer closes too, within
 from __future__ import annotations
 
 import contextlib
+import heapq
 import itertools
 import logging
+import math
 import queue
 import selectors
 import socket
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final, cast
 
 from common import fanout
@@ -108,6 +119,14 @@ LINGER: Final = 2.0
 #: Seconds the shutdown gives writers to flush before it aborts the sockets.
 SHUTDOWN_FLUSH: Final = 1.0
 
+#: Stack of each connection thread. Python code runs on its own frame stack,
+#: so a reader's C stack stays shallow (decode, hub, fan-out, send); the
+#: default of 8 MiB only reserves address space (the RSS is the pages
+#: touched, about the same either way), but 10,000 connections reserved 80
+#: GiB of it. 512 KiB leaves a wide margin for deep C calls (logging a
+#: traceback, a regular expression) while keeping that to 5 GiB.
+THREAD_STACK: Final = 512 << 10
+
 #: Bytes asked of one recv: one batch. A whole frame at the cap fits.
 RECV_SIZE: Final = 1 << 16
 
@@ -128,6 +147,19 @@ _SILENT_FAREWELL: Final = [
 _Item = ev.Event | str | ProtocolError
 
 
+class _Outbox(queue.SimpleQueue[bytes | None]):
+    """A connection's outbound queue (None: close after this). Its first
+    ``put`` goes to ``starter``, which starts the writer thread, or does
+    what the writer would have done and returns True."""
+
+    starter: Callable[[bytes | None], bool] | None = None
+
+    def put(self, item: bytes | None, block: bool = True, timeout: float | None = None) -> None:
+        if self.starter is not None and self.starter(item):
+            return
+        super().put(item)
+
+
 class _Conn:
     """One client connection: its socket, its queue and its two threads.
 
@@ -146,11 +178,14 @@ class _Conn:
         self.server = server
         self.view: ClientView | None = None  # a text-dialect user's, once the first bytes tell
         self.text: TextSession | None = None
-        self.queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()  # None: close after this
+        self.queue = _Outbox()  # None: close after this
+        self.queue.starter = self._first_put
         self.enqueued = 0  # bytes ever put on the queue (hub lock)
         self.sent = 0  # bytes of the queue the writer has sent (writer thread only)
         self.closing = False  # nothing more is queued: Goodbye sent or cut (hub lock)
-        self.close_deadline = 0.0  # when closing: abort the socket after this (hub lock)
+        self._close_deadline = 0.0
+        self.serial = 0  # its key in the server's timer heap
+        self.due = math.inf  # when its entry in that heap fires (hub lock)
         self.liveness = Liveness(now, register_timeout=server.register_timeout)
         self._done = 0  # threads finished; the second one closes the socket
         self._done_lock = threading.Lock()
@@ -159,6 +194,17 @@ class _Conn:
 
     def __repr__(self) -> str:
         return f"<conn {self.peer}>"
+
+    @property
+    def close_deadline(self) -> float:
+        """When closing: abort the socket after this (hub lock)."""
+        return self._close_deadline
+
+    @close_deadline.setter
+    def close_deadline(self, when: float) -> None:
+        self._close_deadline = when
+        if self.closing and when:
+            self.server._arm(self, when)  # sooner than its entry, most likely
 
     def push(self, batch: Batch, last: bool) -> bool:
         """Send ``batch`` now or queue it (hub lock held); see ``Recipient.push``.
@@ -195,6 +241,38 @@ class _Conn:
             self.close_deadline = time.monotonic() + LINGER
             self.queue.put(None)  # the writer half-closes after the Goodbye
         return True
+
+    def _first_put(self, item: bytes | None) -> bool:
+        """The first thing queued: start the writer for it, or, for a close mark
+        with nothing ever queued, half-close here; True if that was done.
+
+        Called with the hub lock held, but for the shutdown's last aborts.
+        """
+        with self._done_lock:
+            if self.queue.starter is None:
+                return False
+            self.queue.starter = None
+        if item is None:
+            # Everything pushed was taken by the kernel: the writer's last
+            # act (FIN after the data) needs no thread of its own. At
+            # shutdown, 10,000 idle members would otherwise start 10,000
+            # writers just to half-close.
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_WR)
+            if self.thread_done():  # the writer's share; never the last, the reader puts this mark
+                self.sock.close()
+            return True
+        writer = threading.Thread(target=self.server._write_loop, args=(self,), name=f"write {self.peer}", daemon=True)
+        try:
+            writer.start()
+            self.writer = writer  # only once started: the shutdown joins it
+        except RuntimeError as exc:  # the machine is out of threads (or of memory for one)
+            log.warning("%s: no writer thread (%s); dropped", self.peer, exc)
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)  # its reader ends, and closes the socket
+            if self.thread_done():  # the writer's share; the reader had finished already
+                self.sock.close()
+        return False
 
     def abort(self) -> None:
         """Wake both threads at once: recv returns b"", a blocked send fails."""
@@ -278,6 +356,10 @@ class ChatServer:
         self._per_host: dict[str, int] = {}
         self._refused: dict[str, int] = {}  # connections refused per address in this streak (hub lock)
         self._nonces = itertools.count(1)
+        self._serials = itertools.count(1)
+        self._by_serial: dict[int, _Conn] = {}  # hub lock: the connections the timer heap can name
+        self._timers: list[tuple[float, int]] = []  # heap of (due, serial); see the module docstring
+        self._pending: set[_Conn] = set()  # hub lock: not registered yet, looked at on every tick
         self._accept_failing = False  # accept() is failing (out of descriptors), logged once
 
         self._stopping = threading.Event()  # accept no more
@@ -306,6 +388,7 @@ class ChatServer:
                 self._served.set()
                 return
             self._serving = True
+        threading.stack_size(THREAD_STACK)  # for every thread started from now on (process-wide)
         self._housekeeper = threading.Thread(target=self._housekeep, name="tcpchat-housekeeper", daemon=True)
         self._housekeeper.start()
         try:
@@ -370,11 +453,28 @@ class ChatServer:
                 return
             self._per_host[host] = held + 1
             self._conns.add(conn)
+            conn.serial = next(self._serials)
+            self._by_serial[conn.serial] = conn
+            self._pending.add(conn)
         servercli.log_connected(peer)
-        conn.reader = threading.Thread(target=self._read_loop, args=(conn,), name=f"read {peer}", daemon=True)
-        conn.writer = threading.Thread(target=self._write_loop, args=(conn,), name=f"write {peer}", daemon=True)
-        conn.writer.start()
-        conn.reader.start()
+        self._start_reader(conn)
+
+    def _start_reader(self, conn: _Conn) -> None:
+        """Start ``conn``'s reader; its writer starts when something is queued."""
+        conn.reader = threading.Thread(target=self._read_loop, args=(conn,), name=f"read {conn.peer}", daemon=True)
+        try:
+            conn.reader.start()
+        except RuntimeError as exc:
+            # Out of threads: refuse this one and keep accepting, rather than
+            # let the accept loop die with every other connection orphaned.
+            log.warning("refused %s: cannot start its thread (%s)", conn.peer, exc)
+            conn.reader = None
+            conn.queue.starter = None
+            conn._done = 2  # neither thread will run
+            with self._lock:
+                self._forget_conn(conn)
+            conn.sock.close()
+            servercli.log_departure(conn, None, "refused: no thread for it")
 
     # --- delivering -------------------------------------------------------------
 
@@ -450,16 +550,22 @@ class ChatServer:
             with self._lock:  # no one sends straight to a socket being closed
                 conn.closing = True
                 conn.sock.close()
-                if conn in self._conns:
-                    self._conns.discard(conn)
-                    left = self._per_host[conn.host] - 1
-                    if left:
-                        self._per_host[conn.host] = left
-                    else:
-                        del self._per_host[conn.host]
-                    refused = self._refused.pop(conn.host, 0)
-                    if refused:
-                        log.warning("accepting %s again; %d connection(s) refused meanwhile", conn.host, refused)
+                self._forget_conn(conn)
+
+    def _forget_conn(self, conn: _Conn) -> None:
+        """Take ``conn`` out of the tables (hub lock held)."""
+        self._by_serial.pop(conn.serial, None)
+        self._pending.discard(conn)
+        if conn in self._conns:
+            self._conns.discard(conn)
+            left = self._per_host[conn.host] - 1
+            if left:
+                self._per_host[conn.host] = left
+            else:
+                del self._per_host[conn.host]
+            refused = self._refused.pop(conn.host, 0)
+            if refused:
+                log.warning("accepting %s again; %d connection(s) refused meanwhile", conn.host, refused)
 
     def _serve(self, conn: _Conn) -> str:
         """Run one connection until it ends; return why it ended."""
@@ -587,24 +693,72 @@ class ChatServer:
 
     # --- timers ------------------------------------------------------------------
 
+    @property
+    def _tick(self) -> float:
+        return max(0.02, min(0.5, self.idle_timeout / 8, self.register_timeout / 8))
+
     def _housekeep(self) -> None:
-        tick = max(0.02, min(0.5, self.idle_timeout / 8, self.register_timeout / 8))
+        tick = self._tick
         while not self._stopping.wait(tick):
             try:
                 self._check_timers(time.monotonic())
             except Exception:
                 log.exception("housekeeping failed")
 
+    def _arm(self, conn: _Conn, when: float) -> None:
+        """Have the housekeeper look at ``conn`` at ``when``, unless it will sooner (hub lock)."""
+        if when >= conn.due or conn.serial not in self._by_serial:
+            return
+        conn.due = when
+        heapq.heappush(self._timers, (when, conn.serial))
+        if len(self._timers) > 4 * len(self._by_serial) + 64:
+            # Entries moved sooner pile up: keep one per connection.
+            self._timers = [(c.due, s) for s, c in self._by_serial.items() if c.due < math.inf]
+            heapq.heapify(self._timers)
+
+    def _still_pending(self) -> list[_Conn]:
+        """The connections that have not registered yet (hub lock).
+
+        Walked on every tick, as all connections were: they are the few
+        arriving, and the hub, not this module, sees them register (then
+        they leave this set for the heap, at their first ping's deadline).
+        """
+        hub = self._hub
+        for conn in [c for c in self._pending if c.closing or hub.nick_of(c) is not None]:
+            self._pending.discard(conn)
+            self._arm(conn, conn.close_deadline if conn.closing else conn.liveness.deadline(registered=True))
+        return list(self._pending)
+
+    def _due_conns(self, now: float) -> list[_Conn]:
+        """The connections whose entry has come, taken out of the heap (hub lock)."""
+        timers = self._timers
+        out = []
+        while timers and timers[0][0] <= now:
+            when, serial = heapq.heappop(timers)
+            conn = self._by_serial.get(serial)
+            if conn is not None and conn.due == when:
+                conn.due = math.inf
+                out.append(conn)
+        return out
+
     def _check_timers(self, now: float) -> None:
         hub = self._hub
         with self._lock:
             out: list[Delivery[_Conn]] = []
-            for conn in list(self._conns):
+            for conn in self._due_conns(now) + self._still_pending():
                 if conn.closing:
                     if now > conn.close_deadline:
                         conn.abort()  # it had LINGER seconds to flush and close
+                        self._arm(conn, now + LINGER)  # and again, until its threads are gone
+                    else:
+                        self._arm(conn, conn.close_deadline)
                     continue
-                due = conn.liveness.due(now, registered=hub.nick_of(conn) is not None)
+                registered = conn not in self._pending
+                due = conn.liveness.due(now, registered=registered)
+                if registered:
+                    # Back in the heap at its next deadline (not before the next tick: the
+                    # checks are strict, so one that is exactly due now says so then).
+                    self._arm(conn, max(conn.liveness.deadline(registered=True), now + self._tick / 2))
                 if due is None:
                     continue
                 if due is Due.PING:

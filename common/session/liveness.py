@@ -48,6 +48,17 @@ class Liveness:
         self._last_heard = now
         self._pinged = False
 
+    def deadline(self, *, registered: bool) -> float:
+        """When ``due`` may next have something to say (``math.inf``: never,
+        until something changes), so a transport can keep its connections in
+        a timer heap instead of asking each one on every tick. ``heard`` only
+        moves it later: an entry made earlier fires early and finds nothing."""
+        if not registered:
+            return self._born + self.register_timeout
+        if self._pinged:
+            return self._last_heard + self.idle_timeout
+        return self._last_heard + self.idle_timeout / 2
+
     def due(self, now: float, *, registered: bool) -> Due | None:
         """What is to be done at ``now``; a PING is said once per silence."""
         if not registered:
