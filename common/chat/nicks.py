@@ -17,6 +17,7 @@ same key.
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from typing import Final
 
@@ -68,6 +69,11 @@ def check_nick(nick: str) -> str:
     return nick
 
 
+# Cached: a join or rename is seen by every member of a room, and a text
+# user's view asks whether it names itself, so one nick's key was computed
+# once per recipient (14% of the connect phase of a big room, issue 12).
+# Bounded, since peers choose the names.
+@functools.lru_cache(maxsize=8192)
 def nick_key(nick: str) -> str:
     """The form under which nicks (and room names) are compared for uniqueness.
 
