@@ -89,8 +89,7 @@ class Courier:
             self._wake.wait()
         batch, held = self._take()
         self._write(batch)
-        for deliveries in held:
-            fanout.deliver(self._hub, deliveries, self._notice)
+        fanout.deliver(self._hub, [d for deliveries in held for d in deliveries], self._notice)
 
     def close(self) -> None:
         """Flush, stop the writer thread, close the store. Idempotent."""
@@ -101,6 +100,8 @@ class Courier:
             self._stopping = True
             self._wake.notify_all()
         self._thread.join()
+        if self.writes:
+            log.info("store: %d transaction(s) held back %d deliveries until written", self.writes, self.held)
         try:
             self._store.close()
         except StoreFault as exc:
@@ -124,8 +125,9 @@ class Courier:
                 self._write(batch)
             finally:
                 with self._lock:
-                    for deliveries in held:
-                        fanout.deliver(self._hub, deliveries, self._notice)
+                    # One call for all: runs to one audience that several
+                    # posts made are encoded and pushed once.
+                    fanout.deliver(self._hub, [d for deliveries in held for d in deliveries], self._notice)
                     self._writing = False
                     self._wake.notify_all()
 

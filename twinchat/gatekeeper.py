@@ -44,7 +44,10 @@ log = logging.getLogger("twinchat.accounts")
 #: Account events, as the transports test for them.
 AccountEvent = ev.Register | ev.RegisterAccount | ev.ChangePassword | ev.DropAccount
 
-__all__ = ["AccountEvent", "Gatekeeper", "needs_vetting"]
+#: Their classes, for a quick test of a whole batch (most batches hold none).
+ACCOUNT_TYPES: Final = frozenset({ev.Register, ev.RegisterAccount, ev.ChangePassword, ev.DropAccount})
+
+__all__ = ["ACCOUNT_TYPES", "AccountEvent", "Gatekeeper", "needs_vetting"]
 
 #: Wrong passwords, for the log and the figures.
 _FAILED: Final = "wrong password"

@@ -243,7 +243,7 @@ class WriterThread(threading.Thread):
                     self.staged.wait(WAIT)
                     self.staged.clear()
                     continue
-                self.written.extend(e.seq for _, e in batch.messages)  # type: ignore[attr-defined]
+                self.written.extend(row[1] for row in batch.messages)  # type: ignore[attr-defined]
                 self.store.write(batch)
                 self.batches += 1
                 self.wrote.set()
