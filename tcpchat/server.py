@@ -689,9 +689,15 @@ class ChatServer:
         if not asks:
             return items
         vet = self._shared.vet
-        return [
-            vet(conn, conn.host, cast(AccountEvent, asks[i])) if i in asks else item for i, item in enumerate(items)
-        ]
+        with self._lock:
+            conn.liveness.checking(time.monotonic(), on=True)
+        try:
+            return [
+                vet(conn, conn.host, cast(AccountEvent, asks[i])) if i in asks else item for i, item in enumerate(items)
+            ]
+        finally:
+            with self._lock:
+                conn.liveness.checking(time.monotonic(), on=False)
 
     # --- timers ------------------------------------------------------------------
 

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from common.accounts import MAX_CONCURRENT_HASHES
+from common.accounts import MAX_CONCURRENT_HASHES, ScryptCost, make_verifier
 from common.chat import events as ev
 from common.chat.rooms import LOBBY
+from common.ports import Account
 from common.wire.framing import NEED_DATA, StreamDecoder, encode
 from tcpchat.server import ChatServer
 
@@ -254,6 +255,36 @@ def test_a_login_storm_lets_the_others_chat_on(tmp_path: Path) -> None:
         assert answers.count("BAD_PASSWORD") <= 5 + MAX_CONCURRENT_HASHES
     finally:
         for client in storm:
+            client.close()
+        server.shutdown()
+        thread.join(WAIT)
+
+
+def test_a_login_waiting_for_its_password_check_is_not_timed_out(tmp_path: Path) -> None:
+    # Each check takes longer than the registration timeout (a costly verifier),
+    # and they queue: the deadline waits for each check, not for the queue.
+    server = ChatServer(port=0, max_per_host=0, register_timeout=0.3, data_dir=str(tmp_path / "data"))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    clients: list[Framed] = []
+    try:
+        owner = Framed(server.address)
+        clients.append(owner)
+        owner.send(ev.Register("owner"))
+        owner.until(ev.Replay)
+        costly = make_verifier("pw", cost=ScryptCost(n=2**16))  # about 0.15 s a check
+        with server._lock:  # an account with a costly verifier, as an old one might have
+            server._hub._store.save_account(Account("owner", "owner", costly, 0))
+        owner.send(ev.Goodbye(""))
+        owner.until(ev.Goodbye)
+        for _ in range(3):
+            client = Framed(server.address)
+            clients.append(client)
+            client.send(ev.Register("owner", "wrong"))
+        answers = [client.until(ev.Error).code.name for client in clients[1:]]  # type: ignore[attr-defined]
+        assert answers == ["BAD_PASSWORD"] * 3  # not REGISTRATION_TIMEOUT
+    finally:
+        for client in clients:
             client.close()
         server.shutdown()
         thread.join(WAIT)

@@ -206,3 +206,13 @@ def test_a_login_before_any_nick_is_refused_without_asking_anyone() -> None:
     assert session.account_events(["/login pw"]) == {}
     feed(hub, person, session, "/login pw")
     assert person.lines() == ["* error (bad-usage): type the nick first, then /login PASSWORD"]
+
+
+def test_the_registration_deadline_waits_for_a_password_check() -> None:
+    live = Liveness(0.0, register_timeout=10.0)
+    live.checking(5.0, on=True)  # a Register with a password, waiting for its turn to be hashed
+    assert live.due(60.0, registered=False) is None
+    assert live.deadline(registered=False) == math.inf
+    live.checking(60.0, on=False)  # the verdict is in: a whole new window for it
+    assert live.due(69.0, registered=False) is None
+    assert live.due(70.5, registered=False) is Due.REGISTRATION_TIMEOUT

@@ -493,6 +493,7 @@ class ChatServer:
             if needs_vetting(item) and not (type(item) is ev.Register and hub.nick_of(peer) is not None):
                 held.extendleft(reversed(items[index + 1 :]))
                 peer.vetting = True
+                peer.liveness.checking(now, on=True)
                 threading.Thread(target=self._vet, args=(peer, item), name=f"vet {peer.name}", daemon=True).start()
                 break
             if isinstance(item, ProtocolError):
@@ -513,6 +514,7 @@ class ChatServer:
         vetted = self._shared.vet(peer, peer.addr[0], event)
         with self._lock:
             peer.vetting = False
+            peer.liveness.checking(time.monotonic(), on=False)
             if peer.closing or self._peers.get(peer.token) is not peer:
                 return
             out: list[Delivery[_Peer]] = []

@@ -34,7 +34,7 @@ class Liveness:
             for a connection that cannot be pinged (a person at ``nc``).
     """
 
-    __slots__ = ("_born", "_last_heard", "_pinged", "idle_timeout", "register_timeout")
+    __slots__ = ("_born", "_checking", "_last_heard", "_pinged", "idle_timeout", "register_timeout")
 
     def __init__(self, now: float, *, register_timeout: float, idle_timeout: float = math.inf) -> None:
         self.register_timeout = register_timeout
@@ -42,6 +42,15 @@ class Liveness:
         self._born = now
         self._last_heard = now
         self._pinged = False
+        self._checking = False
+
+    def checking(self, now: float, *, on: bool) -> None:
+        """A password of the connection's is being checked (``on``), or its
+        check is over. Registration is under way meanwhile, however long the
+        check waits for its turn in a login storm: the deadline waits for
+        it, then gives the verdict a whole registration timeout of its own."""
+        self._checking = on
+        self._born = now
 
     def heard(self, now: float) -> None:
         """Something arrived from the peer (any bytes answer a ping)."""
@@ -54,7 +63,7 @@ class Liveness:
         a timer heap instead of asking each one on every tick. ``heard`` only
         moves it later: an entry made earlier fires early and finds nothing."""
         if not registered:
-            return self._born + self.register_timeout
+            return math.inf if self._checking else self._born + self.register_timeout
         if self._pinged:
             return self._last_heard + self.idle_timeout
         return self._last_heard + self.idle_timeout / 2
@@ -62,7 +71,8 @@ class Liveness:
     def due(self, now: float, *, registered: bool) -> Due | None:
         """What is to be done at ``now``; a PING is said once per silence."""
         if not registered:
-            return Due.REGISTRATION_TIMEOUT if now - self._born > self.register_timeout else None
+            late = not self._checking and now - self._born > self.register_timeout
+            return Due.REGISTRATION_TIMEOUT if late else None
         silent = now - self._last_heard
         if silent > self.idle_timeout:
             return Due.IDLE_TIMEOUT
