@@ -839,8 +839,6 @@ class Channel:
         unacked = self._unacked
         if not unacked:
             return
-        newest: _Segment | None = None  # highest seq newly acknowledged
-        sample: _Segment | None = None  # the newly acknowledged segment sent last
         # Loss detection compares sending times with the latest transmission
         # known to have arrived. The ack of a segment sent twice does not say
         # which copy arrived: after a timeout it may answer a first copy that
@@ -855,18 +853,12 @@ class Channel:
             seg = flight.popleft()
             if unacked.pop(seg.seq, None) is not None:
                 newly.append(seg)
-        newly += self._selectively_acked(ranges)
+        if ranges:
+            newly += self._selectively_acked(ranges)
         if not newly:
             return  # nothing new: a duplicate or stale ack
-        grow = self._release(newly)
-        for seg in newly:
-            latest = max(latest, seg.arrived_sent)
-            if newest is None or seg.seq > newest.seq:
-                newest = seg
-            if sample is None or seg.sent_at > sample.sent_at:
-                sample = seg
-        assert newest is not None
-        if sample is not None and sample.sends == 1:
+        grow, newest, sample, latest = self._retire(newly, latest)
+        if sample.sends == 1:
             # Only the segment sent last among those newly acknowledged gives
             # a sample (as QUIC takes only the largest packet number): an older
             # one may have waited for this ack because its own was lost.
@@ -893,25 +885,37 @@ class Channel:
         if grow and self._cwnd_limited and self._recovery_start == recovery_start:
             self._grow(grow)
 
-    def _release(self, segments: list[_Segment]) -> int:
-        """Mark ``segments`` acknowledged and let go of their bytes; return the
-        bytes of them that may grow the congestion window (sent after the
-        current recovery began)."""
-        acked_bytes = 0
-        grow = 0
+    def _retire(self, segments: list[_Segment], latest: float) -> tuple[int, _Segment, _Segment, float]:
+        """Mark ``segments`` (not empty) acknowledged and let go of their bytes,
+        in one pass.
+
+        Returns:
+            the bytes of them that may grow the congestion window (sent after
+            the current recovery began); the one with the highest seq; the one
+            sent last (the first such in their order); and ``latest`` or the
+            latest time one of their arrived copies was sent, if later.
+        """
         recovery_start = self._recovery_start
+        grow = acked_bytes = flown = 0
+        newest = sample = segments[0]
         for seg in segments:
             seg.acked = True
             size = seg.size
             acked_bytes += size
             if seg.in_flight:
                 seg.in_flight = False
-                self._bytes_in_flight -= size
+                flown += size
                 if seg.sent_at > recovery_start:
                     grow += size
             seg.frame = b""
+            latest = max(latest, seg.arrived_sent)
+            if seg.seq > newest.seq:
+                newest = seg
+            if seg.sent_at > sample.sent_at:
+                sample = seg
+        self._bytes_in_flight -= flown
         self._held -= acked_bytes + HELD_OVERHEAD * len(segments)
-        return grow
+        return grow, newest, sample, latest
 
     def _grow(self, acked: int) -> None:
         """NewReno's increase (RFC 9002, 7.3.1 and 7.3.3): a segment's worth
@@ -961,8 +965,16 @@ class Channel:
             if (seg.seq <= threshold and sent <= sent_before) or now - sent >= delay:
                 seg.overtaken = True
                 found.append(seg)
-            elif loss_time is None or sent + delay < loss_time:
+                continue
+            if loss_time is None or sent + delay < loss_time:
                 loss_time = sent + delay
+            if seg.sends == 1 and seg.seq > threshold:
+                # Every later segment has a higher seq and was sent no earlier
+                # (first copies go in seq order; a resent one went later
+                # still): neither threshold can take it, nor can its loss
+                # time come sooner. Stop here rather than walk the flight
+                # behind it on every ack.
+                break
         self._loss_time = loss_time
         self._declare_lost(found, now)
 
