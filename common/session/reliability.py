@@ -257,40 +257,29 @@ def is_whole_frame(chunk: bytes) -> bool:
 
 
 class _Segment:
-    """One segment in flight (sent, perhaps acknowledged, not yet forgotten).
+    """What is known of a segment sent more than once, or taken for lost.
 
-    Once acknowledged (or abandoned) it lets go of its frame at once: an
-    acknowledged segment may linger in the flight queue behind a lost one,
-    and must not keep its bytes alive there.
+    A segment sent once and not judged is nothing but its frame and its
+    sending time in the channel's flight queues: an object per segment (one
+    per message per recipient on a server) cost a fifth of the server's time
+    in making, tracking and collecting it. This record is made the first time
+    a segment is taken for lost or probed, and forgotten once it is
+    acknowledged.
     """
 
-    __slots__ = (
-        "acked",
-        "arrived_sent",
-        "first_sent",
-        "frame",
-        "in_flight",
-        "overtaken",
-        "sends",
-        "sent_at",
-        "seq",
-        "size",
-    )
+    __slots__ = ("arrived_sent", "first_sent", "in_flight", "overtaken", "sends", "seq", "size")
 
-    def __init__(self, seq: int, frame: bytes, now: float) -> None:
+    def __init__(self, seq: int, size: int, sent_at: float) -> None:
         self.seq = seq
-        self.frame = frame  # the encoded Data frame, sent as is each time; b"" once acknowledged
-        self.size = len(frame)
-        self.sent_at = now  # last transmission
-        self.first_sent = now
+        self.size = size  # of its encoded Data frame
+        self.first_sent = sent_at
         # When the copy an ack of this segment answers was sent, as far as the
         # sender can tell: the first copy, or a copy sent after acks showed
         # an earlier one overtaken (then that one is taken for lost); never a
         # copy the timer resent, which may race a first copy merely delayed.
-        self.arrived_sent = now
+        self.arrived_sent = sent_at
         self.overtaken = False  # taken for lost on the acks' evidence, not yet resent
         self.sends = 1
-        self.acked = False
         self.in_flight = True  # counted in the congestion controller's bytes in flight
 
 
@@ -345,6 +334,7 @@ class Channel:
         "_bytes_in_flight",
         "_cwnd",
         "_cwnd_limited",
+        "_extra",
         "_flight",
         "_held",
         "_largest_acked",
@@ -369,6 +359,7 @@ class Channel:
         "_skipping",
         "_srtt",
         "_ssthresh",
+        "_times",
         "_unacked",
         "ack_delay",
         "acks_sent",
@@ -418,12 +409,17 @@ class Channel:
         # Encoded Data frames never sent yet; their seqs run up to _next_seq - 1.
         self._backlog: deque[bytes] = deque()
         self._backlog_bytes = 0
-        self._flight: deque[_Segment] = deque()  # sent, in seq order; acked ones linger until the head passes
-        self._unacked: dict[int, _Segment] = {}  # sent and not acknowledged
+        # Sent, in seq order, from seq _next_seq - len(_backlog) - len(_flight):
+        # each segment's encoded Data frame (b"" once acknowledged: acknowledged
+        # ones linger until the head passes) and the time it was last sent.
+        self._flight: deque[bytes] = deque()
+        self._times: deque[float] = deque()
+        self._extra: dict[int, _Segment] = {}  # segments sent again or judged, not yet acknowledged
+        self._unacked = 0  # segments sent and not acknowledged
         # What max_backlog bounds: bytes of segments queued or unacknowledged, plus HELD_OVERHEAD each.
         self._held = 0
         self._lost: dict[int, _Segment] = {}  # to retransmit as soon as the congestion window admits
-        self._probes: list[_Segment] = []  # the timer fired: resend these, a datagram each
+        self._probes: list[int] = []  # the timer fired: resend these seqs, a datagram each
         self._last_sent = now  # last Data segment sent
         self._rto_deadline: float | None = None
         self._srtt: float | None = None
@@ -533,7 +529,7 @@ class Channel:
     @property
     def in_flight(self) -> int:
         """Segments sent and not acknowledged (always 0 in unreliable mode)."""
-        return len(self._unacked)
+        return self._unacked
 
     @property
     def cwnd(self) -> int:
@@ -580,10 +576,28 @@ class Channel:
 
     def _window_end(self) -> int:
         flight = self._flight
-        while flight and flight[0].acked:
+        if flight and not flight[0]:
+            self._trim()
+        return self._flight_base() + self.window
+
+    def _flight_base(self) -> int:
+        """The seq of the first segment in the flight queues (if any)."""
+        return self._next_seq - len(self._backlog) - len(self._flight)
+
+    def _trim(self) -> None:
+        """Let the acknowledged segments at the head of the flight go."""
+        flight = self._flight
+        times = self._times
+        while flight and not flight[0]:
             flight.popleft()
-        base = flight[0].seq if flight else self._next_seq - len(self._backlog)
-        return base + self.window
+            times.popleft()
+
+    def _record(self, seq: int, index: int) -> _Segment:
+        """The record of the segment in flight at ``index``, made if it has none."""
+        seg = self._extra.get(seq)
+        if seg is None:
+            seg = self._extra[seq] = _Segment(seq, len(self._flight[index]), self._times[index])
+        return seg
 
     def _cwnd_open(self) -> bool:
         """Whether the congestion window admits another segment."""
@@ -671,14 +685,18 @@ class Channel:
         lost = self._lost
         if not lost:
             return False
+        flight = self._flight
+        times = self._times
+        base = self._flight_base()
         sent = False
         for seq in sorted(lost):
             if not self._cwnd_open():
                 break
             seg = lost.pop(seq)
-            if seg.acked:
-                continue
-            seg.sent_at = now
+            index = seq - base
+            if index < 0 or not flight[index]:
+                continue  # acknowledged meanwhile
+            times[index] = now
             seg.sends += 1
             if seg.overtaken:
                 seg.overtaken = False
@@ -686,7 +704,7 @@ class Channel:
             if not seg.in_flight:
                 seg.in_flight = True
                 self._bytes_in_flight += seg.size
-            frames.append(seg.frame)
+            frames.append(flight[index])
             self.retransmits += 1
             sent = True
         return sent
@@ -695,15 +713,19 @@ class Channel:
         """The probes the timer asked for, one datagram each, whatever the
         congestion window says (the timer is armed)."""
         out = []
-        for seg in self._probes:
-            if not seg.acked:
-                seg.sent_at = now
+        flight = self._flight
+        base = self._flight_base()
+        for seq in self._probes:
+            index = seq - base
+            if index >= 0 and flight[index]:
+                self._times[index] = now
+                seg = self._record(seq, index)
                 seg.sends += 1
                 if not seg.in_flight:
                     seg.in_flight = True
                     self._bytes_in_flight += seg.size
                 self.retransmits += 1
-                out.append(self.prefix + seg.frame)
+                out.append(self.prefix + flight[index])
         self._probes.clear()
         self._last_sent = now
         return out
@@ -715,8 +737,9 @@ class Channel:
         if count <= 0:
             self._cwnd_limited = bool(backlog)
             return False
-        flight_append = self._flight.append
-        unacked = self._unacked
+        flight = self._flight
+        flight_append = flight.append
+        times_append = self._times.append
         frames_append = frames.append
         popleft = backlog.popleft
         freed = 0
@@ -726,17 +749,18 @@ class Channel:
         if budget <= 0 and self._bytes_in_flight:
             self._cwnd_limited = True
             return False
-        for seq in range(first, first + count):
+        before = len(flight)
+        for _ in range(count):
             frame = popleft()
-            seg = _Segment(seq, frame, now)
-            flight_append(seg)
-            unacked[seq] = seg
+            flight_append(frame)
+            times_append(now)
             frames_append(frame)
             size = len(frame)
             freed += size
             budget -= size
             if budget <= 0:
                 break
+        self._unacked += len(flight) - before
         self._backlog_bytes -= freed
         self._bytes_in_flight += freed
         self._cwnd_limited = bool(backlog)
@@ -744,14 +768,14 @@ class Channel:
 
     def _keepalive(self, now: float, frames: list[bytes]) -> None:
         seq = self._next_seq
-        self._next_seq += 1
         frame = encode_data(seq, 0, b"")
         if self.reliable:
-            seg = _Segment(seq, frame, now)
-            self._flight.append(seg)
-            self._unacked[seq] = seg
-            self._held += seg.size + HELD_OVERHEAD
-            self._bytes_in_flight += seg.size
+            self._flight.append(frame)
+            self._times.append(now)
+            self._unacked += 1
+            self._held += len(frame) + HELD_OVERHEAD
+            self._bytes_in_flight += len(frame)
+        self._next_seq += 1
         frames.append(frame)
 
     def _on_timeout(self, now: float) -> None:
@@ -771,19 +795,21 @@ class Channel:
         probes = self._probes
         lost = self._lost
         rto = self.rto
-        cap = len(self._unacked) if self.congestion_control else TIMEOUT_BURST
-        stale: list[_Segment] = []
-        for seg in self._flight:
-            if seg.acked:
-                continue
+        cap = self._unacked if self.congestion_control else TIMEOUT_BURST
+        stale: list[int] = []
+        base = self._flight_base()
+        for index, (frame, sent_at) in enumerate(zip(self._flight, self._times, strict=True)):
+            seq = base + index
+            if not frame:
+                continue  # acknowledged
             if len(probes) < PROBES:
-                probes.append(seg)
-                lost.pop(seg.seq, None)
-                seg.overtaken = False
-            elif seg.seq in lost:
+                probes.append(seq)
+                lost.pop(seq, None)
+                self._record(seq, index).overtaken = False
+            elif seq in lost:
                 continue  # goes again anyway
-            elif seg.sent_at + rto <= now and len(lost) + len(stale) < cap:
-                stale.append(seg)
+            elif sent_at + rto <= now and len(lost) + len(stale) < cap:
+                stale.append(seq)
             elif not self.congestion_control:
                 break
         if self._backoff > 1:
@@ -797,19 +823,23 @@ class Channel:
         self._backoff = min(self._backoff * 2, 64)
         self._rto_deadline = now + self.rto
 
-    def _declare_lost(self, segments: list[_Segment], now: float) -> None:
-        """Take ``segments`` for lost: out of the bytes in flight, to be sent
-        again, and a congestion event unless one is under way (RFC 9002, 7.3.2)."""
-        if not segments:
+    def _declare_lost(self, seqs: list[int], now: float) -> None:
+        """Take the segments ``seqs`` (in flight, not acknowledged) for lost:
+        out of the bytes in flight, to be sent again, and a congestion event
+        unless one is under way (RFC 9002, 7.3.2)."""
+        if not seqs:
             return
         lost = self._lost
+        times = self._times
+        base = self._flight_base()
         newest_sent = 0.0
-        for seg in segments:
-            lost[seg.seq] = seg
+        for seq in seqs:
+            index = seq - base
+            seg = lost[seq] = self._record(seq, index)
             if seg.in_flight:
                 seg.in_flight = False
                 self._bytes_in_flight -= seg.size
-            newest_sent = max(newest_sent, seg.sent_at)
+            newest_sent = max(newest_sent, times[index])
         if newest_sent > self._recovery_start:
             self._recovery_start = now
             self._ssthresh = max(self._cwnd * LOSS_REDUCTION, MIN_CWND)
@@ -834,10 +864,7 @@ class Channel:
         return encode_ack(self._recv_next, ranges)
 
     def _on_ack(self, limit: int, ranges: tuple[tuple[int, int], ...], now: float) -> None:
-        if not self.reliable:
-            return
-        unacked = self._unacked
-        if not unacked:
+        if not self.reliable or not self._unacked:
             return
         # Loss detection compares sending times with the latest transmission
         # known to have arrived. The ack of a segment sent twice does not say
@@ -846,19 +873,30 @@ class Channel:
         # everything sent between the two (RFC 8985's concern). So a copy
         # counts only if acks had shown the copies before it overtaken
         # (``arrived_sent``); else the first copy's time does.
-        latest = self._latest_acked_sent_at
         flight = self._flight
-        newly: list[_Segment] = []
-        while flight and flight[0].seq < limit:
-            seg = flight.popleft()
-            if unacked.pop(seg.seq, None) is not None:
-                newly.append(seg)
-        if ranges:
-            newly += self._selectively_acked(ranges)
-        if not newly:
+        times = self._times
+        base = self._flight_base()
+        count = min(limit - base, len(flight))
+        if count > 0:
+            popleft = flight.popleft
+            popleft_time = times.popleft
+            seqs: list[int] | range = range(base, base + count)
+            frames = [popleft() for _ in seqs]
+            sent = [popleft_time() for _ in seqs]
+            if ranges:
+                more = self._selectively_acked(ranges, base + count)
+                seqs = [*seqs, *more[0]]
+                frames += more[1]
+                sent += more[2]
+        elif ranges:
+            seqs, frames, sent = self._selectively_acked(ranges, base)
+        else:
             return  # nothing new: a duplicate or stale ack
-        grow, newest, sample, latest = self._retire(newly, latest)
-        if sample.sends == 1:
+        tally = self._retire(seqs, frames, sent)
+        if tally is None:
+            return  # nothing new: a duplicate or stale ack
+        grow, newest, newest_arrived, sample_sent, sample_sends = tally
+        if sample_sends == 1:
             # Only the segment sent last among those newly acknowledged gives
             # a sample (as QUIC takes only the largest packet number): an older
             # one may have waited for this ack because its own was lost.
@@ -866,18 +904,17 @@ class Channel:
             # undoes the backoff (RFC 6298, 5.7): an ack of a resent segment
             # may answer the first copy, delayed by a queue the timer did not
             # allow for.
-            self._measured(now - sample.sent_at)
-        elif not unacked:
+            self._measured(now - sample_sent)
+        elif not self._unacked:
             # Everything arrived: no queue of ours is left to slow the next
             # answer, so a new segment starts from the measured RTO again
             # (else a sparse sender on a lossy path, whose every segment
             # needs a second copy, would never measure and wait MAX_RTO).
             self._backoff = 1
-        self._latest_acked_sent_at = latest
-        if newest.seq > self._largest_acked:
-            self._largest_acked = newest.seq
-            self._largest_acked_sent_at = newest.arrived_sent
-        self._rto_deadline = now + self.rto if unacked else None
+        if newest > self._largest_acked:
+            self._largest_acked = newest
+            self._largest_acked_sent_at = newest_arrived
+        self._rto_deadline = now + self.rto if self._unacked else None
         recovery_start = self._recovery_start
         self._detect_losses(now)
         # After loss detection, as RFC 9002 orders it: an ack that starts a
@@ -885,37 +922,69 @@ class Channel:
         if grow and self._cwnd_limited and self._recovery_start == recovery_start:
             self._grow(grow)
 
-    def _retire(self, segments: list[_Segment], latest: float) -> tuple[int, _Segment, _Segment, float]:
-        """Mark ``segments`` (not empty) acknowledged and let go of their bytes,
-        in one pass.
+    def _retire(
+        self, seqs: Sequence[int], frames: list[bytes], sent: list[float]
+    ) -> tuple[int, int, float, float, int] | None:
+        """Count the segments ``seqs`` (their frames, b"" for those
+        acknowledged before, and last sending times) acknowledged, and let go
+        of their bytes, in one pass.
 
         Returns:
-            the bytes of them that may grow the congestion window (sent after
-            the current recovery began); the one with the highest seq; the one
-            sent last (the first such in their order); and ``latest`` or the
-            latest time one of their arrived copies was sent, if later.
+            None if none was new; else the bytes that may grow the congestion
+            window (sent after the current recovery began), the highest seq
+            and when its arrived copy was sent, and when the one sent last
+            (the first such, in this order) was sent and how many times.
         """
+        extra = self._extra
         recovery_start = self._recovery_start
-        grow = acked_bytes = flown = 0
-        newest = sample = segments[0]
-        for seg in segments:
-            seg.acked = True
-            size = seg.size
+        if not extra and type(seqs) is range and all(frames):
+            # The steady state, without loss: a cumulative ack of segments
+            # each sent once, none acknowledged before. Sums and maxima in C.
+            count = len(frames)
+            acked_bytes = sum(map(len, frames))
+            if sent[0] > recovery_start:  # sent in order, so all of them
+                grow = acked_bytes
+            else:
+                grow = sum([len(f) for f, t in zip(frames, sent, strict=True) if t > recovery_start])
+            sample_sent = max(sent)
+            self._unacked -= count
+            self._bytes_in_flight -= acked_bytes
+            self._held -= acked_bytes + HELD_OVERHEAD * count
+            self._latest_acked_sent_at = max(self._latest_acked_sent_at, sample_sent)
+            return grow, seqs[-1], sent[-1], sample_sent, 1
+        latest = self._latest_acked_sent_at
+        count = acked_bytes = flown = grow = 0
+        newest = -1
+        newest_arrived = sample_sent = 0.0
+        sample_sends = 0
+        for seq, frame, sent_at in zip(seqs, frames, sent, strict=True):
+            if not frame:
+                continue  # acknowledged before
+            size = len(frame)
+            count += 1
             acked_bytes += size
-            if seg.in_flight:
+            seg = extra.pop(seq, None) if extra else None
+            if seg is None:
+                arrived, sends, in_flight = sent_at, 1, True
+            else:
+                arrived, sends, in_flight = seg.arrived_sent, seg.sends, seg.in_flight
                 seg.in_flight = False
+            if in_flight:
                 flown += size
-                if seg.sent_at > recovery_start:
+                if sent_at > recovery_start:
                     grow += size
-            seg.frame = b""
-            latest = max(latest, seg.arrived_sent)
-            if seg.seq > newest.seq:
-                newest = seg
-            if seg.sent_at > sample.sent_at:
-                sample = seg
+            latest = max(latest, arrived)
+            if seq > newest:
+                newest, newest_arrived = seq, arrived
+            if not sample_sends or sent_at > sample_sent:
+                sample_sent, sample_sends = sent_at, sends
+        if not count:
+            return None
+        self._unacked -= count
         self._bytes_in_flight -= flown
-        self._held -= acked_bytes + HELD_OVERHEAD * len(segments)
-        return grow, newest, sample, latest
+        self._held -= acked_bytes + HELD_OVERHEAD * count
+        self._latest_acked_sent_at = latest
+        return grow, newest, newest_arrived, sample_sent, sample_sends
 
     def _grow(self, acked: int) -> None:
         """NewReno's increase (RFC 9002, 7.3.1 and 7.3.3): a segment's worth
@@ -927,18 +996,27 @@ class Channel:
         # Never beyond what the segment window could use.
         self._cwnd = min(self._cwnd, float(self.window * MAX_DATAGRAM))
 
-    def _selectively_acked(self, ranges: tuple[tuple[int, int], ...]) -> list[_Segment]:
-        """Take the unacknowledged segments in ``ranges`` out of ``_unacked``; return them."""
-        unacked = self._unacked
-        out = []
+    def _selectively_acked(
+        self, ranges: tuple[tuple[int, int], ...], base: int
+    ) -> tuple[list[int], list[bytes], list[float]]:
+        """The segments in flight (from seq ``base``) that ``ranges`` cover, in
+        the ranges' order: seqs, frames (b"" for those acknowledged before)
+        and sending times; their places in flight are marked acknowledged."""
+        flight = self._flight
+        times = self._times
+        size = len(flight)
+        seqs: list[int] = []
+        frames: list[bytes] = []
+        sent: list[float] = []
         for start, end in ranges:
-            if end - start > len(unacked):
-                hits = [s for s in unacked if start <= s < end]
-            else:
-                hits = [s for s in range(start, end) if s in unacked]
-            for s in hits:
-                out.append(unacked.pop(s))
-        return out
+            for index in range(max(start - base, 0), min(end - base, size)):
+                frame = flight[index]
+                if frame:
+                    seqs.append(base + index)
+                    frames.append(frame)
+                    sent.append(times[index])
+                    flight[index] = b""
+        return seqs, frames, sent
 
     def _detect_losses(self, now: float) -> None:
         """Mark lost what a later transmission overtook (QUIC's two thresholds,
@@ -951,24 +1029,27 @@ class Channel:
         arrived = self._latest_acked_sent_at
         delay = max(TIME_THRESHOLD * max(self._srtt or self._base_rto, self._latest_rtt), GRANULARITY)
         lost = self._lost
-        found: list[_Segment] = []
+        extra = self._extra
+        found: list[int] = []
         loss_time: float | None = None
-        for seg in self._flight:
-            if seg.acked or seg.seq in lost:
+        seq = self._flight_base() - 1
+        for frame, sent in zip(self._flight, self._times, strict=True):
+            seq += 1
+            if not frame or seq in lost:
                 continue
-            sent = seg.sent_at
+            seg = extra.get(seq) if extra else None
+            once = seg is None or seg.sends == 1
             if sent > arrived:
                 # Nothing sent after it is known to have arrived: no verdict.
-                if seg.sends == 1:
+                if once:
                     break  # later segments were first sent later still, and not resent before this one
                 continue
-            if (seg.seq <= threshold and sent <= sent_before) or now - sent >= delay:
-                seg.overtaken = True
-                found.append(seg)
+            if (seq <= threshold and sent <= sent_before) or now - sent >= delay:
+                found.append(seq)
                 continue
             if loss_time is None or sent + delay < loss_time:
                 loss_time = sent + delay
-            if seg.sends == 1 and seg.seq > threshold:
+            if once and seq > threshold:
                 # Every later segment has a higher seq and was sent no earlier
                 # (first copies go in seq order; a resent one went later
                 # still): neither threshold can take it, nor can its loss
@@ -976,7 +1057,11 @@ class Channel:
                 # behind it on every ack.
                 break
         self._loss_time = loss_time
-        self._declare_lost(found, now)
+        if found:
+            base = self._flight_base()
+            for seq in found:
+                self._record(seq, seq - base).overtaken = True
+            self._declare_lost(found, now)
 
     def _measured(self, rtt: float) -> None:
         """RFC 6298, section 2, with the peer's ack delay added (RFC 9002's PTO)."""
@@ -1177,9 +1262,10 @@ class Channel:
         if now - self.last_heard >= self.dead_after:
             return True
         if self._unacked:
-            flight = self._flight
-            while flight and flight[0].acked:
-                flight.popleft()
-            if flight and now - flight[0].first_sent >= self.dead_after:
-                return True
+            self._trim()
+            if self._flight:
+                seg = self._extra.get(self._flight_base())
+                first_sent = self._times[0] if seg is None else seg.first_sent
+                if now - first_sent >= self.dead_after:
+                    return True
         return False
