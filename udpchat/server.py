@@ -176,12 +176,11 @@ class _Peer:
         """Queue ``batch`` on the channel, a frame a reliable unit (lock held)."""
         if self.closing:
             return True  # its last event is queued already; nothing follows it
-        send = self.channel.send
-        for frame in batch.parts:
-            if not send(frame, force=last):
-                log.debug("%s is not keeping up; cut off", self.name)
-                self.server._count("slow consumer")
-                return False
+        parts = batch.parts
+        if self.channel.send_all(parts, force=last) < len(parts):
+            log.debug("%s is not keeping up; cut off", self.name)
+            self.server._count("slow consumer")
+            return False
         # The pusher may be another transport's thread (one process serving
         # TCP and UDP from one hub): wake the pump, as for anything else.
         self.server._mark(self)

@@ -68,8 +68,10 @@ Strategy, by concern:
 from __future__ import annotations
 
 import struct
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Sequence
+from itertools import accumulate, repeat
 from typing import Final
 
 from common.chat import events as ev
@@ -510,6 +512,48 @@ class Channel:
         self._held = held + cost
         return True
 
+    def send_all(self, frames: Sequence[bytes], *, force: bool = False) -> int:
+        """``send`` each of ``frames`` in order, until one is refused.
+
+        A server queues a run of frames on every recipient's channel: one call
+        for the run keeps the channel's counters in local variables.
+
+        Returns:
+            How many were queued: all of them, or those before the refused one.
+
+        Raises:
+            LocalProtocolError: a frame is empty or larger than MAX_FRAME (those
+                before it are queued).
+        """
+        held = self._held
+        seq = self._next_seq
+        limit = self.max_backlog
+        append = self._backlog.append
+        pack = _DATA_HEAD.pack
+        queued = added = 0
+        for frame in frames:
+            size = len(frame)
+            if not 0 < size <= MAX_CHUNK:
+                # Fragments, or an error: the general path, from a true state.
+                self._next_seq, self._held = seq, held
+                self._backlog_bytes += added
+                added = 0
+                if not self.send(frame, force=force):
+                    return queued
+                seq, held = self._next_seq, self._held
+            else:
+                cost = size + DATA_OVERHEAD + HELD_OVERHEAD
+                if held + cost > limit and held and not force:
+                    break
+                append(pack(MAGIC, VERSION, _DATA_TYPE, _DATA_FIELDS + size, seq, 0, size) + frame)
+                seq += 1
+                held += cost
+                added += size + DATA_OVERHEAD
+            queued += 1
+        self._next_seq, self._held = seq, held
+        self._backlog_bytes += added
+        return queued
+
     @property
     def backlog_bytes(self) -> int:
         """Bytes of segments queued and never sent."""
@@ -661,24 +705,29 @@ class Channel:
         return probes + self._pack(frames)
 
     def _pack(self, frames: list[bytes]) -> list[bytes]:
-        """``frames`` in order, in as few datagrams as they fit, each opened by the prefix."""
+        """``frames`` in order, in as few datagrams as they fit, each opened by the prefix.
+
+        Strategy: greedy, as a loop over the frames would pack them, but the
+        cuts are found by bisecting the running total of their sizes: one
+        step per datagram, not per frame.
+        """
         prefix = self.prefix
         limit = MAX_DATAGRAM - len(prefix)
+        sizes = list(map(len, frames))
+        if sizes and max(sizes) > limit:
+            size = max(sizes)
+            raise LocalProtocolError(ErrorCode.DATAGRAM_TOO_LARGE, f"a frame of {size} bytes passes {limit}")
+        ends = list(accumulate(sizes))
         out: list[bytes] = []
-        batch = [prefix]
-        used = 0
-        for frame in frames:
-            size = len(frame)
-            if used + size > limit:
-                if size > limit:
-                    raise LocalProtocolError(ErrorCode.DATAGRAM_TOO_LARGE, f"a frame of {size} bytes passes {limit}")
-                out.append(b"".join(batch))
-                batch = [prefix]
-                used = 0
-            batch.append(frame)
-            used += size
-        out.append(b"".join(batch))
-        return out
+        start = 0
+        used = 0  # bytes of the frames already packed
+        count = len(frames)
+        while start < count:
+            stop = bisect_right(ends, used + limit, start)
+            out.append(b"".join((prefix, *frames[start:stop])))
+            used = ends[stop - 1]
+            start = stop
+        return out or [prefix]
 
     def _retransmit(self, now: float, frames: list[bytes]) -> bool:
         """Resend the segments taken for lost, in seq order, as the congestion window admits."""
@@ -750,16 +799,25 @@ class Channel:
             self._cwnd_limited = True
             return False
         before = len(flight)
-        for _ in range(count):
-            frame = popleft()
-            flight_append(frame)
-            times_append(now)
-            frames_append(frame)
-            size = len(frame)
-            freed += size
-            budget -= size
-            if budget <= 0:
-                break
+        if count == len(backlog) and (count == 1 or self._backlog_bytes - len(backlog[-1]) < budget):
+            # All of it: no segment before the last reaches the budget (the
+            # loop below would send them all). Moved in C.
+            flight.extend(backlog)
+            self._times.extend(repeat(now, count))
+            frames.extend(backlog)
+            freed = self._backlog_bytes
+            backlog.clear()
+        else:
+            for _ in range(count):
+                frame = popleft()
+                flight_append(frame)
+                times_append(now)
+                frames_append(frame)
+                size = len(frame)
+                freed += size
+                budget -= size
+                if budget <= 0:
+                    break
         self._unacked += len(flight) - before
         self._backlog_bytes -= freed
         self._bytes_in_flight += freed
