@@ -1082,7 +1082,8 @@ class Channel:
         arrived is lost once ``REORDER_THRESHOLD`` higher segments sent no
         earlier were acknowledged, or once it has been out ``TIME_THRESHOLD``
         round trips; until then the loss timer waits for that moment."""
-        threshold = self._largest_acked - REORDER_THRESHOLD
+        largest = self._largest_acked
+        threshold = largest - REORDER_THRESHOLD
         sent_before = self._largest_acked_sent_at
         arrived = self._latest_acked_sent_at
         delay = max(TIME_THRESHOLD * max(self._srtt or self._base_rto, self._latest_rtt), GRANULARITY)
@@ -1097,8 +1098,13 @@ class Channel:
                 continue
             seg = extra.get(seq) if extra else None
             once = seg is None or seg.sends == 1
-            if sent > arrived:
+            if sent > arrived or (sent == arrived and seq > largest):
                 # Nothing sent after it is known to have arrived: no verdict.
+                # A burst shares one clock reading, and went in seq order (a
+                # resent segment before new ones): one above every segment
+                # acknowledged went after the copy that arrived. Judging it by
+                # the time threshold resent, in the saturated scenario, the
+                # tail of bursts a busy peer had not read yet (0.8-1% of all).
                 if once:
                     break  # later segments were first sent later still, and not resent before this one
                 continue
