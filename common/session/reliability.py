@@ -713,6 +713,8 @@ class Channel:
         """
         prefix = self.prefix
         limit = MAX_DATAGRAM - len(prefix)
+        if sum(map(len, frames)) <= limit:
+            return [b"".join([prefix, *frames])]  # the common case: they fit one
         sizes = list(map(len, frames))
         if sizes and max(sizes) > limit:
             size = max(sizes)
@@ -799,7 +801,7 @@ class Channel:
             self._cwnd_limited = True
             return False
         before = len(flight)
-        if count == len(backlog) and (count == 1 or self._backlog_bytes - len(backlog[-1]) < budget):
+        if count > 2 and count == len(backlog) and self._backlog_bytes - len(backlog[-1]) < budget:
             # All of it: no segment before the last reaches the budget (the
             # loop below would send them all). Moved in C.
             flight.extend(backlog)
@@ -939,8 +941,12 @@ class Channel:
             popleft = flight.popleft
             popleft_time = times.popleft
             seqs: list[int] | range = range(base, base + count)
-            frames = [popleft() for _ in seqs]
-            sent = [popleft_time() for _ in seqs]
+            if count == 1:  # one segment an ack, as a sparse sender's peer sends them
+                frames = [popleft()]
+                sent = [popleft_time()]
+            else:
+                frames = [popleft() for _ in seqs]
+                sent = [popleft_time() for _ in seqs]
             if ranges:
                 more = self._selectively_acked(ranges, base + count)
                 seqs = [*seqs, *more[0]]
