@@ -77,7 +77,7 @@ from common.ports import Batch
 from common.session.cookies import CookieJar
 from common.session.liveness import Due, Liveness
 from common.session.ratelimit import DEFAULT_RATE, TokenBucket
-from common.session.reliability import MAX_BACKLOG, Channel
+from common.session.reliability import MAX_BACKLOG, AckInfo, Channel, Segment, parse_session
 from common.wire.errors import ErrorCode, ProtocolError, RemoteProtocolError
 from common.wire.framing import decode_datagram, decode_frame, encode
 from common.wire.limits import DEFAULT_PORT, MAX_DATAGRAM
@@ -135,6 +135,10 @@ RECV_SIZE: Final = 2048
 #: Datagrams the receiver takes in one go when more are waiting.
 READ_BURST: Final = 64
 
+#: A session datagram's frames after its ``Session`` frame: split by the fast
+#: path (``parse_session``: segments, acks), or decoded events.
+Parsed = tuple[list[Segment], list[AckInfo]] | list[ev.Event]
+
 #: On Linux a blocking socket can still be read without blocking.
 _DONTWAIT: Final = getattr(socket, "MSG_DONTWAIT", 0)
 
@@ -191,12 +195,11 @@ class _Peer:
         """Queue ``batch`` on the channel, a frame a reliable unit (lock held)."""
         if self.closing:
             return True  # its last event is queued already; nothing follows it
-        send = self.channel.send
-        for frame in batch.parts:
-            if not send(frame, force=last):
-                log.debug("%s is not keeping up; cut off", self.name)
-                self.server._count("slow consumer")
-                return False
+        parts = batch.parts
+        if self.channel.send_all(parts, force=last) < len(parts):
+            log.debug("%s is not keeping up; cut off", self.name)
+            self.server._count("slow consumer")
+            return False
         # The pusher may be another transport's thread (one process serving
         # TCP and UDP from one hub): wake the pump, as for anything else.
         self.server._mark(self)
@@ -400,10 +403,16 @@ class ChatServer:
 
     def _datagrams(self, batch: list[tuple[bytes, tuple[str, int]]], now: float) -> None:
         """Judge a batch of datagrams; feed the sessions' ones to their peers under one lock."""
-        sessions: list[tuple[int, list[ev.Event], tuple[str, int]]] = []
+        sessions: list[tuple[int, Parsed, tuple[str, int]]] = []
         for data, addr in batch:
             if not data:
                 continue  # the shutdown's wake-up call, or an empty probe
+            # Data and plain Acks without a dataclass each; anything else
+            # (a handshake, an Ack with ranges, garbage) in full.
+            parsed = parse_session(data)
+            if parsed is not None:
+                sessions.append((parsed[0], (parsed[1], parsed[2]), addr))
+                continue
             try:
                 frames = decode_datagram(data)
             except RemoteProtocolError as exc:
@@ -411,7 +420,7 @@ class ChatServer:
                 continue
             first = frames[0]
             if type(first) is ev.Session:
-                sessions.append((first.token, frames, addr))
+                sessions.append((first.token, frames[1:], addr))
             elif type(first) is ev.Hello and len(frames) == 1:
                 self._guarded(self._hello, first, len(data), addr, now)
             else:
@@ -420,8 +429,8 @@ class ChatServer:
             with self._lock:
                 self._receiving = True
                 try:
-                    for token, frames, addr in sessions:
-                        self._guarded(self._session_datagram, token, frames, addr, now)
+                    for token, segments, addr in sessions:
+                        self._guarded(self._session_datagram, token, segments, addr, now)
                     out = self._collect(now, tick=False)
                 finally:
                     self._receiving = False
@@ -435,14 +444,17 @@ class ChatServer:
             # A bug must not cost the server its only receiver, nor the batch.
             log.exception("datagram from %s", args[-2])
 
-    def _session_datagram(self, token: int, frames: list[ev.Event], addr: tuple[str, int], now: float) -> None:
-        """One datagram of a session (lock held)."""
+    def _session_datagram(self, token: int, segments: Parsed, addr: tuple[str, int], now: float) -> None:
+        """One datagram of a session, its frames after ``Session`` (lock held)."""
         peer = self._peers.get(token)
         if peer is None or peer.addr != addr:
             self._refuse("spoofed", addr, f"token {token:016x}")
             return
         try:
-            chunks = peer.channel.receive(frames[1:], now)
+            if isinstance(segments, tuple):
+                chunks = peer.channel.receive_parsed(segments[0], segments[1], now)
+            else:
+                chunks = peer.channel.receive(segments, now)
         except RemoteProtocolError as exc:
             self._refuse("garbage", addr, exc)
             return

@@ -68,13 +68,15 @@ Strategy, by concern:
 from __future__ import annotations
 
 import struct
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Sequence
+from itertools import accumulate, repeat
 from typing import Final
 
 from common.chat import events as ev
 from common.wire.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
-from common.wire.framing import HEADER, HEADER_SIZE, MAGIC, VERSION, FrameType, encode
+from common.wire.framing import HEADER, HEADER_SIZE, MAGIC, VERSION, FrameType
 from common.wire.limits import MAX_DATAGRAM, MAX_FRAME
 
 #: Bytes of the ``Session`` frame that opens every datagram of a session.
@@ -156,11 +158,83 @@ DEAD_AFTER: Final = 15.0
 _DATA_HEAD: Final = struct.Struct(">2sBBIQBH")
 _DATA_TYPE: Final = int(FrameType.DATA)
 _DATA_FIELDS: Final = DATA_OVERHEAD - HEADER_SIZE
+_U64: Final = struct.Struct(">Q")
 
 
 def encode_data(seq: int, remaining: int, chunk: bytes) -> bytes:
     """The frame of ``Data(seq, remaining, chunk)``, as ``framing.encode`` gives it."""
     return _DATA_HEAD.pack(MAGIC, VERSION, _DATA_TYPE, _DATA_FIELDS + len(chunk), seq, remaining, len(chunk)) + chunk
+
+
+# The Ack frame's layout: next_expected and the count of ranges, then the
+# ranges as pairs; built here rather than through a dataclass and the generic
+# encoder, since one goes out for nearly every datagram received. A test checks
+# that both encoders give the same bytes.
+_ACK_HEAD: Final = struct.Struct(">2sBBIQB")
+_ACK_TYPE: Final = int(FrameType.ACK)
+_RANGE: Final = struct.Struct(">QQ")
+_SESSION_HEAD: Final = struct.Struct(">2sBBIQ")
+_SESSION_TYPE: Final = int(FrameType.SESSION)
+_DATA_BODY: Final = struct.Struct(">QBH")
+
+#: A segment as ``Channel.receive_parsed`` receives it: seq, remaining, chunk.
+Segment = tuple[int, int, bytes]
+#: An acknowledgement as ``Channel.receive_parsed`` receives it: next_expected, ranges.
+AckInfo = tuple[int, tuple[tuple[int, int], ...]]
+
+
+def encode_ack(next_expected: int, ranges: Sequence[tuple[int, int]] = ()) -> bytes:
+    """The frame of ``Ack(next_expected, ranges)``, as ``framing.encode`` gives it."""
+    head = _ACK_HEAD.pack(MAGIC, VERSION, _ACK_TYPE, 9 + 16 * len(ranges), next_expected, len(ranges))
+    if not ranges:
+        return head
+    return head + b"".join([_RANGE.pack(start, end) for start, end in ranges])
+
+
+def parse_session(datagram: bytes) -> tuple[int, list[Segment], list[AckInfo]] | None:
+    """The token, ``Data`` segments and ``Ack`` frames of a session datagram, or
+    None when this fast path does not apply (the caller then decodes it in
+    full with ``framing.decode_datagram``, which accepts or refuses it).
+
+    Strategy: a busy server receives a ``Data`` or an ``Ack`` for every message
+    of every recipient, and the generic decoder builds and validates a
+    dataclass per frame. This one unpacks the common shapes with one struct
+    call each: a ``Session`` frame, then ``Data`` frames and ``Ack`` frames
+    without ranges. It accepts nothing the generic decoder refuses (the same
+    header checks, the same exact lengths; every value of these fields is
+    valid), and gives up on anything else, an Ack with ranges included.
+    """
+    size = len(datagram)
+    if size < SESSION_FRAME_SIZE or size > MAX_DATAGRAM:
+        return None
+    magic, version, ftype, length, token = _SESSION_HEAD.unpack_from(datagram, 0)
+    if magic != MAGIC or version != VERSION or ftype != _SESSION_TYPE or length != 8:
+        return None
+    data: list[Segment] = []
+    acks: list[AckInfo] = []
+    unpack = HEADER.unpack_from
+    body = _DATA_BODY.unpack_from
+    pos = SESSION_FRAME_SIZE
+    while pos < size:
+        if pos + HEADER_SIZE > size:
+            return None
+        magic, version, ftype, length = unpack(datagram, pos)
+        end = pos + HEADER_SIZE + length
+        if magic != MAGIC or version != VERSION or end > size:
+            return None
+        if ftype == _DATA_TYPE:
+            if length < _DATA_FIELDS:
+                return None
+            seq, remaining, chunk_size = body(datagram, pos + HEADER_SIZE)
+            if DATA_OVERHEAD + chunk_size != end - pos:
+                return None
+            data.append((seq, remaining, datagram[pos + DATA_OVERHEAD : end]))
+        elif ftype == _ACK_TYPE and length == 9 and datagram[end - 1] == 0:
+            acks.append((_U64.unpack_from(datagram, pos + HEADER_SIZE)[0], ()))
+        else:
+            return None
+        pos = end
+    return token, data, acks
 
 
 def split_frame(frame: bytes) -> list[bytes]:
@@ -185,40 +259,29 @@ def is_whole_frame(chunk: bytes) -> bool:
 
 
 class _Segment:
-    """One segment in flight (sent, perhaps acknowledged, not yet forgotten).
+    """What is known of a segment sent more than once, or taken for lost.
 
-    Once acknowledged (or abandoned) it lets go of its frame at once: an
-    acknowledged segment may linger in the flight queue behind a lost one,
-    and must not keep its bytes alive there.
+    A segment sent once and not judged is nothing but its frame and its
+    sending time in the channel's flight queues: an object per segment (one
+    per message per recipient on a server) cost a fifth of the server's time
+    in making, tracking and collecting it. This record is made the first time
+    a segment is taken for lost or probed, and forgotten once it is
+    acknowledged.
     """
 
-    __slots__ = (
-        "acked",
-        "arrived_sent",
-        "first_sent",
-        "frame",
-        "in_flight",
-        "overtaken",
-        "sends",
-        "sent_at",
-        "seq",
-        "size",
-    )
+    __slots__ = ("arrived_sent", "first_sent", "in_flight", "overtaken", "sends", "seq", "size")
 
-    def __init__(self, seq: int, frame: bytes, now: float) -> None:
+    def __init__(self, seq: int, size: int, sent_at: float) -> None:
         self.seq = seq
-        self.frame = frame  # the encoded Data frame, sent as is each time; b"" once acknowledged
-        self.size = len(frame)
-        self.sent_at = now  # last transmission
-        self.first_sent = now
+        self.size = size  # of its encoded Data frame
+        self.first_sent = sent_at
         # When the copy an ack of this segment answers was sent, as far as the
         # sender can tell: the first copy, or a copy sent after acks showed
         # an earlier one overtaken (then that one is taken for lost); never a
         # copy the timer resent, which may race a first copy merely delayed.
-        self.arrived_sent = now
+        self.arrived_sent = sent_at
         self.overtaken = False  # taken for lost on the acks' evidence, not yet resent
         self.sends = 1
-        self.acked = False
         self.in_flight = True  # counted in the congestion controller's bytes in flight
 
 
@@ -273,6 +336,7 @@ class Channel:
         "_bytes_in_flight",
         "_cwnd",
         "_cwnd_limited",
+        "_extra",
         "_flight",
         "_held",
         "_largest_acked",
@@ -297,6 +361,7 @@ class Channel:
         "_skipping",
         "_srtt",
         "_ssthresh",
+        "_times",
         "_unacked",
         "ack_delay",
         "acks_sent",
@@ -346,12 +411,17 @@ class Channel:
         # Encoded Data frames never sent yet; their seqs run up to _next_seq - 1.
         self._backlog: deque[bytes] = deque()
         self._backlog_bytes = 0
-        self._flight: deque[_Segment] = deque()  # sent, in seq order; acked ones linger until the head passes
-        self._unacked: dict[int, _Segment] = {}  # sent and not acknowledged
+        # Sent, in seq order, from seq _next_seq - len(_backlog) - len(_flight):
+        # each segment's encoded Data frame (b"" once acknowledged: acknowledged
+        # ones linger until the head passes) and the time it was last sent.
+        self._flight: deque[bytes] = deque()
+        self._times: deque[float] = deque()
+        self._extra: dict[int, _Segment] = {}  # segments sent again or judged, not yet acknowledged
+        self._unacked = 0  # segments sent and not acknowledged
         # What max_backlog bounds: bytes of segments queued or unacknowledged, plus HELD_OVERHEAD each.
         self._held = 0
         self._lost: dict[int, _Segment] = {}  # to retransmit as soon as the congestion window admits
-        self._probes: list[_Segment] = []  # the timer fired: resend these, a datagram each
+        self._probes: list[int] = []  # the timer fired: resend these seqs, a datagram each
         self._last_sent = now  # last Data segment sent
         self._rto_deadline: float | None = None
         self._srtt: float | None = None
@@ -442,6 +512,48 @@ class Channel:
         self._held = held + cost
         return True
 
+    def send_all(self, frames: Sequence[bytes], *, force: bool = False) -> int:
+        """``send`` each of ``frames`` in order, until one is refused.
+
+        A server queues a run of frames on every recipient's channel: one call
+        for the run keeps the channel's counters in local variables.
+
+        Returns:
+            How many were queued: all of them, or those before the refused one.
+
+        Raises:
+            LocalProtocolError: a frame is empty or larger than MAX_FRAME (those
+                before it are queued).
+        """
+        held = self._held
+        seq = self._next_seq
+        limit = self.max_backlog
+        append = self._backlog.append
+        pack = _DATA_HEAD.pack
+        queued = added = 0
+        for frame in frames:
+            size = len(frame)
+            if not 0 < size <= MAX_CHUNK:
+                # Fragments, or an error: the general path, from a true state.
+                self._next_seq, self._held = seq, held
+                self._backlog_bytes += added
+                added = 0
+                if not self.send(frame, force=force):
+                    return queued
+                seq, held = self._next_seq, self._held
+            else:
+                cost = size + DATA_OVERHEAD + HELD_OVERHEAD
+                if held + cost > limit and held and not force:
+                    break
+                append(pack(MAGIC, VERSION, _DATA_TYPE, _DATA_FIELDS + size, seq, 0, size) + frame)
+                seq += 1
+                held += cost
+                added += size + DATA_OVERHEAD
+            queued += 1
+        self._next_seq, self._held = seq, held
+        self._backlog_bytes += added
+        return queued
+
     @property
     def backlog_bytes(self) -> int:
         """Bytes of segments queued and never sent."""
@@ -461,7 +573,7 @@ class Channel:
     @property
     def in_flight(self) -> int:
         """Segments sent and not acknowledged (always 0 in unreliable mode)."""
-        return len(self._unacked)
+        return self._unacked
 
     @property
     def cwnd(self) -> int:
@@ -508,10 +620,28 @@ class Channel:
 
     def _window_end(self) -> int:
         flight = self._flight
-        while flight and flight[0].acked:
+        if flight and not flight[0]:
+            self._trim()
+        return self._flight_base() + self.window
+
+    def _flight_base(self) -> int:
+        """The seq of the first segment in the flight queues (if any)."""
+        return self._next_seq - len(self._backlog) - len(self._flight)
+
+    def _trim(self) -> None:
+        """Let the acknowledged segments at the head of the flight go."""
+        flight = self._flight
+        times = self._times
+        while flight and not flight[0]:
             flight.popleft()
-        base = flight[0].seq if flight else self._next_seq - len(self._backlog)
-        return base + self.window
+            times.popleft()
+
+    def _record(self, seq: int, index: int) -> _Segment:
+        """The record of the segment in flight at ``index``, made if it has none."""
+        seg = self._extra.get(seq)
+        if seg is None:
+            seg = self._extra[seq] = _Segment(seq, len(self._flight[index]), self._times[index])
+        return seg
 
     def _cwnd_open(self) -> bool:
         """Whether the congestion window admits another segment."""
@@ -575,38 +705,49 @@ class Channel:
         return probes + self._pack(frames)
 
     def _pack(self, frames: list[bytes]) -> list[bytes]:
-        """``frames`` in order, in as few datagrams as they fit, each opened by the prefix."""
+        """``frames`` in order, in as few datagrams as they fit, each opened by the prefix.
+
+        Strategy: greedy, as a loop over the frames would pack them, but the
+        cuts are found by bisecting the running total of their sizes: one
+        step per datagram, not per frame.
+        """
         prefix = self.prefix
         limit = MAX_DATAGRAM - len(prefix)
+        if sum(map(len, frames)) <= limit:
+            return [b"".join([prefix, *frames])]  # the common case: they fit one
+        sizes = list(map(len, frames))
+        if sizes and max(sizes) > limit:
+            size = max(sizes)
+            raise LocalProtocolError(ErrorCode.DATAGRAM_TOO_LARGE, f"a frame of {size} bytes passes {limit}")
+        ends = list(accumulate(sizes))
         out: list[bytes] = []
-        batch = [prefix]
-        used = 0
-        for frame in frames:
-            size = len(frame)
-            if used + size > limit:
-                if size > limit:
-                    raise LocalProtocolError(ErrorCode.DATAGRAM_TOO_LARGE, f"a frame of {size} bytes passes {limit}")
-                out.append(b"".join(batch))
-                batch = [prefix]
-                used = 0
-            batch.append(frame)
-            used += size
-        out.append(b"".join(batch))
-        return out
+        start = 0
+        used = 0  # bytes of the frames already packed
+        count = len(frames)
+        while start < count:
+            stop = bisect_right(ends, used + limit, start)
+            out.append(b"".join((prefix, *frames[start:stop])))
+            used = ends[stop - 1]
+            start = stop
+        return out or [prefix]
 
     def _retransmit(self, now: float, frames: list[bytes]) -> bool:
         """Resend the segments taken for lost, in seq order, as the congestion window admits."""
         lost = self._lost
         if not lost:
             return False
+        flight = self._flight
+        times = self._times
+        base = self._flight_base()
         sent = False
         for seq in sorted(lost):
             if not self._cwnd_open():
                 break
             seg = lost.pop(seq)
-            if seg.acked:
-                continue
-            seg.sent_at = now
+            index = seq - base
+            if index < 0 or not flight[index]:
+                continue  # acknowledged meanwhile
+            times[index] = now
             seg.sends += 1
             if seg.overtaken:
                 seg.overtaken = False
@@ -614,7 +755,7 @@ class Channel:
             if not seg.in_flight:
                 seg.in_flight = True
                 self._bytes_in_flight += seg.size
-            frames.append(seg.frame)
+            frames.append(flight[index])
             self.retransmits += 1
             sent = True
         return sent
@@ -623,15 +764,19 @@ class Channel:
         """The probes the timer asked for, one datagram each, whatever the
         congestion window says (the timer is armed)."""
         out = []
-        for seg in self._probes:
-            if not seg.acked:
-                seg.sent_at = now
+        flight = self._flight
+        base = self._flight_base()
+        for seq in self._probes:
+            index = seq - base
+            if index >= 0 and flight[index]:
+                self._times[index] = now
+                seg = self._record(seq, index)
                 seg.sends += 1
                 if not seg.in_flight:
                     seg.in_flight = True
                     self._bytes_in_flight += seg.size
                 self.retransmits += 1
-                out.append(self.prefix + seg.frame)
+                out.append(self.prefix + flight[index])
         self._probes.clear()
         self._last_sent = now
         return out
@@ -643,8 +788,9 @@ class Channel:
         if count <= 0:
             self._cwnd_limited = bool(backlog)
             return False
-        flight_append = self._flight.append
-        unacked = self._unacked
+        flight = self._flight
+        flight_append = flight.append
+        times_append = self._times.append
         frames_append = frames.append
         popleft = backlog.popleft
         freed = 0
@@ -654,17 +800,27 @@ class Channel:
         if budget <= 0 and self._bytes_in_flight:
             self._cwnd_limited = True
             return False
-        for seq in range(first, first + count):
-            frame = popleft()
-            seg = _Segment(seq, frame, now)
-            flight_append(seg)
-            unacked[seq] = seg
-            frames_append(frame)
-            size = len(frame)
-            freed += size
-            budget -= size
-            if budget <= 0:
-                break
+        before = len(flight)
+        if count > 2 and count == len(backlog) and self._backlog_bytes - len(backlog[-1]) < budget:
+            # All of it: no segment before the last reaches the budget (the
+            # loop below would send them all). Moved in C.
+            flight.extend(backlog)
+            self._times.extend(repeat(now, count))
+            frames.extend(backlog)
+            freed = self._backlog_bytes
+            backlog.clear()
+        else:
+            for _ in range(count):
+                frame = popleft()
+                flight_append(frame)
+                times_append(now)
+                frames_append(frame)
+                size = len(frame)
+                freed += size
+                budget -= size
+                if budget <= 0:
+                    break
+        self._unacked += len(flight) - before
         self._backlog_bytes -= freed
         self._bytes_in_flight += freed
         self._cwnd_limited = bool(backlog)
@@ -672,14 +828,14 @@ class Channel:
 
     def _keepalive(self, now: float, frames: list[bytes]) -> None:
         seq = self._next_seq
-        self._next_seq += 1
         frame = encode_data(seq, 0, b"")
         if self.reliable:
-            seg = _Segment(seq, frame, now)
-            self._flight.append(seg)
-            self._unacked[seq] = seg
-            self._held += seg.size + HELD_OVERHEAD
-            self._bytes_in_flight += seg.size
+            self._flight.append(frame)
+            self._times.append(now)
+            self._unacked += 1
+            self._held += len(frame) + HELD_OVERHEAD
+            self._bytes_in_flight += len(frame)
+        self._next_seq += 1
         frames.append(frame)
 
     def _on_timeout(self, now: float) -> None:
@@ -699,19 +855,21 @@ class Channel:
         probes = self._probes
         lost = self._lost
         rto = self.rto
-        cap = len(self._unacked) if self.congestion_control else TIMEOUT_BURST
-        stale: list[_Segment] = []
-        for seg in self._flight:
-            if seg.acked:
-                continue
+        cap = self._unacked if self.congestion_control else TIMEOUT_BURST
+        stale: list[int] = []
+        base = self._flight_base()
+        for index, (frame, sent_at) in enumerate(zip(self._flight, self._times, strict=True)):
+            seq = base + index
+            if not frame:
+                continue  # acknowledged
             if len(probes) < PROBES:
-                probes.append(seg)
-                lost.pop(seg.seq, None)
-                seg.overtaken = False
-            elif seg.seq in lost:
+                probes.append(seq)
+                lost.pop(seq, None)
+                self._record(seq, index).overtaken = False
+            elif seq in lost:
                 continue  # goes again anyway
-            elif seg.sent_at + rto <= now and len(lost) + len(stale) < cap:
-                stale.append(seg)
+            elif sent_at + rto <= now and len(lost) + len(stale) < cap:
+                stale.append(seq)
             elif not self.congestion_control:
                 break
         if self._backoff > 1:
@@ -725,51 +883,49 @@ class Channel:
         self._backoff = min(self._backoff * 2, 64)
         self._rto_deadline = now + self.rto
 
-    def _declare_lost(self, segments: list[_Segment], now: float) -> None:
-        """Take ``segments`` for lost: out of the bytes in flight, to be sent
-        again, and a congestion event unless one is under way (RFC 9002, 7.3.2)."""
-        if not segments:
+    def _declare_lost(self, seqs: list[int], now: float) -> None:
+        """Take the segments ``seqs`` (in flight, not acknowledged) for lost:
+        out of the bytes in flight, to be sent again, and a congestion event
+        unless one is under way (RFC 9002, 7.3.2)."""
+        if not seqs:
             return
         lost = self._lost
+        times = self._times
+        base = self._flight_base()
         newest_sent = 0.0
-        for seg in segments:
-            lost[seg.seq] = seg
+        for seq in seqs:
+            index = seq - base
+            seg = lost[seq] = self._record(seq, index)
             if seg.in_flight:
                 seg.in_flight = False
                 self._bytes_in_flight -= seg.size
-            newest_sent = max(newest_sent, seg.sent_at)
+            newest_sent = max(newest_sent, times[index])
         if newest_sent > self._recovery_start:
             self._recovery_start = now
             self._ssthresh = max(self._cwnd * LOSS_REDUCTION, MIN_CWND)
             self._cwnd = self._ssthresh
 
     def _ack_frame(self) -> bytes:
-        if not self.reliable:
-            return encode(ev.Ack(self._recv_next, ()))
+        if not self.reliable or not self._buffered:
+            return encode_ack(self._recv_next)
         ranges: list[tuple[int, int]] = []
-        if self._buffered:
-            start = end = -1
-            for seq in sorted(self._buffered):
-                if seq == end:
-                    end += 1
-                    continue
-                if start >= 0:
-                    ranges.append((start, end))
-                    if len(ranges) == MAX_SACK_RANGES:
-                        break
-                start, end = seq, seq + 1
-            else:
+        start = end = -1
+        for seq in sorted(self._buffered):
+            if seq == end:
+                end += 1
+                continue
+            if start >= 0:
                 ranges.append((start, end))
-        return encode(ev.Ack(self._recv_next, tuple(ranges)))
+                if len(ranges) == MAX_SACK_RANGES:
+                    break
+            start, end = seq, seq + 1
+        else:
+            ranges.append((start, end))
+        return encode_ack(self._recv_next, ranges)
 
-    def _on_ack(self, ack: ev.Ack, now: float) -> None:
-        if not self.reliable:
+    def _on_ack(self, limit: int, ranges: tuple[tuple[int, int], ...], now: float) -> None:
+        if not self.reliable or not self._unacked:
             return
-        unacked = self._unacked
-        if not unacked:
-            return
-        newest: _Segment | None = None  # highest seq newly acknowledged
-        sample: _Segment | None = None  # the newly acknowledged segment sent last
         # Loss detection compares sending times with the latest transmission
         # known to have arrived. The ack of a segment sent twice does not say
         # which copy arrived: after a timeout it may answer a first copy that
@@ -777,26 +933,34 @@ class Channel:
         # everything sent between the two (RFC 8985's concern). So a copy
         # counts only if acks had shown the copies before it overtaken
         # (``arrived_sent``); else the first copy's time does.
-        latest = self._latest_acked_sent_at
         flight = self._flight
-        limit = ack.next_expected
-        newly: list[_Segment] = []
-        while flight and flight[0].seq < limit:
-            seg = flight.popleft()
-            if unacked.pop(seg.seq, None) is not None:
-                newly.append(seg)
-        newly += self._selectively_acked(ack.ranges)
-        if not newly:
+        times = self._times
+        base = self._flight_base()
+        count = min(limit - base, len(flight))
+        if count > 0:
+            popleft = flight.popleft
+            popleft_time = times.popleft
+            seqs: list[int] | range = range(base, base + count)
+            if count == 1:  # one segment an ack, as a sparse sender's peer sends them
+                frames = [popleft()]
+                sent = [popleft_time()]
+            else:
+                frames = [popleft() for _ in seqs]
+                sent = [popleft_time() for _ in seqs]
+            if ranges:
+                more = self._selectively_acked(ranges, base + count)
+                seqs = [*seqs, *more[0]]
+                frames += more[1]
+                sent += more[2]
+        elif ranges:
+            seqs, frames, sent = self._selectively_acked(ranges, base)
+        else:
             return  # nothing new: a duplicate or stale ack
-        grow = self._release(newly)
-        for seg in newly:
-            latest = max(latest, seg.arrived_sent)
-            if newest is None or seg.seq > newest.seq:
-                newest = seg
-            if sample is None or seg.sent_at > sample.sent_at:
-                sample = seg
-        assert newest is not None
-        if sample is not None and sample.sends == 1:
+        tally = self._retire(seqs, frames, sent)
+        if tally is None:
+            return  # nothing new: a duplicate or stale ack
+        grow, newest, newest_arrived, sample_sent, sample_sends = tally
+        if sample_sends == 1:
             # Only the segment sent last among those newly acknowledged gives
             # a sample (as QUIC takes only the largest packet number): an older
             # one may have waited for this ack because its own was lost.
@@ -804,18 +968,17 @@ class Channel:
             # undoes the backoff (RFC 6298, 5.7): an ack of a resent segment
             # may answer the first copy, delayed by a queue the timer did not
             # allow for.
-            self._measured(now - sample.sent_at)
-        elif not unacked:
+            self._measured(now - sample_sent)
+        elif not self._unacked:
             # Everything arrived: no queue of ours is left to slow the next
             # answer, so a new segment starts from the measured RTO again
             # (else a sparse sender on a lossy path, whose every segment
             # needs a second copy, would never measure and wait MAX_RTO).
             self._backoff = 1
-        self._latest_acked_sent_at = latest
-        if newest.seq > self._largest_acked:
-            self._largest_acked = newest.seq
-            self._largest_acked_sent_at = newest.arrived_sent
-        self._rto_deadline = now + self.rto if unacked else None
+        if newest > self._largest_acked:
+            self._largest_acked = newest
+            self._largest_acked_sent_at = newest_arrived
+        self._rto_deadline = now + self.rto if self._unacked else None
         recovery_start = self._recovery_start
         self._detect_losses(now)
         # After loss detection, as RFC 9002 orders it: an ack that starts a
@@ -823,25 +986,69 @@ class Channel:
         if grow and self._cwnd_limited and self._recovery_start == recovery_start:
             self._grow(grow)
 
-    def _release(self, segments: list[_Segment]) -> int:
-        """Mark ``segments`` acknowledged and let go of their bytes; return the
-        bytes of them that may grow the congestion window (sent after the
-        current recovery began)."""
-        acked_bytes = 0
-        grow = 0
+    def _retire(
+        self, seqs: Sequence[int], frames: list[bytes], sent: list[float]
+    ) -> tuple[int, int, float, float, int] | None:
+        """Count the segments ``seqs`` (their frames, b"" for those
+        acknowledged before, and last sending times) acknowledged, and let go
+        of their bytes, in one pass.
+
+        Returns:
+            None if none was new; else the bytes that may grow the congestion
+            window (sent after the current recovery began), the highest seq
+            and when its arrived copy was sent, and when the one sent last
+            (the first such, in this order) was sent and how many times.
+        """
+        extra = self._extra
         recovery_start = self._recovery_start
-        for seg in segments:
-            seg.acked = True
-            size = seg.size
+        if not extra and type(seqs) is range and all(frames):
+            # The steady state, without loss: a cumulative ack of segments
+            # each sent once, none acknowledged before. Sums and maxima in C.
+            count = len(frames)
+            acked_bytes = sum(map(len, frames))
+            if sent[0] > recovery_start:  # sent in order, so all of them
+                grow = acked_bytes
+            else:
+                grow = sum([len(f) for f, t in zip(frames, sent, strict=True) if t > recovery_start])
+            sample_sent = max(sent)
+            self._unacked -= count
+            self._bytes_in_flight -= acked_bytes
+            self._held -= acked_bytes + HELD_OVERHEAD * count
+            self._latest_acked_sent_at = max(self._latest_acked_sent_at, sample_sent)
+            return grow, seqs[-1], sent[-1], sample_sent, 1
+        latest = self._latest_acked_sent_at
+        count = acked_bytes = flown = grow = 0
+        newest = -1
+        newest_arrived = sample_sent = 0.0
+        sample_sends = 0
+        for seq, frame, sent_at in zip(seqs, frames, sent, strict=True):
+            if not frame:
+                continue  # acknowledged before
+            size = len(frame)
+            count += 1
             acked_bytes += size
-            if seg.in_flight:
+            seg = extra.pop(seq, None) if extra else None
+            if seg is None:
+                arrived, sends, in_flight = sent_at, 1, True
+            else:
+                arrived, sends, in_flight = seg.arrived_sent, seg.sends, seg.in_flight
                 seg.in_flight = False
-                self._bytes_in_flight -= size
-                if seg.sent_at > recovery_start:
+            if in_flight:
+                flown += size
+                if sent_at > recovery_start:
                     grow += size
-            seg.frame = b""
-        self._held -= acked_bytes + HELD_OVERHEAD * len(segments)
-        return grow
+            latest = max(latest, arrived)
+            if seq > newest:
+                newest, newest_arrived = seq, arrived
+            if not sample_sends or sent_at > sample_sent:
+                sample_sent, sample_sends = sent_at, sends
+        if not count:
+            return None
+        self._unacked -= count
+        self._bytes_in_flight -= flown
+        self._held -= acked_bytes + HELD_OVERHEAD * count
+        self._latest_acked_sent_at = latest
+        return grow, newest, newest_arrived, sample_sent, sample_sends
 
     def _grow(self, acked: int) -> None:
         """NewReno's increase (RFC 9002, 7.3.1 and 7.3.3): a segment's worth
@@ -853,18 +1060,27 @@ class Channel:
         # Never beyond what the segment window could use.
         self._cwnd = min(self._cwnd, float(self.window * MAX_DATAGRAM))
 
-    def _selectively_acked(self, ranges: tuple[tuple[int, int], ...]) -> list[_Segment]:
-        """Take the unacknowledged segments in ``ranges`` out of ``_unacked``; return them."""
-        unacked = self._unacked
-        out = []
+    def _selectively_acked(
+        self, ranges: tuple[tuple[int, int], ...], base: int
+    ) -> tuple[list[int], list[bytes], list[float]]:
+        """The segments in flight (from seq ``base``) that ``ranges`` cover, in
+        the ranges' order: seqs, frames (b"" for those acknowledged before)
+        and sending times; their places in flight are marked acknowledged."""
+        flight = self._flight
+        times = self._times
+        size = len(flight)
+        seqs: list[int] = []
+        frames: list[bytes] = []
+        sent: list[float] = []
         for start, end in ranges:
-            if end - start > len(unacked):
-                hits = [s for s in unacked if start <= s < end]
-            else:
-                hits = [s for s in range(start, end) if s in unacked]
-            for s in hits:
-                out.append(unacked.pop(s))
-        return out
+            for index in range(max(start - base, 0), min(end - base, size)):
+                frame = flight[index]
+                if frame:
+                    seqs.append(base + index)
+                    frames.append(frame)
+                    sent.append(times[index])
+                    flight[index] = b""
+        return seqs, frames, sent
 
     def _detect_losses(self, now: float) -> None:
         """Mark lost what a later transmission overtook (QUIC's two thresholds,
@@ -872,29 +1088,50 @@ class Channel:
         arrived is lost once ``REORDER_THRESHOLD`` higher segments sent no
         earlier were acknowledged, or once it has been out ``TIME_THRESHOLD``
         round trips; until then the loss timer waits for that moment."""
-        threshold = self._largest_acked - REORDER_THRESHOLD
+        largest = self._largest_acked
+        threshold = largest - REORDER_THRESHOLD
         sent_before = self._largest_acked_sent_at
         arrived = self._latest_acked_sent_at
         delay = max(TIME_THRESHOLD * max(self._srtt or self._base_rto, self._latest_rtt), GRANULARITY)
         lost = self._lost
-        found: list[_Segment] = []
+        extra = self._extra
+        found: list[int] = []
         loss_time: float | None = None
-        for seg in self._flight:
-            if seg.acked or seg.seq in lost:
+        seq = self._flight_base() - 1
+        for frame, sent in zip(self._flight, self._times, strict=True):
+            seq += 1
+            if not frame or seq in lost:
                 continue
-            sent = seg.sent_at
-            if sent > arrived:
+            seg = extra.get(seq) if extra else None
+            once = seg is None or seg.sends == 1
+            if sent > arrived or (sent == arrived and seq > largest):
                 # Nothing sent after it is known to have arrived: no verdict.
-                if seg.sends == 1:
+                # A burst shares one clock reading, and went in seq order (a
+                # resent segment before new ones): one above every segment
+                # acknowledged went after the copy that arrived. Judging it by
+                # the time threshold resent, in the saturated scenario, the
+                # tail of bursts a busy peer had not read yet (0.8-1% of all).
+                if once:
                     break  # later segments were first sent later still, and not resent before this one
                 continue
-            if (seg.seq <= threshold and sent <= sent_before) or now - sent >= delay:
-                seg.overtaken = True
-                found.append(seg)
-            elif loss_time is None or sent + delay < loss_time:
+            if (seq <= threshold and sent <= sent_before) or now - sent >= delay:
+                found.append(seq)
+                continue
+            if loss_time is None or sent + delay < loss_time:
                 loss_time = sent + delay
+            if once and seq > threshold:
+                # Every later segment has a higher seq and was sent no earlier
+                # (first copies go in seq order; a resent one went later
+                # still): neither threshold can take it, nor can its loss
+                # time come sooner. Stop here rather than walk the flight
+                # behind it on every ack.
+                break
         self._loss_time = loss_time
-        self._declare_lost(found, now)
+        if found:
+            base = self._flight_base()
+            for seq in found:
+                self._record(seq, seq - base).overtaken = True
+            self._declare_lost(found, now)
 
     def _measured(self, rtt: float) -> None:
         """RFC 6298, section 2, with the peer's ack delay added (RFC 9002's PTO)."""
@@ -920,26 +1157,40 @@ class Channel:
             RemoteProtocolError: a frame is neither ``Data`` nor ``Ack``; the
                 datagram was ignored whole.
         """
+        data: list[Segment] = []
+        acks: list[AckInfo] = []
         for frame in frames:
-            if type(frame) is not ev.Data and type(frame) is not ev.Ack:
+            if type(frame) is ev.Data:
+                data.append((frame.seq, frame.remaining, frame.chunk))
+            elif type(frame) is ev.Ack:
+                acks.append((frame.next_expected, frame.ranges))
+            else:
                 raise RemoteProtocolError(
                     ErrorCode.UNEXPECTED_FRAME, f"{type(frame).__name__} inside a session datagram"
                 )
+        return self.receive_parsed(data, acks, now)
+
+    def receive_parsed(self, data: Sequence[Segment], acks: Sequence[AckInfo], now: float) -> list[bytes]:
+        """``receive`` for a datagram already split (``parse_session``): its
+        segments and its acks, in their order. Returns the whole frames now
+        deliverable, in order.
+
+        The acks go first: they concern what this side sent, the segments
+        what it receives, and neither changes the other's state.
+        """
         self.last_heard = now
+        for limit, ranges in acks:
+            self._on_ack(limit, ranges, now)
         out: list[bytes] = []
-        has_data = False
-        for frame in frames:
-            if type(frame) is ev.Data:
-                if self.reliable:
-                    has_data = True
-                    self._on_data(frame.seq, frame.remaining, frame.chunk, out)
-                else:
-                    self._on_datagram_data(frame.seq, frame.remaining, frame.chunk, now, out)
+        if data:
+            if self.reliable:
+                on_data = self._on_data
+                for seq, remaining, chunk in data:
+                    on_data(seq, remaining, chunk, out)
+                self._owe_ack(now)
             else:
-                assert isinstance(frame, ev.Ack)
-                self._on_ack(frame, now)
-        if has_data:
-            self._owe_ack(now)
+                for seq, remaining, chunk in data:
+                    self._on_datagram_data(seq, remaining, chunk, now, out)
         if self._reassembly:
             self._expire(now)
         return out
@@ -1081,9 +1332,10 @@ class Channel:
         if now - self.last_heard >= self.dead_after:
             return True
         if self._unacked:
-            flight = self._flight
-            while flight and flight[0].acked:
-                flight.popleft()
-            if flight and now - flight[0].first_sent >= self.dead_after:
-                return True
+            self._trim()
+            if self._flight:
+                seg = self._extra.get(self._flight_base())
+                first_sent = self._times[0] if seg is None else seg.first_sent
+                if now - first_sent >= self.dead_after:
+                    return True
         return False

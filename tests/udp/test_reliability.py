@@ -515,3 +515,20 @@ def test_delayed_acks_save_acks_and_lose_nothing(loss: float) -> None:
         acks[delay] = link.b.channel.acks_sent
     if not loss:
         assert acks[MAX_ACK_DELAY / 2] <= 0.6 * acks[0.0]
+
+
+def test_the_tail_of_a_burst_beyond_every_ack_is_not_taken_for_lost() -> None:
+    # A burst shares one clock reading; its segments above every acknowledged
+    # one went after the copy that arrived, so the time threshold does not
+    # judge them (a busy peer that has read only the head of the burst).
+    prefix = session_prefix(1)
+    channel = Channel(0.0, prefix=prefix)
+    channel.send_all([b"m" * 80] * 30)
+    assert len(channel.datagrams(0.0)) > 1
+    channel.receive_parsed((), [(10, ())], 0.010)  # 0..9 arrived: a 10 ms round trip
+    assert channel.datagrams(0.030) == []  # past 1.125 round trips, before the RTO
+    assert channel.retransmits == 0
+    # Below the largest acknowledged, the same burst is judged as before.
+    channel.receive_parsed((), [(12, ((13, 20),))], 0.031)
+    assert channel.datagrams(0.031) != []
+    assert channel.retransmits == 1

@@ -1,0 +1,141 @@
+"""The channel's hot-path encoders and parser give what the generic framing gives.
+
+``encode_ack`` must produce the bytes ``framing.encode`` makes of an ``Ack``;
+``parse_session`` may decline any datagram (the caller then decodes it in
+full), but what it accepts must be a datagram ``decode_datagram`` accepts,
+with the same segments and acknowledgements. ``send_all`` queues a run as
+``send`` one frame at a time would, and datagrams are packed greedily.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from common.chat import events as ev
+from common.session.reliability import MAX_CHUNK, AckInfo, Channel, Segment, encode_ack, encode_data, parse_session
+from common.wire.errors import LocalProtocolError, RemoteProtocolError
+from common.wire.framing import decode_datagram, encode
+from common.wire.limits import MAX_DATAGRAM
+
+_U64 = st.integers(0, 2**64 - 1)
+
+
+@st.composite
+def acks(draw: st.DrawFn) -> ev.Ack:
+    nxt = draw(st.integers(0, 2**63))
+    cuts = sorted(draw(st.sets(st.integers(nxt + 1, nxt + 10_000), max_size=32)))
+    ranges = tuple((cuts[i], cuts[i + 1]) for i in range(0, len(cuts) - 1, 2))
+    return ev.Ack(nxt, ranges)
+
+
+datas = st.builds(ev.Data, _U64, st.integers(0, 255), st.binary(max_size=200))
+
+
+@st.composite
+def session_datagrams(draw: st.DrawFn) -> bytes:
+    frames = draw(st.lists(st.one_of(datas, acks()), max_size=6))
+    datagram = encode(ev.Session(draw(_U64))) + b"".join(encode(f) for f in frames)
+    return datagram[:1200]  # a cut one must be refused by both
+
+
+def _as_generic(datagram: bytes) -> tuple[int, list[Segment], list[AckInfo]]:
+    frames = decode_datagram(datagram)
+    first = frames[0]
+    assert type(first) is ev.Session
+    data = [(f.seq, f.remaining, f.chunk) for f in frames[1:] if type(f) is ev.Data]
+    acked = [(f.next_expected, f.ranges) for f in frames[1:] if type(f) is ev.Ack]
+    assert len(data) + len(acked) == len(frames) - 1
+    return first.token, data, acked
+
+
+def _agrees(datagram: bytes) -> None:
+    parsed = parse_session(datagram)
+    if parsed is None:
+        return
+    try:
+        generic = _as_generic(datagram)
+    except RemoteProtocolError as exc:
+        raise AssertionError(f"the fast path took a datagram the decoder refuses: {exc}") from None
+    assert parsed == generic
+
+
+@given(acks())
+def test_fast_ack_encoder_gives_the_framing_bytes(ack: ev.Ack) -> None:
+    assert encode_ack(ack.next_expected, ack.ranges) == encode(ack)
+
+
+@given(session_datagrams())
+def test_the_fast_parser_agrees_with_the_decoder(datagram: bytes) -> None:
+    _agrees(datagram)
+
+
+@given(session_datagrams(), st.data())
+def test_a_damaged_datagram_is_declined_or_read_alike(datagram: bytes, data: st.DataObject) -> None:
+    at = data.draw(st.integers(0, len(datagram) - 1))
+    byte = data.draw(st.integers(0, 255))
+    damaged = datagram[:at] + bytes([byte]) + datagram[at + 1 :]
+    _agrees(damaged)
+    _agrees(datagram + data.draw(st.binary(max_size=20)))
+
+
+@given(st.binary(max_size=1300))
+def test_arbitrary_bytes_are_declined_or_read_alike(datagram: bytes) -> None:
+    _agrees(datagram)
+
+
+def test_the_common_shapes_take_the_fast_path() -> None:
+    prefix = encode(ev.Session(7))
+    chunk = b"m" * 80
+    datagram = prefix + encode_ack(12) + encode_data(3, 0, chunk)
+    assert parse_session(datagram) == (7, [(3, 0, chunk)], [(12, ())])
+    assert parse_session(prefix + encode_data(0, 0, b"")) == (7, [(0, 0, b"")], [])
+    # An Ack with ranges, and anything that is not Data or Ack, take the full decoder.
+    assert parse_session(prefix + encode_ack(1, [(3, 4)])) is None
+    assert parse_session(prefix + encode(ev.Ping(5))) is None
+    assert parse_session(encode(ev.Hello(b"", b"\0" * 100))) is None
+
+
+@given(
+    st.lists(st.binary(min_size=1, max_size=3000), max_size=40),
+    st.integers(2000, 40_000),
+    st.booleans(),
+)
+def test_send_all_queues_what_sends_one_by_one_would(frames: list[bytes], bound: int, force: bool) -> None:
+    one, many = (Channel(0.0, prefix=encode(ev.Session(1)), max_backlog=bound) for _ in range(2))
+    taken = 0
+    for frame in frames:
+        if not one.send(frame, force=force):
+            break
+        taken += 1
+    assert many.send_all(frames, force=force) == taken
+    assert (many.sent, many.held_bytes, many.backlog_bytes) == (one.sent, one.held_bytes, one.backlog_bytes)
+    for now in (0.0, 0.1, 0.5, 1.0):
+        assert many.datagrams(now) == one.datagrams(now)
+
+
+def test_send_all_queues_those_before_a_frame_it_cannot_send() -> None:
+    channel = Channel(0.0)
+    with pytest.raises(LocalProtocolError):
+        channel.send_all([b"a", b"b", b""])
+    assert channel.sent == 2
+
+
+@given(st.lists(st.binary(min_size=1, max_size=MAX_CHUNK), min_size=1, max_size=60))
+def test_datagrams_are_packed_greedily_in_order(frames: list[bytes]) -> None:
+    prefix = encode(ev.Session(3))
+    channel = Channel(0.0, prefix=prefix, congestion_control=False)
+    assert channel.send_all(frames) == len(frames)
+    datagrams = channel.datagrams(0.0)
+    limit = MAX_DATAGRAM - len(prefix)
+    segments = [encode_data(seq, 0, frame) for seq, frame in enumerate(frames)]
+    expected: list[bytes] = []
+    batch = b""
+    for segment in segments:
+        if len(batch) + len(segment) > limit:
+            expected.append(prefix + batch)
+            batch = b""
+        batch += segment
+    expected.append(prefix + batch)
+    assert datagrams == expected
