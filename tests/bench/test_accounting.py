@@ -18,11 +18,9 @@ from bench.payload import (
     sender_key,
     seq_key,
 )
-from bench.udpload import session_frames
 from common.chat import events as ev
 from common.chat.rooms import LOBBY
-from common.session.reliability import encode_data
-from common.wire.framing import decode_datagram, decode_frame, encode
+from common.wire.framing import decode_frame, encode
 
 
 def relayed(sender: int, seq: int, sent_at: int, *, history: bool = False) -> bytes:
@@ -200,20 +198,3 @@ def test_a_buffer_that_only_looks_uniform_is_walked() -> None:
     assert progress.latest == {sender_key(1): seq_key(1)}
     assert progress.feed(data[2 * MESSAGE_SIZE :]) == []
     assert progress.latest == {sender_key(1): seq_key(2)}
-
-
-def test_the_udp_fast_path_decodes_as_the_generic_decoder() -> None:
-    message = relayed(1, 1, 0)
-    datagram = b"".join(
-        [
-            encode(ev.Session(77)),
-            encode_data(5, 0, message),
-            encode(ev.Ack(3, ((5, 7),))),
-            encode_data(6, 1, message[:10]),
-            encode_data(7, 0, b""),
-        ]
-    )
-    assert session_frames(datagram, 77) == decode_datagram(datagram)
-    assert session_frames(datagram, 78) is None  # another session's
-    assert session_frames(datagram[:-1], 77) is None  # cut short: the generic decoder says why
-    assert session_frames(encode(ev.Session(77)) + encode(ev.Ping(1)), 77) is None
