@@ -159,17 +159,29 @@ def tcp_connect(
     nick: str,
     on_event: Callable[[ev.ServerEvent], None],
     on_closed: Callable[[str], None],
+    *,
+    password: str = "",
+    resume: bool = False,
 ) -> TcpLink:
     """Connect to a twinchat TCP server and register ``nick``.
 
+    Args:
+        password: the nick's password, if it is registered (sent in clear:
+            the front end asks before sending it off this machine).
+        resume: coming back after a lost link: the server puts us in no
+            room, and the front end rejoins its own.
+
     Raises:
-        ConnectError: the nick is invalid or refused, the server is full or
-            unreachable, or it does not speak twinchat.
+        ConnectError: the nick is invalid or refused (a registered nick
+            without its password too: NEEDS_PASSWORD, BAD_PASSWORD,
+            TOO_MANY_TRIES), the server is full or unreachable, or it does
+            not speak twinchat.
     """
     try:
-        register = ev.Register(nick)
+        register = ev.Register(nick, password, resume)
     except RuleError as exc:
-        raise ConnectError(f"invalid nick {nick!r}: {exc.detail}", code=exc.code) from None
+        what = "password" if exc.code is ErrorCode.BAD_PASSWORD else f"nick {nick!r}"
+        raise ConnectError(f"invalid {what}: {exc.detail}", code=exc.code) from None
     try:
         sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
     except OSError as exc:
