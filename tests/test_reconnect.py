@@ -1,0 +1,559 @@
+"""Coming back after a lost link (issue 9): the schedule, the resume, and real cuts.
+
+The first half drives ``Reconnecting`` with a fake transport and a fake sleep:
+what it sends when it comes back, what it shows, what it queues, when it gives
+up. The second half cuts real links: a TCP forwarder that drops the connection
+mid-flood, a UDP forwarder that goes silent, a server that restarts without
+its history. A person who was cut off must see every message once, in order,
+as a person who never was saw them. Every wait is on a condition, bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import queue
+import re
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, Final
+
+import pytest
+
+import tcpchat.server
+import udpchat.server
+from common.chat import events as ev
+from common.chat.rooms import LOBBY
+from common.chat.view import ClientView
+from common.wire.errors import ErrorCode
+from tcpchat.client import tcp_connect
+from twinchat.frontend.link import Backoff, ConnectError, Reconnecting
+from twinchat.frontend.plain import run_plain
+from udpchat.client import udp_connect
+
+WAIT = 20.0
+
+#: Fast enough for tests, with the same doubling and jitter.
+QUICK = Backoff(base=0.05, cap=0.2)
+
+
+# --- the schedule ---------------------------------------------------------------------
+
+
+def test_the_backoff_doubles_from_half_a_second_to_thirty() -> None:
+    backoff = Backoff()
+    assert [backoff.ceiling(n) for n in range(1, 10)] == [0.5, 1, 2, 4, 8, 16, 30, 30, 30]
+    assert backoff.delay(3, lambda: 0.5) == 1.0  # full jitter: a share of the ceiling
+    assert backoff.delay(1, lambda: 0.0) == 0.0
+    assert backoff.ceiling(10_000) == 30  # no overflow, however long it lasts
+
+
+# --- the session above the transport, with a fake one -----------------------------------
+
+
+class FakeLink:
+    def __init__(self, server: FakeServer, nick: str, on_event: Any, on_closed: Any, login: dict[str, Any]) -> None:
+        self.server, self.nick, self.on_event, self.on_closed, self.login = server, nick, on_event, on_closed, login
+        self.sent: list[ev.ClientEvent] = []
+        self.closed = False
+
+    def send(self, event: ev.ClientEvent) -> None:
+        self.sent.append(event)
+        if isinstance(event, ev.Join):  # as the hub: Joined, then the replay
+            self.on_event(ev.Joined(event.room, self.nick))
+            self.on_event(ev.Replay(event.room, self.server.epoch, event.after + 1, event.after, False))
+        elif isinstance(event, ev.Ping):
+            self.on_event(ev.Pong(event.nonce))
+
+    def close(self, reason: str = "") -> None:
+        self.closed = True
+
+    def drop(self, reason: str = "connection lost (reset)", *farewell: ev.ServerEvent) -> None:
+        for event in farewell:
+            self.on_event(event)
+        self.on_closed(reason)
+
+
+class FakeServer:
+    """A ``Connect``: refuses while ``refusals`` lasts, then welcomes."""
+
+    def __init__(self, *refusals: ConnectError) -> None:
+        self.refusals = list(refusals)
+        self.links: list[FakeLink] = []
+        self.tries: list[tuple[str, dict[str, Any]]] = []
+        self.epoch = "e1"
+
+    def __call__(self, host: str, port: int, nick: str, on_event: Any, on_closed: Any, **login: Any) -> FakeLink:
+        self.tries.append((nick, login))
+        if self.refusals:
+            raise self.refusals.pop(0)
+        link = FakeLink(self, nick, on_event, on_closed, login)
+        self.links.append(link)
+        on_event(ev.Welcome(nick, 1))
+        if not login.get("resume"):
+            link.send(ev.Join(LOBBY))
+            link.sent.clear()
+        return link
+
+
+class Person:
+    """The front end's side: a view of the events, status lines, a fake sleep."""
+
+    def __init__(self, server: FakeServer, **options: Any) -> None:
+        self.view = ClientView("ann")
+        self.lines: list[str] = []
+        self.status: list[str] = []
+        self.closed: list[str] = []
+        self.slept: list[float] = []
+        self.changed = threading.Condition()
+        self.link = Reconnecting(
+            server,
+            "127.0.0.1",
+            1,
+            on_event=self.on_event,
+            on_closed=self.on_closed,
+            on_status=self.on_status,
+            whoami=lambda: (self.view.nick, self.view.resume()),
+            draw=lambda: 1.0,  # the ceiling each time: the schedule shows plainly
+            wait=self.sleep,
+            **options,
+        )
+
+    def sleep(self, seconds: float) -> bool:
+        self.slept.append(seconds)
+        return False
+
+    def on_event(self, event: ev.ServerEvent) -> None:
+        with self.changed:
+            self.view.observe(event)
+            line = self.view.render(event)
+            if line is not None:
+                self.lines.append(line)
+            self.changed.notify_all()
+
+    def on_status(self, line: str) -> None:
+        with self.changed:
+            self.status.append(line)
+            self.changed.notify_all()
+
+    def on_closed(self, reason: str) -> None:
+        with self.changed:
+            self.closed.append(reason)
+            self.changed.notify_all()
+
+    def wait_for(self, predicate: Callable[[], bool]) -> bool:
+        with self.changed:
+            return self.changed.wait_for(predicate, WAIT)
+
+
+def unreachable() -> ConnectError:
+    return ConnectError("cannot reach 127.0.0.1:1: Connection refused")
+
+
+def test_a_lost_link_comes_back_with_the_same_nick_rooms_and_current_room() -> None:
+    server = FakeServer()
+    ann = Person(server, password="pw")
+    ann.link.open("ann", another=lambda nick, refusal: None)
+    first = server.links[0]
+    for typed in ann.view.interpret_typed("/join #dev\n/join #ops\n/join #dev"):
+        if typed.send is not None:
+            ann.link.send(typed.send)
+    first.on_event(ev.Message("#dev", "bob", "hi", 7, 0))
+    server.refusals = [unreachable(), unreachable()]
+    shown = len(ann.lines)
+    first.drop()
+    assert ann.wait_for(lambda: len(server.links) == 2 and any(s.startswith("-- back") for s in ann.status))
+    nick, login = server.tries[-1]
+    assert (nick, login) == ("ann", {"password": "pw", "resume": True})
+    again = server.links[1]
+    joins = [e for e in again.sent if isinstance(e, ev.Join)]
+    assert joins == [ev.Join(LOBBY, "e1", 0), ev.Join("#dev", "e1", 7), ev.Join("#ops", "e1", 0)]
+    assert isinstance(again.sent[-1], ev.Ping)  # its Pong says the replays are over
+    assert ann.view.current == "#dev"
+    assert ann.slept == [0.5, 1.0, 2.0]  # three attempts, the third got through
+    assert ann.status[0].startswith("-- link lost (connection lost (reset)); reconnecting in 0.5 s (attempt 1);")
+    assert (
+        ann.status[1]
+        == "-- still away (cannot reach 127.0.0.1:1: Connection refused); reconnecting in 1.0 s (attempt 2) --"
+    )
+    assert ann.status[-1] == "-- back: #lobby, #dev, #ops resumed --"
+    # The resume's own Welcome and Joined are bookkeeping, not news.
+    assert not any("welcome" in line or "joined" in line for line in ann.lines[shown:])
+    assert first.closed  # the old link was released
+    assert ann.closed == []
+
+
+def test_lines_typed_while_away_are_sent_once_back_and_past_the_bound_refused() -> None:
+    server = FakeServer()
+    ann = Person(server, queue_limit=2)
+    gate = threading.Event()
+    ann.link._wait = lambda seconds: not gate.wait(WAIT)  # away until the test opens the gate
+    ann.link.open("ann", another=lambda nick, refusal: None)
+    server.links[0].drop()
+    assert ann.wait_for(lambda: bool(ann.status))
+    for text in ("one", "two", "three"):
+        ann.link.send(ev.Say(LOBBY, text))
+    assert ann.status[-1] == "-- not sent: the link is down and 2 lines wait already --"
+    gate.set()
+    assert ann.wait_for(lambda: any(s.startswith("-- back") for s in ann.status))
+    sent = server.links[1].sent
+    assert sent[0] == ev.Join(LOBBY, "e1", 0) and isinstance(sent[1], ev.Ping)
+    assert sent[2:] == [ev.Say(LOBBY, "one"), ev.Say(LOBBY, "two")]  # after the rejoin, in order
+    ann.link.send(ev.Say(LOBBY, "four"))
+    assert sent[-1] == ev.Say(LOBBY, "four")  # and straight through once back
+
+
+@pytest.mark.parametrize(
+    ("code", "comes_back"),
+    [
+        (ErrorCode.SHUTTING_DOWN, True),  # the server restarts: come back to it
+        (ErrorCode.IDLE_TIMEOUT, True),  # it took a slow link for a dead client
+        (ErrorCode.SLOW_CONSUMER, False),  # it meant it
+        (ErrorCode.RATE_LIMITED, False),
+    ],
+)
+def test_a_goodbye_from_the_server_ends_the_session_unless_it_is_restarting(code: ErrorCode, comes_back: bool) -> None:
+    server = FakeServer()
+    ann = Person(server)
+    ann.link.open("ann", another=lambda nick, refusal: None)
+    server.links[0].drop("why", ev.Error(code, "why"), ev.Goodbye("why"))
+    if comes_back:
+        assert ann.wait_for(lambda: any(s.startswith("-- back") for s in ann.status))
+        assert ann.closed == []
+    else:
+        assert ann.wait_for(lambda: bool(ann.closed))
+        assert ann.closed == ["why"] and ann.status == [] and len(server.tries) == 1
+
+
+def test_a_nick_still_held_by_the_old_session_is_waited_out_and_a_refused_password_ends_it() -> None:
+    taken = ConnectError("refused: the nick ann is taken (nick-taken)", code=ErrorCode.NICK_TAKEN)
+    wrong = ConnectError("refused: wrong password for ann (bad-password)", code=ErrorCode.BAD_PASSWORD)
+    server = FakeServer()
+    ann = Person(server)
+    ann.link.open("ann", another=lambda nick, refusal: None)
+    server.refusals = [taken, wrong]
+    server.links[0].drop()
+    assert ann.wait_for(lambda: bool(ann.closed))
+    assert ann.closed == ["refused: wrong password for ann (bad-password)"]
+    assert len(server.tries) == 3
+
+
+def test_no_reconnect_ends_the_session_when_the_link_drops() -> None:
+    server = FakeServer()
+    ann = Person(server, reconnect=False)
+    ann.link.open("ann", another=lambda nick, refusal: None)
+    server.links[0].drop("connection lost (reset)")
+    assert ann.closed == ["connection lost (reset)"] and ann.status == []
+
+
+def test_close_while_away_stops_trying_and_says_what_was_not_sent() -> None:
+    server = FakeServer()
+    ann = Person(server)
+    stop = threading.Event()
+    ann.link._wait = lambda seconds: stop.wait(WAIT)  # close() wakes it, as the real one
+    ann.link.open("ann", another=lambda nick, refusal: None)
+    server.links[0].drop()
+    assert ann.wait_for(lambda: bool(ann.status))
+    ann.link.send(ev.Say(LOBBY, "lost"))
+    stop.set()
+    ann.link.close("")
+    assert ann.status[-1] == "-- 1 line(s) typed while away were not sent --"
+    assert len(server.links) == 1
+
+
+# --- real links, cut ---------------------------------------------------------------------
+
+
+class TcpForwarder:
+    """A TCP relay to ``target`` that a test can cut: after ``cut_after`` bytes
+    from the server on the first connection (mid-frame, most likely), it closes
+    both sides. Later connections are relayed whole."""
+
+    def __init__(self, target: tuple[str, int], cut_after: int) -> None:
+        self.target = target
+        self.cut_after = cut_after
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = self.listener.getsockname()[:2]
+        self.cuts = threading.Event()
+        self._socks: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self._first = True
+        self._thread = threading.Thread(target=self._accept, name="forwarder", daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            self._socks += [client, upstream]
+            limit = self.cut_after if self._first else 0
+            self._first = False
+            for src, dst, budget in ((client, upstream, 0), (upstream, client, limit)):
+                thread = threading.Thread(target=self._pump, args=(src, dst, budget, (client, upstream)), daemon=True)
+                thread.start()
+                self._threads.append(thread)
+
+    def _pump(self, src: socket.socket, dst: socket.socket, budget: int, pair: tuple[socket.socket, ...]) -> None:
+        try:
+            while data := src.recv(1 << 14):
+                if budget:
+                    if len(data) >= budget:
+                        dst.sendall(data[:budget])
+                        self.cuts.set()
+                        break
+                    budget -= len(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        for sock in pair:  # one side ended or the cut came: end both
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        for sock in self._socks:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+class Stdin:
+    """A stdin whose lines the test gives, one at a time; ``end`` is its end."""
+
+    def __init__(self) -> None:
+        self._lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+
+    def type(self, line: str) -> None:
+        self._lines.put(line + "\n")
+
+    def end(self) -> None:
+        self._lines.put(None)
+
+    def __iter__(self) -> Iterator[str]:
+        while (line := self._lines.get()) is not None:
+            yield line
+
+
+class Screen(io.StringIO):
+    """An stdout a test can wait on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._changed = threading.Condition()
+
+    def write(self, text: str) -> int:
+        with self._changed:
+            n = super().write(text)
+            self._changed.notify_all()
+        return n
+
+    def wait_for(self, text: str) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: text in self.getvalue(), WAIT)
+
+    def lines(self) -> list[str]:
+        with self._changed:
+            return self.getvalue().splitlines()
+
+
+class PlainClient:
+    """A plain-mode client in a thread: ``run_plain`` as a script would run it."""
+
+    def __init__(self, connect: Any, address: tuple[str, int], nick: str) -> None:
+        self.stdin, self.stdout, self.stderr = Stdin(), Screen(), Screen()
+        self.code: list[int] = []
+        self.thread = threading.Thread(
+            target=lambda: self.code.append(
+                run_plain(
+                    connect,
+                    address[0],
+                    address[1],
+                    nick,
+                    prog="c",
+                    stdin=self.stdin,  # type: ignore[arg-type]
+                    stdout=self.stdout,
+                    stderr=self.stderr,
+                    backoff=QUICK,
+                )
+            ),
+            name=f"plain {nick}",
+        )
+        self.thread.start()
+
+    def quit(self) -> int:
+        self.stdin.end()
+        self.thread.join(WAIT)
+        assert not self.thread.is_alive()
+        return self.code[0]
+
+
+_SAID_AT: Final = re.compile(r"^\[\d\d:\d\d\] ")
+
+
+def said(lines: list[str], sender: str) -> list[str]:
+    """The messages of ``sender`` as shown, replayed ones without their time."""
+    return [_SAID_AT.sub("", line) for line in lines if _SAID_AT.sub("", line).startswith(f"{sender}: ")]
+
+
+@pytest.fixture
+def tcp_server() -> Iterator[Callable[..., tcpchat.server.ChatServer]]:
+    started: list[tuple[tcpchat.server.ChatServer, threading.Thread]] = []
+
+    def start(port: int = 0, **options: Any) -> tcpchat.server.ChatServer:
+        server = tcpchat.server.ChatServer("127.0.0.1", port, rate_limit=0, **options)
+        thread = threading.Thread(target=server.serve_forever, name="test server")
+        thread.start()
+        started.append((server, thread))
+        return server
+
+    yield start
+    for server, thread in started:
+        server.shutdown()
+        thread.join(WAIT)
+
+
+def flood(link: Any, words: range) -> None:
+    for n in words:
+        link.send(ev.Say(LOBBY, f"m{n}"))
+
+
+def test_tcp_cut_mid_flood_the_person_sees_every_message_once_in_order(
+    tcp_server: Callable[..., tcpchat.server.ChatServer],
+) -> None:
+    server = tcp_server()
+    proxy = TcpForwarder(server.address, cut_after=20_000)
+    observer = PlainClient(tcp_connect, server.address, "obs")
+    assert observer.stdout.wait_for("*** obs joined #lobby")
+    cut = PlainClient(tcp_connect, proxy.address, "cut")
+    assert observer.stdout.wait_for("*** cut joined #lobby")
+    flooder = tcp_connect("127.0.0.1", server.address[1], "flood", lambda e: None, lambda r: None)
+    try:
+        assert observer.stdout.wait_for("*** flood joined #lobby")
+        assert cut.stdout.wait_for("*** flood joined #lobby")
+        flood(flooder, range(1000))  # some 30 kB to the cut client: the cut comes in the middle
+        assert proxy.cuts.wait(WAIT)
+        assert cut.stderr.wait_for("-- link lost")
+        flood(flooder, range(1000, 1200))  # while it is away, or coming back
+        assert cut.stderr.wait_for("-- back: #lobby resumed --")
+        flood(flooder, range(1200, 1300))
+        assert observer.stdout.wait_for("flood: m1299")
+        assert cut.stdout.wait_for("flood: m1299")
+    finally:
+        flooder.close()
+        proxy.close()
+    seen = said(cut.stdout.lines(), "flood")
+    assert seen == said(observer.stdout.lines(), "flood") == [f"flood: m{n}" for n in range(1300)]
+    assert any(_SAID_AT.match(line) for line in cut.stdout.lines())  # some came back replayed
+    assert cut.quit() == 0 and observer.quit() == 0
+
+
+def test_tcp_server_restarted_without_its_history_the_gap_is_shown_and_the_rooms_come_back(
+    tcp_server: Callable[..., tcpchat.server.ChatServer],
+) -> None:
+    first = tcp_server()
+    port = first.address[1]
+    bot = PlainClient(tcp_connect, first.address, "bot")
+    assert bot.stdout.wait_for("*** bot joined #lobby")
+    bot.stdin.type("/join #dev")
+    bot.stdin.type("before")
+    assert bot.stdout.wait_for("bot: before")  # the server's echo: it is in the history
+    first.shutdown()
+    assert bot.stderr.wait_for("-- link lost (the server is shutting down)")
+    second = tcp_server(port)
+    watcher = PlainClient(tcp_connect, second.address, "watcher")
+    assert bot.stderr.wait_for("-- back: #lobby, #dev resumed --")
+    for room in (LOBBY, "#dev"):
+        assert bot.stdout.wait_for(f"*** some messages of {room} are lost to you")
+    assert watcher.stdout.wait_for("*** watcher joined #lobby")
+    watcher.stdin.type("/join #dev")
+    assert watcher.stdout.wait_for("*** watcher joined #dev")
+    bot.stdin.type("after")  # still goes to #dev, the room that was current
+    assert bot.stdout.wait_for("\nbot: after")
+    # The watcher's current room is #dev too: a line from #lobby would say so.
+    assert watcher.stdout.wait_for("\nbot: after")
+    assert bot.quit() == 0 and watcher.quit() == 0
+
+
+class UdpForwarder:
+    """A UDP relay to ``target``, one upstream socket per client address; while
+    ``silent`` is set it drops everything both ways."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.address = self.sock.getsockname()[:2]
+        self.silent = threading.Event()
+        self._upstream: dict[tuple[str, int], socket.socket] = {}
+        self._closed = False
+        threading.Thread(target=self._down, name="udp forwarder", daemon=True).start()
+
+    def _down(self) -> None:
+        while True:
+            try:
+                data, peer = self.sock.recvfrom(4096)
+            except OSError:
+                return
+            up = self._upstream.get(peer)
+            if up is None:
+                up = self._upstream[peer] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                up.connect(self.target)
+                threading.Thread(target=self._up, args=(up, peer), daemon=True).start()
+            if not self.silent.is_set():
+                with contextlib.suppress(OSError):
+                    up.send(data)
+
+    def _up(self, up: socket.socket, peer: tuple[str, int]) -> None:
+        while True:
+            try:
+                data = up.recv(4096)
+            except OSError:
+                if self._closed:
+                    return
+                continue
+            if not self.silent.is_set():
+                with contextlib.suppress(OSError):
+                    self.sock.sendto(data, peer)
+
+    def close(self) -> None:
+        self._closed = True
+        self.sock.close()
+        for up in self._upstream.values():
+            up.close()
+
+
+def test_udp_session_gone_silent_mid_flood_comes_back_and_misses_nothing() -> None:
+    server = udpchat.server.ChatServer(port=0, rate_limit=0, idle_timeout=1.5)
+    server.start()
+    proxy = UdpForwarder(server.address)
+    quick = functools.partial(udp_connect, timeout=1.0, keepalive_after=0.2, dead_after=1.0)
+    observer = PlainClient(udp_connect, server.address, "obs")
+    assert observer.stdout.wait_for("*** obs joined #lobby")
+    cut = PlainClient(quick, proxy.address, "cut")
+    assert observer.stdout.wait_for("*** cut joined #lobby")
+    flooder = udp_connect(*server.address, "flood", lambda e: None, lambda r: None)
+    try:
+        assert observer.stdout.wait_for("*** flood joined #lobby")
+        assert cut.stdout.wait_for("*** flood joined #lobby")
+        flood(flooder, range(200))
+        assert cut.stdout.wait_for("flood: m100")
+        proxy.silent.set()
+        flood(flooder, range(200, 400))
+        assert cut.stderr.wait_for("-- link lost")
+        proxy.silent.clear()
+        assert cut.stderr.wait_for("-- back: #lobby resumed --")
+        flood(flooder, range(400, 500))
+        assert observer.stdout.wait_for("flood: m499")
+        assert cut.stdout.wait_for("flood: m499")
+        seen = said(cut.stdout.lines(), "flood")
+        assert seen == said(observer.stdout.lines(), "flood") == [f"flood: m{n}" for n in range(500)]
+        assert cut.quit() == 0 and observer.quit() == 0
+    finally:
+        flooder.close()
+        proxy.close()
+        server.shutdown()
