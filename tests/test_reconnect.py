@@ -17,10 +17,14 @@ import queue
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 import pytest
+from prompt_toolkit.application import create_app_session
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.output.plain_text import PlainTextOutput
 
 import tcpchat.server
 import udpchat.server
@@ -31,12 +35,17 @@ from common.wire.errors import ErrorCode
 from tcpchat.client import tcp_connect
 from twinchat.frontend.link import Backoff, ConnectError, Reconnecting
 from twinchat.frontend.plain import run_plain
+from twinchat.frontend.terminal import Palette, run_terminal
 from udpchat.client import udp_connect
 
 WAIT = 20.0
 
 #: Fast enough for tests, with the same doubling and jitter.
 QUICK = Backoff(base=0.05, cap=0.2)
+
+
+#: 2026-12-02 12:34 local time, in Unix milliseconds.
+NOON_MS: Final = int(time.mktime((2026, 12, 2, 12, 34, 0, 0, 0, -1)) * 1000)
 
 
 # --- the schedule ---------------------------------------------------------------------
@@ -66,6 +75,9 @@ class FakeLink:
             self.on_event(ev.Replay(event.room, self.server.epoch, event.after + 1, event.after, False))
         elif isinstance(event, ev.Ping):
             self.on_event(ev.Pong(event.nonce))
+        elif isinstance(event, ev.Say):  # sent back, numbered, as the hub does to a framed client
+            self.server.seq += 1
+            self.on_event(ev.Message(event.room, self.nick, event.text, self.server.seq, NOON_MS))
 
     def close(self, reason: str = "") -> None:
         self.closed = True
@@ -84,6 +96,7 @@ class FakeServer:
         self.links: list[FakeLink] = []
         self.tries: list[tuple[str, dict[str, Any]]] = []
         self.epoch = "e1"
+        self.seq = 0
 
     def __call__(self, host: str, port: int, nick: str, on_event: Any, on_closed: Any, **login: Any) -> FakeLink:
         self.tries.append((nick, login))
@@ -557,3 +570,90 @@ def test_udp_session_gone_silent_mid_flood_comes_back_and_misses_nothing() -> No
         flooder.close()
         proxy.close()
         server.shutdown()
+
+
+# --- what the terminal shows ------------------------------------------------------------
+
+
+class Keys:
+    """A terminal for prompt_toolkit: keys from a pipe, the screen in a buffer."""
+
+    def __init__(self, type_keys: Callable[[str], None], screen: Screen) -> None:
+        self.type = type_keys
+        self.screen = screen
+
+    def after(self, text: str, keys: str) -> threading.Thread:
+        """Type ``keys`` once the screen shows ``text`` (from a thread)."""
+
+        def play() -> None:
+            if self.screen.wait_for(text):
+                self.type(keys)
+
+        thread = threading.Thread(target=play)
+        thread.start()
+        return thread
+
+
+@pytest.fixture
+def keys() -> Iterator[Keys]:
+    screen = Screen()
+    with create_pipe_input() as pipe, create_app_session(input=pipe, output=PlainTextOutput(screen)):
+        yield Keys(pipe.send_text, screen)
+
+
+def test_the_terminal_shows_own_lines_from_the_server_history_at_its_time_and_the_link_status(keys: Keys) -> None:
+    server = FakeServer()
+    later = NOON_MS / 1000 + 3600  # the clock says 13:34: replayed lines keep their own 12:34
+    typed = keys.after("alice [#lobby]>", "hello\r")
+    mine = f"{Palette().colour('alice')}: hello"
+
+    def play() -> None:
+        assert keys.screen.wait_for(mine)
+        link = server.links[0]
+        link.on_event(ev.Replay("#lobby", "e1", 1, 1, False))
+        link.on_event(ev.Message("#lobby", "bob", "said before", 1, NOON_MS, history=True))
+        link.on_event(ev.Replay("#old", "e2", 5, 4, True))
+        link.drop()
+        assert keys.screen.wait_for("-- back: #lobby resumed --")
+        keys.type("\x04")
+
+    player = threading.Thread(target=play)
+    player.start()
+    code = run_terminal(server, "127.0.0.1", 1, "alice", prog="x", clock=lambda: later, backoff=QUICK)
+    typed.join(WAIT)
+    player.join(WAIT)
+    assert code == 0
+    screen = keys.screen.getvalue()
+    assert screen.count(mine) == 1  # from the server's echo, not shown locally as well
+    assert "12:34\x1b[0m " in screen and "bob\x1b[0m: said before" in screen
+    assert "-- some messages of #old were lost: the history was trimmed or reset --" in screen
+    assert "-- link lost (connection lost (reset)); reconnecting in" in screen
+    assert server.tries[-1] == ("alice", {"password": "", "resume": True})
+
+
+def test_the_terminal_asks_for_a_password_unechoed_and_a_yes_before_sending_it_in_clear(keys: Keys) -> None:
+    class Registered(FakeServer):
+        def __call__(self, host: str, port: int, nick: str, on_event: Any, on_closed: Any, **login: Any) -> FakeLink:
+            if login.get("password") != "s3cret":
+                self.tries.append((nick, login))
+                code = ErrorCode.BAD_PASSWORD if login.get("password") else ErrorCode.NEEDS_PASSWORD
+                raise ConnectError(f"refused: the nick ann is registered ({code.slug})", code=code)
+            return super().__call__(host, port, nick, on_event, on_closed, **login)
+
+    server = Registered()
+    asked: list[str] = []
+
+    def getpass(prompt: str) -> str:
+        asked.append(prompt)
+        return "s3cret"
+
+    answered = keys.after("send it anyway? (yes/no):", "yes\r")
+    quits = keys.after("ann [#lobby]>", "\x04")
+    code = run_terminal(server, "192.0.2.1", 1, "ann", prog="x", ask_password=getpass, backoff=QUICK)
+    answered.join(WAIT)
+    quits.join(WAIT)
+    assert code == 0
+    assert "192.0.2.1 is another machine and this link is not encrypted" in keys.screen.getvalue()
+    assert asked == ["refused: the nick ann is registered\npassword for ann (empty: give up): "]
+    assert "s3cret" not in keys.screen.getvalue()
+    assert server.tries[-1] == ("ann", {"password": "s3cret", "resume": False})
