@@ -135,7 +135,7 @@ class TcpLink:
         except OSError as exc:
             reason = "connection closed" if self._closing else f"connection lost ({exc.strerror or exc})"
         except Exception as exc:  # a front end's callback failed: end the link, say why
-            reason = f"client error: {exc!r}"
+            reason = f"{frontend.link.CLIENT_ERROR}: {exc!r}"
         finally:
             if self._goodbye is not None:
                 reason = self._goodbye or "disconnected"
@@ -149,7 +149,7 @@ def _broken(exc: RemoteProtocolError) -> str:
         # A server ends a stream inside a frame only when it aborts the
         # connection with data still queued: it cut us off, most likely for
         # reading too slowly (its Error and Goodbye never got out).
-        return "cut off by the server mid-frame, as it cuts off a client too slow to read the chat"
+        return frontend.link.CUT_OFF
     return f"the server broke the protocol ({exc})"
 
 

@@ -16,6 +16,7 @@ import io
 import queue
 import re
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -280,9 +281,11 @@ def test_close_while_away_stops_trying_and_says_what_was_not_sent() -> None:
 
 
 class TcpForwarder:
-    """A TCP relay to ``target`` that a test can cut: after ``cut_after`` bytes
-    from the server on the first connection (mid-frame, most likely), it closes
-    both sides. Later connections are relayed whole."""
+    """A TCP relay to ``target`` that cuts the first connection after
+    ``cut_after`` bytes from the server: it resets the client's side, as a
+    router that lost the connection would, and closes the server's. Later
+    connections are relayed whole. (A stream that just stops mid-frame is a
+    server cutting off a slow client, which the client takes as meant.)"""
 
     def __init__(self, target: tuple[str, int], cut_after: int) -> None:
         self.target = target
@@ -291,6 +294,7 @@ class TcpForwarder:
         self.address = self.listener.getsockname()[:2]
         self.cuts = threading.Event()
         self._socks: list[socket.socket] = []
+        self._resetting: set[socket.socket] = set()
         self._threads: list[threading.Thread] = []
         self._first = True
         self._thread = threading.Thread(target=self._accept, name="forwarder", daemon=True)
@@ -317,16 +321,26 @@ class TcpForwarder:
                 if budget:
                     if len(data) >= budget:
                         dst.sendall(data[:budget])
-                        self.cuts.set()
+                        self._reset(dst)
                         break
                     budget -= len(data)
                 dst.sendall(data)
         except OSError:
             pass
         for sock in pair:  # one side ended or the cut came: end both
+            if sock in self._resetting:
+                continue  # a FIN now would come before the reset
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
+
+    def _reset(self, sock: socket.socket) -> None:
+        """Reset ``sock``: no FIN first, and no data after (the peer drops what it holds unread)."""
+        self._resetting.add(sock)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.shutdown(socket.SHUT_RD)  # wakes the other pump, which leaves this socket alone
+        sock.close()
+        self.cuts.set()
 
     def close(self) -> None:
         self.listener.close()

@@ -286,7 +286,7 @@ class UdpLink:
                     if not self._dispatch(chunk):
                         return
         except Exception as exc:  # a front end's callback failed: end the link, say why
-            self._end(f"client error: {exc!r}")
+            self._end(f"{frontend.link.CLIENT_ERROR}: {exc!r}")
         finally:
             self._tell_closed()
 

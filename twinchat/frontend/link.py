@@ -60,6 +60,15 @@ PASSWORD_REFUSALS: Final = frozenset({ErrorCode.NEEDS_PASSWORD, ErrorCode.BAD_PA
 #: (cut off for flooding or for reading too slowly, a refused nick) is meant.
 COME_BACK_AFTER: Final = frozenset({ErrorCode.SHUTTING_DOWN, ErrorCode.IDLE_TIMEOUT})
 
+#: Why a link ended when the server cut it off on purpose without a word: its
+#: stream stopped inside a frame, which is how a server aborts a client too
+#: slow to read the chat (PROTOCOL.md, "Slow consumers"). Not tried again.
+CUT_OFF: Final = "cut off by the server mid-frame, as it cuts off a client too slow to read the chat"
+
+#: How a transport's reason starts when a front end's callback failed: a bug,
+#: which a reconnect would only repeat.
+CLIENT_ERROR: Final = "client error"
+
 #: Errors a reconnect attempt waits out: the old session still holds the nick
 #: (the server has not noticed yet that it is gone), the server is full, or
 #: its throttle wants a pause. Any other refusal ends the session.
@@ -388,7 +397,8 @@ class Reconnecting:
             return False
         if attempt.goodbye:
             return attempt.farewell in COME_BACK_AFTER
-        return not (attempt.lost or "").startswith("client error")
+        lost = attempt.lost or ""
+        return lost != CUT_OFF and not lost.startswith(CLIENT_ERROR)
 
     # --- coming back ------------------------------------------------------------
 
@@ -448,7 +458,7 @@ class Reconnecting:
                 why = str(exc)
                 continue
             except Exception as exc:  # a transport's bug: say so rather than loop
-                return self._give_up(f"client error: {exc!r}")
+                return self._give_up(f"{CLIENT_ERROR}: {exc!r}")
             resumed = self._resume(attempt, link, joins)
             if resumed is not None:
                 return resumed
