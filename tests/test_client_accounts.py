@@ -173,6 +173,7 @@ def test_the_command_line_will_not_send_a_password_in_clear_to_another_host_unas
     monkeypatch.setenv(PASSWORD_ENV, "right")
     assert main([*remote, "--allow-cleartext-password"], connect=server, prog="x", default_port=1) == 0
     assert server.tries[-1]["password"] == "right"
+    assert "warning: 192.0.2.1 is another machine" in capsys.readouterr().err  # allowed, still said
     assert main(["--nick", "ann"], connect=server, prog="x", default_port=1) == 0  # loopback: no question
     assert (
         main(

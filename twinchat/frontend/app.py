@@ -83,6 +83,8 @@ def main(argv: Sequence[str] | None, *, connect: Connect, prog: str, default_por
         if password and not cleartext.permits(None):
             print(f"{prog}: {cleartext.warning}; --allow-cleartext-password sends it anyway", file=sys.stderr)
             return 2
+        if password and cleartext.remote:
+            print(f"{prog}: warning: {cleartext.warning}", file=sys.stderr, flush=True)
         return run_plain(
             connect,
             args.host,

@@ -37,7 +37,9 @@ class Cleartext:
 
     def __init__(self, host: str, *, allowed: bool = False) -> None:
         self.host = host
-        self._ok = allowed or is_loopback(host)
+        #: Another machine: a password sent there can be read on the way.
+        self.remote = not is_loopback(host)
+        self._ok = allowed or not self.remote
 
     @property
     def warning(self) -> str:

@@ -327,6 +327,8 @@ def run_terminal(
             if password and not ui.cleartext.permits(ui.confirm):
                 failed, code = "the password was not sent", 2
             else:
+                if password and ui.cleartext.remote:
+                    ui.show(f"{_DIM}-- warning: {ui.cleartext.warning} --{_RESET}")
                 link.open(nick, another=ui.another, password_for=ui.password_for)
         except ConnectError as exc:
             failed = str(exc)
