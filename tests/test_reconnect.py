@@ -68,15 +68,20 @@ class FakeLink:
         self.server, self.nick, self.on_event, self.on_closed, self.login = server, nick, on_event, on_closed, login
         self.sent: list[ev.ClientEvent] = []
         self.closed = False
+        self.echo = True  # False: what it is sent gets lost on the way back
 
     def send(self, event: ev.ClientEvent) -> None:
         self.sent.append(event)
         if isinstance(event, ev.Join):  # as the hub: Joined, then the replay
             self.on_event(ev.Joined(event.room, self.nick))
-            self.on_event(ev.Replay(event.room, self.server.epoch, event.after + 1, event.after, False))
+            kept = [m for m in self.server.stored if m.room == event.room and m.seq > event.after]
+            last = kept[-1].seq if kept else event.after
+            self.on_event(ev.Replay(event.room, self.server.epoch, event.after + 1, last, False))
+            for message in kept:
+                self.on_event(message)
         elif isinstance(event, ev.Ping):
             self.on_event(ev.Pong(event.nonce))
-        elif isinstance(event, ev.Say):  # sent back, numbered, as the hub does to a framed client
+        elif isinstance(event, ev.Say) and self.echo:  # sent back, numbered, as the hub does to a framed client
             self.server.seq += 1
             self.on_event(ev.Message(event.room, self.nick, event.text, self.server.seq, NOON_MS))
 
@@ -98,6 +103,8 @@ class FakeServer:
         self.tries: list[tuple[str, dict[str, Any]]] = []
         self.epoch = "e1"
         self.seq = 0
+        #: What a Join with a position replays (history messages).
+        self.stored: list[ev.Message] = []
 
     def __call__(self, host: str, port: int, nick: str, on_event: Any, on_closed: Any, **login: Any) -> FakeLink:
         self.tries.append((nick, login))
@@ -217,6 +224,31 @@ def test_lines_typed_while_away_are_sent_once_back_and_past_the_bound_refused() 
     assert sent[2:] == [ev.Say(LOBBY, "one"), ev.Say(LOBBY, "two")]  # after the rejoin, in order
     ann.link.send(ev.Say(LOBBY, "four"))
     assert sent[-1] == ev.Say(LOBBY, "four")  # and straight through once back
+
+
+def test_what_the_server_never_took_before_the_cut_is_sent_again_and_what_it_took_is_not() -> None:
+    server = FakeServer()
+    ann = Person(server)
+    gate = threading.Event()
+    ann.link._wait = lambda seconds: not gate.wait(WAIT)
+    ann.link.open("ann", another=lambda nick, refusal: None)
+    first = server.links[0]
+    ann.link.send(ev.Say(LOBBY, "echoed"))
+    first.echo = False  # from here on the echoes are lost with the link
+    for text in ("taken", "lost", "lost too"):
+        ann.link.send(ev.Say(LOBBY, text))
+    # The server took "taken" (it comes back in the replay); the others never arrived.
+    server.stored = [ev.Message(LOBBY, "ann", "taken", 2, NOON_MS, history=True)]
+    first.drop()
+    assert ann.wait_for(lambda: bool(ann.status))
+    ann.link.send(ev.Say(LOBBY, "typed while away"))
+    gate.set()
+    assert ann.wait_for(lambda: any(s.startswith("-- back") for s in ann.status))
+    sent = server.links[1].sent
+    assert sent[0] == ev.Join(LOBBY, "e1", 1) and isinstance(sent[1], ev.Ping)
+    assert sent[2:] == [ev.Say(LOBBY, "lost"), ev.Say(LOBBY, "lost too"), ev.Say(LOBBY, "typed while away")]
+    assert ann.status[-1] == "-- back: #lobby resumed; 2 line(s) the server had not taken before the cut sent again --"
+    assert ann.lines.count("[" + time.strftime("%H:%M", time.gmtime(NOON_MS / 1000)) + "] ann: taken") == 1
 
 
 @pytest.mark.parametrize(
@@ -462,9 +494,13 @@ def test_tcp_cut_mid_flood_the_person_sees_every_message_once_in_order(
     try:
         assert observer.stdout.wait_for("*** flood joined #lobby")
         assert cut.stdout.wait_for("*** flood joined #lobby")
-        flood(flooder, range(1000))  # some 30 kB to the cut client: the cut comes in the middle
+        for n in range(50):  # its own lines, some in flight when the cut comes
+            cut.stdin.type(f"mine{n}")
+        flood(flooder, range(1000))  # some 45 kB to the cut client: the cut comes in the middle
         assert proxy.cuts.wait(WAIT)
         assert cut.stderr.wait_for("-- link lost")
+        for n in range(50, 100):  # typed while away: queued
+            cut.stdin.type(f"mine{n}")
         flood(flooder, range(1000, 1200))  # while it is away, or coming back
         assert cut.stderr.wait_for("-- back: #lobby resumed --")
         flood(flooder, range(1200, 1300))
@@ -475,6 +511,10 @@ def test_tcp_cut_mid_flood_the_person_sees_every_message_once_in_order(
         proxy.close()
     seen = said(cut.stdout.lines(), "flood")
     assert seen == said(observer.stdout.lines(), "flood") == [f"flood: m{n}" for n in range(1300)]
+    mine = [f"cut: mine{n}" for n in range(100)]
+    assert observer.stdout.wait_for("cut: mine99")
+    assert cut.stdout.wait_for("cut: mine99")
+    assert said(observer.stdout.lines(), "cut") == said(cut.stdout.lines(), "cut") == mine  # each once, in order
     assert any(_SAID_AT.match(line) for line in cut.stdout.lines())  # some came back replayed
     assert cut.quit() == 0 and observer.quit() == 0
 

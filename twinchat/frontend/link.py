@@ -18,6 +18,14 @@ while away is queued (at most ``QUEUE_LIMIT`` events) and sent once the rooms
 are rejoined; past the bound a line is refused with a status line. The end of
 a resume is found as an answer's end is (PROTOCOL.md, "Answers of several
 frames"): a Ping after the Joins, whose Pong comes after every replay.
+
+What was sent just before the link dropped is not lost either. The server
+sends a framed client its own messages back once it has stored them, so a
+message or action whose echo has not come is in doubt. The resume settles it:
+the server replays everything after our position, ours included, so one that
+is still unmatched when the resume's Pong arrives was never stored (a server
+takes a nick's new session only after the old one is gone, with nothing of it
+left to handle), and is sent again, before what was typed while away.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from typing import Final, Protocol
 from common.chat import events as ev
 from common.chat.events import ClientEvent, ServerEvent
 from common.chat.nicks import nick_key
+from common.chat.rooms import room_key
 from common.wire.errors import ErrorCode
 
 
@@ -79,6 +88,9 @@ QUEUE_LIMIT: Final = 100
 
 #: A link that stayed up this long (seconds) starts the backoff over.
 STABLE_AFTER: Final = 30.0
+
+#: Seconds a resume waits for its replays to end before it sends what waits.
+RESUME_WAIT: Final = 30.0
 
 #: Nonces of the Pings that mark the end of a resume: far above the front ends' own.
 _MARKERS: Final = itertools.count(1 << 63)
@@ -251,6 +263,9 @@ class Reconnecting:
         self._closing = False
         self._ended = False  # on_closed was called
         self._supervisor: threading.Thread | None = None
+        #: Messages and actions sent whose echo has not come back, oldest first.
+        self._unechoed: collections.deque[ev.Say | ev.Act] = collections.deque()
+        self._me = ""  # our nick as the server spells it (from Welcome and Renamed)
         self._failures = 0  # reconnect attempts since the link was last stable
         self._up_since = 0.0  # when the current link came up (clock)
         #: Delays waited before each reconnect attempt, for tests and logs.
@@ -310,6 +325,8 @@ class Reconnecting:
             if link is None and len(self._queue) < self._queue_limit:
                 self._queue.append(event)
                 return
+            if link is not None and isinstance(event, ev.Say | ev.Act):
+                self._unechoed.append(event)
         if link is not None:
             link.send(event)
         else:
@@ -350,7 +367,18 @@ class Reconnecting:
 
     def _event(self, attempt: _Attempt, event: ServerEvent) -> None:
         kind = type(event)
-        if kind is ev.Error:
+        if kind is ev.Message or kind is ev.Action:
+            assert isinstance(event, ev.Message | ev.Action)
+            if event.sender == self._me:
+                self._echoed(event)
+        elif kind is ev.Welcome:
+            assert isinstance(event, ev.Welcome)
+            self._me = event.nick
+        elif kind is ev.Renamed:
+            assert isinstance(event, ev.Renamed)
+            if event.old == self._me:
+                self._me = event.new
+        elif kind is ev.Error:
             assert isinstance(event, ev.Error)
             attempt.farewell = event.code
         elif kind is ev.Goodbye:
@@ -359,14 +387,28 @@ class Reconnecting:
             return
         self._on_event(event)
 
+    def _echoed(self, event: ev.Message | ev.Action) -> None:
+        """The server has stored one of ours: it is no longer in doubt."""
+        said = ev.Say if type(event) is ev.Message else ev.Act
+        with self._lock:
+            for n, sent in enumerate(self._unechoed):
+                if type(sent) is said and sent.text == event.text and sent.room == event.room:
+                    del self._unechoed[n]
+                    return
+            key = room_key(event.room)  # the room as typed may be spelled otherwise
+            for n, sent in enumerate(self._unechoed):
+                if type(sent) is said and sent.text == event.text and room_key(sent.room) == key:
+                    del self._unechoed[n]
+                    return
+
     def _hidden(self, attempt: _Attempt, event: ServerEvent) -> bool:
         """Whether ``event`` is the resume's own bookkeeping, not news: the
         Welcome, our own Joined and the topic briefing of a room we were in,
         and the Pong that ends the resume (which says we are back)."""
         if isinstance(event, ev.Pong) and event.nonce == attempt.marker:
-            attempt.marker = 0
-            rooms = ", ".join(attempt.rooms)
-            self._on_status(f"-- back: {rooms} resumed --" if rooms else "-- back (in no room) --")
+            with self._lock:
+                attempt.marker = 0
+                self._lock.notify_all()  # the supervisor sends what waits
             return True
         if isinstance(event, ev.Welcome):
             return True
@@ -476,6 +518,17 @@ class Reconnecting:
         for join in joins:
             link.send(join)
         link.send(ev.Ping(attempt.marker))
+        with self._lock:
+            self._lock.wait_for(lambda: not attempt.marker or attempt.lost is not None or self._closing, RESUME_WAIT)
+            # Still unmatched after the replays: never stored. Sent again first.
+            again = len(self._unechoed)
+            self._queue.extendleft(reversed(self._unechoed))
+            self._unechoed.clear()
+        rooms = ", ".join(attempt.rooms)
+        line = f"-- back: {rooms} resumed" if rooms else "-- back (in no room)"
+        if again:
+            line += f"; {again} line(s) the server had not taken before the cut sent again"
+        self._on_status(line + " --")
         self._flush(attempt, link)
         with self._lock:
             if attempt.lost is None:
@@ -494,6 +547,7 @@ class Reconnecting:
                     return
                 batch = list(self._queue)
                 self._queue.clear()
+                self._unechoed.extend(e for e in batch if isinstance(e, ev.Say | ev.Act))
             for event in batch:
                 link.send(event)
 
