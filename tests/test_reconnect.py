@@ -519,20 +519,56 @@ def test_tcp_cut_mid_flood_the_person_sees_every_message_once_in_order(
     assert cut.quit() == 0 and observer.quit() == 0
 
 
-def test_tcp_server_restarted_without_its_history_the_gap_is_shown_and_the_rooms_come_back(
-    tcp_server: Callable[..., tcpchat.server.ChatServer],
+@pytest.fixture(params=["tcp", "udp"])
+def restartable(
+    request: pytest.FixtureRequest, tcp_server: Callable[..., tcpchat.server.ChatServer]
+) -> Iterator[tuple[Any, Callable[[int], tuple[str, int]], Callable[[], None]]]:
+    """A transport's connect, a start(port) of a server with the ephemeral
+    store (0: any port), and a stop of the last one started."""
+    if request.param == "tcp":
+        servers: list[Any] = []
+
+        def start_tcp(port: int) -> tuple[str, int]:
+            servers.append(tcp_server(port))
+            return servers[-1].address
+
+        def stop_tcp() -> None:
+            servers[-1].shutdown()  # the last one: a started one replaces it
+
+        yield tcp_connect, start_tcp, stop_tcp
+        return
+    started: list[udpchat.server.ChatServer] = []
+
+    def start_udp(port: int) -> tuple[str, int]:
+        server = udpchat.server.ChatServer(port=port, rate_limit=0)
+        server.start()
+        started.append(server)
+        return server.address
+
+    def stop_udp() -> None:
+        started[-1].shutdown()
+
+    try:
+        yield functools.partial(udp_connect, timeout=1.0), start_udp, stop_udp
+    finally:
+        for server in started:
+            server.shutdown()
+
+
+def test_a_server_restarted_without_its_history_the_gap_is_shown_and_the_rooms_come_back(
+    restartable: tuple[Any, Callable[[int], tuple[str, int]], Callable[[], None]],
 ) -> None:
-    first = tcp_server()
-    port = first.address[1]
-    bot = PlainClient(tcp_connect, first.address, "bot")
+    connect, start, stop = restartable
+    address = start(0)
+    bot = PlainClient(connect, address, "bot")
     assert bot.stdout.wait_for("*** bot joined #lobby")
     bot.stdin.type("/join #dev")
     bot.stdin.type("before")
     assert bot.stdout.wait_for("bot: before")  # the server's echo: it is in the history
-    first.shutdown()
+    stop()
     assert bot.stderr.wait_for("-- link lost (the server is shutting down)")
-    second = tcp_server(port)
-    watcher = PlainClient(tcp_connect, second.address, "watcher")
+    start(address[1])
+    watcher = PlainClient(connect, address, "watcher")
     assert bot.stderr.wait_for("-- back: #lobby, #dev resumed --")
     for room in (LOBBY, "#dev"):
         assert bot.stdout.wait_for(f"*** some messages of {room} are lost to you")
