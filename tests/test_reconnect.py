@@ -251,6 +251,21 @@ def test_what_the_server_never_took_before_the_cut_is_sent_again_and_what_it_too
     assert ann.lines.count("[" + time.strftime("%H:%M", time.gmtime(NOON_MS / 1000)) + "] ann: taken") == 1
 
 
+def test_a_line_the_server_refused_is_not_sent_again() -> None:
+    server = FakeServer()
+    ann = Person(server)
+    ann.link.open("ann", another=lambda nick, refusal: None)
+    first = server.links[0]
+    first.echo = False
+    ann.link.send(ev.Say(LOBBY, "refused"))  # answered by an Error, never echoed
+    first.echo = True
+    ann.link.send(ev.Say(LOBBY, "taken"))  # echoed: the server handled the one before too
+    first.drop()
+    assert ann.wait_for(lambda: any(s.startswith("-- back") for s in ann.status))
+    assert [e for e in server.links[1].sent if isinstance(e, ev.Say)] == []
+    assert ann.status[-1] == "-- back: #lobby resumed --"
+
+
 @pytest.mark.parametrize(
     ("code", "comes_back"),
     [

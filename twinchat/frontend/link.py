@@ -89,6 +89,10 @@ QUEUE_LIMIT: Final = 100
 #: A link that stayed up this long (seconds) starts the backoff over.
 STABLE_AFTER: Final = 30.0
 
+#: Messages sent and not yet echoed that are kept track of (a bound on memory,
+#: far above what is in flight at once).
+UNECHOED_LIMIT: Final = 10_000
+
 #: Seconds a resume waits for its replays to end before it sends what waits.
 RESUME_WAIT: Final = 30.0
 
@@ -264,7 +268,7 @@ class Reconnecting:
         self._ended = False  # on_closed was called
         self._supervisor: threading.Thread | None = None
         #: Messages and actions sent whose echo has not come back, oldest first.
-        self._unechoed: collections.deque[ev.Say | ev.Act] = collections.deque()
+        self._unechoed: collections.deque[ev.Say | ev.Act] = collections.deque(maxlen=UNECHOED_LIMIT)
         self._me = ""  # our nick as the server spells it (from Welcome and Renamed)
         self._failures = 0  # reconnect attempts since the link was last stable
         self._up_since = 0.0  # when the current link came up (clock)
@@ -369,7 +373,9 @@ class Reconnecting:
         kind = type(event)
         if kind is ev.Message or kind is ev.Action:
             assert isinstance(event, ev.Message | ev.Action)
-            if event.sender == self._me:
+            # A replayed one settles a doubt only while resuming (/history
+            # and a join's replay bring older ones).
+            if event.sender == self._me and (attempt.marker or not event.history):
                 self._echoed(event)
         elif kind is ev.Welcome:
             assert isinstance(event, ev.Welcome)
@@ -388,18 +394,30 @@ class Reconnecting:
         self._on_event(event)
 
     def _echoed(self, event: ev.Message | ev.Action) -> None:
-        """The server has stored one of ours: it is no longer in doubt."""
+        """The server has stored one of ours: it is no longer in doubt. A live
+        echo settles the ones sent before it on this link too: the server
+        handles a link's requests in order, so their echoes came first, or
+        they were refused."""
         said = ev.Say if type(event) is ev.Message else ev.Act
         with self._lock:
-            for n, sent in enumerate(self._unechoed):
-                if type(sent) is said and sent.text == event.text and sent.room == event.room:
-                    del self._unechoed[n]
-                    return
-            key = room_key(event.room)  # the room as typed may be spelled otherwise
-            for n, sent in enumerate(self._unechoed):
-                if type(sent) is said and sent.text == event.text and room_key(sent.room) == key:
-                    del self._unechoed[n]
-                    return
+            found = next((n for n, e in enumerate(self._unechoed) if type(e) is said and e.text == event.text), None)
+            if found is not None and room_key(self._unechoed[found].room) != room_key(event.room):
+                key = room_key(event.room)  # the same text in another room: look further
+                found = next(
+                    (
+                        n
+                        for n, e in enumerate(self._unechoed)
+                        if type(e) is said and e.text == event.text and room_key(e.room) == key
+                    ),
+                    None,
+                )
+            if found is None:
+                return
+            if event.history:
+                del self._unechoed[found]
+            else:
+                for _ in range(found + 1):
+                    self._unechoed.popleft()
 
     def _hidden(self, attempt: _Attempt, event: ServerEvent) -> bool:
         """Whether ``event`` is the resume's own bookkeeping, not news: the
@@ -520,9 +538,12 @@ class Reconnecting:
         link.send(ev.Ping(attempt.marker))
         with self._lock:
             self._lock.wait_for(lambda: not attempt.marker or attempt.lost is not None or self._closing, RESUME_WAIT)
-            # Still unmatched after the replays: never stored. Sent again first.
-            again = len(self._unechoed)
-            self._queue.extendleft(reversed(self._unechoed))
+            # Still unmatched after the replays: never stored. Sent again first
+            # (to the rooms it is back in: a line for a room left is dropped).
+            rejoined = {room_key(room) for room in attempt.rooms}
+            resend = [e for e in self._unechoed if room_key(e.room) in rejoined]
+            again = len(resend)
+            self._queue.extendleft(reversed(resend))
             self._unechoed.clear()
         rooms = ", ".join(attempt.rooms)
         line = f"-- back: {rooms} resumed" if rooms else "-- back (in no room)"
