@@ -266,6 +266,24 @@ def test_a_line_the_server_refused_is_not_sent_again() -> None:
     assert ann.status[-1] == "-- back: #lobby resumed --"
 
 
+def test_the_end_of_a_scripts_input_waits_for_the_link_to_send_what_was_typed_while_away() -> None:
+    server = FakeServer()
+    ann = Person(server)
+    gate = threading.Event()
+    ann.link._wait = lambda seconds: not gate.wait(WAIT)
+    ann.link.open("ann", another=lambda nick, refusal: None)
+    server.links[0].drop()
+    assert ann.wait_for(lambda: bool(ann.status))
+    ann.link.send(ev.Say(LOBBY, "last words"))
+    closing = threading.Thread(target=ann.link.close, args=("",), kwargs={"wait_back": WAIT})
+    closing.start()
+    gate.set()
+    closing.join(WAIT)
+    assert not closing.is_alive()
+    assert server.links[1].sent[-1] == ev.Say(LOBBY, "last words")
+    assert server.links[1].closed
+
+
 @pytest.mark.parametrize(
     ("code", "comes_back"),
     [

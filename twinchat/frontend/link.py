@@ -336,9 +336,17 @@ class Reconnecting:
         else:
             self._on_status(f"-- not sent: the link is down and {self._queue_limit} lines wait already --")
 
-    def close(self, reason: str = "") -> None:
-        """Say goodbye on the link if it is up; stop coming back. Idempotent."""
+    def close(self, reason: str = "", *, wait_back: float = 0.0) -> None:
+        """Say goodbye on the link if it is up; stop coming back. Idempotent.
+
+        Args:
+            wait_back: if lines typed while away wait to be sent, seconds to
+                let the link come back and send them first (a script's last
+                lines at the end of its input).
+        """
         with self._lock:
+            if wait_back and self._queue:
+                self._lock.wait_for(lambda: self._up or self._ended or self._closing, wait_back)
             if self._closing:
                 return
             self._closing = True
@@ -565,6 +573,7 @@ class Reconnecting:
             with self._lock:
                 if not self._queue or attempt.lost is not None:
                     self._up = attempt.lost is None and attempt is self._attempt
+                    self._lock.notify_all()  # a close waiting for the way back
                     return
                 batch = list(self._queue)
                 self._queue.clear()
@@ -576,6 +585,7 @@ class Reconnecting:
         with self._lock:
             final = not self._ended and not self._closing
             self._ended = True
+            self._lock.notify_all()
             unsent = len(self._queue)
             self._queue.clear()
         if unsent:

@@ -40,6 +40,10 @@ from twinchat.frontend.password import PASSWORD_ENV
 #: Seconds to wait after joining for the server to put us in the lobby.
 PLACED_TIMEOUT: Final = 5.0
 
+#: Seconds the end of stdin waits for a lost link to come back, when lines
+#: typed while it was away still wait to be sent.
+DRAIN_TIMEOUT: Final = 30.0
+
 #: How often a taken nick is tried again, with one more ``_``, by default.
 NICK_RETRIES: Final = 3
 
@@ -186,7 +190,7 @@ def _converse(
     while True:
         item = inbox.get()
         if item is _EOF:
-            link.close("")
+            link.close("", wait_back=DRAIN_TIMEOUT)  # lines typed while away go first
             return True
         if item is _CLOSED:
             link.close()
