@@ -284,6 +284,21 @@ def test_the_end_of_a_scripts_input_waits_for_the_link_to_send_what_was_typed_wh
     assert server.links[1].closed
 
 
+def test_a_link_lost_before_connect_even_returned_comes_back_too() -> None:
+    class Flaky(FakeServer):
+        def __call__(self, host: str, port: int, nick: str, on_event: Any, on_closed: Any, **login: Any) -> FakeLink:
+            link = super().__call__(host, port, nick, on_event, on_closed, **login)
+            if len(self.links) == 1:
+                link.drop()  # the transport's receive thread ends before connect() returns
+            return link
+
+    server = Flaky()
+    ann = Person(server)
+    ann.link.open("ann", another=lambda nick, refusal: None)
+    assert ann.wait_for(lambda: any(s.startswith("-- back") for s in ann.status))
+    assert ann.closed == [] and len(server.links) == 2
+
+
 @pytest.mark.parametrize(
     ("code", "comes_back"),
     [

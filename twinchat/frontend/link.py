@@ -451,8 +451,10 @@ class Reconnecting:
                 return
             self._up = False
             self._lock.notify_all()
-            if self._supervisor is not None and not self._closing and self._comes_back(attempt):
-                return  # the supervisor takes it from here
+            if not self._closing and self._comes_back(attempt):
+                # The supervisor takes it from here (``open`` starts it once the
+                # first link is made, even if that link is gone already).
+                return
             final = not self._ended
             self._ended = True
         self._stop.set()
