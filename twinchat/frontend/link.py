@@ -135,35 +135,6 @@ class Connect(Protocol):
     ) -> Link: ...
 
 
-def connect_as(
-    connect: Connect,
-    host: str,
-    port: int,
-    nick: str,
-    *,
-    on_event: Callable[[ServerEvent], None],
-    on_closed: Callable[[str], None],
-    another: Callable[[str, ConnectError], str | None],
-) -> Link:
-    """``connect``, and while the nick is refused, again with ``another(nick,
-    refusal)`` (None: give up). The retry lives here, above the transports,
-    so that both clients offer it alike.
-
-    Raises:
-        ConnectError: the last refusal, or any other failure to join.
-    """
-    while True:
-        try:
-            return connect(host, port, nick, on_event, on_closed)
-        except ConnectError as exc:
-            if exc.code not in NICK_REFUSALS:
-                raise
-            next_nick = another(nick, exc)
-            if next_nick is None:
-                raise
-            nick = next_nick
-
-
 def is_loopback(host: str) -> bool:
     """Whether ``host`` names this machine without a network between (127.0.0.0/8,
     ::1, ``localhost``). Other names are not resolved: they count as remote."""
