@@ -135,7 +135,7 @@ class TcpLink:
         except OSError as exc:
             reason = "connection closed" if self._closing else f"connection lost ({exc.strerror or exc})"
         except Exception as exc:  # a front end's callback failed: end the link, say why
-            reason = f"client error: {exc!r}"
+            reason = f"{frontend.link.CLIENT_ERROR}: {exc!r}"
         finally:
             if self._goodbye is not None:
                 reason = self._goodbye or "disconnected"
@@ -149,7 +149,7 @@ def _broken(exc: RemoteProtocolError) -> str:
         # A server ends a stream inside a frame only when it aborts the
         # connection with data still queued: it cut us off, most likely for
         # reading too slowly (its Error and Goodbye never got out).
-        return "cut off by the server mid-frame, as it cuts off a client too slow to read the chat"
+        return frontend.link.CUT_OFF
     return f"the server broke the protocol ({exc})"
 
 
@@ -159,17 +159,29 @@ def tcp_connect(
     nick: str,
     on_event: Callable[[ev.ServerEvent], None],
     on_closed: Callable[[str], None],
+    *,
+    password: str = "",
+    resume: bool = False,
 ) -> TcpLink:
     """Connect to a twinchat TCP server and register ``nick``.
 
+    Args:
+        password: the nick's password, if it is registered (sent in clear:
+            the front end asks before sending it off this machine).
+        resume: coming back after a lost link: the server puts us in no
+            room, and the front end rejoins its own.
+
     Raises:
-        ConnectError: the nick is invalid or refused, the server is full or
-            unreachable, or it does not speak twinchat.
+        ConnectError: the nick is invalid or refused (a registered nick
+            without its password too: NEEDS_PASSWORD, BAD_PASSWORD,
+            TOO_MANY_TRIES), the server is full or unreachable, or it does
+            not speak twinchat.
     """
     try:
-        register = ev.Register(nick)
+        register = ev.Register(nick, password, resume)
     except RuleError as exc:
-        raise ConnectError(f"invalid nick {nick!r}: {exc.detail}", code=exc.code) from None
+        what = "password" if exc.code is ErrorCode.BAD_PASSWORD else f"nick {nick!r}"
+        raise ConnectError(f"invalid {what}: {exc.detail}", code=exc.code) from None
     try:
         sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
     except OSError as exc:

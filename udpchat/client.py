@@ -75,7 +75,19 @@ RECV_SIZE: Final = 2048
 SOCKET_BUFFER: Final = 4 << 20
 
 #: Errors that refuse a registration: connect() reports them.
-_REFUSALS: Final = frozenset({ErrorCode.BAD_NICK, ErrorCode.NICK_TAKEN, ErrorCode.SERVER_FULL})
+_REFUSALS: Final = frozenset(
+    {
+        ErrorCode.BAD_NICK,
+        ErrorCode.NICK_TAKEN,
+        ErrorCode.SERVER_FULL,
+        ErrorCode.NEEDS_PASSWORD,
+        ErrorCode.BAD_PASSWORD,
+        ErrorCode.TOO_MANY_TRIES,
+    }
+)
+
+#: What the client says first, on a terminal: nothing on the way is secret.
+UNENCRYPTED: Final = "note: UDP sessions are not encrypted: what you type (passwords included) can be read on the way"
 
 
 class UdpLink:
@@ -274,7 +286,7 @@ class UdpLink:
                     if not self._dispatch(chunk):
                         return
         except Exception as exc:  # a front end's callback failed: end the link, say why
-            self._end(f"client error: {exc!r}")
+            self._end(f"{frontend.link.CLIENT_ERROR}: {exc!r}")
         finally:
             self._tell_closed()
 
@@ -385,17 +397,28 @@ def udp_connect(
     timeout: float = CONNECT_TIMEOUT,
     keepalive_after: float = KEEPALIVE_AFTER,
     dead_after: float = DEAD_AFTER,
+    password: str = "",
+    resume: bool = False,
 ) -> UdpLink:
     """Open a session with a twinchat UDP server and register ``nick``.
 
+    Args:
+        password: the nick's password, if it is registered (UDP is not
+            encrypted: the front end asks before sending it off this machine).
+        resume: coming back after a lost link: the server puts us in no
+            room, and the front end rejoins its own.
+
     Raises:
-        ConnectError: the nick is invalid or refused, the server is full,
-            unreachable or silent, or it does not speak twinchat.
+        ConnectError: the nick is invalid or refused (a registered nick
+            without its password too: NEEDS_PASSWORD, BAD_PASSWORD,
+            TOO_MANY_TRIES), the server is full, unreachable or silent, or it
+            does not speak twinchat.
     """
     try:
-        register = ev.Register(nick)
+        register = ev.Register(nick, password, resume)
     except RuleError as exc:
-        raise ConnectError(f"invalid nick {nick!r}: {exc.detail}", code=exc.code) from None
+        what = "password" if exc.code is ErrorCode.BAD_PASSWORD else f"nick {nick!r}"
+        raise ConnectError(f"invalid {what}: {exc.detail}", code=exc.code) from None
     where = f"{host}:{port}"
     deadline = time.monotonic() + timeout
     try:
@@ -440,7 +463,9 @@ def udp_connect(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the client; return the exit code."""
-    return frontend.main(argv, connect=udp_connect, prog="udpchat-client", default_port=DEFAULT_PORT)
+    return frontend.main(
+        argv, connect=udp_connect, prog="udpchat-client", default_port=DEFAULT_PORT, notice=UNENCRYPTED
+    )
 
 
 if __name__ == "__main__":

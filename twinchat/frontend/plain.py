@@ -11,6 +11,12 @@ A line longer than one message may be is sent as several
 announced on stderr: a script started twice still gets in, under a name that
 says it is a second one.
 
+The session comes back by itself when the link drops or the server restarts
+(``link.Reconnecting``): what it says about that (link lost, back) goes to
+stderr with the other problems, so stdout stays the chat. A registered nick
+takes its password from ``--password`` or ``TWINCHAT_PASSWORD``: a pipe has
+nobody to ask.
+
 Strategy: a helper thread reads stdin and hands lines to the main thread
 through a queue, which the link's end can also wake; so a session the server
 ends does not wait for stdin, and reading stdin never waits for the network.
@@ -28,10 +34,15 @@ from typing import Final, TextIO
 from common.chat import events as ev
 from common.chat.view import ClientView
 from common.wire.errors import ErrorCode
-from twinchat.frontend.link import Connect, ConnectError, Link, connect_as
+from twinchat.frontend.link import PASSWORD_REFUSALS, Backoff, Connect, ConnectError, Reconnecting
+from twinchat.frontend.password import PASSWORD_ENV
 
 #: Seconds to wait after joining for the server to put us in the lobby.
 PLACED_TIMEOUT: Final = 5.0
+
+#: Seconds the end of stdin waits for a lost link to come back, when lines
+#: typed while it was away still wait to be sent.
+DRAIN_TIMEOUT: Final = 30.0
 
 #: How often a taken nick is tried again, with one more ``_``, by default.
 NICK_RETRIES: Final = 3
@@ -51,8 +62,16 @@ def run_plain(
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
     nick_retries: int = NICK_RETRIES,
+    password: str = "",
+    reconnect: bool = True,
+    backoff: Backoff | None = None,
 ) -> int:
-    """Run a plain-mode session; return the exit code."""
+    """Run a plain-mode session; return the exit code.
+
+    Args:
+        password: the nick's password ("" if it is not registered).
+        reconnect: come back after a lost link; ``backoff``: how fast.
+    """
     if stdin is None:
         stdin = _utf8(sys.stdin)
     if stdout is None:
@@ -90,10 +109,27 @@ def run_plain(
         placed.set()
         inbox.put(_CLOSED)
 
-    link: Link | None = None
+    def tell(line: str) -> None:
+        print(f"{prog}: {line}", file=stderr, flush=True)
+
+    def whoami() -> tuple[str | None, list[ev.Join]]:
+        with out_lock:
+            return view.nick, view.resume()
+
+    link = Reconnecting(
+        connect,
+        host,
+        port,
+        on_event=on_event,
+        on_closed=on_closed,
+        on_status=tell,
+        whoami=whoami,
+        password=password,
+        reconnect=reconnect,
+        backoff=backoff,
+    )
     try:
-        another = _underscored(nick_retries, lambda line: print(f"{prog}: {line}", file=stderr, flush=True))
-        link = connect_as(connect, host, port, nick, on_event=on_event, on_closed=on_closed, another=another)
+        _open(link, nick, _underscored(nick_retries, tell))
         # The server says Welcome, then puts us in the lobby; a script's first
         # line must not be read before we know where it goes.
         placed.wait(PLACED_TIMEOUT)
@@ -104,11 +140,20 @@ def run_plain(
         print(f"{prog}: {exc}", file=stderr, flush=True)
         return 1
     except KeyboardInterrupt:
-        if link is not None:
-            link.close("")  # Ctrl-C: leave as cleanly as at the end of stdin
+        link.close("")  # Ctrl-C: leave as cleanly as at the end of stdin (nothing, if not in yet)
         return 130
     print(f"{prog}: {why[0] if why else 'connection closed'}", file=stderr, flush=True)
     return 1
+
+
+def _open(link: Reconnecting, nick: str, another: Callable[[str, ConnectError], str | None]) -> None:
+    """``link.open``; a refusal for want of a password says where to give one."""
+    try:
+        link.open(nick, another=another)
+    except ConnectError as exc:
+        if exc.code in PASSWORD_REFUSALS:
+            raise ConnectError(f"{exc}; give it with --password or {PASSWORD_ENV}", code=exc.code) from None
+        raise
 
 
 def _outcome(view: ClientView, line: str) -> list[str | ev.ClientEvent]:
@@ -136,7 +181,7 @@ def _underscored(retries: int, tell: Callable[[str], None]) -> Callable[[str, Co
 
 
 def _converse(
-    link: Link,
+    link: Reconnecting,
     inbox: queue.SimpleQueue[object],
     write: Callable[[str], None],
     interpret: Callable[[str], list[str | ev.ClientEvent]],
@@ -145,7 +190,7 @@ def _converse(
     while True:
         item = inbox.get()
         if item is _EOF:
-            link.close("")
+            link.close("", wait_back=DRAIN_TIMEOUT)  # lines typed while away go first
             return True
         if item is _CLOSED:
             link.close()

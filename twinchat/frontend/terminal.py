@@ -14,12 +14,21 @@ that room, and Tab completes commands, room names and the nicks seen so far.
 What the terminal adds for a person (the plain rendering is for scripts):
 
 - every line starts with the local time (``HH:MM``); the clock is read here,
-  never in ``common``;
-- the accepted input line is erased, and the user's own message shown once,
-  as others see it (the server does not echo it back). A private message is
+  never in ``common``. A message replayed from the history (after a join, a
+  reconnect or ``/history``) and a private message kept while we were away
+  start with the time they were said instead (and the date, if not today);
+- the accepted input line is erased, and the user's own message is shown
+  when the server sends it back (numbered, as it is stored): what the person
+  saw is what the history holds. A private message is not sent back: it is
   shown once the server has taken it: it is followed by a ``Ping``, and since
   the server answers requests in order (PROTOCOL.md, "Answers of several
   frames"), a ``NO_SUCH_NICK`` comes before the ``Pong`` if it failed;
+- when the link drops, status lines say so and when it is back
+  (``link.Reconnecting``); what is typed meanwhile waits and is sent then. A
+  room whose history could not be resumed (trimmed, or a server restarted
+  without it) gets a line saying some messages were lost;
+- a registered nick's password is asked for (not echoed) when the server
+  wants it, after a yes if it would go in clear to another machine;
 - errors are shown by their detail, without the code;
 - each nick gets a colour of its own, the least used so far (the first
   eleven nicks all differ), and keeps it for the session;
@@ -37,6 +46,7 @@ What the terminal adds for a person (the plain rendering is for scripts):
 
 from __future__ import annotations
 
+import getpass
 import itertools
 import re
 import sys
@@ -57,7 +67,8 @@ from common.chat.nicks import nick_key
 from common.chat.render import render
 from common.chat.view import ClientView
 from common.wire.errors import ErrorCode
-from twinchat.frontend.link import Connect, ConnectError, Link, connect_as
+from twinchat.frontend.link import Backoff, Connect, ConnectError, Reconnecting
+from twinchat.frontend.password import Cleartext
 
 _RESET: Final = "\x1b[0m"
 _DIM: Final = "\x1b[2m"
@@ -181,9 +192,29 @@ def calls_for(event: ev.Event, me: str | None) -> bool:
     return re.search(rf"(?<!\w){re.escape(me.casefold())}(?!\w)", event.text.casefold()) is not None
 
 
-def stamp(line: str, now: float) -> str:
-    """``line`` after the local time ``now`` as ``HH:MM``."""
-    return f"{_DIM}{time.strftime('%H:%M', time.localtime(now))}{_RESET} {line}"
+def stamp(line: str, now: float, *, today: float | None = None) -> str:
+    """``line`` after the local time ``now`` as ``HH:MM``, with the date
+    (``YYYY-MM-DD HH:MM``) if ``today`` is given and is another day."""
+    when = time.localtime(now)
+    shape = "%H:%M"
+    if today is not None and time.localtime(today)[:3] != when[:3]:
+        shape = "%Y-%m-%d %H:%M"
+    return f"{_DIM}{time.strftime(shape, when)}{_RESET} {line}"
+
+
+def said_at(event: ev.Event) -> float | None:
+    """When a replayed message or a kept private message was said (Unix
+    seconds), or None for news, which is shown with the time it arrives."""
+    if isinstance(event, ev.Message | ev.Action) and event.history:
+        return event.time / 1000
+    if isinstance(event, ev.Private) and event.kept:
+        return event.time / 1000
+    return None
+
+
+def gap_line(room: str) -> str:
+    """What a person sees when messages of ``room`` are lost to them."""
+    return f"{_DIM}-- some messages of {room} were lost: the history was trimmed or reset --{_RESET}"
 
 
 class Known:
@@ -250,29 +281,64 @@ class _Whispers:
 
 
 def run_terminal(
-    connect: Connect, host: str, port: int, nick: str, *, prog: str, clock: Callable[[], float] = time.time
+    connect: Connect,
+    host: str,
+    port: int,
+    nick: str,
+    *,
+    prog: str,
+    clock: Callable[[], float] = time.time,
+    password: str = "",
+    cleartext: Cleartext | None = None,
+    reconnect: bool = True,
+    notice: str = "",
+    ask_password: Callable[[str], str] = getpass.getpass,
+    backoff: Backoff | None = None,
 ) -> int:
     """Run the interactive UI; return the exit code (0: the user left).
 
     Args:
         clock: the wall clock the line times are read from.
+        password: the nick's password, if known already.
+        cleartext: whether a password may go to ``host`` unencrypted (None:
+            only to this machine); the person is asked otherwise.
+        reconnect: come back after a lost link; ``backoff``: how fast.
+        notice: a first line to show (the UDP client: it is not encrypted).
+        ask_password: reads a password without echoing it (``getpass``).
     """
-    ui = _Terminal(nick, clock)
+    ui = _Terminal(nick, clock, Cleartext(host) if cleartext is None else cleartext, ask_password)
     failed = ""
+    code = 1
     with patch_stdout(raw=True):
+        ui.show(f"{_DIM}{notice}{_RESET}" if notice else None)
+        link = Reconnecting(
+            connect,
+            host,
+            port,
+            on_event=ui.on_event,
+            on_closed=ui.on_closed,
+            on_status=ui.on_status,
+            whoami=ui.whoami,
+            password=password,
+            reconnect=reconnect,
+            backoff=backoff,
+        )
         try:
-            link = connect_as(
-                connect, host, port, nick, on_event=ui.on_event, on_closed=ui.on_closed, another=ui.another
-            )
+            if password and not ui.cleartext.permits(ui.confirm):
+                failed, code = "the password was not sent", 2
+            else:
+                if password and ui.cleartext.remote:
+                    ui.show(f"{_DIM}-- warning: {ui.cleartext.warning} --{_RESET}")
+                link.open(nick, another=ui.another, password_for=ui.password_for)
         except ConnectError as exc:
             failed = str(exc)
         except KeyboardInterrupt:
             return 130  # Ctrl-C before the prompt: nothing to leave yet
-        else:
+        if not failed:
             left = ui.converse(link)
     if failed:
         print(f"{prog}: {failed}", file=sys.stderr, flush=True)
-        return 1
+        return code
     if left:
         return 0
     print(f"{prog}: disconnected: {ui.why[0] if ui.why else 'connection closed'}", file=sys.stderr, flush=True)
@@ -284,7 +350,9 @@ def run_terminal(
 class _Terminal:
     """One session's UI state, shared by the prompt's thread and the link's."""
 
-    def __init__(self, nick: str, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, nick: str, clock: Callable[[], float], cleartext: Cleartext, ask_password: Callable[[str], str]
+    ) -> None:
         self.known = Known()
         self.session: PromptSession[str] = PromptSession(
             completer=self.known.completer, complete_while_typing=False, erase_when_done=True, key_bindings=_keys()
@@ -293,6 +361,8 @@ class _Terminal:
         self.style = Styler()
         self.whispers = _Whispers()
         self.clock = clock
+        self.cleartext = cleartext
+        self.ask_password = ask_password
         self.lock = threading.Lock()  # the view and the whispers: the link's thread and the prompt's use them
         self.ended = threading.Event()
         #: Why the session ended: a farewell error's detail, then the link's reason.
@@ -300,9 +370,10 @@ class _Terminal:
         #: The half-typed line when the link ended under it.
         self.unsent: list[str] = []
 
-    def show(self, line: str | None) -> None:
+    def show(self, line: str | None, when: float | None = None) -> None:
         if line is not None:
-            print(stamp(line, self.clock()), flush=True)
+            now = self.clock()
+            print(stamp(line, now) if when is None else stamp(line, when, today=now), flush=True)
 
     def on_event(self, event: ev.ServerEvent) -> None:
         line: str | None = None
@@ -313,11 +384,22 @@ class _Terminal:
                 line = self.whispers.answered(event.nonce)
             elif isinstance(event, ev.Error) and event.code in _FAREWELLS:
                 self.why.append(event.detail)
+            elif isinstance(event, ev.Replay):
+                line = gap_line(event.room) if event.gap else self.view.render(event)
             elif not isinstance(event, ev.Goodbye):  # the last line says why, once
                 if isinstance(event, ev.Error) and event.code is ErrorCode.NO_SUCH_NICK:
                     self.whispers.failed()
                 line = self.style.styled(event, self.view.current, me=self.view.nick)
-        self.show(line)
+        self.show(line, said_at(event))
+
+    def on_status(self, line: str) -> None:
+        """A line about the link (lost, back, a line not sent)."""
+        self.why.clear()  # a farewell before a reconnect is not why the session ends
+        self.show(f"{_DIM}{line}{_RESET}")
+
+    def whoami(self) -> tuple[str | None, list[ev.Join]]:
+        with self.lock:
+            return self.view.nick, self.view.resume()
 
     def on_closed(self, reason: str) -> None:
         self.why.append(reason)
@@ -329,16 +411,31 @@ class _Terminal:
 
     def another(self, taken: str, refusal: ConnectError) -> str | None:
         """Ask for another nick after ``refusal``; None: the user gives up."""
-        why = str(refusal)
-        if refusal.code is not None:
-            why = why.removesuffix(f" ({refusal.code.slug})")  # the code is for programs
         try:
-            answer = self.session.prompt(f"{why}\nanother nick (empty: give up): ")
+            answer = self.session.prompt(f"{_for_people(refusal)}\nanother nick (empty: give up): ")
         except (EOFError, KeyboardInterrupt):
             return None
         return answer.strip() or None
 
-    def converse(self, link: Link) -> bool:
+    def confirm(self, warning: str) -> bool:
+        """Whether the person says yes to sending a password in clear."""
+        try:
+            answer = self.session.prompt(f"{warning}\nsend it anyway? (yes/no): ")
+        except (EOFError, KeyboardInterrupt):
+            return False
+        return answer.strip().lower() in {"y", "yes"}
+
+    def password_for(self, nick: str, refusal: ConnectError) -> str | None:
+        """Ask for ``nick``'s password after ``refusal`` (never echoed); None: give up."""
+        if not self.cleartext.permits(self.confirm):
+            return None
+        try:
+            answer = self.ask_password(f"{_for_people(refusal)}\npassword for {nick} (empty: give up): ")
+        except (EOFError, KeyboardInterrupt):
+            return None
+        return answer or None
+
+    def converse(self, link: Reconnecting) -> bool:
         """Read and send what the user types; True if the user left, False if the link ended."""
         given_back = ""
         try:
@@ -382,12 +479,18 @@ class _Terminal:
                 sends.append(typed.send)
                 if isinstance(typed.send, ev.Goodbye):
                     break
-                echo = self.style.echo(self.view.nick or "", typed.send, here)
-                if isinstance(typed.send, ev.Whisper) and echo is not None:
-                    sends.append(self.whispers.sent(echo))  # shown when the Pong says it arrived
-                else:
-                    shown.append(echo)
+                if isinstance(typed.send, ev.Whisper):
+                    # Not sent back by the server: shown when the Pong says it arrived.
+                    echo = self.style.echo(self.view.nick or "", typed.send, here)
+                    if echo is not None:
+                        sends.append(self.whispers.sent(echo))
         return sends, shown, "\n".join(refused)
+
+
+def _for_people(refusal: ConnectError) -> str:
+    """A refusal without its code (that is for programs)."""
+    why = str(refusal)
+    return why if refusal.code is None else why.removesuffix(f" ({refusal.code.slug})")
 
 
 def _keys() -> KeyBindings:
