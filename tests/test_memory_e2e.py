@@ -109,7 +109,7 @@ def test_history_topics_and_accounts_outlive_a_restart(tmp_path: Path, servers: 
     servers.append(first)
     alice = Framed(first.address)
     alice.send(ev.Register("alice"))
-    alice.until(ev.Replay)
+    lobby = alice.until(ev.Replay)  # an empty lobby: nothing is ever said there
     alice.send(ev.Join("#dev"), ev.SetTopic("#dev", "ship it"), ev.Say("#dev", "one"), ev.Say("#dev", "two"))
     alice.until(ev.Message, text="two")
     alice.send(ev.RegisterAccount("s3cret"), ev.Ping(1))
@@ -137,6 +137,11 @@ def test_history_topics_and_accounts_outlive_a_restart(tmp_path: Path, servers: 
     assert (replay.first, replay.last, replay.gap) == (1, 2, False)  # type: ignore[attr-defined]
     said = [impostor.until(ev.Message), impostor.until(ev.Message)]
     assert [(m.text, m.history) for m in said] == [("one", True), ("two", True)]  # type: ignore[attr-defined]
+    # The lobby kept its numbering across the restart, empty as it is: a client
+    # resuming it is not told it lost anything.
+    impostor.send(ev.Join(LOBBY, lobby.epoch, lobby.last))  # type: ignore[attr-defined]
+    resumed = impostor.until(ev.Replay, room=LOBBY)
+    assert (resumed.epoch, resumed.gap) == (lobby.epoch, False)  # type: ignore[attr-defined]
     impostor.close()
     second.stop()
 

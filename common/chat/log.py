@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Hashable
 from typing import Final, Generic, TypeVar
 
+from common.chat.rooms import LOBBY, room_key
 from common.ports import Account, Entry, Kept, RoomRecord
 from common.wire.limits import MAX_KEPT
 
@@ -21,6 +22,19 @@ C = TypeVar("C", bound=Hashable)
 
 #: Entries kept per room unless told otherwise (``--history-limit``).
 DEFAULT_HISTORY_LIMIT: Final = 10_000
+
+
+#: The lobby's key: the room everyone starts in.
+_LOBBY_KEY: Final = room_key(LOBBY)
+
+
+def outlives_members(key: str, *, history: bool, topic: str) -> bool:
+    """Whether a store that keeps rooms keeps this one once it is empty: with
+    history or a topic, and the lobby always (it is where everyone lands, so
+    its epoch must not change under the clients that resume it, whatever was
+    said there: an empty lobby made anew would tell every client coming back
+    after a restart that it lost messages it never missed)."""
+    return history or bool(topic) or key == _LOBBY_KEY
 
 
 def new_epoch() -> str:
@@ -75,7 +89,7 @@ class MemoryStore:
         room = self._rooms.get(key)
         if room is None:
             return False
-        if self.keep_rooms and (room.entries or room.topic):
+        if self.keep_rooms and outlives_members(key, history=bool(room.entries), topic=room.topic):
             return True
         del self._rooms[key]
         return False

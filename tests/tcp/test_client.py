@@ -29,9 +29,9 @@ MakeServer = Callable[..., ChatServer]
 MakeClient = Callable[..., FramedClient]
 
 
-def client_process(port: int, nick: str) -> subprocess.Popen[str]:
+def client_process(port: int, nick: str, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-bb", "-m", "tcpchat.client", "--port", str(port), "--nick", nick],
+        [sys.executable, "-bb", "-m", "tcpchat.client", "--port", str(port), "--nick", nick, *extra],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -41,11 +41,11 @@ def client_process(port: int, nick: str) -> subprocess.Popen[str]:
 
 
 @pytest.fixture
-def processes() -> Iterator[Callable[[int, str], subprocess.Popen[str]]]:
+def processes() -> Iterator[Callable[..., subprocess.Popen[str]]]:
     started: list[subprocess.Popen[str]] = []
 
-    def start(port: int, nick: str) -> subprocess.Popen[str]:
-        proc = client_process(port, nick)
+    def start(port: int, nick: str, *extra: str) -> subprocess.Popen[str]:
+        proc = client_process(port, nick, *extra)
         started.append(proc)
         return proc
 
@@ -189,7 +189,8 @@ def test_pipe_mode_exits_when_the_server_goes(
     make_server: MakeServer, processes: Callable[[int, str], subprocess.Popen[str]]
 ) -> None:
     server = make_server()
-    proc = processes(server.address[1], "bot")
+    # Without --no-reconnect it would wait for the server to come back (tests/test_reconnect.py).
+    proc = processes(server.address[1], "bot", "--no-reconnect")
     assert proc.stdout is not None
     assert proc.stdout.readline().startswith("*** welcome, bot")
     server.shutdown()  # stdin stays open: the client must not wait for it

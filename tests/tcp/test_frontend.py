@@ -50,10 +50,15 @@ class FakeLink:
         self.sent: list[ev.ClientEvent] = []
         self.closed_with: list[str] = []
         self.got_goodbye = threading.Event()
+        self.seq = 0
 
     def send(self, event: ev.ClientEvent) -> None:
         self.sent.append(event)
-        if self.answer_joins and isinstance(event, ev.Join):
+        if isinstance(event, ev.Say | ev.Act):  # the echo, numbered and timed, as the hub sends it
+            self.seq += 1
+            echo = ev.Message if isinstance(event, ev.Say) else ev.Action
+            self.on_event(echo(event.room, self.nick, event.text, self.seq, int(time.time() * 1000)))
+        elif self.answer_joins and isinstance(event, ev.Join):
             self.on_event(ev.Joined(event.room, self.nick))
         elif isinstance(event, ev.Whisper) and event.to in self.absent:
             self.on_event(ev.Error(ErrorCode.NO_SUCH_NICK, f"nobody is called {event.to}"))
@@ -100,6 +105,7 @@ class FakeServer:
         nick: str,
         on_event: Callable[[ev.ServerEvent], None],
         on_closed: Callable[[str], None],
+        **_: object,  # password, resume: this server asks for neither
     ) -> Link:
         self.tried.append(nick)
         if self.refuse:
@@ -451,7 +457,8 @@ def test_terminal_ends_with_one_line_and_gives_back_the_half_typed_one(
     thread = threading.Thread(target=server_goes_away)
     thread.start()
     try:
-        assert run_terminal(server, "h", 1, "alice", prog="x") == 1
+        # Without reconnect=False it would wait for the server to come back (tests/test_reconnect.py).
+        assert run_terminal(server, "h", 1, "alice", prog="x", reconnect=False) == 1
     finally:
         thread.join(WAIT)
     err = capsys.readouterr().err

@@ -75,7 +75,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from common.chat.log import DEFAULT_HISTORY_LIMIT, new_epoch
+from common.chat.log import DEFAULT_HISTORY_LIMIT, new_epoch, outlives_members
 from common.ports import Account, Entry, Kept, RoomRecord, StoreFault
 from common.wire.limits import MAX_KEPT
 
@@ -301,7 +301,7 @@ class RedisStore:
                 continue
             first, last, topic = int(row["first"]), int(row["last"]), row["topic"]
             keep_from = max(first, last + 1 - self.history_limit)
-            if keep_from > last and not topic:
+            if not outlives_members(key, history=keep_from <= last, topic=topic):
                 fix.srem(f"{self.prefix}rooms", key)
                 fix.delete(self._room_key(key), self._log_key(key))
                 continue
@@ -365,7 +365,7 @@ class RedisStore:
         room = self._rooms.get(key)
         if room is None:
             return False
-        if room.first <= room.last or room.topic:
+        if outlives_members(key, history=room.first <= room.last, topic=room.topic):
             return True
         del self._rooms[key]
         self._pending.rooms.pop(key, None)

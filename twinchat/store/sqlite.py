@@ -48,7 +48,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Final
 
-from common.chat.log import DEFAULT_HISTORY_LIMIT, new_epoch
+from common.chat.log import DEFAULT_HISTORY_LIMIT, new_epoch, outlives_members
 from common.ports import Account, Entry, Kept, RoomRecord, StoreFault
 from common.wire.limits import MAX_KEPT
 
@@ -273,7 +273,7 @@ class SqliteStore:
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             for key, name, epoch, first, last, topic, topic_by, topic_at in rows:
                 keep_from = max(first, last + 1 - self.history_limit)
-                if keep_from > last and not topic:
+                if not outlives_members(key, history=keep_from <= last, topic=topic):
                     db.execute("DELETE FROM rooms WHERE key = ?", (key,))
                     db.execute("DELETE FROM messages WHERE room = ?", (key,))
                     continue
@@ -306,7 +306,7 @@ class SqliteStore:
         room = self._rooms.get(key)
         if room is None:
             return False
-        if room.first <= room.last or room.topic:
+        if outlives_members(key, history=room.first <= room.last, topic=room.topic):
             return True
         del self._rooms[key]
         self._pending.rooms.pop(key, None)
