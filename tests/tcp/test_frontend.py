@@ -168,7 +168,9 @@ def test_plain_mode_sends_lines_and_prints_events() -> None:
     lines = stdout.getvalue().splitlines()
     assert lines[0] == "*** welcome, bot: nobody else is here"
     assert lines[1] == "*** bot joined #lobby"
-    assert lines[2 : 2 + len(HELP_LINES)] == [f"* {line}" for line in HELP_LINES]
+    # Its own lines come back from the server (the echo), each once.
+    assert lines[2:4] == ["bot: hello", "* bot waves"]
+    assert lines[4 : 4 + len(HELP_LINES)] == [f"* {line}" for line in HELP_LINES]
     assert lines[-2].startswith("* error (unknown-command)")
     assert lines[-1] == "*** disconnected: bye"
     assert stderr.getvalue() == ""
@@ -241,7 +243,10 @@ def test_plain_mode_follows_the_current_room() -> None:
     ]
     assert stdout.getvalue().splitlines()[2:] == [
         "*** bot joined #dev",
+        "bot: hello dev",
+        "[#lobby] bot: hello lobby",
         "* now talking in #lobby",
+        "bot: back home",
         "*** disconnected: bye",
     ]
     assert stderr.getvalue() == ""
