@@ -38,6 +38,11 @@ pass ``max_queue`` bytes is cut off as a slow consumer: only its
 leave notice at once, and nobody waits for it. Memory is thus bounded by
 ``max_queue`` per connection (plus its farewell) and one read batch per reader.
 
+TLS (``--tls-cert``): each connection's reader runs the handshake, then
+reads records and hands their plaintext on as above; ``push`` encrypts under
+the hub lock and the queue and writer carry records. The SSL object is never
+handed the socket, so no two threads use it at once (``tcpchat.tls``).
+
 Closing: a ``Goodbye`` delivered to a connection is its last event. Its writer
 sends what is queued, then half-closes (FIN after the data, so the peer reads
 everything), and the reader drains until the peer closes too, within
@@ -224,15 +229,17 @@ class _Conn:
         if self.closing:
             return True  # its last event is queued already; nothing follows it
         data = batch.data
-        if self.tls is not None:
-            # Encrypted here, under the hub lock: records in the queue's order.
-            data = self.tls.encrypt(data)
-            if last:
-                data += self.tls.close_notify()
         backlog = self.enqueued - self.sent + len(data)
         if backlog > self.server.max_queue and not last and self.enqueued != self.sent:
             log.debug("%s is not reading; cut off", self.peer)  # the hub logs its departure
             return False
+        if self.tls is not None:
+            # Encrypted here, under the hub lock, and only once it is sure to
+            # be sent (a record dropped would break the stream): records in
+            # the queue's order.
+            data = self.tls.encrypt(data)
+            if last:
+                data += self.tls.close_notify()
         if self.enqueued == self.sent and _DONTWAIT:
             try:
                 sent = self.sock.send(data, _DONTWAIT)

@@ -23,8 +23,11 @@ from typing import NamedTuple
 import pytest
 import trustme
 
+import tcpchat.server
 from common.chat import events as ev
 from common.chat.rooms import LOBBY
+from common.fanout import SLOW_DETAIL
+from common.wire.errors import ErrorCode
 from common.wire.framing import encode
 from tcpchat.client import tcp_connect
 from tcpchat.server import ChatServer
@@ -72,8 +75,10 @@ def tls_server(make_server: MakeServer, pki: Pki) -> Callable[..., ChatServer]:
 class TlsFramed(FramedClient):
     """A framed client whose socket speaks TLS (verified against ``context``)."""
 
-    def __init__(self, address: tuple[str, int], context: ssl.SSLContext, hostname: str = "127.0.0.1") -> None:
-        super().__init__(address)
+    def __init__(
+        self, address: tuple[str, int], context: ssl.SSLContext, hostname: str = "127.0.0.1", *, rcvbuf: int = 0
+    ) -> None:
+        super().__init__(address, rcvbuf=rcvbuf)
         self.sock = context.wrap_socket(self.sock, server_hostname=hostname)
 
 
@@ -139,6 +144,36 @@ def test_many_messages_over_tls_arrive_in_order(
             who, n, _ = said.text.split("-", 2)
             heard.setdefault(who, []).append(int(n))
         assert all(ns == list(range(200)) for ns in heard.values())
+
+
+def test_a_slow_consumer_over_tls_is_told_why(
+    tls_server: MakeServer, pki: Pki, opened: list[FramedClient | LineClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cut off as a slow consumer, it still reads a valid stream to its
+    farewell: what was refused was never encrypted (a record skipped would
+    break every one after it)."""
+    monkeypatch.setattr(tcpchat.server, "LINGER", WAIT)
+    server = tls_server(max_queue=16 * 1024)
+    slow = TlsFramed(server.address, pki.client_context(), rcvbuf=4096)
+    flooder = TlsFramed(server.address, pki.client_context())
+    opened += [slow, flooder]
+    slow.register("slow")
+    flooder.register("flooder")
+    text = "y" * 1000
+    for round_ in range(40):
+        flooder.send(*(ev.Say(LOBBY, f"{round_}/{n} {text}") for n in range(500)))
+        got, cut = 0, False
+        while got < 500:
+            event = flooder.expect(ev.Event)
+            got += isinstance(event, ev.Message)
+            cut = cut or (isinstance(event, ev.Left) and event.nick == "slow")
+        if cut:
+            break
+    else:
+        pytest.fail("the slow client was never cut off")
+    events = slow.until_closed()
+    assert events[-2:] == [ev.Error(ErrorCode.SLOW_CONSUMER, SLOW_DETAIL), ev.Goodbye(SLOW_DETAIL)]
+    assert all(isinstance(e, ev.Message | ev.Joined) for e in events[:-2])
 
 
 def test_client_without_the_ca_is_refused(tls_server: MakeServer, pki: Pki) -> None:
