@@ -51,6 +51,7 @@ import gc
 import heapq
 import select
 import socket
+import ssl
 import struct
 import time
 from array import array
@@ -65,6 +66,7 @@ from common.chat import events as ev
 from common.chat.rooms import LOBBY
 from common.wire.errors import ErrorCode, ProtocolError
 from common.wire.framing import HEADER_SIZE, FrameType, decode_frame, encode
+from tcpchat.tls import TlsLink
 
 _RECV_SIZE: Final = 256 * 1024
 #: The one receive buffer of the process (it serves one socket at a time).
@@ -367,11 +369,21 @@ class Peer:
 class TcpPeer(Peer):
     """A load client over TCP: a non-blocking socket with Nagle off."""
 
-    def __init__(self, index: int, address: tuple[str, int], *, reads: bool = True) -> None:
+    def __init__(
+        self, index: int, address: tuple[str, int], *, reads: bool = True, tls: ssl.SSLContext | None = None
+    ) -> None:
         super().__init__(index, reads=reads)
         self.sock = socket.create_connection(address, timeout=5.0)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         stamp_arrivals(self.sock)
+        #: Over TLS, as the clients speak it (``tcpchat.tls``): the handshake
+        #: blocking here, then records through the same non-blocking socket.
+        self._tls: TlsLink | None = None
+        if tls is not None:
+            link = TlsLink(tls, server_side=False, server_hostname=address[0])
+            if link.handshake(self.sock):
+                raise LoadError(f"peer {index}: the server spoke before our Register")
+            self._tls = link
         self.sock.setblocking(False)
         self._out = bytearray()
         self.send(encode(ev.Register(self.nick)))
@@ -382,6 +394,8 @@ class TcpPeer(Peer):
     def send(self, data: bytes) -> None:
         if not self.alive:
             return
+        if self._tls is not None:
+            data = self._tls.encrypt(data)
         if self._out:
             self._out += data
             return
@@ -426,6 +440,14 @@ class TcpPeer(Peer):
             self.lost("closed by the server")
             return
         data = _RECV_VIEW[:size].tobytes()
+        if self._tls is not None:
+            try:
+                data = self._tls.feed(data)
+            except ssl.SSLError as exc:
+                self.lost(f"recv: {exc}")
+                return
+            if not data:
+                return  # no record complete yet
         read_at = time.time_ns()
         self.deliver(kernel_stamp(ancillary, read_at), data, read_at)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import resource
+import ssl
 import tempfile
 import time
 from array import array
@@ -26,7 +27,7 @@ from bench.accounting import Ledger, StreamCorrupt
 from bench.load import Loop, Outcome, Peer, Plan, TcpPeer, connect, drive, pump
 from bench.results import DISTURBED_PCT, RunResult
 from bench.scenarios import Scenario, Transport
-from bench.servers import Child
+from bench.servers import Child, StartError
 from bench.stats import percentile, rate, summarize_latencies
 
 #: The load generator counts as the bottleneck above this share of one core.
@@ -70,12 +71,39 @@ def raise_nofile(needed: int) -> int:
     return needed
 
 
-def server_args(transport: Transport, idle_timeout: float, data_dir: str = "") -> tuple[str, list[str]]:
+def make_certificate(where: str) -> tuple[str, str, ssl.SSLContext]:
+    """A throwaway CA and a certificate for 127.0.0.1 in directory ``where``:
+    the certificate and key files, and a client context that trusts the CA.
+
+    Raises:
+        StartError: trustme is not installed (it is in the ``test`` extra).
+    """
+    try:
+        import trustme  # noqa: PLC0415 (only for the TLS transport)
+    except ImportError:
+        raise StartError("the tcp-tls transport needs trustme (pip install trustme)") from None
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1")
+    cert, key = os.path.join(where, "cert.pem"), os.path.join(where, "key.pem")
+    with open(cert, "wb") as out:
+        out.write(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
+    issued.private_key_pem.write_to_path(key)
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return cert, key, context
+
+
+def server_args(
+    transport: Transport, idle_timeout: float, data_dir: str = "", tls: tuple[str, str] | None = None
+) -> tuple[str, list[str]]:
     """The server module and flags for ``transport``: loopback, a free port,
     no flood control and no client limit (the load would trip both), an idle
     timeout longer than any run, and quiet logs; its store in ``data_dir``
-    for a transport with a store, else in memory (``--ephemeral``)."""
+    for a transport with a store, else in memory (``--ephemeral``); with
+    ``tls`` (certificate and key files), TLS on its TCP port."""
     args = [*_SERVER_FLAGS, "--idle-timeout", f"{idle_timeout:g}", "--log-level", "WARNING"]
+    if tls is not None:
+        args += ["--tls-cert", tls[0], "--tls-key", tls[1]]
     if transport.store:
         if not data_dir:
             raise ValueError(f"{transport.name} needs a data directory")
@@ -212,9 +240,9 @@ def _others(children: list[Child]) -> tuple[float, float | None]:
 PeerMaker = Callable[[int, bool], Peer]
 
 
-def _tcp_maker(address: tuple[str, int]) -> PeerMaker:
+def _tcp_maker(address: tuple[str, int], tls: ssl.SSLContext | None = None) -> PeerMaker:
     def make(index: int, reads: bool) -> Peer:
-        return TcpPeer(index, address, reads=reads)
+        return TcpPeer(index, address, reads=reads, tls=tls)
 
     return make
 
@@ -236,7 +264,12 @@ def run_once(
     plan = scenario.plan(quiet_s=0.5 if transport.unreliable else 3.0)
     raise_nofile(2 * plan.clients + 256)
     data_dir = tempfile.TemporaryDirectory(prefix="bench-store-")
-    module, args = server_args(transport, idle_timeout=3600, data_dir=data_dir.name)
+    tls_files: tuple[str, str] | None = None
+    tls: ssl.SSLContext | None = None
+    if transport.tls:
+        cert, key, tls = make_certificate(data_dir.name)
+        tls_files = (cert, key)
+    module, args = server_args(transport, idle_timeout=3600, data_dir=data_dir.name, tls=tls_files)
     saved = os.sched_getaffinity(0)
     children: list[Child] = []
     peers: list[Peer] = []
@@ -253,7 +286,7 @@ def run_once(
             make, extra = udpload.maker(address, transport, seed=seed + run, cpus=None, clients=plan.clients)
             children.extend(extra)
         else:
-            make = _tcp_maker(address)
+            make = _tcp_maker(address, tls)
         loop = Loop(server.pid)
         lossy_join = transport.unreliable and bool(transport.loss)
         peers = connect(make, plan, loop, timed=timed, timeout=30 + plan.clients / 20, lossy=lossy_join)

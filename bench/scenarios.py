@@ -86,6 +86,8 @@ class Transport:
     #: The server keeps its store on disk (SQLite in a fresh directory), as it
     #: does by default; otherwise ``--ephemeral``, which every other transport runs.
     store: bool = False
+    #: TCP over TLS (a throwaway CA and certificate, made for the run).
+    tls: bool = False
 
 
 TRANSPORTS: Final = {
@@ -100,6 +102,7 @@ TRANSPORTS: Final = {
         Transport("udp-loss20", "udp", loss=20.0),
         Transport("udp-unreliable-loss5", "udp", unreliable=True, loss=5.0),
         Transport("udp-unreliable-loss20", "udp", unreliable=True, loss=20.0),
+        Transport("tcp-tls", "tcp", tls=True),  # last: the others keep their colours
     )
 }
 

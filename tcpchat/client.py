@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -30,6 +31,7 @@ from common.chat import events as ev
 from common.wire.errors import ErrorCode, FrameRejected, RemoteProtocolError, RuleError
 from common.wire.framing import END_OF_STREAM, NEED_DATA, StreamDecoder, encode
 from common.wire.limits import DEFAULT_PORT
+from tcpchat.tls import TlsLink, TlsSocket
 from twinchat import frontend
 from twinchat.frontend import ConnectError
 
@@ -42,13 +44,17 @@ CLOSE_TIMEOUT: Final = 10.0
 
 _STOP: Final = object()
 
+#: The link's socket: a plain one, or one carrying TLS (``tcpchat.tls``),
+#: whose recv and sendall may run on the two threads at once all the same.
+_Socket = socket.socket | TlsSocket
+
 
 class TcpLink:
     """A registered TCP session; see the module docstring."""
 
     def __init__(
         self,
-        sock: socket.socket,
+        sock: _Socket,
         decoder: StreamDecoder,
         welcome: ev.Welcome,
         on_event: Callable[[ev.ServerEvent], None],
@@ -162,6 +168,7 @@ def tcp_connect(
     *,
     password: str = "",
     resume: bool = False,
+    tls: ssl.SSLContext | None = None,
 ) -> TcpLink:
     """Connect to a twinchat TCP server and register ``nick``.
 
@@ -170,6 +177,8 @@ def tcp_connect(
             the front end asks before sending it off this machine).
         resume: coming back after a lost link: the server puts us in no
             room, and the front end rejoins its own.
+        tls: speak TLS with this context (it says whom to trust); the
+            server's certificate must name ``host``.
 
     Raises:
         ConnectError: the nick is invalid or refused (a registered nick
@@ -183,9 +192,10 @@ def tcp_connect(
         what = "password" if exc.code is ErrorCode.BAD_PASSWORD else f"nick {nick!r}"
         raise ConnectError(f"invalid {what}: {exc.detail}", code=exc.code) from None
     try:
-        sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
+        raw = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
     except OSError as exc:
         raise ConnectError(f"cannot reach {host}:{port}: {exc.strerror or exc}") from None
+    sock: _Socket = raw if tls is None else _secure(raw, tls, host, f"{host}:{port}")
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.sendall(encode(register))
@@ -198,7 +208,32 @@ def tcp_connect(
     return TcpLink(sock, decoder, welcome, on_event, on_closed)
 
 
-def _await_welcome(sock: socket.socket, decoder: StreamDecoder, where: str) -> ev.Welcome:
+def _secure(sock: socket.socket, context: ssl.SSLContext, host: str, where: str) -> TlsSocket:
+    """``sock`` after a TLS handshake with the server at ``host``; closed on failure.
+
+    Raises:
+        ConnectError: the server's certificate is not trusted or does not
+            name ``host``, or the server does not speak TLS.
+    """
+    link = TlsLink(context, server_side=False, server_hostname=host)
+    try:
+        pending = link.handshake(sock)
+    except ssl.SSLCertVerificationError as exc:
+        sock.close()
+        raise ConnectError(f"{where} is not trusted: {exc.verify_message}") from None
+    except ssl.SSLError as exc:
+        sock.close()
+        raise ConnectError(f"TLS handshake with {where} failed ({exc.reason or exc}); does it speak TLS?") from None
+    except TimeoutError:
+        sock.close()
+        raise ConnectError(f"{where} did not answer the TLS handshake") from None
+    except OSError as exc:
+        sock.close()
+        raise ConnectError(f"connection to {where} lost during the TLS handshake: {exc.strerror or exc}") from None
+    return TlsSocket(sock, link, pending)
+
+
+def _await_welcome(sock: _Socket, decoder: StreamDecoder, where: str) -> ev.Welcome:
     """Read until the server welcomes us; anything else ends in ConnectError."""
     try:
         while True:
@@ -228,7 +263,25 @@ def _await_welcome(sock: socket.socket, decoder: StreamDecoder, where: str) -> e
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the client; return the exit code."""
-    return frontend.main(argv, connect=tcp_connect, prog="tcpchat-client", default_port=DEFAULT_PORT)
+    return frontend.main(argv, connect=tcp_connect, prog="tcpchat-client", default_port=DEFAULT_PORT, tls=_tls_connect)
+
+
+def _tls_connect(context: ssl.SSLContext) -> frontend.Connect:
+    """``tcp_connect`` over TLS with ``context``."""
+
+    def connect(
+        host: str,
+        port: int,
+        nick: str,
+        on_event: Callable[[ev.ServerEvent], None],
+        on_closed: Callable[[str], None],
+        *,
+        password: str = "",
+        resume: bool = False,
+    ) -> TcpLink:
+        return tcp_connect(host, port, nick, on_event, on_closed, password=password, resume=resume, tls=context)
+
+    return connect
 
 
 if __name__ == "__main__":

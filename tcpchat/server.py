@@ -38,6 +38,11 @@ pass ``max_queue`` bytes is cut off as a slow consumer: only its
 leave notice at once, and nobody waits for it. Memory is thus bounded by
 ``max_queue`` per connection (plus its farewell) and one read batch per reader.
 
+TLS (``--tls-cert``): each connection's reader runs the handshake, then
+reads records and hands their plaintext on as above; ``push`` encrypts under
+the hub lock and the queue and writer carry records. The SSL object is never
+handed the socket, so no two threads use it at once (``tcpchat.tls``).
+
 Closing: a ``Goodbye`` delivered to a connection is its last event. Its writer
 sends what is queued, then half-closes (FIN after the data, so the peer reads
 everything), and the reader drains until the peer closes too, within
@@ -54,6 +59,7 @@ import math
 import queue
 import selectors
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -73,6 +79,7 @@ from common.wire.errors import ErrorCode, FrameRejected, ProtocolError, RemotePr
 from common.wire.framing import StreamDecoder
 from common.wire.limits import DEFAULT_PORT
 from common.wire.lines import Dialect, LineDecoder, detect_dialect
+from tcpchat.tls import TlsLink, TlsSetupError, server_context
 from twinchat import servercli
 from twinchat.gatekeeper import ACCOUNT_TYPES, AccountEvent, needs_vetting
 
@@ -191,6 +198,9 @@ class _Conn:
         self._done_lock = threading.Lock()
         self.reader: threading.Thread | None = None
         self.writer: threading.Thread | None = None
+        #: Its TLS session when the port speaks TLS: what goes through the
+        #: socket is records, everything above it plaintext (``tcpchat.tls``).
+        self.tls: TlsLink | None = None
 
     def __repr__(self) -> str:
         return f"<conn {self.peer}>"
@@ -223,6 +233,13 @@ class _Conn:
         if backlog > self.server.max_queue and not last and self.enqueued != self.sent:
             log.debug("%s is not reading; cut off", self.peer)  # the hub logs its departure
             return False
+        if self.tls is not None:
+            # Encrypted here, under the hub lock, and only once it is sure to
+            # be sent (a record dropped would break the stream): records in
+            # the queue's order.
+            data = self.tls.encrypt(data)
+            if last:
+                data += self.tls.close_notify()
         if self.enqueued == self.sent and _DONTWAIT:
             try:
                 sent = self.sock.send(data, _DONTWAIT)
@@ -280,6 +297,18 @@ class _Conn:
             self.sock.shutdown(socket.SHUT_RDWR)
         self.queue.put(None)
 
+    def recv(self) -> bytes:
+        """The next plaintext bytes from the peer (blocking); b"" at the end."""
+        if self.tls is None:
+            return self.sock.recv(RECV_SIZE)
+        while True:
+            raw = self.sock.recv(RECV_SIZE)
+            if not raw:
+                return b""
+            plain = self.tls.feed(raw)
+            if plain:
+                return plain
+
     def thread_done(self) -> bool:
         """Count one finished thread; True for the second (it closes the socket)."""
         with self._done_lock:
@@ -314,6 +343,8 @@ class ChatServer:
         redis_url: str = "",
         replay: int = DEFAULT_REPLAY,
         shared: servercli.SharedHub | None = None,
+        tls_cert: str = "",
+        tls_key: str = "",
     ) -> None:
         self.rate_limit = rate_limit
         self.idle_timeout = idle_timeout
@@ -326,6 +357,8 @@ class ChatServer:
         # transports in one process (twinchat.server): one chat, one order.
         # Made here, it is this server's to close (and its store with it).
         # Bound first: a port in use is the clearer error, and costs no store.
+        # The certificate is read before that: a bad one is the first fault.
+        self._tls = _tls_context(tls_cert, tls_key)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._listener = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -372,6 +405,11 @@ class ChatServer:
         # A socket pair wakes the accept loop's select when it is told to stop.
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_w.setblocking(False)
+
+    @property
+    def tls(self) -> bool:
+        """The port speaks TLS."""
+        return self._tls is not None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -570,7 +608,12 @@ class ChatServer:
     def _serve(self, conn: _Conn) -> str:
         """Run one connection until it ends; return why it ended."""
         sock = conn.sock
-        data = self._first_bytes(conn)
+        data = b""
+        if self._tls is not None:
+            failed, data = self._handshake(conn)
+            if failed:
+                return failed
+        data = data or self._first_bytes(conn)
         if not data:
             return "closed before speaking"
         framed = detect_dialect(data) is Dialect.FRAMED
@@ -597,12 +640,36 @@ class ChatServer:
                 pass
         return reason
 
+    def _handshake(self, conn: _Conn) -> tuple[str, bytes]:
+        """Run ``conn``'s TLS handshake; return why it failed (or ""), and the
+        plaintext that came with its last flight (the client's first bytes).
+
+        Bounded by the registration timeout: each recv by the socket's timeout
+        here, the whole by the housekeeper, which cuts a connection that has
+        not registered in time (a client stalling mid-handshake included).
+        """
+        assert self._tls is not None
+        link = TlsLink(self._tls, server_side=True)
+        conn.sock.settimeout(self.register_timeout)
+        try:
+            data = link.handshake(conn.sock)
+        except ssl.SSLError as exc:
+            return f"TLS handshake failed ({exc.reason or exc})", b""
+        except TimeoutError:
+            return "TLS handshake timed out", b""
+        except OSError as exc:
+            return f"closed during the TLS handshake ({exc.strerror or exc})", b""
+        finally:
+            conn.sock.settimeout(None)
+        conn.tls = link
+        return "", data
+
     def _first_bytes(self, conn: _Conn) -> bytes:
         """The connection's first bytes; greet it if it is silent for GREET_AFTER."""
         sock = conn.sock
         sock.settimeout(GREET_AFTER)
         try:
-            return sock.recv(RECV_SIZE)
+            return conn.recv()
         except TimeoutError:
             pass
         finally:
@@ -611,10 +678,10 @@ class ChatServer:
             if not conn.closing:
                 conn.greeted = True
                 conn.push(fanout.Encoded([GREETING]), False)
-        return sock.recv(RECV_SIZE)
+        return conn.recv()
 
     def _serve_stream(self, conn: _Conn, data: bytes, reader: _FramedReader | _LineReader) -> str:
-        sock = conn.sock
+        recv = conn.recv
         bucket = TokenBucket(self.rate_limit, time.monotonic())
         limited = self.rate_limit > 0
         while True:
@@ -627,7 +694,7 @@ class ChatServer:
                     self._handle(conn, items)
             if conn.closing:
                 return "closed by the server"
-            data = sock.recv(RECV_SIZE)
+            data = recv()
             conn.liveness.heard(time.monotonic())
             if not data:
                 reader.feed(b"")
@@ -868,6 +935,22 @@ class _LineReader:
             out.append(line)
 
 
+def _tls_context(cert: str, key: str) -> ssl.SSLContext | None:
+    """The server's TLS context for ``--tls-cert`` and ``--tls-key``; None without them.
+
+    Raises:
+        servercli.StartFault: only one was given, or they cannot be used.
+    """
+    if not (cert or key):
+        return None
+    if not (cert and key):
+        raise servercli.StartFault("--tls-cert and --tls-key go together")
+    try:
+        return server_context(cert, key)
+    except TlsSetupError as exc:
+        raise servercli.StartFault(str(exc)) from None
+
+
 def _keepalive(sock: socket.socket, idle: float) -> None:
     """Let TCP notice a vanished peer (line clients are never pinged)."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
@@ -894,9 +977,14 @@ _DEFAULTS: Final = servercli.Defaults(
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the server until SIGINT or SIGTERM; return the exit code."""
     prog = "tcpchat-server"
-    args = servercli.parser(prog, "The twinchat TCP chat server.", _DEFAULTS).parse_args(argv)
+    args = servercli.parser(prog, "The twinchat TCP chat server.", _DEFAULTS, tls=True).parse_args(argv)
 
-    return servercli.run(args, lambda: ChatServer(args.host, args.port, **servercli.options(args)), prog=prog)
+    return servercli.run(
+        args,
+        lambda: ChatServer(args.host, args.port, **servercli.options(args)),
+        prog=prog,
+        mode=lambda server: "(tls)" if server.tls else "",
+    )
 
 
 if __name__ == "__main__":

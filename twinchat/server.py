@@ -80,8 +80,9 @@ class BothServer:
     def _bind(self, host: str, port: int, udp_port: int | None, unreliable: bool, options: dict[str, Any]) -> None:
         # With port 0 the kernel picks the TCP port; the UDP one must then be
         # free under the same number, which it usually is: try a few.
+        tls = {"tls_cert": options.pop("tls_cert", ""), "tls_key": options.pop("tls_key", "")}  # TCP only
         for _ in range(PORT_TRIES if port == 0 and udp_port is None else 1):
-            self.tcp = tcp.ChatServer(host, port, **options)
+            self.tcp = tcp.ChatServer(host, port, **options, **tls)
             try:
                 self.udp = udp.ChatServer(
                     host, self.tcp.address[1] if udp_port is None else udp_port, unreliable=unreliable, **options
@@ -120,7 +121,9 @@ class BothServer:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run both transports until SIGINT or SIGTERM; return the exit code."""
     prog = "twinchat-server"
-    p = servercli.parser(prog, "The twinchat chat server: TCP (frames and text) and UDP, one chat.", _DEFAULTS)
+    p = servercli.parser(
+        prog, "The twinchat chat server: TCP (frames and text) and UDP, one chat.", _DEFAULTS, tls=True
+    )
     p.add_argument("--udp-port", type=int, default=None, help="the UDP port (default: the TCP port's number)")
     p.add_argument(
         "--unreliable",
@@ -137,9 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     def where(server: BothServer) -> str:
         udp_port = server.udp.address[1]
         unreliable = ", unreliable" if args.unreliable else ""
+        tcp_kind = "tcp with tls" if server.tcp.tls else "tcp"
         if udp_port == server.address[1]:
-            return f"(tcp and udp{unreliable})"
-        return f"(tcp; udp on port {udp_port}{unreliable})"
+            return f"({tcp_kind} and udp{unreliable})"
+        return f"({tcp_kind}; udp on port {udp_port}{unreliable})"
 
     return servercli.run(args, build, prog=prog, mode=where)
 

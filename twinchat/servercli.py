@@ -55,6 +55,10 @@ class Server(Protocol):
     def shutdown(self, reason: str = ...) -> None: ...
 
 
+class StartFault(Exception):
+    """A server cannot start for a reason said in one line (a bad certificate)."""
+
+
 @dataclass(frozen=True)
 class Defaults:
     """A transport's defaults and the wording of its flags' help."""
@@ -79,8 +83,12 @@ def _at_least(minimum: float, kind: Callable[[str], float], *, allow_equal: bool
     return parse
 
 
-def parser(prog: str, description: str, defaults: Defaults) -> argparse.ArgumentParser:
-    """An argument parser with every flag the servers share; add transport flags to it."""
+def parser(prog: str, description: str, defaults: Defaults, *, tls: bool = False) -> argparse.ArgumentParser:
+    """An argument parser with every flag the servers share; add transport flags to it.
+
+    Args:
+        tls: add ``--tls-cert`` and ``--tls-key`` (a server with a TCP port).
+    """
     count = _at_least(0, int, allow_equal=True)
     seconds = _at_least(0, float, allow_equal=False)
     p = argparse.ArgumentParser(prog=prog, description=description)
@@ -177,6 +185,14 @@ def parser(prog: str, description: str, defaults: Defaults) -> argparse.Argument
         default=DEFAULT_REPLAY,
         help="messages of history shown to whoever joins a room (default: %(default)s)",
     )
+    if tls:
+        p.add_argument(
+            "--tls-cert",
+            metavar="FILE",
+            default="",
+            help="the TCP port speaks TLS only, with this certificate chain (PEM); needs --tls-key",
+        )
+        p.add_argument("--tls-key", metavar="FILE", default="", help="the private key of --tls-cert (PEM)")
     p.add_argument(
         "--log-level",
         default="INFO",
@@ -255,8 +271,10 @@ class SharedHub:
 
 
 def options(args: argparse.Namespace) -> dict[str, Any]:
-    """The shared flags as the keyword arguments every transport's ``ChatServer`` takes."""
-    return {
+    """The shared flags as the keyword arguments every transport's ``ChatServer``
+    takes, and ``tls_cert`` and ``tls_key`` if the parser had them (TCP only)."""
+    tls = {"tls_cert": args.tls_cert, "tls_key": args.tls_key} if hasattr(args, "tls_cert") else {}
+    return tls | {
         "max_clients": args.max_clients,
         "max_per_host": args.max_per_host,
         "rate_limit": args.rate_limit,
@@ -329,7 +347,7 @@ def run(
     except OSError as exc:
         print(f"{prog}: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    except StoreFault as exc:
+    except (StoreFault, StartFault) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 1
 
@@ -352,6 +370,7 @@ def run(
 __all__ = [
     "Defaults",
     "Server",
+    "StartFault",
     "counts",
     "log_connected",
     "log_departure",

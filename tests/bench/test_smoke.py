@@ -22,9 +22,10 @@ pytestmark = pytest.mark.timeout(20)
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_a_tiny_window_run_accounts_for_every_message() -> None:
+@pytest.mark.parametrize("transport", ["tcp", "tcp-tls"])
+def test_a_tiny_window_run_accounts_for_every_message(transport: str) -> None:
     tiny = Scenario("throughput", clients=4, senders=4, messages=200, window=16, deadline_s=10)
-    result = run_once(tiny, TRANSPORTS["tcp"], 1, placement=Placement(None, None), seed=1)
+    result = run_once(tiny, TRANSPORTS[transport], 1, placement=Placement(None, None), seed=1)
     print(result)
     assert result.completed
     assert (result.sent, result.expected, result.delivered) == (800, 2400, 2400)

@@ -1,9 +1,10 @@
 """Where a client's password comes from, and when it may leave the machine.
 
-Both transports carry it in clear today (UDP always; TCP until it has TLS),
-so a password goes to another host only when the person said so: with
-``--allow-cleartext-password``, or a yes on a terminal. Loopback needs no
-confirmation: nothing lies between. A name is not resolved to decide:
+UDP carries it in clear, and TCP unless the client speaks TLS (``--tls``,
+``--cafile``), so over an unencrypted link a password goes to another host
+only when the person said so: with ``--allow-cleartext-password``, or a yes
+on a terminal. Loopback needs no confirmation: nothing lies between, and an
+encrypted link needs none either. A name is not resolved to decide:
 ``localhost`` is loopback, any other name counts as another host.
 """
 
@@ -33,12 +34,13 @@ class Cleartext:
     Args:
         host: the server's address as given.
         allowed: ``--allow-cleartext-password``.
+        encrypted: the link speaks TLS, so the password is not in clear.
     """
 
-    def __init__(self, host: str, *, allowed: bool = False) -> None:
+    def __init__(self, host: str, *, allowed: bool = False, encrypted: bool = False) -> None:
         self.host = host
-        #: Another machine: a password sent there can be read on the way.
-        self.remote = not is_loopback(host)
+        #: Another machine over an unencrypted link: a password sent there can be read on the way.
+        self.remote = not encrypted and not is_loopback(host)
         self._ok = allowed or not self.remote
 
     @property
