@@ -7,7 +7,6 @@ whom, and that nothing is left running.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from typing import Any
 
@@ -232,19 +231,7 @@ def _relayed_rooms(chunks: list[tuple[int, bytes]]) -> list[tuple[str, int]]:
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize(
-    "transport",
-    [
-        pytest.param(
-            "tcp",
-            marks=pytest.mark.skipif(importlib.util.find_spec("tcpchat.server") is None, reason="no TCP server"),
-        ),
-        pytest.param(
-            "udp",
-            marks=pytest.mark.skipif(importlib.util.find_spec("udpchat.server") is None, reason="no UDP server"),
-        ),
-    ],
-)
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
 def test_a_small_rooms_run_delivers_everything_once_and_only_within_rooms(
     transport: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -429,13 +429,14 @@ def test_another_programs_database_is_refused(path: Path) -> None:
 def immutable(target: Path) -> Iterator[None]:
     """``target`` read-only even for root (the tests run as root, for whom
     chmod stops nothing): the immutable attribute, where the filesystem and
-    our capabilities allow it; the test is skipped where they do not."""
+    our capabilities allow it; the test fails loudly where they do not
+    (``.ci/run`` installs e2fsprogs, which has chattr)."""
     chattr = shutil.which("chattr")
     if chattr is None:
-        pytest.skip("no chattr to make a file read-only for root")
+        pytest.fail("no chattr to make a file read-only for root: apt-get install -y e2fsprogs")
     made = subprocess.run([chattr, "+i", str(target)], capture_output=True, timeout=WAIT, check=False)
     if made.returncode:
-        pytest.skip(f"cannot make {target} immutable here: {made.stderr.decode(errors='replace').strip()}")
+        pytest.fail(f"cannot make {target} immutable here: {made.stderr.decode(errors='replace').strip()}")
     try:
         yield
     finally:
