@@ -18,6 +18,7 @@ answer (bounded by ``CLOSE_TIMEOUT``) is waiting until the server has it all.
 from __future__ import annotations
 
 import contextlib
+import functools
 import queue
 import socket
 import ssl
@@ -268,20 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _tls_connect(context: ssl.SSLContext) -> frontend.Connect:
     """``tcp_connect`` over TLS with ``context``."""
-
-    def connect(
-        host: str,
-        port: int,
-        nick: str,
-        on_event: Callable[[ev.ServerEvent], None],
-        on_closed: Callable[[str], None],
-        *,
-        password: str = "",
-        resume: bool = False,
-    ) -> TcpLink:
-        return tcp_connect(host, port, nick, on_event, on_closed, password=password, resume=resume, tls=context)
-
-    return connect
+    return functools.partial(tcp_connect, tls=context)
 
 
 if __name__ == "__main__":

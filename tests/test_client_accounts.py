@@ -11,13 +11,11 @@ from __future__ import annotations
 import io
 import socket
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import tcpchat.server
-import udpchat.server
 from common.chat import events as ev
 from common.chat.rooms import LOBBY
 from common.wire.errors import ErrorCode
@@ -26,7 +24,6 @@ from twinchat.frontend.app import main
 from twinchat.frontend.link import Connect, ConnectError, Reconnecting, is_loopback
 from twinchat.frontend.password import PASSWORD_ENV, Cleartext, given_password
 from twinchat.frontend.plain import run_plain
-from udpchat.client import udp_connect
 
 WAIT = 20.0
 
@@ -191,23 +188,6 @@ def test_the_command_line_will_not_send_a_password_in_clear_to_another_host_unas
 # --- against real servers --------------------------------------------------------------
 
 
-@pytest.fixture(params=["tcp", "udp"])
-def transport(request: pytest.FixtureRequest) -> Iterator[tuple[Connect, tuple[str, int]]]:
-    server: tcpchat.server.ChatServer | udpchat.server.ChatServer
-    if request.param == "tcp":
-        server = tcpchat.server.ChatServer("127.0.0.1", 0, rate_limit=0)
-        thread = threading.Thread(target=server.serve_forever, name="test server")
-        thread.start()
-        yield tcp_connect, server.address
-        server.shutdown()
-        thread.join(WAIT)
-    else:
-        server = udpchat.server.ChatServer(port=0, rate_limit=0)
-        server.start()
-        yield udp_connect, server.address
-        server.shutdown()
-
-
 class Events:
     def __init__(self) -> None:
         self.seen: list[ev.ServerEvent] = []
@@ -237,9 +217,9 @@ def registered(connect: Connect, address: tuple[str, int], nick: str, password: 
 
 
 def test_a_registered_nick_needs_its_password_over_both_transports(
-    transport: tuple[Connect, tuple[str, int]],
+    live_server: tuple[Connect, tuple[str, int]],
 ) -> None:
-    connect, address = transport
+    connect, address = live_server
     registered(connect, address, "ann", "s3cret")
     host, port = address
     with pytest.raises(ConnectError) as needs:
@@ -304,8 +284,8 @@ def test_a_session_asks_for_the_password_then_comes_back_with_it_after_a_cut() -
         thread.join(WAIT)
 
 
-def test_too_many_wrong_passwords_are_throttled(transport: tuple[Connect, tuple[str, int]]) -> None:
-    connect, address = transport
+def test_too_many_wrong_passwords_are_throttled(live_server: tuple[Connect, tuple[str, int]]) -> None:
+    connect, address = live_server
     registered(connect, address, "ann", "s3cret")
     codes: list[ErrorCode | None] = []
     for n in range(8):

@@ -9,37 +9,16 @@ code on ConnectError and hand the Pong on.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
-import tcpchat.server
-import udpchat.server
 from common.chat import events as ev
 from common.chat.commands import HELP_LINES
 from common.wire.errors import ErrorCode
-from tcpchat.client import tcp_connect
 from twinchat.frontend import Connect, ConnectError, Link
-from udpchat.client import udp_connect
 
 WAIT = 10.0
-
-
-@pytest.fixture(params=["tcp", "udp"])
-def transport(request: pytest.FixtureRequest) -> Iterator[tuple[Connect, tuple[str, int]]]:
-    server: tcpchat.server.ChatServer | udpchat.server.ChatServer
-    if request.param == "tcp":
-        server = tcpchat.server.ChatServer("127.0.0.1", 0, rate_limit=0)
-        thread = threading.Thread(target=server.serve_forever, name="test server")
-        thread.start()
-        yield tcp_connect, server.address
-        server.shutdown()
-        thread.join(WAIT)
-    else:
-        server = udpchat.server.ChatServer(port=0, rate_limit=0)
-        server.start()
-        yield udp_connect, server.address
-        server.shutdown()
 
 
 class Listener:
@@ -67,8 +46,8 @@ def join(connect: Connect, address: tuple[str, int], nick: str) -> tuple[Link, L
     return connect(address[0], address[1], nick, listener.on_event, listener.on_closed), listener
 
 
-def test_a_refused_nick_carries_its_code(transport: tuple[Connect, tuple[str, int]]) -> None:
-    connect, address = transport
+def test_a_refused_nick_carries_its_code(live_server: tuple[Connect, tuple[str, int]]) -> None:
+    connect, address = live_server
     link, _ = join(connect, address, "ann")
     try:
         with pytest.raises(ConnectError) as taken:
@@ -81,8 +60,8 @@ def test_a_refused_nick_carries_its_code(transport: tuple[Connect, tuple[str, in
         link.close()
 
 
-def test_the_pong_after_help_follows_its_last_reply(transport: tuple[Connect, tuple[str, int]]) -> None:
-    connect, address = transport
+def test_the_pong_after_help_follows_its_last_reply(live_server: tuple[Connect, tuple[str, int]]) -> None:
+    connect, address = live_server
     link, listener = join(connect, address, "ann")
     try:
         link.send(ev.Help())
