@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, settings
 import tcpchat.server
 import udpchat.server
 from tcpchat.client import tcp_connect
+from tests.processes import ServerProcess
 from twinchat.frontend.link import Connect
 from udpchat.client import udp_connect
 
@@ -49,3 +50,12 @@ def live_server(request: pytest.FixtureRequest) -> Iterator[tuple[Connect, tuple
         server.start()
         yield udp_connect, server.address
         server.shutdown()
+
+
+@pytest.fixture
+def server_processes() -> Iterator[list[ServerProcess]]:
+    """A list to put started server processes in; whatever still runs is killed after the test."""
+    started: list[ServerProcess] = []
+    yield started
+    for server in started:
+        server.kill()

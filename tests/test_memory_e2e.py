@@ -5,16 +5,12 @@ processes, a real SQLite file in the test's directory, loopback sockets."""
 
 from __future__ import annotations
 
-import re
 import signal
 import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from common.accounts import MAX_CONCURRENT_HASHES, ScryptCost, make_verifier
 from common.chat import events as ev
@@ -22,43 +18,9 @@ from common.chat.rooms import LOBBY
 from common.ports import Account
 from common.wire.framing import NEED_DATA, StreamDecoder, encode
 from tcpchat.server import ChatServer
+from tests.processes import ServerProcess
 
 WAIT = 10.0
-
-
-class Server:
-    """``twinchat-server`` as a child process on a free port, its store in ``data``."""
-
-    def __init__(self, data: Path, port: int = 0, *extra: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "twinchat.server", "--port", str(port), "--data-dir", str(data), *extra],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()  # bounded: it prints it or exits
-        match = re.search(r"listening on (\S+):(\d+)", line)
-        if match is None:
-            self.proc.kill()
-            _, err = self.proc.communicate(timeout=WAIT)
-            pytest.fail(f"no listening line: {line!r} {err!r}")
-        self.address = (match.group(1), int(match.group(2)))
-
-    def stop(self, signum: int = signal.SIGINT) -> tuple[int, str]:
-        self.proc.send_signal(signum)
-        _, err = self.proc.communicate(timeout=WAIT)
-        return self.proc.returncode, err
-
-
-@pytest.fixture
-def servers() -> Iterator[list[Server]]:
-    started: list[Server] = []
-    yield started
-    for server in started:
-        if server.proc.poll() is None:
-            server.proc.kill()
-            server.proc.communicate(timeout=WAIT)
 
 
 class Framed:
@@ -103,10 +65,13 @@ def _texts(events: list[ev.Event]) -> list[tuple[int, str]]:
     return [(e.seq, e.text) for e in events if isinstance(e, ev.Message)]
 
 
-def test_history_topics_and_accounts_outlive_a_restart(tmp_path: Path, servers: list[Server]) -> None:
+def test_history_topics_and_accounts_outlive_a_restart(
+    tmp_path: Path,
+    server_processes: list[ServerProcess],
+) -> None:
     data = tmp_path / "data"
-    first = Server(data)
-    servers.append(first)
+    first = ServerProcess("twinchat.server", "--data-dir", str(data))
+    server_processes.append(first)
     alice = Framed(first.address)
     alice.send(ev.Register("alice"))
     lobby = alice.until(ev.Replay)  # an empty lobby: nothing is ever said there
@@ -120,8 +85,8 @@ def test_history_topics_and_accounts_outlive_a_restart(tmp_path: Path, servers: 
     assert code == 0, err
     assert "Traceback" not in err
 
-    second = Server(data)
-    servers.append(second)
+    second = ServerProcess("twinchat.server", "--data-dir", str(data))
+    server_processes.append(second)
     impostor = Framed(second.address)
     impostor.send(ev.Register("ALICE"))
     refusal = impostor.until(ev.Error)
@@ -146,10 +111,13 @@ def test_history_topics_and_accounts_outlive_a_restart(tmp_path: Path, servers: 
     second.stop()
 
 
-def test_after_kill_9_every_message_a_client_was_sent_is_in_the_history(tmp_path: Path, servers: list[Server]) -> None:
+def test_after_kill_9_every_message_a_client_was_sent_is_in_the_history(
+    tmp_path: Path,
+    server_processes: list[ServerProcess],
+) -> None:
     data = tmp_path / "data"
-    first = Server(data, 0, "--rate-limit", "0")
-    servers.append(first)
+    first = ServerProcess("twinchat.server", "--data-dir", str(data), "--rate-limit", "0")
+    server_processes.append(first)
     talker, listener = Framed(first.address), Framed(first.address)
     talker.send(ev.Register("talker"))
     talker.until(ev.Replay)
@@ -172,8 +140,8 @@ def test_after_kill_9_every_message_a_client_was_sent_is_in_the_history(tmp_path
     listener.close()
     assert [m.seq for m in got] == list(range(1, len(got) + 1))
 
-    second = Server(data, 0, "--replay", "0")
-    servers.append(second)
+    second = ServerProcess("twinchat.server", "--data-dir", str(data), "--replay", "0")
+    server_processes.append(second)
     reader = Framed(second.address)
     reader.send(ev.Register("reader"))
     reader.until(ev.Replay)
@@ -204,7 +172,10 @@ def _refused_start(*args: str) -> tuple[int, str]:
     return proc.returncode, proc.stderr
 
 
-def test_a_store_that_cannot_be_used_is_one_line_at_start(tmp_path: Path, servers: list[Server]) -> None:
+def test_a_store_that_cannot_be_used_is_one_line_at_start(
+    tmp_path: Path,
+    server_processes: list[ServerProcess],
+) -> None:
     garbage = tmp_path / "garbage"
     garbage.mkdir()
     (garbage / "twinchat.sqlite3").write_bytes(b"this is not a database, it is a grocery list\n" * 100)
@@ -220,10 +191,10 @@ def test_a_store_that_cannot_be_used_is_one_line_at_start(tmp_path: Path, server
 
     # One server per data directory: the second says so and leaves the first alone.
     shared = tmp_path / "shared"
-    servers.append(Server(shared))
+    server_processes.append(ServerProcess("twinchat.server", "--data-dir", str(shared)))
     code, err = _refused_start("--data-dir", str(shared))
     assert code == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
-    assert servers[0].proc.poll() is None
+    assert server_processes[0].proc.poll() is None
 
 
 def test_a_login_storm_lets_the_others_chat_on(tmp_path: Path) -> None:

@@ -16,34 +16,16 @@ import pytest
 from common.chat import events as ev
 from common.chat.rooms import LOBBY
 from common.wire.errors import ErrorCode
+from tests.processes import ServerProcess
 
 from .conftest import WAIT, FramedClient, LineClient
 
 
-def start_server(*args: str) -> tuple[subprocess.Popen[str], tuple[str, int]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-bb", "-m", "tcpchat.server", "--port", "0", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()  # bounded: the process ends or prints it
-    match = re.search(r"listening on (\S+):(\d+)", line)
-    if match is None:
-        proc.kill()
-        _, err = proc.communicate(timeout=WAIT)
-        pytest.fail(f"no listening line: {line!r} {err!r}")
-    return proc, (match.group(1), int(match.group(2)))
-
-
 @pytest.fixture
 def server_process() -> Iterator[tuple[subprocess.Popen[str], tuple[str, int]]]:
-    proc, address = start_server("--log-level", "DEBUG")
-    yield proc, address
-    if proc.poll() is None:
-        proc.kill()
-    proc.communicate(timeout=WAIT)
+    server = ServerProcess("tcpchat.server", "--log-level", "DEBUG")
+    yield server.proc, server.address
+    server.kill()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
