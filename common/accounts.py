@@ -304,6 +304,13 @@ class _Spacing:
     def forget(self, key: str) -> None:
         self._full_at.pop(key, None)
 
+    def refund(self, key: str) -> None:
+        # Exact: a begun try was charged only while the bucket held one, so
+        # its charge was never cut by the cap in ``failed``.
+        full_at = self._full_at.get(key)
+        if full_at is not None:
+            self._full_at[key] = full_at - self._spacing
+
 
 class Throttle:
     """Wrong-password throttling: ``tries`` wrong passwords per ``per``
@@ -317,11 +324,12 @@ class Throttle:
     amortized. Pass addresses through ``host_key`` so an IPv6 client counts
     as its /64, not as one of its 2**64 addresses.
 
-    Usage, at the server edge, under whatever lock guards the throttle: ask
-    ``wait`` before hashing (a refused try costs no hash), then report the
-    outcome with ``failed`` or ``succeeded``. The core does not see tries in
-    flight: an edge that lets one address race many logins at once should
-    count those itself (or charge ``failed`` before hashing).
+    Usage, at the server edge, under whatever lock guards the throttle:
+    ``begin`` a try before hashing. It is refused (a wait, no hash) or charged
+    as a failure at once, so tries hashed in parallel count against the
+    allowance while in flight and no guess races past it; ``succeeded`` then
+    refunds a right one. (``wait`` asks without charging, ``failed`` charges
+    a try that was not begun.)
 
     Raises:
         ValueError: ``tries`` or ``max_tracked`` below 1, ``per`` not positive.
@@ -339,16 +347,27 @@ class Throttle:
         """Seconds until ``host`` may try a password for ``nick_key``; 0.0 if now."""
         return max(self._nicks.wait(nick_key, now), self._hosts.wait(host, now))
 
+    def begin(self, nick_key: str, host: str, now: float) -> float:
+        """Start a try: 0.0 and the try charged as a failure (until
+        ``succeeded`` says otherwise), or the seconds to wait and nothing charged."""
+        wait = self.wait(nick_key, host, now)
+        if wait == 0.0:
+            self.failed(nick_key, host, now)
+        return wait
+
     def failed(self, nick_key: str, host: str, now: float) -> None:
         """Count a wrong password for ``nick_key`` from ``host``."""
         self._nicks.failed(nick_key, now)
         self._hosts.failed(host, now)
 
-    def succeeded(self, nick_key: str, host: str) -> None:
+    def succeeded(self, nick_key: str, host: str, *, begun: bool = False) -> None:
         """The right password: forget the nick's failures. The address keeps
         its own, so one good login does not reset a guesser's count of other
-        nicks from the same address."""
+        nicks from the same address; only the charge of this try, if it was
+        ``begun``, is given back to it."""
         self._nicks.forget(nick_key)
+        if begun:
+            self._hosts.refund(host)
 
     def tracked(self) -> tuple[int, int]:
         """How many nick keys and addresses the tables hold (for tests and logs)."""

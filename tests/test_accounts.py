@@ -322,6 +322,24 @@ def test_success_clears_the_nick_but_not_the_host() -> None:
     throttle.succeeded("nobody", "10.0.0.9")  # nothing to forget: no error
 
 
+def test_tries_in_flight_count_so_parallel_guesses_cannot_race_past() -> None:
+    # Ten checks begun before any finishes (ten hashing slots): five get through.
+    throttle = Throttle(tries=5, per=60.0)
+    begun = [throttle.begin("alice", "h", 0.0) == 0.0 for _ in range(10)]
+    assert begun == [True] * 5 + [False] * 5
+
+
+def test_a_right_password_begun_is_refunded_to_the_host() -> None:
+    throttle = Throttle(tries=5, per=60.0)
+    for _ in range(20):  # twenty good logins from one address in a second
+        assert throttle.begin("alice", "h", 0.0) == 0.0
+        throttle.succeeded("alice", "h", begun=True)
+    assert throttle.wait("bob", "h", 0.0) == 0.0  # the address is charged nothing
+    for _ in range(5):
+        assert throttle.begin("bob", "h", 0.0) == 0.0  # and left unrefunded, wrong ones count
+    assert throttle.begin("carol", "h", 0.0) > 0
+
+
 def test_a_clock_that_steps_back_does_not_break_the_throttle() -> None:
     throttle = Throttle()
     _fail(throttle, 5, "alice", "h", now=1000.0)

@@ -12,7 +12,7 @@ import sys
 import threading
 from pathlib import Path
 
-from common.accounts import MAX_CONCURRENT_HASHES, ScryptCost, make_verifier
+from common.accounts import ScryptCost, make_verifier
 from common.chat import events as ev
 from common.chat.rooms import LOBBY
 from common.ports import Account
@@ -227,8 +227,8 @@ def test_a_login_storm_lets_the_others_chat_on(tmp_path: Path) -> None:
         assert isinstance(storm[0].until(ev.Welcome), ev.Welcome)
         answers = [client.until(ev.Error).code.name for client in storm[1:24]]  # type: ignore[attr-defined]
         assert set(answers) <= {"BAD_PASSWORD", "TOO_MANY_TRIES"}
-        # 5 tries a minute, and at most MAX_CONCURRENT_HASHES more that raced past the throttle.
-        assert answers.count("BAD_PASSWORD") <= 5 + MAX_CONCURRENT_HASHES
+        # 5 wrong tries a minute from one address, however many were hashed at once.
+        assert answers.count("BAD_PASSWORD") <= 5
     finally:
         for client in storm:
             client.close()

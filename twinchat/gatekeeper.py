@@ -10,8 +10,9 @@ storm competes with the chat for cores, not for the interpreter.
 
 Guessing is throttled per nick and per address (``common.accounts.Throttle``,
 5 wrong tries a minute): a refused try costs no hashing at all. The throttle
-is asked again once a hashing slot is free, so a flood of parallel guesses
-gets at most ``MAX_CONCURRENT_HASHES`` tries past it. Hashes run at most one
+is asked again once a hashing slot is free, and a try it lets through is
+charged as a failure before it is hashed (a right password is refunded), so
+parallel guesses cannot race past it while their hashes run. Hashes run at most one
 fewer at a time than the machine has cores (and at most
 ``MAX_CONCURRENT_HASHES``), so a login storm leaves a core to the chat.
 """
@@ -115,7 +116,7 @@ class Gatekeeper:
                 return Vetted(event, verifier, False, wait=wait)
         with self._slots:
             if verifier and proof:
-                wait = self._wait(key, host)  # asked again: the slot may have taken a while
+                wait = self._begin(key, host)  # asked again, and charged: the slot may have taken a while
                 if wait > 0:
                     return Vetted(event, verifier, False, wait=wait)
                 ok = verify(verifier, proof)
@@ -137,13 +138,21 @@ class Gatekeeper:
                 self.throttled += 1
             return wait
 
+    def _begin(self, key: str, host: str) -> float:
+        # Charged before hashing: checks in parallel (one per hashing slot)
+        # cannot each pass a throttle that has one try left.
+        with self._throttle_lock:
+            wait = self._throttle.begin(key, host, time.monotonic())
+            if wait > 0:
+                self.throttled += 1
+            return wait
+
     def _judged(self, key: str, host: str, *, ok: bool) -> None:
         with self._throttle_lock:
             self.checked += 1
             if ok:
-                self._throttle.succeeded(key, host)
+                self._throttle.succeeded(key, host, begun=True)
             else:
-                self.wrong += 1
-                self._throttle.failed(key, host, time.monotonic())
+                self.wrong += 1  # charged already, by _begin
         if not ok:
             log.info("%s for %s from %s", _FAILED, key, host)
