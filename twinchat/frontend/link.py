@@ -25,7 +25,10 @@ message or action whose echo has not come is in doubt. The resume settles it:
 the server replays everything after our position, ours included, so one that
 is still unmatched when the resume's Pong arrives was never stored (a server
 takes a nick's new session only after the old one is gone, with nothing of it
-left to handle), and is sent again, before what was typed while away.
+left to handle), and is sent again, before what was typed while away. Where
+the replay had a gap (more was said meanwhile than a resume replays), a line
+still unmatched may be stored in the gap: it is not sent twice, and the person
+is told it is in doubt.
 """
 
 from __future__ import annotations
@@ -166,7 +169,7 @@ class Backoff:
 class _Attempt:
     """One transport link, and what its events said about how it ended."""
 
-    __slots__ = ("farewell", "goodbye", "link", "lost", "marker", "me", "rooms")
+    __slots__ = ("farewell", "gapped", "goodbye", "link", "lost", "marker", "me", "rooms")
 
     def __init__(self, nick: str = "", rooms: tuple[str, ...] = ()) -> None:
         #: Our nick key and the rooms being rejoined: our own Joined and the
@@ -179,6 +182,9 @@ class _Attempt:
         self.farewell: ErrorCode | None = None  # the Error before the server's Goodbye
         self.goodbye = False
         self.lost: str | None = None  # why the link ended, once it did
+        #: Keys of the rooms whose resume replay had a gap: what we sent there
+        #: just before the cut may be in it, stored but not replayed.
+        self.gapped: set[str] = set()
 
 
 class Reconnecting:
@@ -368,6 +374,10 @@ class Reconnecting:
             attempt.farewell = event.code
         elif kind is ev.Goodbye:
             attempt.goodbye = True
+        elif kind is ev.Replay and attempt.marker:
+            assert isinstance(event, ev.Replay)
+            if event.gap:
+                attempt.gapped.add(room_key(event.room))
         if attempt.marker and self._hidden(attempt, event):
             return
         self._on_event(event)
@@ -520,9 +530,12 @@ class Reconnecting:
         with self._lock:
             self._lock.wait_for(lambda: not attempt.marker or attempt.lost is not None or self._closing, RESUME_WAIT)
             # Still unmatched after the replays: never stored. Sent again first
-            # (to the rooms it is back in: a line for a room left is dropped).
-            rejoined = {room_key(room) for room in attempt.rooms}
+            # (to the rooms it is back in: a line for a room left is dropped),
+            # except where the replay had a gap: there an unmatched line may be
+            # stored inside the gap, and sending it again could say it twice.
+            rejoined = {room_key(room) for room in attempt.rooms} - attempt.gapped
             resend = [e for e in self._unechoed if room_key(e.room) in rejoined]
+            doubtful = sum(room_key(e.room) in attempt.gapped for e in self._unechoed)
             again = len(resend)
             self._queue.extendleft(reversed(resend))
             self._unechoed.clear()
@@ -530,6 +543,11 @@ class Reconnecting:
         line = f"-- back: {rooms} resumed" if rooms else "-- back (in no room)"
         if again:
             line += f"; {again} line(s) the server had not taken before the cut sent again"
+        if doubtful:
+            line += (
+                f"; {doubtful} line(s) sent just before the cut may not have reached the server"
+                " (too much was said meanwhile to check): not sent again"
+            )
         self._on_status(line + " --")
         self._flush(attempt, link)
         with self._lock:
