@@ -23,8 +23,9 @@ import redis
 from common.chat import events as ev
 from common.ports import Account, Entry, Kept, StoreFault
 from common.wire.limits import MAX_KEPT
+from tests.processes import ServerProcess
 from tests.redis_server import RedisServer
-from tests.test_memory_e2e import Framed, Server
+from tests.test_memory_e2e import Framed
 from twinchat import servercli
 from twinchat.store import redis as redis_store
 from twinchat.store.redis import READ_TIMEOUT, RedisStore
@@ -52,16 +53,6 @@ def socket_closed_port() -> Iterator[int]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         yield sock.getsockname()[1]
-
-
-@pytest.fixture
-def servers() -> Iterator[list[Server]]:
-    started: list[Server] = []
-    yield started
-    for server in started:
-        if server.proc.poll() is None:
-            server.proc.kill()
-            server.proc.communicate(timeout=WAIT)
 
 
 def one_line(exc: pytest.ExceptionInfo[StoreFault]) -> str:
@@ -306,10 +297,10 @@ def test_a_write_after_close_is_a_fault(redis_url: str) -> None:
 
 
 def test_a_server_with_redis_keeps_history_across_a_restart(
-    redis_url: str, tmp_path: Path, servers: list[Server]
+    redis_url: str, tmp_path: Path, server_processes: list[ServerProcess]
 ) -> None:
-    first = Server(tmp_path / "unused", 0, "--redis", redis_url)
-    servers.append(first)
+    first = ServerProcess("twinchat.server", "--data-dir", str(tmp_path / "unused"), "--redis", redis_url)
+    server_processes.append(first)
     alice = Framed(first.address)
     alice.send(ev.Register("alice"))
     alice.until(ev.Replay)
@@ -321,8 +312,8 @@ def test_a_server_with_redis_keeps_history_across_a_restart(
     assert "Traceback" not in err
     assert not (tmp_path / "unused").exists()  # no SQLite beside Redis
 
-    second = Server(tmp_path / "unused", 0, "--redis", redis_url)
-    servers.append(second)
+    second = ServerProcess("twinchat.server", "--data-dir", str(tmp_path / "unused"), "--redis", redis_url)
+    server_processes.append(second)
     bob = Framed(second.address)
     bob.send(ev.Register("bob"))
     bob.until(ev.Replay)
