@@ -1,0 +1,287 @@
+"""The page in a real browser: headless Chromium driven by Selenium, against a
+real server, beside a person at nc.
+
+Chromium and chromedriver are Debian's (``/usr/bin``; ``.ci/run`` installs
+them): a missing one fails these tests, never skips them. Every wait is a
+WebDriverWait on a condition of the page, bounded by ``WAIT``.
+
+With ``TWINCHAT_SCREENSHOTS=DIR`` the tests save what the page looked like at
+their key moments in DIR (``docs/screenshots`` holds the ones of one run).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from common.chat.rooms import LOBBY
+from tcpchat.server import ChatServer
+from tests.tcp.conftest import LineClient
+from tests.web.conftest import WAIT
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+HOSTILE = "<img src=x onerror=\"document.title='pwned'\">"
+
+#: What the page shows, per room: each line's class, nick and text (hidden rooms included).
+_LINES_JS = """
+const room = arguments[0];
+return [...document.querySelectorAll('ol.log')]
+  .filter((log) => room === null || log.dataset.room === room)
+  .flatMap((log) => [...log.children].map((li) => ({
+    kind: li.className,
+    nick: (li.querySelector('.nick') || {}).textContent || '',
+    text: (li.querySelector('.text') || {}).textContent || '',
+  })));
+"""
+
+
+def _browser() -> webdriver.Chrome:
+    for path in (CHROMIUM, CHROMEDRIVER):
+        if shutil.which(path) is None:
+            pytest.fail(f"{path} is missing: install Debian's chromium and chromium-driver (.ci/run does)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1100,640"):
+        options.add_argument(arg)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+@pytest.fixture(scope="module")
+def browsers() -> Iterator[list[webdriver.Chrome]]:
+    """Two browsers (two people), shared by the module's tests: starting one costs seconds."""
+    started: list[webdriver.Chrome] = []
+    try:
+        started += [_browser(), _browser()]
+        yield started
+    finally:
+        for driver in started:
+            driver.quit()
+
+
+class Page:
+    """One person's page, driven as they would: forms filled, buttons pressed."""
+
+    def __init__(self, driver: webdriver.Chrome, address: tuple[str, int]) -> None:
+        self.driver = driver
+        self.base = f"http://{address[0]}:{address[1]}/"
+
+    def wait(self, condition: Callable[[webdriver.Chrome], Any], what: str) -> Any:
+        return WebDriverWait(self.driver, WAIT).until(condition, f"the page never showed {what}")
+
+    def login(self, nick: str) -> None:
+        self.driver.get(self.base)
+        self.driver.find_element(By.ID, "nick").send_keys(nick)
+        self.driver.find_element(By.ID, "login-button").click()
+        self.wait(lambda d: d.find_element(By.ID, "me").text == nick, f"{nick} logged in")
+        self.wait_line(LOBBY, lambda line: line["text"] == f"you joined {LOBBY}", "the lobby joined")
+
+    def type(self, text: str) -> None:
+        """Type ``text`` and press Send. (Set by script: chromedriver cannot type
+        characters beyond the BMP, such as emoji.)"""
+        self.driver.execute_script("document.getElementById('input').value = arguments[0];", text)
+        self.driver.find_element(By.CSS_SELECTOR, "#say button").click()
+
+    def lines(self, room: str | None = None) -> list[dict[str, str]]:
+        return self.driver.execute_script(_LINES_JS, room)  # type: ignore[no-any-return]
+
+    def wait_line(self, room: str | None, test: Callable[[dict[str, str]], bool], what: str) -> None:
+        self.wait(lambda d: any(test(line) for line in self.lines(room)), what)
+
+    def wait_said(self, room: str, nick: str, text: str) -> None:
+        self.wait_line(room, lambda line: line["nick"] == nick and line["text"] == text, f"{nick}: {text} in {room}")
+
+    def current(self) -> str:
+        return self.driver.find_element(By.ID, "room-name").text
+
+    def unread(self, room: str) -> str:
+        return self.driver.execute_script(  # type: ignore[no-any-return]
+            "const li = [...document.querySelectorAll('#room-list li')].find((x) => x.dataset.room === arguments[0]);"
+            "const badge = li && li.querySelector('.unread'); return badge ? badge.textContent : '';",
+            room,
+        )
+
+    def screenshot(self, name: str) -> None:
+        where = os.environ.get("TWINCHAT_SCREENSHOTS")
+        if where:
+            Path(where).mkdir(parents=True, exist_ok=True)
+            self.driver.save_screenshot(str(Path(where) / f"{name}.png"))
+
+
+class Server:
+    """An in-process chat server on 127.0.0.1, restartable on the same port."""
+
+    def __init__(self, data_dir: Path, port: int = 0) -> None:
+        self.data_dir = data_dir
+        self.server = ChatServer("127.0.0.1", port, rate_limit=0, data_dir=str(data_dir))
+        self.thread = threading.Thread(target=self.server.serve_forever, name="browser test server")
+        self.thread.start()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.server.address
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.thread.join(WAIT)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[list[Server]]:
+    started: list[Server] = []
+    yield started
+    for server in started:
+        server.stop()
+
+
+def nc(address: tuple[str, int], nick: str) -> LineClient:
+    person = LineClient(address)
+    person.send(nick.encode() + b"\n")
+    assert person.line().startswith(f"*** welcome, {nick}")
+    return person
+
+
+def fresh(browsers: list[webdriver.Chrome], address: tuple[str, int]) -> list[Page]:
+    """Both browsers on a new page (a new server): nothing of the last test left."""
+    pages = [Page(driver, address) for driver in browsers]
+    for page in pages:
+        page.driver.get("about:blank")
+    return pages
+
+
+def test_two_pages_and_nc_chat_in_two_rooms(browsers, servers: list[Server], tmp_path: Path) -> None:
+    server = Server(tmp_path / "data")
+    servers.append(server)
+    ann, bora = fresh(browsers, server.address)
+    ann.driver.get(ann.base)
+    ann.screenshot("login")
+    ann.login("ann")
+    bora.login("Бора")
+    carol = nc(server.address, "carol")
+    try:
+        # In the lobby, all three.
+        ann.wait_line(LOBBY, lambda line: line["text"] == f"carol joined {LOBBY}", "carol's join")
+        ann.type("héllo 🌍, ça va ?")
+        bora.wait_said(LOBBY, "ann", "héllo 🌍, ça va ?")
+        assert _nc_until(carol, "ann: héllo 🌍, ça va ?")
+        carol.send("Привет from nc ✓\n".encode())
+        ann.wait_said(LOBBY, "carol", "Привет from nc ✓")
+        bora.wait_said(LOBBY, "carol", "Привет from nc ✓")
+
+        # A second room, joined from the input line and from the side form.
+        ann.type("/join #dev")
+        ann.wait(lambda d: ann.current() == "#dev", "#dev current")
+        bora.driver.execute_script("document.getElementById('join-room').value = '#dev';")
+        bora.driver.find_element(By.CSS_SELECTOR, "#join-form button").click()
+        bora.wait(lambda d: bora.current() == "#dev", "#dev current")
+        carol.send(b"/join #dev\n")
+        bora.type("/me waves 👋 from #dev")
+        ann.wait_line(
+            "#dev", lambda line: line["nick"] == "* Бора" and line["text"] == " waves 👋 from #dev", "the action"
+        )
+        assert _nc_until(carol, "* Бора waves 👋 from #dev")
+
+        # Unread counts: ann looks at the lobby while #dev talks.
+        ann.driver.execute_script(
+            "[...document.querySelectorAll('#room-list li')].find((x) => x.dataset.room === arguments[0]).click();",
+            LOBBY,
+        )
+        ann.wait(lambda d: ann.current() == LOBBY, "the lobby current again")
+        carol.send(b"one\ntwo\n")
+        ann.wait_said("#dev", "carol", "two")
+        ann.wait(lambda d: ann.unread("#dev") == "2", "2 unread in #dev")
+        # Who is in the room, in the side panel, and /msg, /nick, /topic from the input line.
+        bora.wait(lambda d: "carol" in d.find_element(By.ID, "people").text, "carol among #dev's people")
+        bora.type("/topic ship it ✨")
+        ann.wait(lambda d: ann.unread("#dev") == "2", "the count unchanged by a topic")
+        bora.type("/msg carol psst 🤫")
+        assert _nc_until(carol, "*Бора* psst 🤫")
+        bora.screenshot("chat")
+        ann.screenshot("unread")
+    finally:
+        carol.close()
+
+
+def test_hostile_text_shows_as_text(browsers, servers: list[Server], tmp_path: Path) -> None:
+    server = Server(tmp_path / "data")
+    servers.append(server)
+    ann, _ = fresh(browsers, server.address)
+    ann.login("ann")
+    mallory = nc(server.address, "mallory")
+    try:
+        # A nick cannot hold markup: the server refuses it (BAD_NICK), so only the text can.
+        mallory.send(f"{HOSTILE}\n".encode())  # a chat line: mallory is registered
+        mallory.send(f"/topic {HOSTILE}\n/me {HOSTILE}\n/msg ann {HOSTILE}\n".encode())
+        ann.wait_said(LOBBY, "mallory", HOSTILE)
+        ann.wait_line(LOBBY, lambda line: line["nick"] == "* mallory" and line["text"] == " " + HOSTILE, "the action")
+        ann.wait_line(None, lambda line: line["nick"] == "*mallory*" and line["text"] == " " + HOSTILE, "the private")
+        ann.wait(lambda d: d.find_element(By.ID, "topic").text == HOSTILE, "the topic as text")
+        assert ann.driver.find_elements(By.TAG_NAME, "img") == []
+        assert ann.driver.title == "twinchat"
+        ann.screenshot("hostile")
+    finally:
+        mallory.close()
+    # A hostile nick never gets to any page: refused at the door.
+    door = LineClient(server.address)
+    try:
+        door.send(f"{HOSTILE}\n".encode())
+        assert door.line().startswith("* error (bad-nick)")
+    finally:
+        door.close()
+
+
+def test_the_page_survives_a_restart_and_shows_what_it_missed(browsers, servers: list[Server], tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    first = Server(data)
+    port = first.address[1]
+    ann, _ = fresh(browsers, first.address)
+    ann.login("ann")
+    ann.type("/join #dev")
+    ann.wait(lambda d: ann.current() == "#dev", "#dev current")
+    ann.type("before the restart")
+    ann.wait_said("#dev", "ann", "before the restart")
+
+    first.stop()  # the page is told SHUTTING_DOWN and keeps trying to come back
+    ann.wait(lambda d: "reconnecting" in d.find_element(By.ID, "status").text, "that it is reconnecting")
+    # Meanwhile, on the same store, others talk in #dev (a server on another port:
+    # the page cannot reach it, so it misses this for sure).
+    meanwhile = Server(data)
+    carol = nc(meanwhile.address, "carol")
+    carol.send("/join #dev\nwhile you were away 1\nwhile you were away 2 — ünïcode\n/quit\n".encode())
+    assert _nc_until(carol, "*** disconnected: bye")
+    carol.close()
+    meanwhile.stop()
+
+    back = Server(data, port)
+    servers.append(back)
+    ann.wait_said("#dev", "carol", "while you were away 2 — ünïcode")
+    lines = ann.lines("#dev")
+    texts = [line["text"] for line in lines]
+    assert texts.count("before the restart") == 1  # nothing shown twice
+    assert "while you were away 1" in texts
+    assert "2 messages while you were away" in texts
+    ann.wait(lambda d: "connected as ann" in d.find_element(By.ID, "status").text, "connected again")
+    # And the page chats on with the new server.
+    ann.type("back again")
+    ann.wait_said("#dev", "ann", "back again")
+    ann.screenshot("after-restart")
+
+
+def _nc_until(person: LineClient, wanted: str) -> bool:
+    for _ in range(200):
+        line = person.line()
+        if line == wanted:
+            return True
+        assert line, f"nc was closed before {wanted!r}"
+    return False
