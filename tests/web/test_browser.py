@@ -101,6 +101,12 @@ class Page:
     def wait_said(self, room: str, nick: str, text: str) -> None:
         self.wait_line(room, lambda line: line["nick"] == nick and line["text"] == text, f"{nick}: {text} in {room}")
 
+    def click_room(self, room: str) -> None:
+        self.driver.execute_script(
+            "[...document.querySelectorAll('#room-list li')].find((x) => x.dataset.room === arguments[0]).click();",
+            room,
+        )
+
     def current(self) -> str:
         return self.driver.find_element(By.ID, "room-name").text
 
