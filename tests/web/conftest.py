@@ -59,8 +59,13 @@ class WsSocket:
         host: str | None = None,
         context: ssl.SSLContext | None = None,
         path: str = "/ws",
+        rcvbuf: int = 0,
     ) -> None:
-        raw = socket.create_connection(address, timeout=WAIT)
+        raw = socket.socket(socket.AF_INET)
+        if rcvbuf:
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        raw.settimeout(WAIT)
+        raw.connect(address)
         self.sock: socket.socket = context.wrap_socket(raw, server_hostname=address[0]) if context else raw
         self.ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
         self._events: deque[Event] = deque()
