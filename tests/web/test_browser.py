@@ -11,6 +11,7 @@ their key moments in DIR (``docs/screenshots`` holds the ones of one run).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import threading
@@ -24,7 +25,10 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from common.chat import events as ev
 from common.chat.rooms import LOBBY
+from common.wire.errors import ErrorCode
+from common.wire.framing import encode
 from tcpchat.server import ChatServer
 from tests.tcp.conftest import LineClient
 from tests.web.conftest import WAIT
@@ -291,3 +295,90 @@ def _nc_until(person: LineClient, wanted: str) -> bool:
             return True
         assert line, f"nc was closed before {wanted!r}"
     return False
+
+
+#: One event of every type the page sends or reads, Unicode and edge values included.
+_CLIENT_SAMPLES = [
+    ev.Register("Бора", "pässwörd", True),
+    ev.Register("ann"),
+    ev.Say("#dév", "héllo 🌍"),
+    ev.Act(LOBBY, "waves"),
+    ev.Whisper("carol", "psst"),
+    ev.ChangeNick("anna"),
+    ev.Who(),
+    ev.Help(),
+    ev.Join("#dev", "E1x", 2**53 - 1),
+    ev.Part("#dev", ""),
+    ev.ListRooms(),
+    ev.Names("#dev"),
+    ev.GetTopic("#dev"),
+    ev.SetTopic("#dev", "ship it ✨"),
+    ev.History("#dev", 41, 500),
+    ev.RegisterAccount("secret"),
+    ev.ChangePassword("old", "new"),
+    ev.DropAccount("secret"),
+    ev.Ping(7),
+    ev.Pong(2**40),
+    ev.Goodbye("bye"),
+]
+_SERVER_SAMPLES = [
+    ev.Welcome("Бора", 3),
+    ev.Message(LOBBY, "bob", "hi", 7, 1798761600000, False),
+    ev.Action("#dev", "ann", "waves 👋", 2**53 - 1, 1, True),
+    ev.Private("carol", "psst 🤫", 1798761600000, True),
+    ev.Joined("#dev", "ann"),
+    ev.Left("ann", "connection closed"),
+    ev.Renamed("ann", "anna"),
+    ev.WhoReply("", ("ann", "Бора"), True),
+    ev.WhoReply("#dev", (), False),
+    ev.Reply("you are in #dev already"),
+    ev.Error(ErrorCode.NEEDS_PASSWORD, "ann is registered"),
+    ev.Parted("#dev", "ann", "later"),
+    ev.Topic("#dev", "ship it", "bob", 1798761600, True),
+    ev.RoomList((ev.RoomInfo("#dev", 2, "ship it"), ev.RoomInfo(LOBBY, 0, "")), False),
+    ev.Replay("#dev", "E1x", 42, 41, True),
+    ev.Ping(1),
+    ev.Pong(2),
+    ev.Goodbye(""),
+]
+
+
+def _fields(event: ev.Event) -> dict[str, Any]:
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return int(value) if isinstance(value, ErrorCode) else value
+
+    return {"type": type(event).__name__} | {f.name: plain(getattr(event, f.name)) for f in dataclasses.fields(event)}
+
+
+def test_the_page_speaks_protocol_md_frames(browsers, servers: list[Server], tmp_path: Path) -> None:
+    """The page's codec (proto.js) against the server's (common.wire.framing):
+    the same bytes for what the page sends, the same fields for what it reads,
+    and PROTOCOL.md's worked example."""
+    server = Server(tmp_path / "data")
+    servers.append(server)
+    page = Page(browsers[0], server.address)
+    page.driver.get(page.base)
+    encoded = page.driver.execute_script(
+        "return arguments[0].map(([name, values]) => Array.from(TwinProto.encode(name, values)));",
+        [[type(e).__name__, _fields(e)] for e in _CLIENT_SAMPLES],
+    )
+    assert [bytes(b) for b in encoded] == [encode(e) for e in _CLIENT_SAMPLES]
+    decoded = page.driver.execute_script(
+        "return arguments[0].map((b) => TwinProto.decode(new Uint8Array(b)));",
+        [list(encode(e)) for e in _SERVER_SAMPLES],
+    )
+    assert decoded == [_fields(e) for e in _SERVER_SAMPLES]
+    example = bytes.fromhex(
+        "c1540321000000200623 6c6f626279 03626f62 00026869 0000000000000007 000001a2ce8bd400 00".replace(" ", "")
+    )
+    assert example == encode(_SERVER_SAMPLES[1])
+    refused = page.driver.execute_script(
+        "return arguments[0].map((b) => { try { TwinProto.decode(new Uint8Array(b)); return ''; }"
+        " catch (e) { return e.constructor.name; } });",
+        [list(example[:-1]), list(example + b"\0"), [0xC1, 0x54, 2, 0x21, 0, 0, 0, 0], list(b"GET / HT")],
+    )
+    assert refused == ["ProtocolError"] * 4
