@@ -43,6 +43,13 @@ reads records and hands their plaintext on as above; ``push`` encrypts under
 the hub lock and the queue and writer carry records. The SSL object is never
 handed the socket, so no two threads use it at once (``tcpchat.tls``).
 
+HTTP and WebSocket (``twinchat.web``): a connection whose first bytes are
+an HTTP request gets one answer from the route table (the page, its files,
+404...) and is closed, or is upgraded at ``/ws``: from then on its reader
+feeds a ``WsLink`` (each message an event or a line, as the first message
+chose) and ``push`` sends each event as a message, below TLS if any. The
+connection is otherwise a framed or text one, with every rule above.
+
 Closing: a ``Goodbye`` delivered to a connection is its last event. Its writer
 sends what is queued, then half-closes (FIN after the data, so the peer reads
 everything), and the reader drains until the peer closes too, within
@@ -83,7 +90,7 @@ from tcpchat.tls import TlsLink, TlsSetupError, server_context
 from twinchat import servercli
 from twinchat.gatekeeper import ACCOUNT_TYPES, AccountEvent, needs_vetting
 from twinchat.web import http
-from twinchat.web.websocket import Mode, Received, Refused, WsLink
+from twinchat.web.websocket import LastWrapped, Mode, Received, Refused, WsLink
 
 log = logging.getLogger("tcpchat.server")
 
@@ -403,6 +410,7 @@ class ChatServer:
         self._nonces = itertools.count(1)
         # What the port answers in HTTP, by path (``--allowed-origins``: which pages may open /ws).
         self._routes = http.routes(http.Origins.parse(allowed_origins))
+        self._wrapped = LastWrapped()  # hub lock: a run wrapped once for every WebSocket it goes to
         self._serials = itertools.count(1)
         self._by_serial: dict[int, _Conn] = {}  # hub lock: the connections the timer heap can name
         self._timers: list[tuple[float, int]] = []  # heap of (due, serial); see the module docstring
@@ -763,7 +771,7 @@ class ChatServer:
             if answer.status == 403:
                 log.warning("%s: %s refused: %s", conn.peer, what, answer.body.decode().strip())
             return self._respond(conn, answer, f"{what}: {answer.status}", head=request.method == "HEAD")
-        link = WsLink()
+        link = WsLink(self._wrapped)
         try:
             switch = link.accept(request.headers, request.target)
         except Refused as exc:

@@ -143,3 +143,13 @@ def test_origin_rule() -> None:
     assert listed.allow("https://b.example", "127.0.0.1:7878")
     assert not listed.allow("https://c.example", "127.0.0.1:7878")
     assert http.Origins.parse("*").allow("http://anything", "127.0.0.1:7878")
+
+
+def test_a_loopback_only_route_is_not_there_for_others() -> None:
+    secret = http.loopback_only(lambda request: http.Response(200, b"numbers"))
+    for peer in ("127.0.0.1", "::1", "127.8.9.10"):
+        answer = secret(http.Request("GET", "/m", "/m", (), peer))
+        assert isinstance(answer, http.Response) and answer.status == 200, peer
+    for peer in ("192.0.2.7", "2001:db8::1", ""):
+        answer = secret(http.Request("GET", "/m", "/m", (), peer))
+        assert isinstance(answer, http.Response) and answer.status == 404, peer

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import threading
 
 import pytest
 
@@ -15,8 +16,11 @@ from common.wire.errors import ErrorCode
 from common.wire.framing import encode
 from common.wire.limits import MAX_FRAME, MAX_LINE
 from tests.tcp.conftest import FramedClient, LineClient
+from tests.test_one_process import Member
 from tests.web.conftest import WAIT, HttpRefused, WsFramed, WsLine, WsSocket, make_server
+from twinchat.server import BothServer
 from twinchat.web.websocket import Close
+from udpchat.client import udp_connect
 
 __all__ = ["make_server"]
 
@@ -272,3 +276,32 @@ def test_a_silent_websocket_is_cut_at_the_registration_timeout(make_server) -> N
     peer.sock.settimeout(WAIT)
     assert peer.until_closed() in (None, 1006)
     peer.close()
+
+
+def test_a_websocket_member_and_a_udp_member_share_a_room(opened) -> None:
+    """One process, one hub: the page's dialect beside UDP (twinchat-server)."""
+    both = BothServer("127.0.0.1", 0, rate_limit=0)
+    thread = threading.Thread(target=both.serve_forever, name="test both server")
+    thread.start()
+    uma = None
+    try:
+        ann = WsFramed(both.address)
+        opened.append(ann)
+        ann.register("ann")
+        ann.join("#dev")
+        uma = Member(udp_connect, both.udp.address, "uma")
+        uma.link.send(ev.Join("#dev"))  # type: ignore[attr-defined]
+        assert ann.expect(ev.Joined) == ev.Joined(LOBBY, "uma")
+        assert ann.expect(ev.Joined) == ev.Joined("#dev", "uma")
+        ann.send(ev.Say("#dev", "from the browser's dialect ✓"))
+        assert uma.wait_for(lambda m: ("ann", "from the browser's dialect ✓") in m.said("#dev"))
+        uma.link.send(ev.Say("#dev", "from udp"))  # type: ignore[attr-defined]
+        assert ann.expect(ev.Message).text == "from the browser's dialect ✓"  # its echo first
+        said = ann.expect(ev.Message)
+        assert (said.sender, said.text) == ("uma", "from udp")
+    finally:
+        if uma is not None:
+            uma.link.close()  # type: ignore[attr-defined]
+        both.shutdown()
+        thread.join(WAIT)
+        assert not thread.is_alive()

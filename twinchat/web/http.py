@@ -14,6 +14,7 @@ lasts is the WebSocket, so keep-alive would buy nothing but a state to bound.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -229,6 +230,19 @@ def _websocket(origins: Origins) -> Handler:
     return upgrade
 
 
+def loopback_only(handler: Handler) -> Handler:
+    """``handler`` for peers on this machine only; others get 404, as if it were not there."""
+
+    def guarded(request: Request) -> Response | Upgrade:
+        try:
+            local = ipaddress.ip_address(request.peer.split("%")[0]).is_loopback
+        except ValueError:
+            local = False
+        return handler(request) if local else error(404, f"nothing at {request.path}")
+
+    return guarded
+
+
 def routes(origins: Origins, extra: Iterable[tuple[str, Handler]] = ()) -> dict[str, Handler]:
     """The route table: path -> handler. A path not in it is 404.
 
@@ -240,8 +254,8 @@ def routes(origins: Origins, extra: Iterable[tuple[str, Handler]] = ()) -> dict[
     table: dict[str, Handler] = {
         "/": _serve(files["index.html"]),
         "/ws": _websocket(origins),
-        # "/metrics": the Prometheus metrics go here, served to loopback peers
-        # only (Request.peer); wired when the metrics land.
+        # "/metrics": the Prometheus metrics go here, for loopback peers only:
+        # "/metrics": loopback_only(<the metrics handler>), wired when they land.
     }
     table.update({f"/static/{name}": _serve(response) for name, response in files.items()})
     table.update(extra)

@@ -94,6 +94,30 @@ def wrap(parts: Sequence[bytes], mode: Mode) -> bytes:
     return b"".join(out)
 
 
+class LastWrapped:
+    """The messages of the last delivery wrapped, for the next recipient of it.
+
+    The fan-out pushes one run's parts (one list) to each of its recipients
+    in turn; a binary WebSocket recipient's bytes are the same for all of
+    them (the server's frames are unmasked), so they are built once per run,
+    as the plain TCP stream's join is. Used under the caller's lock (the hub
+    lock: one per server, shared by its links); it keeps the last list alive,
+    so an identity that matches is that list, never a new one at its address.
+    """
+
+    __slots__ = ("_data", "_mode", "_parts")
+
+    def __init__(self) -> None:
+        self._parts: Sequence[bytes] | None = None
+        self._mode: Mode | None = None
+        self._data = b""
+
+    def wrap(self, parts: Sequence[bytes], mode: Mode) -> bytes:
+        if parts is not self._parts or mode is not self._mode:
+            self._parts, self._mode, self._data = parts, mode, wrap(parts, mode)
+        return self._data
+
+
 class Refused(Exception):
     """The upgrade request is not a valid WebSocket handshake (a 400, with this detail)."""
 
@@ -114,11 +138,15 @@ class WsLink:
     """One server-side WebSocket over a byte stream the caller carries.
 
     Args:
+        wrapped: the server's cache of the last delivery wrapped (hub lock).
         max_frame: largest binary message (one frame).
         max_line: largest text message, counted as a line with its newline.
     """
 
-    def __init__(self, max_frame: int = MAX_FRAME, max_line: int = MAX_LINE) -> None:
+    def __init__(
+        self, wrapped: LastWrapped | None = None, max_frame: int = MAX_FRAME, max_line: int = MAX_LINE
+    ) -> None:
+        self._wrapped = wrapped or LastWrapped()
         self._ws = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
         self._lock = threading.Lock()
         self._limits = {Mode.FRAMES: max_frame, Mode.LINES: max_line - 1}
@@ -224,8 +252,9 @@ class WsLink:
         got.items.append(problem)
 
     def wrap(self, parts: Sequence[bytes]) -> bytes:
-        """The parts of one delivery as this connection's messages (``wrap``; no lock)."""
-        return wrap(parts, self.mode or Mode.FRAMES)
+        """The parts of one delivery as this connection's messages (``wrap``;
+        call it under the lock that guards ``wrapped``)."""
+        return self._wrapped.wrap(parts, self.mode or Mode.FRAMES)
 
     def close(self) -> bytes:
         """The close frame that follows the session's last message (b"" if the
