@@ -382,3 +382,27 @@ def test_the_page_speaks_protocol_md_frames(browsers, servers: list[Server], tmp
         [list(example[:-1]), list(example + b"\0"), [0xC1, 0x54, 2, 0x21, 0, 0, 0, 0], list(b"GET / HT")],
     )
     assert refused == ["ProtocolError"] * 4
+
+
+def test_history_pages_back_above_what_is_shown(browsers, servers: list[Server], tmp_path: Path) -> None:
+    server = Server(tmp_path / "data")
+    servers.append(server)
+    carol = nc(server.address, "carol")
+    try:
+        carol.send(b"/join #old\n" + b"".join(f"line {n}\n".encode() for n in range(1, 31)) + b"/who\n")
+        assert _nc_until(carol, "* online: carol")
+        ann, _ = fresh(browsers, server.address)
+        ann.login("ann")
+        ann.type("/join #old")
+        ann.wait_said("#old", "carol", "line 30")
+        shown = [line["text"] for line in ann.lines("#old") if line["nick"] == "carol"]
+        assert shown == [f"line {n}" for n in range(11, 31)]  # the join's replay: the latest 20
+        ann.type("/history 5")
+        ann.wait_said("#old", "carol", "line 6")
+        shown = [line["text"] for line in ann.lines("#old") if line["nick"] == "carol"]
+        assert shown == [f"line {n}" for n in range(6, 31)]  # the older five above, in order
+        carol.send(b"after the page\n")
+        ann.wait_said("#old", "carol", "after the page")
+        assert ann.lines("#old")[-1]["text"] == "after the page"  # live lines still go below
+    finally:
+        carol.close()

@@ -187,20 +187,17 @@
   function said(e, action) {
     const r = room(e.room);
     if (!r) return;
+    const paging = e.history ? state.history.get(r.key) : undefined; // a /history answer goes above
+    if (paging && e.seq >= paging.last) state.history.delete(r.key); // its last message
     if (e.seq && r.seen.has(e.seq)) return; // already shown (a replay overlapping the screen)
-
     if (e.seq) r.seen.add(e.seq);
     const mine = e.sender === state.nick;
     const parts = action
       ? [["nick", "* " + e.sender], ["text", " " + e.text]]
       : [["nick", e.sender], ["text", e.text]];
-    const paging = state.history.get(r.key); // a /history answer goes above what is shown
     const kind = (action ? "action" : "message") + (mine ? " mine" : "") + (e.history ? " history" : "");
     const li = line(r, kind, parts, e.time, paging ? paging.at : undefined);
-    if (paging) {
-      paging.at += 1;
-      if (e.seq >= paging.last) state.history.delete(r.key);
-    }
+    if (paging) paging.at += 1;
     if (li && state.nick && !mine && e.text.toLowerCase().includes(state.nick.toLowerCase())) li.classList.add("mention");
     if (e.seq > r.high) r.high = e.seq;
     if (e.seq && (!r.low || e.seq < r.low)) r.low = e.seq;
@@ -435,8 +432,8 @@
       if (!one.trim()) continue;
       if (one.startsWith("/") && !one.startsWith("//")) {
         const m = /^\/(\S+)\s*(.*)$/.exec(one);
-        const command = COMMANDS[m[1].toLowerCase()];
-        if (!command) { line(null, "error", [["text", `no command /${m[1]}; /help lists them`]]); continue; }
+        const command = m && COMMANDS[m[1].toLowerCase()];
+        if (!command) { line(null, "error", [["text", `no command ${one.split(/\s/)[0]}; /help lists them`]]); continue; }
         command(m[2]);
         continue;
       }
@@ -469,7 +466,10 @@
     if (state.socket && state.socket.readyState === WebSocket.OPEN && !state.registered) {
       send("Register", { nick: state.nick, password: state.password, resume: false });
     } else {
+      // A new session, not a resumed one: the rooms of the last one are gone.
       state.resuming = false;
+      for (const key of [...state.rooms.keys()]) dropRoom(key);
+      state.current = null;
       connect();
     }
   });
