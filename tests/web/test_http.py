@@ -5,10 +5,16 @@ Real servers on 127.0.0.1:0, real sockets; no browser (see test_browser.py).
 
 from __future__ import annotations
 
+import re
+import signal
 import socket
+import subprocess
+import sys
 import time
 
-from tests.web.conftest import WAIT, http_get, make_server
+import pytest
+
+from tests.web.conftest import WAIT, HttpRefused, WsSocket, http_get, make_server
 from twinchat.web import http
 
 __all__ = ["make_server"]
@@ -153,3 +159,33 @@ def test_a_loopback_only_route_is_not_there_for_others() -> None:
     for peer in ("192.0.2.7", "2001:db8::1", ""):
         answer = secret(http.Request("GET", "/m", "/m", (), peer))
         assert isinstance(answer, http.Response) and answer.status == 404, peer
+
+
+ALLOW = ("--allowed-origins", "https://chat.example")
+
+
+def test_the_all_in_one_server_serves_the_page_and_takes_allowed_origins() -> None:
+    """``twinchat-server``, the README's first command, as a process: the page
+    on its TCP port, and ``--allowed-origins`` reaching the WebSocket's rule."""
+    proc = subprocess.Popen(
+        [*(sys.executable, "-bb", "-m", "twinchat.server"), "--port", "0", "--ephemeral", *ALLOW],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        match = re.search(r"listening on (\S+):(\d+)", proc.stdout.readline())
+        assert match, "no listening line"
+        address = (match.group(1), int(match.group(2)))
+        status, _, body = http_get(address, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status == 200 and b"<title>twinchat</title>" in body
+        WsSocket(address, origin="https://chat.example").close()
+        with pytest.raises(HttpRefused) as refused:
+            WsSocket(address, origin="https://evil.example")
+        assert refused.value.status == 403
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=WAIT)
+    assert proc.returncode == 0, err
+    assert "https://evil.example" in err  # the refusal's log line
