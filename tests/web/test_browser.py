@@ -264,6 +264,7 @@ def test_the_page_survives_a_restart_and_shows_what_it_missed(browsers, servers:
 
     first.stop()  # the page is told SHUTTING_DOWN and keeps trying to come back
     ann.wait(lambda d: "reconnecting" in d.find_element(By.ID, "status").text, "that it is reconnecting")
+    ann.screenshot("reconnecting")
     # Meanwhile, on the same store, others talk in #dev (a server on another port:
     # the page cannot reach it, so it misses this for sure).
     meanwhile = Server(data)
