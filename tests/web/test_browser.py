@@ -407,3 +407,26 @@ def test_history_pages_back_above_what_is_shown(browsers, servers: list[Server],
         assert ann.lines("#old")[-1]["text"] == "after the page"  # live lines still go below
     finally:
         carol.close()
+
+
+def test_a_registered_nick_asks_for_its_password(browsers, servers: list[Server], tmp_path: Path) -> None:
+    server = Server(tmp_path / "data")
+    servers.append(server)
+    owner = nc(server.address, "dora")
+    owner.send(b"/register correct-horse\n/quit\n")
+    assert _nc_until(owner, "*** disconnected: bye")
+    owner.close()
+    page, _ = fresh(browsers, server.address)
+    driver = page.driver
+    driver.get(page.base)
+    assert not driver.find_element(By.ID, "password").is_displayed()
+    driver.find_element(By.ID, "nick").send_keys("dora")
+    driver.find_element(By.ID, "login-button").click()
+    page.wait(lambda d: d.find_element(By.ID, "password").is_displayed(), "the password field (NEEDS_PASSWORD)")
+    driver.find_element(By.ID, "password").send_keys("wrong-one")
+    driver.find_element(By.ID, "login-button").click()
+    page.wait(lambda d: "password" in d.find_element(By.ID, "login-error").text.lower(), "the wrong password said")
+    driver.find_element(By.ID, "password").clear()
+    driver.find_element(By.ID, "password").send_keys("correct-horse")
+    driver.find_element(By.ID, "login-button").click()
+    page.wait(lambda d: d.find_element(By.ID, "me").text == "dora", "dora logged in")

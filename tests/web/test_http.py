@@ -189,3 +189,28 @@ def test_the_all_in_one_server_serves_the_page_and_takes_allowed_origins() -> No
         _, err = proc.communicate(timeout=WAIT)
     assert proc.returncode == 0, err
     assert "https://evil.example" in err  # the refusal's log line
+
+
+UPGRADE_REQUEST = (
+    b"GET /ws?v=1 HTTP/1.1\r\nHost: 127.0.0.1:7878\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nOrigin: http://127.0.0.1:7878\r\n\r\n"
+)
+
+
+def test_a_request_read_whole_byte_by_byte_and_with_bytes_after_it() -> None:
+    after = b"\x82\x88first frame"
+    for chunks in (
+        [UPGRADE_REQUEST + after],
+        [UPGRADE_REQUEST[i : i + 1] for i in range(len(UPGRADE_REQUEST))],
+    ):
+        reader = http.RequestReader("127.0.0.1")
+        answers = [reader.feed(chunk) for chunk in chunks]
+        assert answers[:-1] == [None] * (len(chunks) - 1)  # "need more" until the blank line
+        request = answers[-1]
+        assert isinstance(request, http.Request)
+        assert (request.method, request.target, request.path) == ("GET", "/ws?v=1", "/ws")
+        assert request.header(b"origin") == "http://127.0.0.1:7878"
+        assert request.header(b"nope") is None
+        assert reader.trailing == (after if len(chunks) == 1 else b"")
+        answer = http.answer(http.routes(http.Origins()), request)
+        assert answer is http.UPGRADE
