@@ -26,6 +26,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from common.chat import events as ev
+from common.chat.commands import split_text
 from common.chat.rooms import LOBBY
 from common.wire.errors import ErrorCode
 from common.wire.framing import encode
@@ -430,3 +431,41 @@ def test_a_registered_nick_asks_for_its_password(browsers, servers: list[Server]
     driver.find_element(By.ID, "password").send_keys("correct-horse")
     driver.find_element(By.ID, "login-button").click()
     page.wait(lambda d: d.find_element(By.ID, "me").text == "dora", "dora logged in")
+
+
+_LONG_TEXTS = [
+    "mot " * 2500,  # words: cut after a space
+    "é" * 5000,  # two bytes each, no space
+    "e\u0301" * 3000,  # a letter and its combining accent: never cut between them
+    "👍🏽" * 1200,  # four bytes each, a modifier after each
+    "a" * 4096,  # exactly the cap: one piece
+    "x" * 3000 + " " + "y" * 3000,  # a space in the first half only
+]
+
+
+def test_long_texts_are_cut_as_the_reference_clients_cut_them(browsers, servers: list[Server], tmp_path: Path) -> None:
+    server = Server(tmp_path / "data")
+    servers.append(server)
+    page, _ = fresh(browsers, server.address)
+    page.driver.get(page.base)
+    pieces = page.driver.execute_script("return arguments[0].map((t) => TwinProto.splitText(t));", _LONG_TEXTS)
+    assert pieces == [split_text(text) for text in _LONG_TEXTS]
+    # And the page sends a long line as those pieces, each a message of its own.
+    carol = nc(server.address, "carol")
+    try:
+        page.login("ann")
+        page.type(_LONG_TEXTS[0])
+        got = [_nc_said(carol, "ann") for _ in split_text(_LONG_TEXTS[0])]
+        assert got == split_text(_LONG_TEXTS[0])
+    finally:
+        carol.close()
+
+
+def _nc_said(person: LineClient, nick: str) -> str:
+    """The text of the next line ``nick`` said (other lines skipped)."""
+    for _ in range(200):
+        line = person.line()
+        assert line, "nc was closed"
+        if line.startswith(f"{nick}: "):
+            return line[len(nick) + 2 :]
+    raise AssertionError(f"{nick} said nothing")

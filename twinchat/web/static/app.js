@@ -364,6 +364,9 @@
 
   // --- what the person types (PROTOCOL.md, "The client's view") -----------------
 
+  // A chat text, in as many events as it takes (TwinProto.splitText).
+  const sayAll = (name, values, text) => { for (const piece of P.splitText(text)) send(name, { ...values, text: piece }); };
+
   const usage = (text) => { line(null, "error", [["text", "usage: " + text]]); };
 
   function inRoom() {
@@ -392,11 +395,11 @@
     msg(rest) {
       const m = /^(\S+)\s+(.+)$/.exec(rest.trim());
       if (!m) return usage("/msg NICK TEXT");
-      if (m[1].startsWith("#")) { send("Say", { room: m[1], text: m[2] }); return; }
-      send("Whisper", { to: m[1], text: m[2] });
+      if (m[1].startsWith("#")) { sayAll("Say", { room: m[1] }, m[2]); return; }
+      sayAll("Whisper", { to: m[1] }, m[2]);
       line(null, "private mine", [["nick", `-> *${m[1]}*`], ["text", " " + m[2]]]);
     },
-    me(rest) { const r = inRoom(); if (r && rest.trim()) send("Act", { room: r.name, text: rest.trim() }); else if (r) usage("/me ACTION"); },
+    me(rest) { const r = inRoom(); if (r && rest.trim()) sayAll("Act", { room: r.name }, rest.trim()); else if (r) usage("/me ACTION"); },
     nick(rest) { if (!rest.trim() || /\s/.test(rest.trim())) return usage("/nick NEW"); send("ChangeNick", { nick: rest.trim() }); },
     topic(rest) {
       const r = inRoom();
@@ -438,7 +441,7 @@
         continue;
       }
       const r = inRoom();
-      if (r) send("Say", { room: r.name, text: one.startsWith("//") ? one.slice(1) : one });
+      if (r) sayAll("Say", { room: r.name }, one.startsWith("//") ? one.slice(1) : one);
     }
   }
 

@@ -145,8 +145,38 @@ const TwinProto = (() => {
     return event;
   }
 
+  // PROTOCOL.md "The client's view": a text over MAX_TEXT bytes of UTF-8 is
+  // sent as several, cut after the last space in the second half of a piece,
+  // else between characters but never before a combining mark, a zero-width
+  // joiner or a variation selector; joined, the pieces give the text back.
+  // (common/chat/commands.py split_text, character for character.)
+  const clings = (ch) => /^[\p{M}\u200d\ufe00-\ufe0f]$/u.test(ch);
+  function splitText(text, limit = MAX_TEXT) {
+    const chars = Array.from(text);
+    const widths = chars.map((ch) => utf8.encode(ch).length);
+    const pieces = [];
+    let start = 0, rest = widths.reduce((n, w) => n + w, 0);
+    while (rest > limit) {
+      let size = 0, end = start;
+      while (end < chars.length && size + widths[end] <= limit) { size += widths[end]; end += 1; }
+      const taken = end - start;
+      const space = chars.slice(start, end).lastIndexOf(" ");
+      if (space >= Math.floor(taken / 2)) end = start + space + 1;
+      else {
+        let cut = taken;
+        while (cut > 0 && clings(chars[start + cut])) cut -= 1;
+        end = start + (cut || taken);
+      }
+      pieces.push(chars.slice(start, end).join(""));
+      for (let i = start; i < end; i++) rest -= widths[i];
+      start = end;
+    }
+    pieces.push(chars.slice(start).join(""));
+    return pieces;
+  }
+
   // PROTOCOL.md's name for an error code, lower case with "-": nick-taken.
   function codeName(code) { return (CODES[code] || String(code)).toLowerCase().replaceAll("_", "-"); }
 
-  return { encode, decode, codeName, CODES, TYPES, MAX_TEXT, ProtocolError };
+  return { encode, decode, codeName, splitText, CODES, TYPES, MAX_TEXT, ProtocolError };
 })();
