@@ -152,3 +152,17 @@ def test_the_end_of_the_stream_ends_it() -> None:
 def test_a_request_that_is_no_handshake_is_refused() -> None:
     with pytest.raises(Refused):
         WsLink().accept([(b"host", b"x")], "/ws")
+
+
+@given(st.binary(max_size=300), st.data())
+def test_any_bytes_are_items_or_a_close_never_an_exception(garbage: bytes, data: st.DataObject) -> None:
+    """Whatever a peer sends after the upgrade, the link hands on chat items or
+    ends the WebSocket with a close; it never raises (no traceback, no dead reader)."""
+    prefix = data.draw(st.sampled_from([b"", client().send(BytesMessage(encode(ev.Ping(1)))), b"\x81\x85"]))
+    link = opened()
+    for chunk in [*data.draw(split_points(prefix + garbage)), b""]:
+        got = link.feed(chunk)
+        assert all(isinstance(item, ev.Event | str | Exception) for item in got.items)
+        if got.ended:
+            break
+    assert link.feed(b"").ended
