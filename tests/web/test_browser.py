@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -268,12 +269,15 @@ def test_the_page_survives_a_restart_and_shows_what_it_missed(browsers, servers:
     ann.screenshot("reconnecting")
     # Meanwhile, on the same store, others talk in #dev (a server on another port:
     # the page cannot reach it, so it misses this for sure).
-    meanwhile = Server(data)
-    carol = nc(meanwhile.address, "carol")
-    carol.send("/join #dev\nwhile you were away 1\nwhile you were away 2 — ünïcode\n/quit\n".encode())
-    assert _nc_until(carol, "*** disconnected: bye")
-    carol.close()
-    meanwhile.stop()
+    with socket.socket() as placeholder:  # bound, not listening: the page is refused, and no server gets the port
+        placeholder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        placeholder.bind(("127.0.0.1", port))
+        meanwhile = Server(data)
+        carol = nc(meanwhile.address, "carol")
+        carol.send("/join #dev\nwhile you were away 1\nwhile you were away 2 — ünïcode\n/quit\n".encode())
+        assert _nc_until(carol, "*** disconnected: bye")
+        carol.close()
+        meanwhile.stop()
 
     back = Server(data, port)
     servers.append(back)
