@@ -115,6 +115,24 @@ def _slow_consumer_notes(results: list[RunResult]) -> list[RunResult]:
     return out
 
 
+def ratios(summary: Sequence[RunResult], base: str = "tcp") -> list[str]:
+    """Each TCP-port variant (TLS, WebSocket) against plain ``base`` in the same
+    run, per scenario: its rate as a multiple of the base's, and its median
+    latency's. (The issue's goal: TLS and WebSocket at least 0.5x TCP's rate.)"""
+    by_scenario: dict[str, RunResult] = {r.scenario: r for r in summary if r.transport == base}
+    variants = {name for name, t in sc.TRANSPORTS.items() if t.kind == "tcp" and name != base}
+    out = []
+    for r in summary:
+        ref = by_scenario.get(r.scenario)
+        if r.transport not in variants or ref is None or not ref.rate:
+            continue
+        line = f"{r.scenario}: {r.transport} / {base} = {r.rate / ref.rate:.2f}x the rate"
+        if r.p50_ms is not None and ref.p50_ms:
+            line += f", {r.p50_ms / ref.p50_ms:.2f}x the p50 latency"
+        out.append(line)
+    return out
+
+
 def _log(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -264,6 +282,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     heading = f"medians of {args.runs} runs" if args.runs > 1 else "one run"
     print(f"twinchat benchmark ({'quick' if args.quick else 'full'}, {heading}, {time.monotonic() - began:.0f} s)")
     _print_table(summary, markdown=args.markdown, wide=args.wide)
+    if against := ratios(summary):
+        print("\nagainst plain tcp in the same run:")
+        for line in against:
+            print(f"- {line}")
     if skipped:
         print("\nskipped:")
         for line in skipped:

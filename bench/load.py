@@ -384,9 +384,13 @@ class TcpPeer(Peer):
             if link.handshake(self.sock):
                 raise LoadError(f"peer {index}: the server spoke before our Register")
             self._tls = link
+        self._handshake(address)
         self.sock.setblocking(False)
         self._out = bytearray()
         self.send(encode(ev.Register(self.nick)))
+
+    def _handshake(self, address: tuple[str, int]) -> None:
+        """What a client over another layer says before its Register (``bench.wsload``)."""
 
     def fileno(self) -> int:
         return self.sock.fileno()

@@ -43,6 +43,7 @@ _PALETTE: Final = (
     "#7f7f7f",
     "#bcbd22",
     "#d62728",
+    "#393b79",  # an eleventh transport (websocket): tab20b's dark blue
 )
 
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Final
 
-from bench import procstat, udpload
+from bench import procstat, udpload, wsload
 from bench.accounting import Ledger, StreamCorrupt
 from bench.load import Loop, Outcome, Peer, Plan, TcpPeer, connect, drive, pump
 from bench.results import DISTURBED_PCT, RunResult
@@ -240,7 +240,10 @@ def _others(children: list[Child]) -> tuple[float, float | None]:
 PeerMaker = Callable[[int, bool], Peer]
 
 
-def _tcp_maker(address: tuple[str, int], tls: ssl.SSLContext | None = None) -> PeerMaker:
+def _tcp_maker(address: tuple[str, int], tls: ssl.SSLContext | None = None, *, websocket: bool = False) -> PeerMaker:
+    if websocket:
+        return wsload.maker(address)
+
     def make(index: int, reads: bool) -> Peer:
         return TcpPeer(index, address, reads=reads, tls=tls)
 
@@ -286,7 +289,7 @@ def run_once(
             make, extra = udpload.maker(address, transport, seed=seed + run, cpus=None, clients=plan.clients)
             children.extend(extra)
         else:
-            make = _tcp_maker(address, tls)
+            make = _tcp_maker(address, tls, websocket=transport.websocket)
         loop = Loop(server.pid)
         lossy_join = transport.unreliable and bool(transport.loss)
         peers = connect(make, plan, loop, timed=timed, timeout=30 + plan.clients / 20, lossy=lossy_join)

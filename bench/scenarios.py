@@ -88,6 +88,8 @@ class Transport:
     store: bool = False
     #: TCP over TLS (a throwaway CA and certificate, made for the run).
     tls: bool = False
+    #: The WebSocket dialect on the TCP port, a binary message per frame (``bench.wsload``).
+    websocket: bool = False
 
 
 TRANSPORTS: Final = {
@@ -103,6 +105,7 @@ TRANSPORTS: Final = {
         Transport("udp-unreliable-loss5", "udp", unreliable=True, loss=5.0),
         Transport("udp-unreliable-loss20", "udp", unreliable=True, loss=20.0),
         Transport("tcp-tls", "tcp", tls=True),  # last: the others keep their colours
+        Transport("websocket", "tcp", websocket=True),
     )
 }
 

@@ -43,6 +43,13 @@ reads records and hands their plaintext on as above; ``push`` encrypts under
 the hub lock and the queue and writer carry records. The SSL object is never
 handed the socket, so no two threads use it at once (``tcpchat.tls``).
 
+HTTP and WebSocket (``twinchat.web``): a connection whose first bytes are
+an HTTP request gets one answer from the route table (the page, its files,
+404...) and is closed, or is upgraded at ``/ws``: from then on its reader
+feeds a ``WsLink`` (each message an event or a line, as the first message
+chose) and ``push`` sends each event as a message, below TLS if any. The
+connection is otherwise a framed or text one, with every rule above.
+
 Closing: a ``Goodbye`` delivered to a connection is its last event. Its writer
 sends what is queued, then half-closes (FIN after the data, so the peer reads
 everything), and the reader drains until the peer closes too, within
@@ -82,6 +89,8 @@ from common.wire.lines import Dialect, LineDecoder, detect_dialect
 from tcpchat.tls import TlsLink, TlsSetupError, server_context
 from twinchat import servercli
 from twinchat.gatekeeper import ACCOUNT_TYPES, AccountEvent, needs_vetting
+from twinchat.web import http
+from twinchat.web.websocket import LastWrapped, Mode, Received, Refused, WsLink
 
 log = logging.getLogger("tcpchat.server")
 
@@ -201,6 +210,9 @@ class _Conn:
         #: Its TLS session when the port speaks TLS: what goes through the
         #: socket is records, everything above it plaintext (``tcpchat.tls``).
         self.tls: TlsLink | None = None
+        #: Its WebSocket once upgraded (hub lock): each event pushed is one
+        #: message, below TLS if any (``twinchat.web.websocket``).
+        self.ws: WsLink | None = None
 
     def __repr__(self) -> str:
         return f"<conn {self.peer}>"
@@ -216,7 +228,7 @@ class _Conn:
         if self.closing and when:
             self.server._arm(self, when)  # sooner than its entry, most likely
 
-    def push(self, batch: Batch, last: bool) -> bool:
+    def push(self, batch: Batch, last: bool, *, as_is: bool = False) -> bool:
         """Send ``batch`` now or queue it (hub lock held); see ``Recipient.push``.
 
         When nothing is queued nor in flight, the kernel may take it all at
@@ -225,14 +237,20 @@ class _Conn:
         the limit: refusing it would leave half a frame on the wire. So the
         limit is checked before anything is sent, and a queue may pass it by
         at most one batch.
+
+        ``as_is``: the bytes are sent as they are, not as WebSocket messages
+        (an HTTP response, a WebSocket pong).
         """
         if self.closing:
             return True  # its last event is queued already; nothing follows it
-        data = batch.data
+        ws = None if as_is else self.ws
+        data = batch.data if ws is None else ws.wrap(batch.parts)
         backlog = self.enqueued - self.sent + len(data)
         if backlog > self.server.max_queue and not last and self.enqueued != self.sent:
             log.debug("%s is not reading; cut off", self.peer)  # the hub logs its departure
             return False
+        if last and ws is not None:
+            data += ws.close()  # the close frame follows the Goodbye
         if self.tls is not None:
             # Encrypted here, under the hub lock, and only once it is sure to
             # be sent (a record dropped would break the stream): records in
@@ -345,6 +363,7 @@ class ChatServer:
         shared: servercli.SharedHub | None = None,
         tls_cert: str = "",
         tls_key: str = "",
+        allowed_origins: str = "",
     ) -> None:
         self.rate_limit = rate_limit
         self.idle_timeout = idle_timeout
@@ -389,6 +408,9 @@ class ChatServer:
         self._per_host: dict[str, int] = {}
         self._refused: dict[str, int] = {}  # connections refused per address in this streak (hub lock)
         self._nonces = itertools.count(1)
+        # What the port answers in HTTP, by path (``--allowed-origins``: which pages may open /ws).
+        self._routes = http.routes(http.Origins.parse(allowed_origins))
+        self._wrapped = LastWrapped()  # hub lock: a run wrapped once for every WebSocket it goes to
         self._serials = itertools.count(1)
         self._by_serial: dict[int, _Conn] = {}  # hub lock: the connections the timer heap can name
         self._timers: list[tuple[float, int]] = []  # heap of (due, serial); see the module docstring
@@ -614,9 +636,31 @@ class ChatServer:
             if failed:
                 return failed
         data = data or self._first_bytes(conn)
+        dialect = detect_dialect(data)
+        while dialect is None and data:  # the start of an HTTP method ("GE"): read on
+            more = conn.recv()
+            if not more:
+                break  # a last line of two letters
+            data += more
+            dialect = detect_dialect(data)
         if not data:
             return "closed before speaking"
-        framed = detect_dialect(data) is Dialect.FRAMED
+        if dialect is Dialect.HTTP:
+            reason = self._serve_http(conn, data)
+        else:
+            framed = dialect is Dialect.FRAMED
+            reason = self._begin(conn, framed)
+            if not reason:
+                reason = self._serve_stream(conn, data, _FramedReader() if framed else _LineReader())
+        # Closing: drain until the peer closes, so our close sends no RST over
+        # data it has not read yet (the housekeeper aborts this after LINGER).
+        with contextlib.suppress(OSError):
+            while sock.recv(RECV_SIZE):
+                pass
+        return reason
+
+    def _begin(self, conn: _Conn, framed: bool) -> str:
+        """Hand ``conn`` to the hub, speaking frames or lines; return why not, or ""."""
         with self._lock:
             conn.liveness.heard(time.monotonic())
             if framed:
@@ -631,14 +675,7 @@ class ChatServer:
             if refusal:
                 conn.why = "refused: the server is full"
             self._deliver(refusal)
-        reader = _FramedReader() if framed else _LineReader()
-        reason = self._serve_stream(conn, data, reader)
-        # Closing: drain until the peer closes, so our close sends no RST over
-        # data it has not read yet (the housekeeper aborts this after LINGER).
-        with contextlib.suppress(OSError):
-            while sock.recv(RECV_SIZE):
-                pass
-        return reason
+        return ""
 
     def _handshake(self, conn: _Conn) -> tuple[str, bytes]:
         """Run ``conn``'s TLS handshake; return why it failed (or ""), and the
@@ -680,12 +717,19 @@ class ChatServer:
                 conn.push(fanout.Encoded([GREETING]), False)
         return conn.recv()
 
-    def _serve_stream(self, conn: _Conn, data: bytes, reader: _FramedReader | _LineReader) -> str:
-        recv = conn.recv
+    def _serve_stream(
+        self,
+        conn: _Conn,
+        data: bytes,
+        reader: _FramedReader | _LineReader | _WsReader,
+        recv: Callable[[], bytes] | None = None,
+    ) -> str:
+        recv = recv or conn.recv
         bucket = TokenBucket(self.rate_limit, time.monotonic())
         limited = self.rate_limit > 0
         while True:
-            reader.feed(data)
+            if data:  # b"" only for a WebSocket's start: its reader holds the first message
+                reader.feed(data)
             items = reader.items()
             if items:
                 if limited:
@@ -702,6 +746,67 @@ class ChatServer:
                 if items:
                     self._handle(conn, items)
                 return "connection closed"
+
+    # --- the web page and its WebSocket ----------------------------------------------
+
+    def _serve_http(self, conn: _Conn, data: bytes) -> str:
+        """Answer one HTTP request (``twinchat.web.http``); serve the chat on
+        the connection if it upgrades to a WebSocket. Return why it ended.
+
+        Bounded like any first bytes: by the registration timeout in time (the
+        connection has not registered) and by ``http.MAX_REQUEST`` in size.
+        """
+        parser = http.RequestReader(conn.host)
+        request = parser.feed(data)
+        while request is None:
+            data = conn.recv()
+            if not data:
+                return "closed before its HTTP request was complete"
+            request = parser.feed(data)
+        if isinstance(request, http.Response):
+            return self._respond(conn, request, f"bad HTTP request ({request.status})")
+        answer = http.answer(self._routes, request)
+        what = f"{request.method} {request.target[:100]}"
+        if isinstance(answer, http.Response):
+            if answer.status == 403:
+                log.warning("%s: %s refused: %s", conn.peer, what, answer.body.decode().strip())
+            return self._respond(conn, answer, f"{what}: {answer.status}", head=request.method == "HEAD")
+        link = WsLink(self._wrapped)
+        try:
+            switch = link.accept(request.headers, request.target)
+        except Refused as exc:
+            return self._respond(conn, http.error(400, str(exc)), f"{what}: 400")
+        with self._lock:
+            conn.push(fanout.Encoded([switch]), False, as_is=True)
+            conn.ws = link
+        return self._serve_websocket(conn, link, parser.trailing)
+
+    def _respond(self, conn: _Conn, response: http.Response, reason: str, *, head: bool = False) -> str:
+        """Send ``response`` and close after it; return ``reason``."""
+        with self._lock:
+            conn.push(fanout.Encoded([response.encode(head=head)]), True, as_is=True)
+        return reason
+
+    def _serve_websocket(self, conn: _Conn, link: WsLink, data: bytes) -> str:
+        """Serve the chat over ``link``: binary or text, as its first message tells."""
+
+        def answer(reply: bytes, last: bool) -> None:
+            with self._lock:
+                conn.push(fanout.Encoded([reply]), last, as_is=True)
+
+        reader = _WsReader(link, answer)
+        if data:
+            reader.feed(data)
+        while link.mode is None and not reader.ended:  # bounded as the first bytes of any connection
+            reader.feed(conn.recv())
+        if link.mode is None:
+            reader.feed(b"")  # sends the answer to its close
+            return reader.why or "connection closed"
+        reason = self._begin(conn, link.mode is Mode.FRAMES)
+        if reason:
+            return reason
+        reason = self._serve_stream(conn, b"", reader, lambda: b"" if reader.ended else conn.recv())
+        return reader.why or reason
 
     def _handle_limited(self, conn: _Conn, items: list[_Item], bucket: TokenBucket) -> None:
         """Handle ``items`` as fast as the token bucket allows.
@@ -907,6 +1012,43 @@ class _FramedReader:
     def items(self) -> list[_Item]:
         # events() already builds a fresh list of exactly these items: no copy.
         return self._decoder.events()  # type: ignore[return-value]
+
+
+class _WsReader:
+    """Adapts a ``WsLink`` to one batch of items per read: a message each.
+
+    What the link must answer goes to ``answer``: a pong at once, the answer
+    to the peer's close only at the next feed (the end of the stream, which
+    the server feeds once it has handled the messages that came before the
+    close), as the connection's last bytes.
+    """
+
+    def __init__(self, link: WsLink, answer: Callable[[bytes, bool], None]) -> None:
+        self._link = link
+        self._answer = answer
+        self._items: list[_Item] = []
+        self._farewell = b""
+        self.ended = False  # the WebSocket is over: the server reads no more
+        self.why = ""
+
+    def feed(self, data: bytes) -> None:
+        if self.ended:
+            if self._farewell:
+                self._answer(self._farewell, True)
+                self._farewell = b""
+            return
+        got: Received = self._link.feed(data)
+        self._items += got.items
+        if got.ended or not data:
+            self.ended = True
+            self.why = got.why
+            self._farewell = got.reply
+        elif got.reply:
+            self._answer(got.reply, False)
+
+    def items(self) -> list[_Item]:
+        out, self._items = self._items, []
+        return out
 
 
 class _LineReader:

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from common.chat import events as ev
 from common.wire.errors import ErrorCode, FrameRejected, RemoteProtocolError
 from common.wire.framing import END_OF_STREAM, NEED_DATA, encode
-from common.wire.lines import Dialect, LineDecoder, detect_dialect
+from common.wire.lines import HTTP_STARTS, Dialect, LineDecoder, detect_dialect
 from tests.strategies import split_points, text_chars
 
 lines_strategy = st.lists(st.text(text_chars, max_size=40), max_size=8)
@@ -102,6 +102,21 @@ def test_dialect_is_told_by_the_first_byte() -> None:
     assert detect_dialect("Маша".encode()) is Dialect.LINES
 
 
+def test_an_http_request_is_told_by_its_method_and_space() -> None:
+    assert detect_dialect(b"GET / HTTP/1.1\r\n") is Dialect.HTTP
+    assert detect_dialect(b"POST /x HTTP/1.1\r\n") is Dialect.HTTP
+    assert detect_dialect(b"GET") is None  # may still become a request: read on
+    assert detect_dialect(b"GE") is None
+    assert detect_dialect(b"GET\n") is Dialect.LINES  # a nick line "GET"
+    assert detect_dialect(b"GETTY\n") is Dialect.LINES
+    assert detect_dialect(b"get / HTTP/1.1\r\n") is Dialect.LINES  # methods are case-sensitive
+
+
 @given(st.text(text_chars, min_size=1))
 def test_no_utf8_text_looks_like_a_frame(text: str) -> None:
-    assert detect_dialect(text.encode()) is Dialect.LINES
+    data = text.encode()
+    told = detect_dialect(data)
+    assert told is not Dialect.FRAMED
+    # Only the start of an HTTP request line is not text: a nick has no space.
+    starts_http = any(data[:8].startswith(s) or s.startswith(data[:8]) for s in HTTP_STARTS)
+    assert told is Dialect.LINES or starts_http

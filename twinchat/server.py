@@ -80,7 +80,8 @@ class BothServer:
     def _bind(self, host: str, port: int, udp_port: int | None, unreliable: bool, options: dict[str, Any]) -> None:
         # With port 0 the kernel picks the TCP port; the UDP one must then be
         # free under the same number, which it usually is: try a few.
-        tls = {"tls_cert": options.pop("tls_cert", ""), "tls_key": options.pop("tls_key", "")}  # TCP only
+        tcp_only = ("tls_cert", "tls_key", "allowed_origins")
+        tls = {name: options.pop(name) for name in tcp_only if name in options}
         for _ in range(PORT_TRIES if port == 0 and udp_port is None else 1):
             self.tcp = tcp.ChatServer(host, port, **options, **tls)
             try:

@@ -185,7 +185,7 @@ def parser(prog: str, description: str, defaults: Defaults, *, tls: bool = False
         default=DEFAULT_REPLAY,
         help="messages of history shown to whoever joins a room (default: %(default)s)",
     )
-    if tls:
+    if tls:  # the TCP port's: TLS, and the web page's WebSocket
         p.add_argument(
             "--tls-cert",
             metavar="FILE",
@@ -193,6 +193,13 @@ def parser(prog: str, description: str, defaults: Defaults, *, tls: bool = False
             help="the TCP port speaks TLS only, with this certificate chain (PEM); needs --tls-key",
         )
         p.add_argument("--tls-key", metavar="FILE", default="", help="the private key of --tls-cert (PEM)")
+        p.add_argument(
+            "--allowed-origins",
+            metavar="ORIGINS",
+            default="",
+            help="web pages (comma list of origins, e.g. https://chat.example; '*' for any) that may open the"
+            " chat's WebSocket besides the page this server serves (default: none)",
+        )
     p.add_argument(
         "--log-level",
         default="INFO",
@@ -272,8 +279,13 @@ class SharedHub:
 
 def options(args: argparse.Namespace) -> dict[str, Any]:
     """The shared flags as the keyword arguments every transport's ``ChatServer``
-    takes, and ``tls_cert`` and ``tls_key`` if the parser had them (TCP only)."""
-    tls = {"tls_cert": args.tls_cert, "tls_key": args.tls_key} if hasattr(args, "tls_cert") else {}
+    takes, and ``tls_cert``, ``tls_key`` and ``allowed_origins`` if the parser
+    had them (TCP only)."""
+    tls = (
+        {"tls_cert": args.tls_cert, "tls_key": args.tls_key, "allowed_origins": args.allowed_origins}
+        if hasattr(args, "tls_cert")
+        else {}
+    )
     return tls | {
         "max_clients": args.max_clients,
         "max_per_host": args.max_per_host,

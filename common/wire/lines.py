@@ -5,8 +5,10 @@ line; ``\\n`` and ``\\r\\n`` both end a line. The server answers with one
 rendered line per event, ended by ``\\n`` (what the line says is the chat's
 business: ``common.session.text``).
 
-One TCP port serves both dialects: ``detect_dialect`` tells them apart by the
-first byte, since a frame starts with 0xC1, which no UTF-8 text can start with.
+One TCP port serves both dialects, and HTTP for the browser client:
+``detect_dialect`` tells them apart by the first bytes. A frame starts with
+0xC1, which no UTF-8 text can start with; a request line starts with an HTTP
+method and a space, which no nick line can hold (a nick has no space).
 """
 
 from __future__ import annotations
@@ -26,13 +28,35 @@ class Dialect(Enum):
     FRAMED = "framed"
     #: Lines of text, as a person at ``nc`` types.
     LINES = "lines"
+    #: An HTTP request: the web page, or its WebSocket (``twinchat.web``).
+    HTTP = "http"
+
+
+#: How an HTTP request begins: every method of RFC 9110 and a space. Only GET
+#: (and HEAD) are served; the others are recognised to be refused in HTTP (405).
+HTTP_STARTS: Final = tuple(
+    f"{method} ".encode() for method in ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
+)
 
 
 def detect_dialect(first_bytes: bytes | bytearray) -> Dialect | None:
-    """The dialect a client speaks, judged by its first byte; None if none arrived."""
+    """The dialect a client speaks, judged by its first bytes.
+
+    Returns:
+        None if they cannot tell yet: nothing arrived, or only the start of an
+        HTTP method (``GE``) without a newline; read more and ask again.
+    """
     if not first_bytes:
         return None
-    return Dialect.FRAMED if first_bytes[0] == MAGIC[0] else Dialect.LINES
+    if first_bytes[0] == MAGIC[0]:
+        return Dialect.FRAMED
+    head = bytes(first_bytes[:8])
+    for start in HTTP_STARTS:
+        if head.startswith(start):
+            return Dialect.HTTP
+        if start.startswith(head):
+            return None  # "GE" may become "GET /" or stay a nick: wait for the next bytes
+    return Dialect.LINES
 
 
 class LineDecoder:
@@ -129,6 +153,7 @@ def _text(raw: bytes | bytearray) -> str:
 #: The end-of-stream and need-data markers, re-exported for line readers.
 __all__: Final = [
     "END_OF_STREAM",
+    "HTTP_STARTS",
     "NEED_DATA",
     "Dialect",
     "LineDecoder",

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.timeout(20)
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("transport", ["tcp", "tcp-tls"])
+@pytest.mark.parametrize("transport", ["tcp", "tcp-tls", "websocket"])
 def test_a_tiny_window_run_accounts_for_every_message(transport: str) -> None:
     tiny = Scenario("throughput", clients=4, senders=4, messages=200, window=16, deadline_s=10)
     result = run_once(tiny, TRANSPORTS[transport], 1, placement=Placement(None, None), seed=1)
