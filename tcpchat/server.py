@@ -82,6 +82,7 @@ from common.wire.lines import Dialect, LineDecoder, detect_dialect
 from tcpchat.tls import TlsLink, TlsSetupError, server_context
 from twinchat import servercli
 from twinchat.gatekeeper import ACCOUNT_TYPES, AccountEvent, needs_vetting
+from twinchat.metrics import Metrics, TransportStats
 
 log = logging.getLogger("tcpchat.server")
 
@@ -201,6 +202,12 @@ class _Conn:
         #: Its TLS session when the port speaks TLS: what goes through the
         #: socket is records, everything above it plaintext (``tcpchat.tls``).
         self.tls: TlsLink | None = None
+        #: For the metrics: its dialect once its first bytes tell ("" before),
+        #: bytes read and rate-limit waits (reader thread only; the server
+        #: adds them to its totals when it forgets the connection).
+        self.dialect = ""
+        self.received = 0
+        self.waits = 0
 
     def __repr__(self) -> str:
         return f"<conn {self.peer}>"
@@ -240,6 +247,7 @@ class _Conn:
             data = self.tls.encrypt(data)
             if last:
                 data += self.tls.close_notify()
+        self.server.bytes_out += len(data)
         if self.enqueued == self.sent and _DONTWAIT:
             try:
                 sent = self.sock.send(data, _DONTWAIT)
@@ -300,9 +308,12 @@ class _Conn:
     def recv(self) -> bytes:
         """The next plaintext bytes from the peer (blocking); b"" at the end."""
         if self.tls is None:
-            return self.sock.recv(RECV_SIZE)
+            data = self.sock.recv(RECV_SIZE)
+            self.received += len(data)
+            return data
         while True:
             raw = self.sock.recv(RECV_SIZE)
+            self.received += len(raw)
             if not raw:
                 return b""
             plain = self.tls.feed(raw)
@@ -394,6 +405,12 @@ class ChatServer:
         self._timers: list[tuple[float, int]] = []  # heap of (due, serial); see the module docstring
         self._pending: set[_Conn] = set()  # hub lock: not registered yet, looked at on every tick
         self._accept_failing = False  # accept() is failing (out of descriptors), logged once
+        # For the metrics (hub lock): bytes pushed, and the forgotten
+        # connections' bytes read and rate-limit waits (the open ones keep theirs).
+        self.bytes_out = 0
+        self._gone_received = 0
+        self._gone_waits = 0
+        shared.metrics.watch("tcp", self)
 
         self._stopping = threading.Event()  # accept no more
         self._serving = False
@@ -416,6 +433,22 @@ class ChatServer:
         """The (host, port) the server listens on."""
         name = self._listener.getsockname()
         return name[0], name[1]
+
+    @property
+    def metrics(self) -> Metrics:
+        """What this server's process reports (``Metrics.render()`` gives the page)."""
+        return self._shared.metrics
+
+    def stats(self) -> TransportStats:
+        """This transport's figures for the metrics (hub lock held): one pass over the connections."""
+        dialects = dict.fromkeys(("framed", "text"), 0)  # always there, 0 included
+        received, waits = self._gone_received, self._gone_waits
+        for conn in self._conns:
+            dialect = conn.dialect or "unknown"
+            dialects[dialect] = dialects.get(dialect, 0) + 1
+            received += conn.received
+            waits += conn.waits
+        return TransportStats("tcp", dialects, received, self.bytes_out, rate_limited_waits=waits)
 
     # --- accepting ---------------------------------------------------------------
 
@@ -596,6 +629,8 @@ class ChatServer:
         self._pending.discard(conn)
         if conn in self._conns:
             self._conns.discard(conn)
+            self._gone_received += conn.received
+            self._gone_waits += conn.waits
             left = self._per_host[conn.host] - 1
             if left:
                 self._per_host[conn.host] = left
@@ -618,6 +653,7 @@ class ChatServer:
             return "closed before speaking"
         framed = detect_dialect(data) is Dialect.FRAMED
         with self._lock:
+            conn.dialect = "framed" if framed else "text"
             conn.liveness.heard(time.monotonic())
             if framed:
                 conn.liveness.idle_timeout = self.idle_timeout
@@ -718,6 +754,7 @@ class ChatServer:
                 stop += 1
             if stop == start:
                 # Bytes of it are waiting here: it is held back, not idle.
+                conn.waits += 1
                 conn.liveness.heard(now)
                 if self._stopping.wait(bucket.wait_time(now)) or conn.closing:
                     return
