@@ -88,6 +88,9 @@ class Transport:
     store: bool = False
     #: TCP over TLS (a throwaway CA and certificate, made for the run).
     tls: bool = False
+    #: Seconds between two scrapes of the server's metrics during the run
+    #: (``--metrics`` on loopback); 0: metrics off. What metrics cost.
+    scrape: float = 0.0
 
 
 TRANSPORTS: Final = {
