@@ -151,6 +151,9 @@ _SILENT_FAREWELL: Final = [
     )
 ]
 
+#: No events: pushed as a connection's last, it closes it after what is queued.
+_NOTHING: Final = fanout.Encoded([])
+
 #: What a reader hands on per batch: decoded events (or lines), and the errors in their place.
 _Item = ev.Event | str | ProtocolError
 
@@ -312,6 +315,8 @@ class _Conn:
             self.received += len(data)
             return data
         while True:
+            if self.tls.peer_closed:  # its close_notify: the end, even before its FIN
+                return b""
             raw = self.sock.recv(RECV_SIZE)
             self.received += len(raw)
             if not raw:
@@ -606,10 +611,10 @@ class ChatServer:
                 with self._lock:
                     self._deliver(self._hub.disconnect(conn, reason))
                     if not conn.closing:
-                        # The peer left: flush what it may still read, then close.
-                        conn.closing = True
-                        conn.close_deadline = time.monotonic() + LINGER
-                        conn.queue.put(None)
+                        # The peer left: flush what it may still read, then close,
+                        # with TLS our close_notify last (a peer that closed
+                        # with its own may be waiting for it).
+                        conn.push(_NOTHING, True)
                 if not conn.known:
                     # The hub never had it, so it logs no departure: say it here.
                     servercli.log_departure(conn, None, conn.why or reason)
@@ -669,11 +674,14 @@ class ChatServer:
             self._deliver(refusal)
         reader = _FramedReader() if framed else _LineReader()
         reason = self._serve_stream(conn, data, reader)
-        # Closing: drain until the peer closes, so our close sends no RST over
-        # data it has not read yet (the housekeeper aborts this after LINGER).
-        with contextlib.suppress(OSError):
-            while sock.recv(RECV_SIZE):
-                pass
+        if conn.closing:
+            # We close first: drain until the peer closes, so our close sends
+            # no RST over data it has not read yet (the housekeeper aborts
+            # this after LINGER). When the peer closed first there is nothing
+            # to drain, and a TLS peer may be waiting for our close_notify.
+            with contextlib.suppress(OSError):
+                while sock.recv(RECV_SIZE):
+                    pass
         return reason
 
     def _handshake(self, conn: _Conn) -> tuple[str, bytes]:
