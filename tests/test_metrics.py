@@ -21,7 +21,9 @@ from pathlib import Path
 import pytest
 
 from common.chat import events as ev
+from common.fanout import SLOW_DETAIL
 from common.wire.errors import ErrorCode
+from common.wire.framing import encode
 from tcpchat.client import tcp_connect
 from tcpchat.server import ChatServer as TcpServer
 from tests.test_one_process import Member, Person
@@ -262,6 +264,74 @@ def test_what_ends_a_session_is_counted_by_its_code(listening: Callable[..., tup
         kicks = {labels: v for (n, labels), v in after.samples.items() if n == "twinchat_kicks_total"}
         assert sum(kicks.values()) == 1
     finally:
+        server.shutdown()
+        thread.join(WAIT)
+
+
+def test_a_tcp_flood_is_held_back_and_counted_as_waits(listening: Callable[..., tuple[str, int]]) -> None:
+    server = TcpServer("127.0.0.1", 0, rate_limit=100)  # a burst of 200, then 100 a second
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    watcher = None
+    try:
+        where = listening(server)
+        watcher = Member(tcp_connect, server.address, "wren")
+        flooder = Person(server.address, "flo")
+        try:
+            assert watcher.wait_for(_saw("flo"))
+            before = scrape(where)
+            flooder.say(*(f"x{i}" for i in range(230)))  # one paste, 30 past the burst
+            assert watcher.wait_for(lambda m: ("flo", "x229") in m.said("#lobby"))
+            after = scrape(where)
+        finally:
+            flooder.sock.close()
+        assert delta(before, after, "twinchat_messages_received_total", kind="say") == 230  # none lost
+        assert delta(before, after, "twinchat_rate_limited_waits_total", transport="tcp") >= 1
+        assert sum(v for (n, _), v in after.samples.items() if n == "twinchat_kicks_total") == 0  # held, not kicked
+    finally:
+        if watcher is not None:
+            watcher.link.close()  # type: ignore[attr-defined]
+        server.shutdown()
+        thread.join(WAIT)
+
+
+def test_a_slow_consumer_is_a_kick_by_its_code(listening: Callable[..., tuple[str, int]]) -> None:
+    server = TcpServer("127.0.0.1", 0, rate_limit=0, max_queue=16 * 1024)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    flooder = None
+    slow = socket.socket()
+    try:
+        where = listening(server)
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.settimeout(WAIT)
+        slow.connect(server.address)
+        slow.sendall(encode(ev.Register("slow")))  # and never reads again
+        flooder = Member(tcp_connect, server.address, "flood")
+        assert flooder.wait_for(lambda m: any(isinstance(e, ev.Welcome) for e in m.events))
+        before = scrape(where)
+        text = "y" * 1000
+        # The kernel's buffers take megabytes on loopback before the server queues any.
+        for round_ in range(100):  # bounded: 20 MB at most
+            seen = len(flooder.events)
+            last = f"{round_}/199 {text}"
+            for n in range(200):
+                flooder.link.send(ev.Say("#lobby", f"{round_}/{n} {text}"))  # type: ignore[attr-defined]
+            assert flooder.wait_for(
+                lambda m, seen=seen, last=last: any(
+                    isinstance(e, ev.Message) and e.text == last for e in m.events[seen:]
+                )
+            )
+            if ev.Left("slow", SLOW_DETAIL) in flooder.events:
+                break
+        else:
+            pytest.fail("the slow client was never cut off")
+        after = scrape(where)
+        assert delta(before, after, "twinchat_kicks_total", code="slow_consumer") == 1
+    finally:
+        slow.close()
+        if flooder is not None:
+            flooder.link.close()  # type: ignore[attr-defined]
         server.shutdown()
         thread.join(WAIT)
 
