@@ -8,7 +8,7 @@ no counting; the counting the servers do (an ``int`` per message accepted, a
 increments (a lock each). The recipients' push does nothing else, so the
 share is larger than it would be with sockets behind it: an upper bound.
 Also the cost of one increment each way. Needs ``prometheus-client``
-(``pip install prometheus-client``), which twinchat itself does not use::
+(``pip install -e '.[metrics-cost]'``), which twinchat itself does not use::
 
     python -m tools.metrics_cost [--rounds 7]
 
