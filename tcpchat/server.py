@@ -445,15 +445,19 @@ class ChatServer:
         return self._shared.metrics
 
     def stats(self) -> TransportStats:
-        """This transport's figures for the metrics (hub lock held): one pass over the connections."""
+        """This transport's figures for the metrics: the connections are copied
+        under the hub lock and counted after it (their counts only grow, and
+        one forgotten meanwhile was in the copy, not yet in the totals read)."""
+        with self._lock:
+            conns = list(self._conns)
+            received, waits, sent = self._gone_received, self._gone_waits, self.bytes_out
         dialects = dict.fromkeys(("framed", "text"), 0)  # always there, 0 included
-        received, waits = self._gone_received, self._gone_waits
-        for conn in self._conns:
+        for conn in conns:
             dialect = conn.dialect or "unknown"
             dialects[dialect] = dialects.get(dialect, 0) + 1
             received += conn.received
             waits += conn.waits
-        return TransportStats("tcp", dialects, received, self.bytes_out, rate_limited_waits=waits)
+        return TransportStats("tcp", dialects, received, sent, rate_limited_waits=waits)
 
     # --- accepting ---------------------------------------------------------------
 

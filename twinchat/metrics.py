@@ -7,9 +7,10 @@ UDP channel's retransmissions. What must be counted is counted with a
 plain ``int`` bumped where a lock is already held (the hub lock for the
 hub's and the fan-out's counts, the UDP send lock for bytes sent) or by the
 one thread that owns the number (a TCP reader's bytes in, folded into its
-server's total when the connection is forgotten). A scrape takes the hub
-lock once, to read a consistent picture; the text is made after it is let
-go. Nothing here needs ``prometheus-client`` (its counters take a lock per
+server's total when the connection is forgotten). A scrape holds the hub
+lock only to copy: the hub's figures, then each transport's list of
+connections; counting and writing the text happen after it is let go.
+Nothing here needs ``prometheus-client`` (its counters take a lock per
 increment: see README, "Metrics", for what that was measured to cost).
 
 Two ways to serve it: ``MetricsListener`` is a small HTTP server on a port
@@ -92,7 +93,7 @@ class Histogram:
 
 @dataclass
 class TransportStats:
-    """What one transport reports at a scrape (read with the hub lock held)."""
+    """What one transport reports at a scrape."""
 
     #: ``tcp`` or ``udp``.
     transport: str
@@ -115,7 +116,8 @@ class Transport(Protocol):
     """A server of one transport, as the metrics see it."""
 
     def stats(self) -> TransportStats:
-        """Its figures now; called with the hub lock held."""
+        """Its figures now; called without the hub lock, which it takes as
+        briefly as it can (the chat waits meanwhile)."""
         ...
 
 
@@ -145,15 +147,18 @@ class Metrics:
     def render(self) -> bytes:
         """The page, in the text exposition format 0.0.4 (``CONTENT_TYPE``).
 
-        Takes the hub lock once, for as long as reading the figures takes
-        (one pass over the open connections); safe from any thread.
+        Takes the hub lock for the hub's figures, then each transport takes it
+        for its own (TCP only to copy its list of connections: 0.01 ms at
+        1,000, 0.5 ms at 10,000 on the development VM, where counting them
+        under the lock took 7 ms); safe from any thread.
         """
         hub = self._hub
         with self._lock:
             members, rooms = hub.registered, hub.room_count
             said, kicked = dict(hub.said), dict(hub.kicked)
             pushed = self._courier.tally.pushed
-            stats = [t.stats() for t in self._transports.values()]
+            transports = list(self._transports.values())
+        stats = [t.stats() for t in transports]
         gate = self._gatekeeper
         udp = [s for s in stats if s.transport == "udp"]
         families = [

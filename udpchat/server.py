@@ -314,7 +314,12 @@ class ChatServer:
         return self._shared.metrics
 
     def stats(self) -> TransportStats:
-        """This transport's figures for the metrics (lock held): one pass over the sessions."""
+        """This transport's figures for the metrics: one pass over the sessions
+        under the lock (a channel's loss count is two numbers that move together)."""
+        with self._lock:
+            return self._stats()
+
+    def _stats(self) -> TransportStats:
         with self._count_lock:
             counted = dict(self.counters)
         # The channels of forgotten sessions were added to the counters; the open ones keep theirs.
