@@ -49,6 +49,14 @@ def _parser() -> argparse.ArgumentParser:
         help=f"comma-separated subset of: {', '.join(sc.TRANSPORTS)} (default: all; with --quick: "
         f"{', '.join(sc.QUICK_TRANSPORTS)})",
     )
+    p.add_argument(
+        "--scrape",
+        metavar="SECONDS",
+        type=float,
+        default=0.0,
+        help="start each server with --metrics and read its /metrics every SECONDS during the run, to see what "
+        "metrics cost (default: off)",
+    )
     p.add_argument("--seed", type=int, default=1, help="seed of the lossy proxy (default: %(default)s)")
     p.add_argument("--no-pin", action="store_true", help="do not pin the server and the load to separate CPUs")
     p.add_argument("--json", type=Path, help="result file (default: bench-results/bench-TIME.json)")
@@ -258,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"python -m bench: {exc}", file=sys.stderr)
         return 2
-    transports = [sc.TRANSPORTS[n] for n in names]
+    transports = [replace(sc.TRANSPORTS[n], scrape=args.scrape) for n in names]
     placement = Placement.split(pin=not args.no_pin)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     json_path = args.json or _DEFAULT_OUT / f"bench-{stamp}.json"

@@ -12,10 +12,12 @@ for a core. The lossy proxies are not pinned: they go where there is room.
 
 from __future__ import annotations
 
+import http.client
 import os
 import resource
 import ssl
 import tempfile
+import threading
 import time
 from array import array
 from collections.abc import Callable
@@ -104,6 +106,8 @@ def server_args(
     args = [*_SERVER_FLAGS, "--idle-timeout", f"{idle_timeout:g}", "--log-level", "WARNING"]
     if tls is not None:
         args += ["--tls-cert", tls[0], "--tls-key", tls[1]]
+    if transport.scrape:
+        args += ["--metrics", "127.0.0.1:0"]
     if transport.store:
         if not data_dir:
             raise ValueError(f"{transport.name} needs a data directory")
@@ -294,7 +298,9 @@ def run_once(
         lossy_join = transport.unreliable and bool(transport.loss)
         peers = connect(make, plan, loop, timed=timed, timeout=30 + plan.clients / 20, lossy=lossy_join)
         log(f"  {scenario.name}/{transport.name}: {plan.clients} clients joined, driving")
-        outcome, events = _measure(plan, loop, peers, children, timed=timed, lossy=transport.unreliable)
+        outcome, events = _measure(
+            plan, loop, peers, children, timed=timed, lossy=transport.unreliable, scrape=transport.scrape
+        )
         reading = procstat.sample(server.pid)
         peak = reading.peak_rss_mb if reading else 0.0
         if not server.alive():
@@ -320,15 +326,81 @@ def run_once(
     return result
 
 
+class Scraper:
+    """Reads a server's ``/metrics`` every ``every`` seconds on a thread of
+    its own, as Prometheus would (only far more often), while a run is measured."""
+
+    def __init__(self, address: tuple[str, int] | None, every: float) -> None:
+        if address is None:
+            raise StartError("the server did not say where its metrics are")
+        self._address = address
+        self._every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench scraper", daemon=True)
+        self.scrapes = 0
+        self.failures = 0
+        self.slowest = 0.0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> str:
+        """Stop (idempotent); say what it did, as a note for the run."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        failed = f", {self.failures} failed" if self.failures else ""
+        return (
+            f"metrics scraped every {self._every:g} s: {self.scrapes} scrapes{failed}, "
+            f"slowest {1000 * self.slowest:.1f} ms"
+        )
+
+    def _run(self) -> None:
+        while not self._stop.is_set():  # one at once, then every ``every`` seconds
+            began = time.perf_counter()
+            conn = http.client.HTTPConnection(*self._address, timeout=10)
+            try:
+                conn.request("GET", "/metrics")
+                answer = conn.getresponse()
+                answer.read()
+                ok = answer.status == 200
+            except OSError:
+                ok = False
+            finally:
+                conn.close()
+            self.slowest = max(self.slowest, time.perf_counter() - began)
+            if ok:
+                self.scrapes += 1
+            else:
+                self.failures += 1
+            self._stop.wait(self._every)
+
+
 def _measure(
-    plan: Plan, loop: Loop, peers: list[Peer], children: list[Child], *, timed: bool, lossy: bool
+    plan: Plan,
+    loop: Loop,
+    peers: list[Peer],
+    children: list[Child],
+    *,
+    timed: bool,
+    lossy: bool,
+    scrape: float = 0.0,
 ) -> tuple[Outcome, list[str]]:
     """``drive``, plus what it cannot see: the proxies' CPU, everyone else's,
     and the datagrams the kernel dropped; return the outcome and the client
-    events of the run (before the shutdown adds its goodbyes)."""
+    events of the run (before the shutdown adds its goodbyes). With
+    ``scrape`` seconds, the server's (``children[0]``) metrics are read that often meanwhile."""
     drops_before = procstat.udp_drops()
     others_before = _others(children[1:])
-    outcome = drive(peers, plan, loop, timed=timed, lossy=lossy)
+    scraper = Scraper(children[0].metrics_address, scrape) if scrape else None
+    if scraper is not None:
+        scraper.start()
+    try:
+        outcome = drive(peers, plan, loop, timed=timed, lossy=lossy)
+    finally:
+        scraped = scraper.stop() if scraper is not None else ""
+    if scraped:
+        outcome.notes.append(scraped)
     others_after = _others(children[1:])
     drops_after = procstat.udp_drops()
     outcome.proxy_cpu_s = others_after[0] - others_before[0]

@@ -17,7 +17,10 @@ the other scenarios are) and runs three phases with N clients in one room:
    max: a stall shows as the max) and how long the 10% took to be back.
 
 TCP clients speak the text dialect (a nick line, then lines), as the issue's
-author measured; UDP clients open a session with the project's handshake
+author measured; ``tcp-tls`` clients do the same over TLS (a throwaway CA
+and certificate made for the run, the client's TLS sans-IO through
+``tcpchat.tls.TlsLink``, so the handshake is one more non-blocking state);
+UDP clients open a session with the project's handshake
 (``common.session.opener``) and keep a ``common.session.reliability.Channel``
 each, driven by this process's loop. Every client lives in one process,
 multiplexed with ``epoll``; connects are non-blocking.
@@ -45,7 +48,9 @@ import re
 import resource
 import selectors
 import socket
+import ssl
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -54,8 +59,8 @@ from typing import Final
 
 from bench import procstat
 from bench.load import ANCILLARY_SIZE, kernel_stamp, stamp_arrivals
-from bench.runner import Placement, server_args
-from bench.scenarios import TRANSPORTS
+from bench.runner import Placement, make_certificate, server_args
+from bench.scenarios import TRANSPORTS, Transport
 from bench.servers import Child, StartError
 from bench.stats import percentile
 from common.chat import events as ev
@@ -63,6 +68,10 @@ from common.session.opener import SessionOpener, open_channel
 from common.session.reliability import Channel
 from common.wire.errors import RemoteProtocolError
 from common.wire.framing import FrameType, decode_datagram, decode_frame, encode
+from tcpchat.tls import TlsLink
+
+#: The transports this scenario drives (``bench.scenarios.TRANSPORTS`` names).
+SCALE_TRANSPORTS: Final = ("tcp", "tcp-tls", "udp")
 
 #: Clients connecting or registering at once, at most.
 DEFAULT_WINDOW: Final = 500
@@ -191,7 +200,15 @@ class TcpClient(Client):
             return
         self.connected = True
         self.loop.watch(self, selectors.EVENT_READ, modify=True)
+        self._open()
+
+    def _open(self) -> None:
+        """The connection is up: say the nick."""
         self._send(f"{self.nick}\n".encode())
+
+    def _plain(self, raw: bytes) -> bytes:
+        """The chat bytes in what came off the socket (b"": nothing for the chat yet)."""
+        return raw
 
     def _readable(self, now: float) -> None:
         try:
@@ -204,8 +221,10 @@ class TcpClient(Client):
         if not size:
             self.fail("closed by the server")
             return
-        data = self.loop.view[:size].tobytes()
         self.loop.bytes_in += size
+        data = self._plain(self.loop.view[:size].tobytes())
+        if not data:
+            return
         if self.registered_at is None:
             self.buf += data
             if _WELCOME in self.buf:
@@ -232,18 +251,64 @@ class TcpClient(Client):
             self.buf = b""
 
     def _send(self, data: bytes) -> None:
+        self._send_raw(data)
+
+    def _send_raw(self, data: bytes) -> None:
         if not self.alive:
             return
         try:
-            self.sock.send(data)
+            sent = self.sock.send(data)
         except OSError as exc:
             self.fail(f"send: {exc}")
+            return
+        if sent < len(data):  # a line or a handshake flight: the kernel buffer is never that full here
+            self.fail(f"send: the kernel took {sent} of {len(data)} bytes")
 
     def say(self, text: str) -> None:
         self._send(text.encode() + b"\n")
 
     def drop(self) -> None:
         self.close()
+
+
+class TlsClient(TcpClient):
+    """The same person at ``openssl s_client``: a TLS handshake, then lines.
+
+    Dropped in the storm without a close_notify, as a crashed client would.
+    """
+
+    def __init__(self, index: int, loop: Loop, context: ssl.SSLContext) -> None:
+        self.link = TlsLink(context, server_side=False, server_hostname=loop.address[0])
+        self.secure = False
+        super().__init__(index, loop)
+
+    def _open(self) -> None:
+        self._handshake(b"")
+
+    def _handshake(self, raw: bytes) -> None:
+        try:
+            done, out = self.link.step(raw)
+        except ssl.SSLError as exc:
+            self.fail(f"TLS handshake: {exc}")
+            return
+        if out:
+            self._send_raw(out)
+        if done and not self.secure:
+            self.secure = True
+            super()._open()
+
+    def _plain(self, raw: bytes) -> bytes:
+        if not self.secure:
+            self._handshake(raw)
+            return b""  # the server says nothing before it has our nick
+        try:
+            return self.link.feed(raw)
+        except ssl.SSLError as exc:
+            self.fail(f"TLS: {exc}")
+            return b""
+
+    def _send(self, data: bytes) -> None:
+        self._send_raw(self.link.encrypt(data))
 
 
 class UdpClient(Client):
@@ -507,7 +572,7 @@ def machine_limits(transport: str, clients: int) -> list[str]:
     need_fds = clients + 64
     if soft < need_fds:
         out.append(f"open files: {clients} clients need {need_fds} descriptors per process, the limit is {soft}")
-    if transport == "tcp":
+    if TRANSPORTS[transport].kind == "tcp":
         threads = 2 * clients + 8
         # A thread is three memory maps (its stack, the stack's guard page, Python's frame stack).
         for path, what, per_thread in (
@@ -599,7 +664,16 @@ def run_scale(
 ) -> ScaleResult:
     """Run the three phases against a fresh server; see the module docstring."""
     result = ScaleResult(transport, clients)
-    module, args = server_args(TRANSPORTS[transport], 3600.0)
+    kind = TRANSPORTS[transport]
+    certificates = tempfile.TemporaryDirectory(prefix="bench-scale-") if kind.tls else None
+    try:
+        make, tls_files = _client_maker(kind, certificates)
+    except StartError as exc:
+        result.notes.append(f"server did not start: {exc}")
+        if certificates is not None:
+            certificates.cleanup()
+        return result
+    module, args = server_args(kind, 3600.0, tls=tls_files)
     args = [*args, "--register-timeout", f"{REGISTER_TIMEOUT:g}", *server_extra]
     placement = placement or Placement.split(pin=True)
     saved = os.sched_getaffinity(0)
@@ -608,10 +682,9 @@ def run_scale(
         address = server.start()
         if placement.load:
             os.sched_setaffinity(0, placement.load)
-        make: Callable[[int, Loop], Client] = TcpClient if transport == "tcp" else UdpClient
         loop = Loop(address, make)
         loop.limit = phase_limit
-        if transport == "udp":
+        if kind.kind == "udp":
             loop.quiet_for = UDP_QUIET
         try:
             _connect(loop, server.pid, result, window=window, idle=idle, log=log)
@@ -632,7 +705,28 @@ def run_scale(
         elif code not in (0, None):
             result.notes.append(f"server exit code {code}: {server.log_tail(300)}")
         server.close()
+        if certificates is not None:
+            certificates.cleanup()
     return result
+
+
+def _client_maker(
+    kind: Transport, certificates: tempfile.TemporaryDirectory[str] | None
+) -> tuple[Callable[[int, Loop], Client], tuple[str, str] | None]:
+    """How the load makes a client of ``kind``, and the server's certificate and
+    key files when it speaks TLS (made in ``certificates``, trusted by the clients).
+
+    Raises:
+        StartError: TLS is asked for and trustme is missing.
+    """
+    if certificates is None:
+        return (TcpClient if kind.kind == "tcp" else UdpClient), None
+    cert, key, context = make_certificate(certificates.name)
+
+    def make(index: int, loop: Loop) -> Client:
+        return TlsClient(index, loop, context)
+
+    return make, (cert, key)
 
 
 def _stop(loop: Loop, server: Child, result: ScaleResult) -> None:
@@ -870,7 +964,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--clients", default="1000", help="comma-separated client counts, e.g. 1000,5000,10000 (default: 1000)"
     )
-    p.add_argument("--transports", default="tcp,udp", help="comma-separated: tcp, udp (default: tcp,udp)")
+    p.add_argument(
+        "--transports", default="tcp,udp", help=f"comma-separated: {', '.join(SCALE_TRANSPORTS)} (default: tcp,udp)"
+    )
     p.add_argument("--window", type=int, default=DEFAULT_WINDOW, help="clients connecting at once, at most")
     p.add_argument("--fanout-messages", type=int, default=DEFAULT_FANOUT_MESSAGES, help="messages of the fan-out")
     p.add_argument("--no-storm", action="store_true", help="skip the reconnect storm")
@@ -900,9 +996,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("python -m bench scale: --clients takes numbers, e.g. 1000,5000", file=sys.stderr)
         return 2
     transports = args.transports.split(",")
-    unknown = [t for t in transports if t not in ("tcp", "udp")]
+    unknown = [t for t in transports if t not in SCALE_TRANSPORTS]
     if unknown:
-        print(f"python -m bench scale: unknown transport {', '.join(unknown)} (tcp, udp)", file=sys.stderr)
+        print(
+            f"python -m bench scale: unknown transport {', '.join(unknown)} ({', '.join(SCALE_TRANSPORTS)})",
+            file=sys.stderr,
+        )
         return 2
 
     def log(line: str) -> None:

@@ -90,6 +90,9 @@ class Transport:
     tls: bool = False
     #: The WebSocket dialect on the TCP port, a binary message per frame (``bench.wsload``).
     websocket: bool = False
+    #: Seconds between two scrapes of the server's metrics during the run
+    #: (``--metrics`` on loopback); 0: metrics off. What metrics cost.
+    scrape: float = 0.0
 
 
 TRANSPORTS: Final = {

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import IO, Final
 
 _LISTENING: Final = re.compile(rb"listening on (?:\[([0-9a-fA-F:.]+)\]|([\w.-]+)):(\d+)")
+#: What a server given ``--metrics`` prints before its ``listening on`` line.
+_METRICS: Final = re.compile(rb"metrics on http://(?:\[([0-9a-fA-F:.]+)\]|([\w.-]+)):(\d+)/metrics")
 _ROOT: Final = Path(__file__).resolve().parent.parent
 
 
@@ -53,6 +55,8 @@ class Child:
         self.argv = [sys.executable, "-m", module, *args]
         self.cpus = cpus
         self.address: tuple[str, int] | None = None
+        #: Where its metrics are served, if it said so (``--metrics``).
+        self.metrics_address: tuple[str, int] | None = None
         self.exit_code: int | None = None
         self.killed = False
         self._proc: subprocess.Popen[bytes] | None = None
@@ -114,6 +118,10 @@ class Child:
                     raise StartError(f"{' '.join(self.argv[2:])} exited: {self.log_tail()}")
                 seen += chunk
                 for line in seen.split(b"\n"):
+                    metrics = _METRICS.search(line)
+                    if metrics is not None:
+                        host = metrics.group(1) or metrics.group(2)
+                        self.metrics_address = (host.decode("ascii"), int(metrics.group(3)))
                     found = parse_listening(line)
                     if found is not None:
                         return found

@@ -67,17 +67,35 @@ class Encoded:
 Notice = Callable[[Delivery[R]], None]
 
 
-def deliver(hub: Hub[R], deliveries: list[Delivery[R]], notice: Notice[R] | None = None) -> None:
+class Tally:
+    """What the fan-out has pushed, for the metrics: plain counts, bumped
+    under the hub lock that ``deliver`` runs under, so they need no lock of
+    their own. (Slow consumers are counted where they are kicked: the hub.)"""
+
+    __slots__ = ("pushed",)
+
+    def __init__(self) -> None:
+        #: Events (or a text user's lines) pushed, counted once per recipient.
+        self.pushed = 0
+
+
+def deliver(
+    hub: Hub[R], deliveries: list[Delivery[R]], notice: Notice[R] | None = None, tally: Tally | None = None
+) -> None:
     """Push ``deliveries`` to their recipients, in order (call it under the hub lock).
 
     Recipients that overflow are kicked as slow consumers, and what that
     causes (their farewell, the others' leave notices) is delivered too.
+    ``tally``, if given, counts what was pushed.
     """
     refused: dict[R, None] = {}
     while deliveries:
         overflowed: list[R] = []
+        pushed = 0
         for start, stop in _runs(deliveries):
-            _push_run(deliveries[start:stop], refused, overflowed, notice)
+            pushed += _push_run(deliveries[start:stop], refused, overflowed, notice)
+        if tally is not None:
+            tally.pushed += pushed
         deliveries = []
         for conn in overflowed:
             deliveries += hub.kick(conn, ErrorCode.SLOW_CONSUMER, SLOW_DETAIL)
@@ -110,7 +128,9 @@ def _push_run(
     refused: dict[R, None],
     overflowed: list[R],
     notice: Notice[R] | None,
-) -> None:
+) -> int:
+    """Push one run to its recipients; return the events (or lines) pushed."""
+    pushed = 0
     last = run[-1].last
     # One pass over the run's kinds of event serves both questions below; a
     # run of messages (the common case) answers no to both.
@@ -139,9 +159,12 @@ def _push_run(
             batch = cached
         if not batch.parts:
             continue  # only pings for a person, who cannot answer them
-        if not conn.push(batch, last) and conn not in refused:
+        accepted = conn.push(batch, last)
+        pushed += len(batch.parts) if accepted else 0
+        if not accepted and conn not in refused:
             refused[conn] = None
             overflowed.append(conn)
+    return pushed
 
 
 def _render_each(view: ClientView, run: list[Delivery[R]]) -> list[bytes]:

@@ -89,6 +89,8 @@ from common.wire.lines import Dialect, LineDecoder, detect_dialect
 from tcpchat.tls import TlsLink, TlsSetupError, server_context
 from twinchat import servercli
 from twinchat.gatekeeper import ACCOUNT_TYPES, AccountEvent, needs_vetting
+from twinchat.metrics import CONTENT_TYPE as METRICS_TYPE
+from twinchat.metrics import Metrics, TransportStats
 from twinchat.web import http
 from twinchat.web.websocket import LastWrapped, Mode, Received, Refused, WsLink
 
@@ -159,8 +161,22 @@ _SILENT_FAREWELL: Final = [
     )
 ]
 
+#: No events: pushed as a connection's last, it closes it after what is queued.
+_NOTHING: Final = fanout.Encoded([])
+
 #: What a reader hands on per batch: decoded events (or lines), and the errors in their place.
 _Item = ev.Event | str | ProtocolError
+
+
+def _routes(metrics: Metrics, allowed_origins: str) -> dict[str, http.Handler]:
+    """What the port answers in HTTP, by path (``--allowed-origins``: which
+    pages may open /ws); /metrics is the page --metrics serves, to peers on
+    this machine only."""
+
+    def metrics_page(request: http.Request) -> http.Response:
+        return http.Response(200, metrics.render(), METRICS_TYPE)
+
+    return http.routes(http.Origins.parse(allowed_origins), [("/metrics", http.loopback_only(metrics_page))])
 
 
 class _Outbox(queue.SimpleQueue[bytes | None]):
@@ -213,6 +229,12 @@ class _Conn:
         #: Its WebSocket once upgraded (hub lock): each event pushed is one
         #: message, below TLS if any (``twinchat.web.websocket``).
         self.ws: WsLink | None = None
+        #: For the metrics: its dialect once its first bytes tell ("" before),
+        #: bytes read and rate-limit waits (reader thread only; the server
+        #: adds them to its totals when it forgets the connection).
+        self.dialect = ""
+        self.received = 0
+        self.waits = 0
 
     def __repr__(self) -> str:
         return f"<conn {self.peer}>"
@@ -258,6 +280,7 @@ class _Conn:
             data = self.tls.encrypt(data)
             if last:
                 data += self.tls.close_notify()
+        self.server.bytes_out += len(data)
         if self.enqueued == self.sent and _DONTWAIT:
             try:
                 sent = self.sock.send(data, _DONTWAIT)
@@ -318,9 +341,14 @@ class _Conn:
     def recv(self) -> bytes:
         """The next plaintext bytes from the peer (blocking); b"" at the end."""
         if self.tls is None:
-            return self.sock.recv(RECV_SIZE)
+            data = self.sock.recv(RECV_SIZE)
+            self.received += len(data)
+            return data
         while True:
+            if self.tls.peer_closed:  # its close_notify: the end, even before its FIN
+                return b""
             raw = self.sock.recv(RECV_SIZE)
+            self.received += len(raw)
             if not raw:
                 return b""
             plain = self.tls.feed(raw)
@@ -343,7 +371,7 @@ class ChatServer:
     signal handler) makes it return.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0915 (one assignment per piece of state, each with its why)
         self,
         host: str = "127.0.0.1",
         port: int = DEFAULT_PORT,
@@ -409,13 +437,19 @@ class ChatServer:
         self._refused: dict[str, int] = {}  # connections refused per address in this streak (hub lock)
         self._nonces = itertools.count(1)
         # What the port answers in HTTP, by path (``--allowed-origins``: which pages may open /ws).
-        self._routes = http.routes(http.Origins.parse(allowed_origins))
+        self._routes = _routes(shared.metrics, allowed_origins)
         self._wrapped = LastWrapped()  # hub lock: a run wrapped once for every WebSocket it goes to
         self._serials = itertools.count(1)
         self._by_serial: dict[int, _Conn] = {}  # hub lock: the connections the timer heap can name
         self._timers: list[tuple[float, int]] = []  # heap of (due, serial); see the module docstring
         self._pending: set[_Conn] = set()  # hub lock: not registered yet, looked at on every tick
         self._accept_failing = False  # accept() is failing (out of descriptors), logged once
+        # For the metrics (hub lock): bytes pushed, and the forgotten
+        # connections' bytes read and rate-limit waits (the open ones keep theirs).
+        self.bytes_out = 0
+        self._gone_received = 0
+        self._gone_waits = 0
+        shared.metrics.watch("tcp", self)
 
         self._stopping = threading.Event()  # accept no more
         self._serving = False
@@ -438,6 +472,26 @@ class ChatServer:
         """The (host, port) the server listens on."""
         name = self._listener.getsockname()
         return name[0], name[1]
+
+    @property
+    def metrics(self) -> Metrics:
+        """What this server's process reports (``Metrics.render()`` gives the page)."""
+        return self._shared.metrics
+
+    def stats(self) -> TransportStats:
+        """This transport's figures for the metrics: the connections are copied
+        under the hub lock and counted after it (their counts only grow, and
+        one forgotten meanwhile was in the copy, not yet in the totals read)."""
+        with self._lock:
+            conns = list(self._conns)
+            received, waits, sent = self._gone_received, self._gone_waits, self.bytes_out
+        dialects = dict.fromkeys(("framed", "text", "websocket"), 0)  # always there, 0 included
+        for conn in conns:
+            dialect = conn.dialect or "unknown"
+            dialects[dialect] = dialects.get(dialect, 0) + 1
+            received += conn.received
+            waits += conn.waits
+        return TransportStats("tcp", dialects, received, sent, rate_limited_waits=waits)
 
     # --- accepting ---------------------------------------------------------------
 
@@ -595,10 +649,10 @@ class ChatServer:
                 with self._lock:
                     self._deliver(self._hub.disconnect(conn, reason))
                     if not conn.closing:
-                        # The peer left: flush what it may still read, then close.
-                        conn.closing = True
-                        conn.close_deadline = time.monotonic() + LINGER
-                        conn.queue.put(None)
+                        # The peer left: flush what it may still read, then close,
+                        # with TLS our close_notify last (a peer that closed
+                        # with its own may be waiting for it).
+                        conn.push(_NOTHING, True)
                 if not conn.known:
                     # The hub never had it, so it logs no departure: say it here.
                     servercli.log_departure(conn, None, conn.why or reason)
@@ -618,6 +672,8 @@ class ChatServer:
         self._pending.discard(conn)
         if conn in self._conns:
             self._conns.discard(conn)
+            self._gone_received += conn.received
+            self._gone_waits += conn.waits
             left = self._per_host[conn.host] - 1
             if left:
                 self._per_host[conn.host] = left
@@ -652,16 +708,21 @@ class ChatServer:
             reason = self._begin(conn, framed)
             if not reason:
                 reason = self._serve_stream(conn, data, _FramedReader() if framed else _LineReader())
-        # Closing: drain until the peer closes, so our close sends no RST over
-        # data it has not read yet (the housekeeper aborts this after LINGER).
-        with contextlib.suppress(OSError):
-            while sock.recv(RECV_SIZE):
-                pass
+        if conn.closing:
+            # We close first: drain until the peer closes, so our close sends
+            # no RST over data it has not read yet (the housekeeper aborts
+            # this after LINGER). When the peer closed first there is nothing
+            # to drain, and a TLS peer may be waiting for our close_notify.
+            with contextlib.suppress(OSError):
+                while sock.recv(RECV_SIZE):
+                    pass
         return reason
 
-    def _begin(self, conn: _Conn, framed: bool) -> str:
-        """Hand ``conn`` to the hub, speaking frames or lines; return why not, or ""."""
+    def _begin(self, conn: _Conn, framed: bool, dialect: str = "") -> str:
+        """Hand ``conn`` to the hub, speaking frames or lines; return why not, or "".
+        ``dialect``: what the metrics call it, if not "framed" or "text"."""
         with self._lock:
+            conn.dialect = dialect or ("framed" if framed else "text")
             conn.liveness.heard(time.monotonic())
             if framed:
                 conn.liveness.idle_timeout = self.idle_timeout
@@ -802,7 +863,7 @@ class ChatServer:
         if link.mode is None:
             reader.feed(b"")  # sends the answer to its close
             return reader.why or "connection closed"
-        reason = self._begin(conn, link.mode is Mode.FRAMES)
+        reason = self._begin(conn, link.mode is Mode.FRAMES, "websocket")
         if reason:
             return reason
         reason = self._serve_stream(conn, b"", reader, lambda: b"" if reader.ended else conn.recv())
@@ -823,6 +884,7 @@ class ChatServer:
                 stop += 1
             if stop == start:
                 # Bytes of it are waiting here: it is held back, not idle.
+                conn.waits += 1
                 conn.liveness.heard(now)
                 if self._stopping.wait(bucket.wait_time(now)) or conn.closing:
                     return

@@ -65,6 +65,10 @@ class TlsLink:
         self._out = ssl.MemoryBIO()
         self._obj = context.wrap_bio(self._in, self._out, server_side=server_side, server_hostname=server_hostname)
         self._lock = threading.Lock()
+        #: The peer sent its close_notify: nothing more will come from it. A
+        #: peer that closes this way may wait for ours before it closes the
+        #: connection, so its reader must stop reading and answer.
+        self.peer_closed = False
 
     def step(self, raw: bytes) -> tuple[bool, bytes]:
         """One handshake step: feed ``raw`` (b"" at first), return whether the
@@ -103,9 +107,14 @@ class TlsLink:
         while True:
             try:
                 part = self._obj.read(_RECV)
-            except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+            except ssl.SSLWantReadError:
                 break
+            except ssl.SSLZeroReturnError:
+                part = b""
             if not part:
+                # The peer's close_notify (CPython reads it as b"", or raises
+                # SSLZeroReturnError if the alert came in an odd state).
+                self.peer_closed = True
                 break
             parts.append(part)
         return b"".join(parts)
@@ -119,7 +128,8 @@ class TlsLink:
             return self._out.read()
 
     def close_notify(self) -> bytes:
-        """The close_notify alert to send last (b"" if it cannot be made)."""
+        """The close_notify alert to send last (b"" if it cannot be made), an
+        answer to the peer's or the first word of a close we start."""
         with self._lock:
             with contextlib.suppress(ssl.SSLError):  # SSLWantReadError: the peer's alert is not awaited
                 self._obj.unwrap()
@@ -161,11 +171,14 @@ class TlsSocket:
         self._send_lock = threading.Lock()  # records go out whole, in order
 
     def recv(self, size: int) -> bytes:
-        """Plaintext, at least one byte; b"" at the end of the stream."""
+        """Plaintext, at least one byte; b"" at the end of the stream (the
+        peer's close_notify, or its close)."""
         if self._pending:
             data, self._pending = self._pending, b""
             return data
         while True:
+            if self.link.peer_closed:
+                return b""
             raw = self.sock.recv(max(size, _RECV))
             if not raw:
                 return b""

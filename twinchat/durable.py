@@ -34,6 +34,7 @@ from typing import Any, Final
 from common import fanout
 from common.chat.hub import Delivery, Hub
 from common.ports import Store, StoreFault
+from twinchat.metrics import STORE_WRITE_BUCKETS, Histogram
 
 log = logging.getLogger("twinchat.store")
 
@@ -68,6 +69,9 @@ class Courier:
         #: Transactions written, and deliveries held back for them (for figures and tests).
         self.writes = 0
         self.held = 0
+        #: What the fan-out pushed, and how long each write took (for the metrics).
+        self.tally = fanout.Tally()
+        self.write_seconds = Histogram(STORE_WRITE_BUCKETS)
         self._thread = threading.Thread(target=self._run, name="twinchat-store-writer", daemon=True)
         self._thread.start()
 
@@ -75,7 +79,7 @@ class Courier:
         """Deliver now, or once the store has what they depend on (hub lock held)."""
         if not (self._held or self._writing or self._store.dirty()):
             if deliveries:
-                fanout.deliver(self._hub, deliveries, self._notice)
+                fanout.deliver(self._hub, deliveries, self._notice, self.tally)
             return
         if deliveries:
             self._held.append(deliveries)
@@ -89,7 +93,7 @@ class Courier:
             self._wake.wait()
         batch, held = self._take()
         self._write(batch)
-        fanout.deliver(self._hub, [d for deliveries in held for d in deliveries], self._notice)
+        fanout.deliver(self._hub, [d for deliveries in held for d in deliveries], self._notice, self.tally)
 
     def close(self) -> None:
         """Flush, stop the writer thread, close the store. Idempotent."""
@@ -127,16 +131,20 @@ class Courier:
                 with self._lock:
                     # One call for all: runs to one audience that several
                     # posts made are encoded and pushed once.
-                    fanout.deliver(self._hub, [d for deliveries in held for d in deliveries], self._notice)
+                    fanout.deliver(self._hub, [d for deliveries in held for d in deliveries], self._notice, self.tally)
                     self._writing = False
                     self._wake.notify_all()
 
     def _write(self, batch: object | None) -> None:
         if batch is None:
             return
+        # Writes never overlap (the writer thread's, or a flush that waited
+        # for it under the hub lock), so the histogram has one writer at a time.
+        start = time.perf_counter()
         try:
             self._store.write(batch)
             self.writes += 1
+            self.write_seconds.observe(time.perf_counter() - start)
         except StoreFault as exc:
             self._fault(exc)
 

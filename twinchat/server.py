@@ -25,6 +25,7 @@ from common.chat.log import DEFAULT_HISTORY_LIMIT
 from common.wire.limits import DEFAULT_PORT
 from tcpchat import server as tcp
 from twinchat import servercli
+from twinchat.metrics import Metrics
 from udpchat import server as udp
 
 #: Tries at finding a port free for both TCP and UDP when asked for port 0.
@@ -99,6 +100,11 @@ class BothServer:
     def address(self) -> tuple[str, int]:
         """The TCP (host, port); ``udp.address`` is the UDP one."""
         return self.tcp.address
+
+    @property
+    def metrics(self) -> Metrics:
+        """What both transports and the hub report (``Metrics.render()`` gives the page)."""
+        return self._shared.metrics
 
     def serve_forever(self) -> None:
         """Serve both until ``stop()`` or ``shutdown()``."""

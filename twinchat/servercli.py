@@ -30,6 +30,7 @@ from common.session.ratelimit import DEFAULT_RATE, MIN_BURST
 from twinchat import version
 from twinchat.durable import Courier
 from twinchat.gatekeeper import AccountEvent, Gatekeeper
+from twinchat.metrics import Metrics, MetricsListener, parse_address
 
 log = logging.getLogger("twinchat.sessions")
 
@@ -53,6 +54,9 @@ class Server(Protocol):
     def stop(self) -> None: ...
 
     def shutdown(self, reason: str = ...) -> None: ...
+
+    @property
+    def metrics(self) -> Metrics: ...
 
 
 class StartFault(Exception):
@@ -81,6 +85,13 @@ def _at_least(minimum: float, kind: Callable[[str], float], *, allow_equal: bool
         return value
 
     return parse
+
+
+def _metrics_address(text: str) -> tuple[str, int]:
+    try:
+        return parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parser(prog: str, description: str, defaults: Defaults, *, tls: bool = False) -> argparse.ArgumentParser:
@@ -201,6 +212,14 @@ def parser(prog: str, description: str, defaults: Defaults, *, tls: bool = False
             " chat's WebSocket besides the page this server serves (default: none)",
         )
     p.add_argument(
+        "--metrics",
+        metavar="[HOST:]PORT",
+        type=_metrics_address,
+        default=None,
+        help="serve GET /metrics (Prometheus text format) on this port; HOST defaults to 127.0.0.1,"
+        " so only this machine can read it unless told otherwise (default: off)",
+    )
+    p.add_argument(
         "--log-level",
         default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -235,12 +254,14 @@ class SharedHub:
     """One chat's state and the lock that orders it, for every transport a
     process serves: what a TCP and a UDP server in one process share. With
     them, the store's writer (``courier``: every delivery goes through
-    ``post``) and the password checks (``gatekeeper``)."""
+    ``post``), the password checks (``gatekeeper``) and what all of them
+    and every transport report (``metrics``: each transport ``watch``es in)."""
 
     hub: Hub[Any]
     lock: threading.Lock
     courier: Courier
     gatekeeper: Gatekeeper
+    metrics: Metrics
 
     @classmethod
     def make(
@@ -262,7 +283,8 @@ class SharedHub:
             departed=log_departure,
         )
         lock = threading.Lock()
-        return cls(hub, lock, Courier(hub, lock, store, log_session), Gatekeeper(hub, lock))
+        courier, gatekeeper = Courier(hub, lock, store, log_session), Gatekeeper(hub, lock)
+        return cls(hub, lock, courier, gatekeeper, Metrics(hub, lock, courier, gatekeeper))
 
     def post(self, deliveries: list[Delivery[Any]]) -> None:
         """Deliver, once the store has what they depend on (hub lock held)."""
@@ -362,6 +384,18 @@ def run(
     except (StoreFault, StartFault) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 1
+    listener = None
+    if args.metrics is not None:
+        try:
+            listener = MetricsListener(server.metrics, *args.metrics)
+        except OSError as exc:
+            server.shutdown()
+            where = "{}:{}".format(*args.metrics)
+            print(f"{prog}: cannot serve metrics on {where}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        listener.start()
+        mhost, mport = listener.address
+        print(f"metrics on http://{f'[{mhost}]' if ':' in mhost else mhost}:{mport}/metrics", flush=True)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         server.stop()
@@ -375,6 +409,8 @@ def run(
     try:
         server.serve_forever()
     finally:
+        if listener is not None:
+            listener.close()
         server.shutdown()
     return 0
 

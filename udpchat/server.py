@@ -83,6 +83,7 @@ from common.wire.framing import decode_datagram, decode_frame, encode
 from common.wire.limits import DEFAULT_PORT, MAX_DATAGRAM
 from twinchat import servercli
 from twinchat.gatekeeper import AccountEvent, needs_vetting
+from twinchat.metrics import Metrics, TransportStats
 
 log = logging.getLogger("udpchat.server")
 
@@ -296,12 +297,50 @@ class ChatServer:
         self._threads: list[threading.Thread] = []
         self._shut = False
         self._shut_lock = threading.Lock()
+        # For the metrics: bytes received (receiver thread only), sent in
+        # sessions (send lock) and in handshakes (receiver thread only).
+        self._bytes_in = self._bytes_out = self._handshake_out = 0
+        shared.metrics.watch("udp", self)
 
     @property
     def address(self) -> tuple[str, int]:
         """The (host, port) the server listens on."""
         name = self._sock.getsockname()
         return name[0], name[1]
+
+    @property
+    def metrics(self) -> Metrics:
+        """What this server's process reports (``Metrics.render()`` gives the page)."""
+        return self._shared.metrics
+
+    def stats(self) -> TransportStats:
+        """This transport's figures for the metrics: one pass over the sessions
+        under the lock (a channel's loss count is two numbers that move together)."""
+        with self._lock:
+            return self._stats()
+
+    def _stats(self) -> TransportStats:
+        with self._count_lock:
+            counted = dict(self.counters)
+        # The channels of forgotten sessions were added to the counters; the open ones keep theirs.
+        retransmitted = counted.pop("retransmitted segments", 0)
+        lost = counted.pop("lost segments", 0)
+        duplicates = counted.pop("duplicate segments", 0)
+        for peer in self._peers.values():
+            channel = peer.channel
+            retransmitted += channel.retransmits
+            lost += channel.lost
+            duplicates += channel.duplicates
+        return TransportStats(
+            "udp",
+            {"framed": len(self._peers)},  # UDP clients speak frames
+            self._bytes_in,
+            self._bytes_out + self._handshake_out,
+            retransmitted=retransmitted,
+            lost=lost,
+            duplicates=duplicates,
+            events=counted,
+        )
 
     def peer_count(self) -> int:
         """Sessions open now, closing ones included (for tests)."""
@@ -388,6 +427,7 @@ class ChatServer:
             with contextlib.suppress(OSError):
                 while _DONTWAIT and len(batch) < READ_BURST:
                     batch.append(recvfrom(RECV_SIZE, _DONTWAIT))
+            self._bytes_in += sum(len(data) for data, _ in batch)
             if self._halt:
                 return
             self._datagrams(batch, time.monotonic())
@@ -642,8 +682,9 @@ class ChatServer:
         return peer
 
     def _send_now(self, datagram: bytes, addr: tuple[str, int]) -> None:
+        """Send a handshake's answer (receiver thread)."""
         try:
-            self._sock.sendto(datagram, addr)
+            self._handshake_out += self._sock.sendto(datagram, addr)
         except OSError as exc:
             log.debug("sendto %s: %s", addr, exc)
 
@@ -721,14 +762,16 @@ class ChatServer:
         for a peer, so the receiver sending delays nobody.
         """
         sendto = self._sock.sendto
+        sent = 0
         try:
             for addr, datagrams in out:
                 for datagram in datagrams:
                     try:
-                        sendto(datagram, addr)
+                        sent += sendto(datagram, addr)
                     except OSError as exc:
                         log.debug("sendto %s: %s", addr, exc)
         finally:
+            self._bytes_out += sent
             self._send_lock.release()
 
     def _collect(self, now: float, tick: bool) -> list[tuple[tuple[str, int], list[bytes]]]:

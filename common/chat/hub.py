@@ -220,6 +220,10 @@ class Hub(Generic[C]):
         self._pending: dict[C, tuple[bool, bool]] = {}  # not registered yet -> (may retry a refused nick, echo)
         self._rooms: dict[str, _Room[C]] = {}  # by room key
         self._departed = departed
+        #: Counts for the metrics, bumped under the hub lock like everything
+        #: here: messages accepted by kind, and sessions kicked by error code.
+        self.said: dict[str, int] = dict.fromkeys(("say", "act", "whisper"), 0)
+        self.kicked: dict[ErrorCode, int] = {}
         for record in self._store.rooms():  # rooms that outlive their members
             self._rooms[room_key(record.name)] = _Room.kept(record)
 
@@ -297,6 +301,11 @@ class Hub(Generic[C]):
         """Members with a nick (what ``max_clients`` bounds)."""
         return len(self._members)
 
+    @property
+    def room_count(self) -> int:
+        """Rooms that exist now."""
+        return len(self._rooms)
+
     def _full(self) -> bool:
         return bool(self.max_clients) and len(self._members) >= self.max_clients
 
@@ -350,6 +359,7 @@ class Hub(Generic[C]):
         if conn not in self:
             return []
         detail = ev.scrub(detail)
+        self.kicked[code] = self.kicked.get(code, 0) + 1
         return _farewell(conn, code, detail) + self._leave(conn, detail)
 
     def disconnect(self, conn: C, reason: str) -> list[Delivery[C]]:
@@ -417,6 +427,7 @@ class Hub(Generic[C]):
         # Every field was checked already (the room and nick when they were
         # made, the text when the Say was), so the event need not be again.
         said = (_new_action if action else _new_message)(room.name, member.nick, event.text, seq, time, False)
+        self.said["act" if action else "say"] += 1
         return [Delivery(room.everyone() if member.echo else room.others(conn), said)]
 
     def _replay(self, conn: C, room: _Room[C], epoch: str, after: int) -> list[Delivery[C]]:
@@ -521,6 +532,7 @@ class Hub(Generic[C]):
         target = self._owners.owner(key)
         sender = self._members[conn].nick
         if target is not None and target in self._members:
+            self.said["whisper"] += 1
             return [_to(target, ev.Private(sender, event.text, int(now * 1000)))]
         account = self._store.account(key)
         if account is None:
@@ -528,6 +540,7 @@ class Hub(Generic[C]):
         if not self._store.keep_private(key, Kept(sender, event.text, int(now * 1000))):
             detail = f"{account.nick} is offline and has too many messages waiting; try later"
             return [_to(conn, ev.Error(ErrorCode.NO_SUCH_NICK, detail))]
+        self.said["whisper"] += 1  # kept for them
         return [_to(conn, ev.Reply(f"{account.nick} is offline; they get your message when they log in"))]
 
     def _on_history(self, conn: C, event: ev.History, now: float) -> list[Delivery[C]]:

@@ -22,13 +22,13 @@ pytestmark = pytest.mark.timeout(60)
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("transport", ["tcp", "udp"])
+@pytest.mark.parametrize("transport", ["tcp", "tcp-tls", "udp"])
 def test_fifty_clients_connect_hear_one_sender_and_survive_a_storm(transport: str) -> None:
     result = run_scale(transport, 50, fanout_messages=5, idle=0.2, placement=Placement.split(pin=True))
     print(format_table([result]), result.notes)
     assert result.registered == 50, result.notes
     assert result.connect_s is not None and result.rss_mb is not None and result.threads
-    if transport == "tcp":
+    if transport.startswith("tcp"):
         # A reader per connection; a writer only for one whose kernel buffer
         # filled up (none here), where there used to be both for each.
         assert 50 < result.threads < 2 * 50 + 2
@@ -50,7 +50,7 @@ def test_the_machine_limits_are_named_not_blamed_on_the_server() -> None:
 
 def test_the_command_line_prints_the_table() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "scale", "--clients", "20", "--transports", "tcp", "--no-storm"],
+        [sys.executable, "-m", "bench", "scale", "--clients", "20", "--transports", "tcp,tcp-tls", "--no-storm"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -58,7 +58,7 @@ def test_the_command_line_prints_the_table() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert "connect s" in done.stdout and "tcp" in done.stdout
+    assert "connect s" in done.stdout and "tcp-tls" in done.stdout
     assert "open files: soft limit" in done.stderr
 
 

@@ -370,6 +370,42 @@ def test_openssl_s_client_works_like_nc(tls_server: MakeServer, pki: Pki) -> Non
         nc.until("")  # the server closed the stream
 
 
+def test_a_peer_that_closes_with_close_notify_is_answered_with_ours(
+    tls_server: MakeServer, pki: Pki, opened: list[FramedClient | LineClient]
+) -> None:
+    server = tls_server()
+    obs = TlsFramed(server.address, pki.client_context())
+    opened.append(obs)
+    obs.register("obs")
+    nc = TlsLine(server.address, pki.client_context())
+    opened.append(nc)
+    nc.send(b"bob\n")
+    assert nc.line().startswith("*** welcome, bob")
+    assert nc.line() == "*** bob joined #lobby"
+    assert obs.expect(ev.Joined) == ev.Joined(LOBBY, "bob")
+    # unwrap() sends our close_notify and waits for the server's (bounded by
+    # the socket's timeout): a server that only waits for a FIN never answers.
+    assert isinstance(nc.sock, ssl.SSLSocket)
+    plain = nc.sock.unwrap()
+    assert plain.recv(4096) == b""  # and then its FIN, nothing after the alert
+    assert obs.expect(ev.Left).nick == "bob"
+
+
+def test_openssl_s_client_sees_a_clean_close(tls_server: MakeServer, pki: Pki) -> None:
+    # The server closes first (/quit): its close_notify comes before its FIN, so
+    # OpenSSL reports no "unexpected eof while reading" (a truncation attack's sign).
+    assert shutil.which("openssl") is not None, "no openssl program: apt-get install -y openssl"
+    server = tls_server()
+    where = f"127.0.0.1:{server.address[1]}"
+    with running("openssl", "s_client", "-quiet", "-CAfile", pki.cafile, "-connect", where) as nc:
+        nc.write("dora\n")
+        nc.until("*** dora joined #lobby")
+        nc.write("/quit\n")
+        nc.until("")
+        assert nc.proc.wait(WAIT) == 0
+    assert "unexpected eof" not in nc.stderr[0].lower(), nc.stderr[0]
+
+
 def test_bad_certificate_is_one_line_and_exit_1(tmp_path: Path, pki: Pki) -> None:
     missing = str(tmp_path / "missing.pem")
     for cert, key in ((missing, pki.key), (pki.cafile, pki.key)):  # no file; a cert without its key

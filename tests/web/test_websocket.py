@@ -4,6 +4,7 @@ WebSocket peer can misbehave (each a clear close, never a dead server)."""
 
 from __future__ import annotations
 
+import http.client
 import socket
 import struct
 import threading
@@ -16,8 +17,10 @@ from common.wire.errors import ErrorCode
 from common.wire.framing import encode
 from common.wire.limits import MAX_FRAME, MAX_LINE
 from tests.tcp.conftest import FramedClient, LineClient
+from tests.test_metrics import parse
 from tests.test_one_process import Member
 from tests.web.conftest import WAIT, HttpRefused, WsFramed, WsLine, WsSocket, make_server
+from twinchat.metrics import CONTENT_TYPE
 from twinchat.server import BothServer
 from twinchat.web.websocket import Close
 from udpchat.client import udp_connect
@@ -305,3 +308,30 @@ def test_a_websocket_member_and_a_udp_member_share_a_room(opened) -> None:
         both.shutdown()
         thread.join(WAIT)
         assert not thread.is_alive()
+
+
+def test_the_chat_port_serves_metrics_to_this_machine_counting_websocket_members(make_server, opened) -> None:
+    server = make_server()
+    ann = WsFramed(server.address)
+    opened.append(ann)
+    ann.register("ann")
+    bob = nc(server.address, "bob")
+    opened.append(bob)
+    assert ann.expect(ev.Joined) == ev.Joined(LOBBY, "bob")
+    # The same page as --metrics serves; a loopback peer may read it on the chat port.
+    page = parse(_get(server.address, "/metrics"))
+    assert page.value("twinchat_connections", transport="tcp", dialect="websocket") == 1
+    assert page.value("twinchat_connections", transport="tcp", dialect="text") == 1
+    assert page.value("twinchat_members") == 2
+
+
+def _get(address: tuple[str, int], path: str) -> bytes:
+    connection = http.client.HTTPConnection(*address, timeout=WAIT)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        assert response.status == 200
+        assert response.getheader("Content-Type") == CONTENT_TYPE
+        return response.read()
+    finally:
+        connection.close()

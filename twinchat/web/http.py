@@ -248,14 +248,13 @@ def routes(origins: Origins, extra: Iterable[tuple[str, Handler]] = ()) -> dict[
 
     Args:
         origins: which pages may open ``/ws``.
-        extra: more routes (an operator's, a test's), added last.
+        extra: more routes, added last (the server's ``/metrics``, for
+            loopback peers only; a test's).
     """
     files = _static_files()
     table: dict[str, Handler] = {
         "/": _serve(files["index.html"]),
         "/ws": _websocket(origins),
-        # "/metrics": the Prometheus metrics go here, for loopback peers only:
-        # "/metrics": loopback_only(<the metrics handler>), wired when they land.
     }
     table.update({f"/static/{name}": _serve(response) for name, response in files.items()})
     table.update(extra)
