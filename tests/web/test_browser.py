@@ -24,6 +24,7 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from common.chat import events as ev
@@ -37,6 +38,9 @@ from tests.web.conftest import WAIT
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
+#: A host name the browsers resolve to 127.0.0.1: a page from "another machine" in clear HTTP.
+REMOTE_NAME = "chat.test"
+
 HOSTILE = "<img src=x onerror=\"document.title='pwned'\">"
 
 #: What the page shows, per room: each line's class, nick and text (hidden rooms included).
@@ -60,6 +64,8 @@ def _browser() -> webdriver.Chrome:
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1100,640"):
         options.add_argument(arg)
+    # A name that is not loopback to the page, still served from 127.0.0.1 (no network needed).
+    options.add_argument(f"--host-resolver-rules=MAP {REMOTE_NAME} 127.0.0.1")
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
 
@@ -435,6 +441,35 @@ def test_a_registered_nick_asks_for_its_password(browsers, servers: list[Server]
     driver.find_element(By.ID, "password").send_keys("correct-horse")
     driver.find_element(By.ID, "login-button").click()
     page.wait(lambda d: d.find_element(By.ID, "me").text == "dora", "dora logged in")
+
+
+def test_a_page_in_the_clear_from_another_machine_sends_a_password_only_once_told_yes(
+    browsers, servers: list[Server], tmp_path: Path
+) -> None:
+    server = Server(tmp_path / "data")
+    servers.append(server)
+    owner = nc(server.address, "dora")
+    owner.send(b"/register correct-horse\n/quit\n")
+    assert _nc_until(owner, "*** disconnected: bye")
+    owner.close()
+    page, _ = fresh(browsers, server.address)
+    driver = page.driver
+    page.base = f"http://{REMOTE_NAME}:{server.address[1]}/"
+    driver.get(page.base)
+    assert driver.find_element(By.ID, "cleartext").is_displayed()  # the warning is up
+    driver.find_element(By.ID, "nick").send_keys("dora")
+    driver.find_element(By.ID, "login-button").click()
+    page.wait(lambda d: d.find_element(By.ID, "password").is_displayed(), "the password field (NEEDS_PASSWORD)")
+    driver.find_element(By.ID, "password").send_keys("correct-horse")
+    driver.find_element(By.ID, "login-button").click()
+    page.wait(expected_conditions.alert_is_present(), "the question before a password goes in the clear")
+    driver.switch_to.alert.dismiss()
+    page.wait(lambda d: "not sent" in d.find_element(By.ID, "login-error").text, "the password held back")
+    assert driver.find_element(By.ID, "me").text != "dora"
+    driver.find_element(By.ID, "login-button").click()
+    page.wait(expected_conditions.alert_is_present(), "the question asked again")
+    driver.switch_to.alert.accept()
+    page.wait(lambda d: d.find_element(By.ID, "me").text == "dora", "dora logged in once told yes")
 
 
 _LONG_TEXTS = [

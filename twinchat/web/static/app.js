@@ -421,13 +421,19 @@
     },
     help() { send("Help"); },
     quit(rest) { state.quitting = true; send("Goodbye", { reason: rest.trim() }); },
-    register(rest) { if (!rest.trim()) return usage("/register PASSWORD"); send("RegisterAccount", { password: rest.trim() }); },
+    register(rest) {
+      if (!rest.trim()) return usage("/register PASSWORD");
+      if (clearPasswordAllowed()) send("RegisterAccount", { password: rest.trim() });
+    },
     password(rest) {
       const words = rest.trim().split(/\s+/);
       if (words.length !== 2) return usage("/password OLD NEW");
-      send("ChangePassword", { old: words[0], new: words[1] });
+      if (clearPasswordAllowed()) send("ChangePassword", { old: words[0], new: words[1] });
     },
-    unregister(rest) { if (!rest.trim()) return usage("/unregister PASSWORD"); send("DropAccount", { password: rest.trim() }); },
+    unregister(rest) {
+      if (!rest.trim()) return usage("/unregister PASSWORD");
+      if (clearPasswordAllowed()) send("DropAccount", { password: rest.trim() });
+    },
   };
 
   function typed(text) {
@@ -447,6 +453,21 @@
 
   // --- the forms ---------------------------------------------------------------
 
+  // A page served in the clear from another machine would send passwords in
+  // the clear: as the terminal clients (--allow-cleartext-password), only
+  // once the person has said yes, asked the first time a password would go.
+  const insecure = location.protocol === "http:" && !["127.0.0.1", "localhost", "[::1]"].includes(location.hostname);
+  let cleartextAccepted = !insecure;
+
+  function clearPasswordAllowed() {
+    if (!cleartextAccepted) {
+      cleartextAccepted = window.confirm(
+        "This page is not encrypted (http://, not https://): your password would travel in the clear. Send it anyway?");
+      if (!cleartextAccepted) line(null, "error", [["text", "password not sent: the link is not encrypted"]]);
+    }
+    return cleartextAccepted;
+  }
+
   function showLogin(why, needsPassword) {
     $("login").hidden = false;
     $("chat").hidden = state.rooms.size === 0;
@@ -462,6 +483,11 @@
     event.preventDefault();
     state.nick = $("nick").value.trim();
     state.password = $("password").value;
+    if (state.password && !clearPasswordAllowed()) {
+      state.password = "";
+      $("login-error").textContent = "password not sent: the link is not encrypted (use https://)";
+      return;
+    }
     state.quitting = false;
     state.ended = "";
     if (!state.nick) return;
@@ -495,7 +521,6 @@
 
   $("part").addEventListener("click", () => { const r = here(); if (r) COMMANDS.part(r.name); });
 
-  const insecure = location.protocol === "http:" && !["127.0.0.1", "localhost", "[::1]"].includes(location.hostname);
   $("cleartext").hidden = !insecure;
   $("nick").focus();
 })();
