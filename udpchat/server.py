@@ -77,7 +77,7 @@ from common.ports import Batch
 from common.session.cookies import CookieJar
 from common.session.liveness import Due, Liveness
 from common.session.ratelimit import DEFAULT_RATE, TokenBucket
-from common.session.reliability import MAX_BACKLOG, AckInfo, Channel, Segment, parse_session
+from common.session.reliability import MAX_BACKLOG, AckInfo, Channel, Segments, parse_session
 from common.wire.errors import ErrorCode, ProtocolError, RemoteProtocolError
 from common.wire.framing import decode_datagram, decode_frame, encode
 from common.wire.limits import DEFAULT_PORT, MAX_DATAGRAM
@@ -137,7 +137,7 @@ READ_BURST: Final = 64
 
 #: A session datagram's frames after its ``Session`` frame: split by the fast
 #: path (``parse_session``: segments, acks), or decoded events.
-Parsed = tuple[list[Segment], list[AckInfo]] | list[ev.Event]
+Parsed = tuple[Segments, list[AckInfo]] | list[ev.Event]
 
 #: On Linux a blocking socket can still be read without blocking.
 _DONTWAIT: Final = getattr(socket, "MSG_DONTWAIT", 0)

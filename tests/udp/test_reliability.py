@@ -17,6 +17,7 @@ from common.session.reliability import (
     MAX_RTO,
     MIN_CWND,
     MIN_RTO,
+    NO_SEGMENTS,
     PROBES,
     RECV_WINDOW,
     SEND_WINDOW,
@@ -525,10 +526,10 @@ def test_the_tail_of_a_burst_beyond_every_ack_is_not_taken_for_lost() -> None:
     channel = Channel(0.0, prefix=prefix)
     channel.send_all([b"m" * 80] * 30)
     assert len(channel.datagrams(0.0)) > 1
-    channel.receive_parsed((), [(10, ())], 0.010)  # 0..9 arrived: a 10 ms round trip
+    channel.receive_parsed(NO_SEGMENTS, [(10, ())], 0.010)  # 0..9 arrived: a 10 ms round trip
     assert channel.datagrams(0.030) == []  # past 1.125 round trips, before the RTO
     assert channel.retransmits == 0
     # Below the largest acknowledged, the same burst is judged as before.
-    channel.receive_parsed((), [(12, ((13, 20),))], 0.031)
+    channel.receive_parsed(NO_SEGMENTS, [(12, ((13, 20),))], 0.031)
     assert channel.datagrams(0.031) != []
     assert channel.retransmits == 1
