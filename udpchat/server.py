@@ -139,6 +139,15 @@ READ_BURST: Final = 64
 #: path (``parse_session``: segments, acks), or decoded events.
 Parsed = tuple[Segments, list[AckInfo]] | list[ev.Event]
 
+#: What the shutdown line counts of the sessions' segments, summed over every
+#: session (a benchmark reads them there): ``Data`` segments sent (seq numbers
+#: used, keepalives included), sent again, received twice, and (unreliable
+#: mode) never received.
+SEGMENTS_SENT: Final = "data segments sent"
+SEGMENTS_RESENT: Final = "retransmitted segments"
+SEGMENTS_DUPLICATE: Final = "duplicate segments"
+SEGMENTS_LOST: Final = "lost segments"
+
 #: On Linux a blocking socket can still be read without blocking.
 _DONTWAIT: Final = getattr(socket, "MSG_DONTWAIT", 0)
 
@@ -360,6 +369,8 @@ class ChatServer:
             if self._peers:
                 with self._count_lock:
                     self.counters["unanswered goodbyes at shutdown"] += len(self._peers)
+                for peer in list(self._peers.values()):
+                    self._forget(peer)  # its segments counted, and nothing counts them again
             self._halt = True
             self._wake.notify_all()
         with contextlib.suppress(OSError):
@@ -667,17 +678,8 @@ class ChatServer:
         peer.closing = True
         if self._peers.get(peer.token) is peer:
             del self._peers[peer.token]
-            channel = peer.channel
-            self._freed += channel.held_bytes
-            with self._count_lock:
-                # Zero counts are not stored, so the shutdown log lists what happened.
-                for what, count in (
-                    ("lost segments", channel.lost),
-                    ("retransmitted segments", channel.retransmits),
-                    ("duplicate segments", channel.duplicates),
-                ):
-                    if count:
-                        self.counters[what] += count
+            self._freed += peer.channel.held_bytes
+            self._tally(peer.channel)
         if self._by_addr.get(peer.addr) is peer:
             del self._by_addr[peer.addr]
         same_host = self._by_host.get(peer.addr[0])
@@ -687,6 +689,19 @@ class ChatServer:
                 del self._by_host[peer.addr[0]]
         self._dirty.pop(peer, None)
         self._gone.notify_all()
+
+    def _tally(self, channel: Channel) -> None:
+        """Add a session's segment counts to the counters, once, as it ends."""
+        with self._count_lock:
+            # Zero counts are not stored, so the shutdown log lists what happened.
+            for what, count in (
+                (SEGMENTS_SENT, channel.sent),
+                (SEGMENTS_LOST, channel.lost),
+                (SEGMENTS_RESENT, channel.retransmits),
+                (SEGMENTS_DUPLICATE, channel.duplicates),
+            ):
+                if count:
+                    self.counters[what] += count
 
     # --- the pump: sending and timers --------------------------------------------
 
