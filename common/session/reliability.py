@@ -71,7 +71,7 @@ import struct
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Sequence
-from itertools import accumulate, repeat
+from itertools import accumulate, repeat, starmap
 from operator import eq
 from typing import Final
 
@@ -996,8 +996,8 @@ class Channel:
                 frames = [popleft()]
                 sent = [popleft_time()]
             else:
-                frames = [popleft() for _ in seqs]
-                sent = [popleft_time() for _ in seqs]
+                frames = list(starmap(popleft, repeat((), count)))  # in C
+                sent = list(starmap(popleft_time, repeat((), count)))
             if ranges:
                 more = self._selectively_acked(ranges, base + count)
                 seqs = [*seqs, *more[0]]
@@ -1140,9 +1140,23 @@ class Channel:
         earlier were acknowledged, or once it has been out ``TIME_THRESHOLD``
         round trips; until then the loss timer waits for that moment."""
         largest = self._largest_acked
+        arrived = self._latest_acked_sent_at
+        flight = self._flight
+        if not self._extra and not self._lost and (not flight or flight[0]):
+            # The steady state, checked before any setup: nothing judged or
+            # resent, and the oldest segment in flight (if any) was sent
+            # after every copy known to have arrived, or with the newest of
+            # them and above it. Then so was every later one, and the loop
+            # below would stop at the first: nothing is lost, no timer.
+            if not flight:
+                self._loss_time = None
+                return
+            sent = self._times[0]
+            if sent > arrived or (sent == arrived and self._flight_base() > largest):
+                self._loss_time = None
+                return
         threshold = largest - REORDER_THRESHOLD
         sent_before = self._largest_acked_sent_at
-        arrived = self._latest_acked_sent_at
         delay = max(TIME_THRESHOLD * max(self._srtt or self._base_rto, self._latest_rtt), GRANULARITY)
         lost = self._lost
         extra = self._extra
