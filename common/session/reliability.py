@@ -42,12 +42,13 @@ Strategy, by concern:
   taken only on the segment an ack covers that was sent last, if it was sent
   once (Karn), clamped to [MIN_RTO, MAX_RTO]. When it fires, the ``PROBES``
   oldest segments are sent again first, each in its own datagram (so each
-  draws its own ack) and past the congestion window; the others unacknowledged
-  for a whole RTO are taken for lost and go again as the (shrunken) congestion
-  window admits, and the RTO doubles. A timeout is as often a peer slow to
-  answer as a loss: the window paces the resending, and acks of first copies
-  cancel what has not gone yet (without congestion control, at most
-  ``TIMEOUT_BURST`` are taken). Only a new sample (or an ack that leaves
+  draws its own ack) and past the congestion window, and the RTO doubles.
+  A timeout is as often a peer or a queue slow to answer as a loss, so the
+  first sends the probes alone (as QUIC's probe timeout); a second with no
+  round trip measured in between also takes the others unacknowledged for a
+  whole RTO for lost, to go again as the (shrunken) congestion window admits,
+  and acks of first copies cancel what has not gone yet (without congestion
+  control, at most ``TIMEOUT_BURST`` are taken). Only a new sample (or an ack that leaves
   nothing in flight) undoes the backoff: an ack of resent segments may be the
   late answer to their first copies, and an RTO kept below the queueing delay
   resends what was never lost.
@@ -137,7 +138,7 @@ REORDER_THRESHOLD: Final = 3
 PROBES: Final = 2
 
 #: Without congestion control: segments, among those unacknowledged for a
-#: whole RTO, taken for lost at a timeout at most.
+#: whole RTO, taken for lost at a second timeout at most.
 TIMEOUT_BURST: Final = 64
 
 #: A segment sent this many smoothed round trips before the first transmission
