@@ -73,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--wide",
         action="store_true",
-        help="print every column (17, about 150 characters wide); by default the table fits 100 "
+        help="print every column (20, about 180 characters wide); by default the table fits 100 "
         "columns and the other figures are in the JSON file",
     )
     return p

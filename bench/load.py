@@ -571,14 +571,22 @@ def _timers(peers: Sequence[Peer], now: float) -> None:
 
 
 def pump(loop: Loop, peers: Sequence[Peer], timeout: float, timed: bool) -> int:
-    """Run the peers' timers if due, then poll once; return how many peers were ready."""
-    if timed:
-        now = time.monotonic()
-        if now >= loop.next_timers:
-            _timers(peers, now)
-            loop.next_timers = now + TIMER_EVERY
-        timeout = min(timeout, max(0.0, loop.next_timers - now))
-    return loop.poll(timeout)
+    """Poll once, then run the peers' timers if due; return how many peers were ready.
+
+    Reading first: after the loop was kept off its core (a busy machine),
+    the acks that came meanwhile wait in the sockets, and a retransmission
+    timer run before them resends what they acknowledge. (With the timers
+    first, the clients resent 1-10% of their segments in the saturated
+    scenario while the machine's other users took more than a core.)
+    """
+    if not timed:
+        return loop.poll(timeout)
+    ready = loop.poll(min(timeout, max(0.0, loop.next_timers - time.monotonic())))
+    now = time.monotonic()
+    if now >= loop.next_timers:
+        _timers(peers, now)
+        loop.next_timers = now + TIMER_EVERY
+    return ready
 
 
 def connect(

@@ -68,6 +68,43 @@ class RunResult:
     completed: bool
     notes: tuple[str, ...] = ()
     cdf_ms: tuple[float, ...] = field(default=())
+    #: A sender's own messages that came back to it (the server's echo), all
+    #: senders together: not deliveries, but the server sent them (None: not recorded).
+    echoes: int | None = None
+    #: Reliable UDP, over the run (joins and the shutdown included): the
+    #: ``Data`` segments the server sent (seq numbers used), those it sent
+    #: again, and the clients' segments it received twice, from its shutdown
+    #: line; then the same of the load clients' channels. None: not UDP, or
+    #: the server did not say.
+    server_segments: int | None = None
+    server_resent: int | None = None
+    server_duplicates: int | None = None
+    client_segments: int | None = None
+    client_resent: int | None = None
+    client_duplicates: int | None = None
+
+    @property
+    def server_resent_ratio(self) -> float | None:
+        """The server's ``Data`` segments sent again, over those it sent."""
+        return _ratio(self.server_resent, self.server_segments)
+
+    @property
+    def client_resent_ratio(self) -> float | None:
+        """The clients' ``Data`` segments sent again, over those they sent."""
+        return _ratio(self.client_resent, self.client_segments)
+
+    @property
+    def duplicate_data_ratio(self) -> float | None:
+        """``Data`` segments received twice, both ways, over all sent (issue 14 asks at most 1%)."""
+        if self.server_duplicates is None or self.client_duplicates is None:
+            return None
+        if self.server_segments is None or self.client_segments is None:
+            return None
+        return _ratio(self.server_duplicates + self.client_duplicates, self.server_segments + self.client_segments)
+
+
+def _ratio(part: int | None, whole: int | None) -> float | None:
+    return None if part is None or not whole else part / whole
 
 
 _NUMERIC = tuple(
@@ -164,6 +201,11 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def _pct(ratio: float | None) -> str:
+    """A ratio as a percentage with hundredths (retransmissions are judged against 1%)."""
+    return "-" if ratio is None else f"{100 * ratio:.2f}%"
+
+
 def _ms_short(value: float | None) -> str:
     """Milliseconds in at most 6 characters up to 100 s: hundredths below 100 ms, whole ones above."""
     return "-" if value is None else f"{value:.2f}" if value < 100 else f"{value:.0f}"
@@ -207,7 +249,7 @@ def flags(r: RunResult) -> list[Flag]:
     return [flag for flag in FLAGS if flag.raised(r)]
 
 
-# The wide table: every figure a run has, 17 columns (about 150 characters).
+# The wide table: every figure a run has, 20 columns (about 180 characters).
 _WIDE = (
     ("scenario", "<"),
     ("transport", "<"),
@@ -219,6 +261,9 @@ _WIDE = (
     ("delivered", ">"),
     ("dup", ">"),
     ("ooo", ">"),
+    ("echoes", ">"),
+    ("resent s/c", ">"),
+    ("dup data", ">"),
     ("srv cpu", ">"),
     ("srv MB", ">"),
     ("thr", ">"),
@@ -262,6 +307,9 @@ def _wide_row(r: RunResult) -> list[str]:
         f"{100 * r.delivery_ratio:.2f}%",
         str(r.duplicates),
         str(r.out_of_order),
+        "-" if r.echoes is None else str(r.echoes),
+        f"{_pct(r.server_resent_ratio)}/{_pct(r.client_resent_ratio)}",
+        _pct(r.duplicate_data_ratio),
         f"{r.server_cpu_pct:.0f}%",
         f"{r.server_rss_mb:.0f}",
         str(r.server_threads),
@@ -298,7 +346,7 @@ def format_table(results: Sequence[RunResult], *, markdown: bool = False, wide: 
     Args:
         results: the records, one row each, in this order.
         markdown: a Markdown table instead of aligned plain text.
-        wide: every figure (17 columns, about 150 characters); by default the
+        wide: every figure (20 columns, about 180 characters); by default the
             plain table fits ``WIDTH`` columns: the figures compared across
             transports, and each flag as a letter with a key under the table.
     """

@@ -103,7 +103,10 @@ def server_args(
     timeout longer than any run, and quiet logs; its store in ``data_dir``
     for a transport with a store, else in memory (``--ephemeral``); with
     ``tls`` (certificate and key files), TLS on its TCP port."""
-    args = [*_SERVER_FLAGS, "--idle-timeout", f"{idle_timeout:g}", "--log-level", "WARNING"]
+    # A UDP server's shutdown line (INFO) counts its segments sent and sent
+    # again; at INFO it logs sessions coming and going too, never messages.
+    level = "INFO" if transport.kind == "udp" else "WARNING"
+    args = [*_SERVER_FLAGS, "--idle-timeout", f"{idle_timeout:g}", "--log-level", level]
     if tls is not None:
         args += ["--tls-cert", tls[0], "--tls-key", tls[1]]
     if transport.scrape:
@@ -147,6 +150,7 @@ def summarize(
     outcome: Outcome,
     events: list[str],
     peak_rss_mb: float,
+    segments: udpload.SegmentCounts | None = None,
 ) -> RunResult:
     """Turn one run's raw outcome into its result record."""
     ledgers, last = account(plan, outcome)
@@ -214,6 +218,13 @@ def summarize(
         completed=outcome.completed,
         notes=tuple(notes),
         cdf_ms=lat.cdf_ms if lat else (),
+        echoes=sum(ledger.echoes for ledger in ledgers),
+        server_segments=segments.server_sent if segments else None,
+        server_resent=segments.server_resent if segments else None,
+        server_duplicates=segments.server_duplicates if segments else None,
+        client_segments=segments.client_sent if segments else None,
+        client_resent=segments.client_resent if segments else None,
+        client_duplicates=segments.client_duplicates if segments else None,
     )
 
 
@@ -303,10 +314,10 @@ def run_once(
         )
         reading = procstat.sample(server.pid)
         peak = reading.peak_rss_mb if reading else 0.0
-        if not server.alive():
+        alive = server.alive()
+        if not alive:
             outcome.notes.append(f"the server exited during the run: {server.log_tail(300)}")
-        else:
-            _shut_down(server, loop, peers, timed=timed)
+        segments = _shut_down(server, loop, peers, timed=timed) if alive else None
     finally:
         for peer in peers:
             peer.close()
@@ -317,7 +328,14 @@ def run_once(
         data_dir.cleanup()
         os.sched_setaffinity(0, saved)
     result = summarize(
-        scenario=scenario, transport=transport, run=run, plan=plan, outcome=outcome, events=events, peak_rss_mb=peak
+        scenario=scenario,
+        transport=transport,
+        run=run,
+        plan=plan,
+        outcome=outcome,
+        events=events,
+        peak_rss_mb=peak,
+        segments=segments,
     )
     if server.killed:
         result = _with_note(result, "the server ignored SIGTERM and was killed")
@@ -420,14 +438,19 @@ def _measure(
 SHUTDOWN_WAIT: Final = 3.0
 
 
-def _shut_down(server: Child, loop: Loop, peers: list[Peer], *, timed: bool) -> None:
+def _shut_down(server: Child, loop: Loop, peers: list[Peer], *, timed: bool) -> udpload.SegmentCounts | None:
     """SIGTERM the server while the clients still answer it, so its graceful
     shutdown (a goodbye each, acknowledged over UDP) ends at once instead of
-    waiting out its timeouts on clients that are gone."""
+    waiting out its timeouts on clients that are gone. Over UDP, return the
+    run's segment counts, the server's from its last line."""
     server.terminate()
     deadline = time.monotonic() + SHUTDOWN_WAIT
     while server.alive() and time.monotonic() < deadline and any(p.alive for p in peers):
         pump(loop, peers, 0.02, timed)
+    if not timed:
+        return None
+    server.stop()  # gone, so its shutdown line is written
+    return udpload.segment_counts(peers, server.log_tail())
 
 
 def _with_note(result: RunResult, note: str) -> RunResult:

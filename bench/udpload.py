@@ -18,11 +18,13 @@ client going through proxy ``index % count``.
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import struct
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Final
 
 from bench.load import ANCILLARY_SIZE, Peer, kernel_stamp, stamp_arrivals
@@ -33,6 +35,7 @@ from common.session.opener import SessionOpener, open_channel
 from common.session.reliability import Channel, parse_session
 from common.wire.errors import RemoteProtocolError
 from common.wire.framing import FrameType, decode_datagram, encode
+from udpchat.server import SEGMENTS_DUPLICATE, SEGMENTS_RESENT, SEGMENTS_SENT
 
 #: Clients one lossy proxy relays at most (``udpchat.lossyproxy.MAX_CLIENTS``).
 PROXY_CLIENTS: Final = 256
@@ -228,6 +231,57 @@ class UdpPeer(Peer):
         self.alive = False
         with contextlib.suppress(OSError):
             self.sock.close()
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentCounts:
+    """A run's reliable-UDP segments, both ways: what each side sent (seq
+    numbers used, keepalives included), sent again, and received twice.
+
+    The server's come from its shutdown line (None if it printed none), the
+    clients' from their channels, both over the whole run, the shutdown
+    included. On loopback nothing is lost while the kernel's buffers hold, so
+    a segment sent again is one a timer or the loss thresholds mistook for lost.
+    """
+
+    server_sent: int | None
+    server_resent: int | None
+    #: The clients' segments the server received twice.
+    server_duplicates: int | None
+    client_sent: int
+    client_resent: int
+    #: The server's segments the clients received twice.
+    client_duplicates: int
+
+
+#: The UDP server's shutdown line: ``shut down: 9 this, 2 that``.
+_SHUTDOWN: Final = re.compile(r"shut down: (.*)$", re.MULTILINE)
+_COUNT: Final = re.compile(r"(\d+) ([^,]+)")
+
+
+def shutdown_counts(log: str) -> dict[str, int] | None:
+    """The counters of the last ``shut down:`` line of a UDP server's log, by name, or None."""
+    lines = _SHUTDOWN.findall(log)
+    if not lines:
+        return None
+    return {what.strip(): int(count) for count, what in _COUNT.findall(lines[-1])}
+
+
+def segment_counts(peers: Sequence[Peer], server_log: str) -> SegmentCounts | None:
+    """The segment counts of a run over reliable or unreliable UDP, or None
+    if no client opened a session (not a UDP run)."""
+    channels = [p.channel for p in peers if isinstance(p, UdpPeer) and p.channel is not None]
+    if not channels:
+        return None
+    server = shutdown_counts(server_log)
+    return SegmentCounts(
+        server_sent=None if server is None else server.get(SEGMENTS_SENT, 0),
+        server_resent=None if server is None else server.get(SEGMENTS_RESENT, 0),
+        server_duplicates=None if server is None else server.get(SEGMENTS_DUPLICATE, 0),
+        client_sent=sum(c.sent for c in channels),
+        client_resent=sum(c.retransmits for c in channels),
+        client_duplicates=sum(c.duplicates for c in channels),
+    )
 
 
 def maker(

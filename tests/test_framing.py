@@ -382,3 +382,38 @@ def test_the_memo_of_room_fields_is_bounded() -> None:
         decoder.feed(encode(ev.Say(f"#r{i}", "hi")))
     assert [e.room for e in decoder.events()][-1] == f"#r{3 * framing._ROOM_FIELDS_MAX - 1}"  # type: ignore[union-attr]
     assert len(framing._ROOM_FIELDS) <= framing._ROOM_FIELDS_MAX
+
+
+# --- the chat-line fast encoder ----------------------------------------------------------
+
+
+@given(st.one_of(EVENTS[ev.Message], EVENTS[ev.Action]))
+def test_the_chat_line_encoder_gives_the_layout_encoders_bytes(event: ev.Message | ev.Action) -> None:
+    assert encode(event) == framing.encode_by_layout(event)
+
+
+@pytest.mark.parametrize("cls", [ev.Message, ev.Action])
+@pytest.mark.parametrize(
+    ("fields", "code"),
+    [
+        (("#r", "al", "x" * 70_000, 1, 2, False), ErrorCode.FRAME_TOO_LARGE),  # a text past its u16 length
+        (("#r", "al", "\ud800", 1, 2, False), ErrorCode.BAD_UTF8),  # a lone surrogate
+        (("#" + "r" * 300, "al", "hi", 1, 2, False), ErrorCode.FRAME_TOO_LARGE),  # a room past its u8 length
+    ],
+)
+def test_a_chat_line_the_fast_encoder_cannot_take_gets_the_layout_encoders_error(
+    cls: type[ev.Message | ev.Action], fields: tuple[object, ...], code: ErrorCode
+) -> None:
+    # Built without its checks (as the hub builds lines it checked itself),
+    # so only the encoder stands between these and the wire.
+    event = ev.CHECKED[cls](*fields)
+    with pytest.raises(LocalProtocolError) as caught:
+        encode(event)
+    assert caught.value.code == code
+
+
+def test_the_memo_of_chat_line_layouts_is_bounded() -> None:
+    for size in range(1, 3 * framing._LINE_LAYOUTS_MAX, 3):
+        event = ev.Message("#r", "al", "x" * size, 1, 2)
+        assert decode_frame(encode(event)) == event
+    assert len(framing._LINE_LAYOUTS) <= framing._LINE_LAYOUTS_MAX

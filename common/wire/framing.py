@@ -315,6 +315,21 @@ def encode(event: ev.Event) -> bytes:
         LocalProtocolError: the event is not a twinchat event, or its frame would
             pass MAX_FRAME.
     """
+    line_type = _LINE_TYPES.get(type(event))
+    if line_type is not None:
+        frame = _encode_line(line_type, event)  # type: ignore[arg-type]
+        if frame is not None:
+            return frame
+    return encode_by_layout(event)
+
+
+def encode_by_layout(event: ev.Event) -> bytes:
+    """``encode`` driven by the ``_LAYOUTS`` table alone, for every event
+    (``encode`` takes a shortcut for chat lines; a test checks both agree).
+
+    Raises:
+        LocalProtocolError: as ``encode``.
+    """
     try:
         ftype, fields = _ENCODERS[type(event)]
     except KeyError:
@@ -326,6 +341,50 @@ def encode(event: ev.Event) -> bytes:
     if HEADER_SIZE + len(payload) > MAX_FRAME:
         raise LocalProtocolError(ErrorCode.FRAME_TOO_LARGE, f"the frame would pass {MAX_FRAME} bytes")
     return HEADER.pack(MAGIC, VERSION, ftype, len(payload)) + payload
+
+
+#: Chat lines, laid out alike (ROOM, NICK, TEXT, U64, U64, BOOL), by class: their frame type.
+_LINE_TYPES: Final[dict[type[ev.Event], int]] = {ev.Message: FrameType.MESSAGE, ev.Action: FrameType.ACTION}
+#: A struct for a whole chat-line frame, by its room, sender and text lengths
+#: in bytes: a handful in use at a time; bounded, since peers choose the texts.
+_LINE_LAYOUTS: dict[tuple[int, int, int], struct.Struct] = {}
+_LINE_LAYOUTS_MAX: Final = 1024
+#: Bytes of a chat line's frame besides its room, sender and text.
+_LINE_OVERHEAD: Final = HEADER_SIZE + 1 + 1 + 2 + 8 + 8 + 1
+
+
+def _encode_line(ftype: int, event: ev.Message | ev.Action) -> bytes | None:
+    """A Message or Action frame in one struct call, or None when the generic
+    encoder must say what is wrong (a field too long or not UTF-8, a number
+    out of range).
+
+    Strategy: a server encodes a chat line once for all its recipients, yet
+    the generic encoder (a packer per field, a join) cost about 12% of the
+    TCP server's time and more of the UDP server's. The whole frame is one
+    struct, made once per set of field lengths.
+    """
+    try:
+        room = event.room.encode()
+        sender = event.sender.encode()
+        text = event.text.encode()
+    except UnicodeEncodeError:
+        return None
+    key = (len(room), len(sender), len(text))
+    layout = _LINE_LAYOUTS.get(key)
+    if layout is None:
+        if key[0] > 0xFF or key[1] > 0xFF or key[2] > 0xFFFF or _LINE_OVERHEAD + sum(key) > MAX_FRAME:
+            return None
+        if len(_LINE_LAYOUTS) >= _LINE_LAYOUTS_MAX:
+            _LINE_LAYOUTS.clear()
+        layout = _LINE_LAYOUTS[key] = struct.Struct(f">2sBBIB{key[0]}sB{key[1]}sH{key[2]}sQQ?")
+    try:
+        return layout.pack(
+            MAGIC, VERSION, ftype, layout.size - HEADER_SIZE,
+            key[0], room, key[1], sender, key[2], text,
+            event.seq, event.time, event.history,
+        )  # fmt: skip
+    except struct.error:
+        return None
 
 
 # --- decoding ------------------------------------------------------------------

@@ -6,8 +6,9 @@ import random
 
 import pytest
 
-from bench.accounting import Expected, Ledger, Progress, StreamCorrupt
+from bench.accounting import Expected, Ledger, Progress, StreamCorrupt, _uniform
 from bench.payload import (
+    MESSAGE_PREFIX,
     MESSAGE_SIZE,
     SAY_PREFIX,
     TEXT_SIZE,
@@ -198,3 +199,17 @@ def test_a_buffer_that_only_looks_uniform_is_walked() -> None:
     assert progress.latest == {sender_key(1): seq_key(1)}
     assert progress.feed(data[2 * MESSAGE_SIZE :]) == []
     assert progress.latest == {sender_key(1): seq_key(2)}
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_fast_path_takes_a_buffer_exactly_when_every_frame_is_a_live_message(seed: int) -> None:
+    # Nine messages, one byte of one changed (or not): taken whole only if every
+    # frame still starts with the message prefix and has its history flag clear.
+    rng = random.Random(seed)
+    data = bytearray(b"".join(relayed(1, q, 0) for q in range(1, 10)))
+    if seed % 4:
+        data[rng.randrange(len(data))] = rng.randrange(256)
+    frames = [bytes(data[i : i + MESSAGE_SIZE]) for i in range(0, len(data), MESSAGE_SIZE)]
+    live = all(f.startswith(MESSAGE_PREFIX) and f[-1] == 0 for f in frames)
+    assert _uniform(bytes(data)) == (len(data) if live else 0)
+    assert _uniform(bytes(data) + b"\xc1") == (len(data) if live else 0)  # a partial frame after them

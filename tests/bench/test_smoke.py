@@ -31,6 +31,8 @@ def test_a_tiny_window_run_accounts_for_every_message(transport: str) -> None:
     assert (result.sent, result.expected, result.delivered) == (800, 2400, 2400)
     assert (result.duplicates, result.out_of_order, result.garbled) == (0, 0, 0)
     assert result.p99_ms is not None and result.server_threads > 0
+    assert result.echoes == 800  # every sender got its own messages back
+    assert result.server_segments is None and result.client_resent is None  # no segments over TCP
     assert our_children() == []
 
 
@@ -57,6 +59,14 @@ def test_a_tiny_udp_run_accounts_for_every_message(transport: str) -> None:
     else:
         assert 0 < result.delivered <= 600  # what the kernel dropped is lost, and counted
     assert (result.duplicates, result.garbled) == (0, 0)
+    # Segments both ways, the server's from its shutdown line: each side sent
+    # at least a segment per message (the server, each to 3 recipients).
+    assert result.client_segments is not None and result.client_segments >= 300
+    assert result.server_segments is not None and result.server_segments >= 900
+    assert result.server_resent is not None and result.client_resent is not None
+    assert result.server_duplicates is not None and result.client_duplicates is not None
+    if transport == "udp":
+        assert result.echoes == 300
     assert our_children() == []
 
 

@@ -110,7 +110,7 @@ def test_medians_per_scenario_and_transport() -> None:
 
 
 def test_json_round_trip() -> None:
-    runs = [record(), record(run=2, p50_ms=None, cdf_ms=())]
+    runs = [record(), record(run=2, p50_ms=None, cdf_ms=()), record(run=3, transport="udp", **_SEGMENTS)]
     text = to_json(runs, medians(runs), {"command": "python -m bench --quick"})
     back_runs, back_summary, meta = from_json(text)
     assert back_runs == runs
@@ -121,6 +121,34 @@ def test_json_round_trip() -> None:
 def test_json_refuses_another_document() -> None:
     with pytest.raises(ValueError):
         from_json('{"schema": 999}')
+
+
+#: A UDP run's segment counts: the server resent 0.5% of its segments, the
+#: clients 0.1%, and 20 of 11,000 arrived twice.
+_SEGMENTS: dict[str, int] = {
+    "echoes": 20_000,
+    "server_segments": 10_000,
+    "server_resent": 50,
+    "server_duplicates": 1,
+    "client_segments": 1_000,
+    "client_resent": 1,
+    "client_duplicates": 19,
+}
+
+
+def test_the_wide_table_gives_echoes_and_the_retransmission_ratios() -> None:
+    udp = record(transport="udp", **_SEGMENTS)
+    assert (udp.server_resent_ratio, udp.client_resent_ratio) == (0.005, 0.001)
+    assert udp.duplicate_data_ratio == 20 / 11_000
+    header, tcp_row, udp_row = format_table([record(echoes=20_000), udp], wide=True).splitlines()[:3]
+    for column in ("echoes", "resent s/c", "dup data"):
+        assert column in header
+    assert udp_row.split()[10:13] == ["20000", "0.50%/0.10%", "0.18%"]
+    assert tcp_row.split()[10:13] == ["20000", "-/-", "-"]  # TCP has no segments
+    # Medians of the counts, run by run; an old record without them shows dashes.
+    runs = [replace(udp, run=n, server_resent=n * 10) for n in (1, 2, 3)]
+    assert medians(runs)[0].server_resent == 20
+    assert format_table([record()], wide=True).splitlines()[1].split()[10:13] == ["-", "-/-", "-"]
 
 
 def test_wide_table_has_every_column_and_flags_in_words() -> None:

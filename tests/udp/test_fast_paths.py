@@ -14,7 +14,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from common.chat import events as ev
-from common.session.reliability import MAX_CHUNK, AckInfo, Channel, Segment, encode_ack, encode_data, parse_session
+from common.session.reliability import (
+    MAX_CHUNK,
+    NO_SEGMENTS,
+    AckInfo,
+    Channel,
+    Segments,
+    encode_ack,
+    encode_data,
+    parse_session,
+)
 from common.wire.errors import LocalProtocolError, RemoteProtocolError
 from common.wire.framing import decode_datagram, encode
 from common.wire.limits import MAX_DATAGRAM
@@ -40,6 +49,16 @@ def session_datagrams(draw: st.DrawFn) -> bytes:
     return datagram[:1200]  # a cut one must be refused by both
 
 
+Segment = tuple[int, int, bytes]
+
+
+def _rows(columns: Segments) -> list[Segment]:
+    """Columns of segments as one (seq, remaining, chunk) per segment."""
+    seqs, remainings, chunks = columns
+    assert len(seqs) == len(remainings) == len(chunks)
+    return list(zip(seqs, remainings, chunks, strict=True))
+
+
 def _as_generic(datagram: bytes) -> tuple[int, list[Segment], list[AckInfo]]:
     frames = decode_datagram(datagram)
     first = frames[0]
@@ -50,15 +69,17 @@ def _as_generic(datagram: bytes) -> tuple[int, list[Segment], list[AckInfo]]:
     return first.token, data, acked
 
 
-def _agrees(datagram: bytes) -> None:
+def _agrees(datagram: bytes) -> bool:
+    """The fast path declines ``datagram`` (False) or reads it as the decoder does (True)."""
     parsed = parse_session(datagram)
     if parsed is None:
-        return
+        return False
     try:
         generic = _as_generic(datagram)
     except RemoteProtocolError as exc:
         raise AssertionError(f"the fast path took a datagram the decoder refuses: {exc}") from None
-    assert parsed == generic
+    assert (parsed[0], _rows(parsed[1]), parsed[2]) == generic
+    return True
 
 
 @given(acks())
@@ -80,6 +101,31 @@ def test_a_damaged_datagram_is_declined_or_read_alike(datagram: bytes, data: st.
     _agrees(datagram + data.draw(st.binary(max_size=20)))
 
 
+@st.composite
+def uniform_datagrams(draw: st.DrawFn) -> bytes:
+    """A burst as a server packs one: Data frames of one chunk size, after an optional ack."""
+    size = draw(st.integers(0, 120))
+    head = encode_ack(draw(st.integers(0, 2**64 - 1))) if draw(st.booleans()) else b""
+    room = (MAX_DATAGRAM - len(encode(ev.Session(0))) - len(head)) // (size + 19)  # Data frames that fit
+    count = draw(st.integers(2, min(room, 12)))
+    body = b"".join(
+        encode_data(draw(_U64), draw(st.integers(0, 255)), draw(st.binary(min_size=size, max_size=size)))
+        for _ in range(count)
+    )
+    return encode(ev.Session(draw(_U64))) + head + body
+
+
+@given(uniform_datagrams(), st.data())
+def test_a_burst_of_equal_segments_is_read_as_the_decoder_reads_it(datagram: bytes, data: st.DataObject) -> None:
+    assert _agrees(datagram)  # whole: taken, and alike
+    # A byte changed anywhere (a header, a chunk length, a chunk) or cut off:
+    # declined, or still read alike.
+    at = data.draw(st.integers(0, len(datagram) - 1))
+    damaged = datagram[:at] + bytes([data.draw(st.integers(0, 255))]) + datagram[at + 1 :]
+    _agrees(damaged)
+    _agrees(datagram[: data.draw(st.integers(0, len(datagram)))])
+
+
 @given(st.binary(max_size=1300))
 def test_arbitrary_bytes_are_declined_or_read_alike(datagram: bytes) -> None:
     _agrees(datagram)
@@ -89,8 +135,9 @@ def test_the_common_shapes_take_the_fast_path() -> None:
     prefix = encode(ev.Session(7))
     chunk = b"m" * 80
     datagram = prefix + encode_ack(12) + encode_data(3, 0, chunk)
-    assert parse_session(datagram) == (7, [(3, 0, chunk)], [(12, ())])
-    assert parse_session(prefix + encode_data(0, 0, b"")) == (7, [(0, 0, b"")], [])
+    assert parse_session(datagram) == (7, ([3], [0], [chunk]), [(12, ())])
+    assert parse_session(prefix + encode_data(0, 0, b"")) == (7, ([0], [0], [b""]), [])
+    assert parse_session(prefix + encode_ack(4)) == (7, ([], [], []), [(4, ())])
     # An Ack with ranges, and anything that is not Data or Ack, take the full decoder.
     assert parse_session(prefix + encode_ack(1, [(3, 4)])) is None
     assert parse_session(prefix + encode(ev.Ping(5))) is None
@@ -139,3 +186,62 @@ def test_datagrams_are_packed_greedily_in_order(frames: list[bytes]) -> None:
         batch += segment
     expected.append(prefix + batch)
     assert datagrams == expected
+
+
+def _channel_fed(datagrams: list[bytes], split: bool) -> tuple[list[bytes], Channel]:
+    """A channel fed ``datagrams`` through the fast parser, each whole or
+    (``split``) one segment per call; what it delivered, and the channel."""
+    channel = Channel(0.0, prefix=encode(ev.Session(1)))
+    delivered: list[bytes] = []
+    for now, datagram in enumerate(datagrams):
+        parsed = parse_session(datagram)
+        assert parsed is not None
+        _, (seqs, remainings, chunks), acks = parsed
+        if split:
+            for seq, remaining, chunk in zip(seqs, remainings, chunks, strict=True):
+                delivered += channel.receive_parsed(([seq], [remaining], [chunk]), [], float(now))
+        else:
+            delivered += channel.receive_parsed((seqs, remainings, chunks), acks, float(now))
+    return delivered, channel
+
+
+@given(st.lists(st.tuples(st.integers(0, 40), st.integers(1, 6)), max_size=12), st.data())
+def test_segments_taken_in_bulk_are_taken_as_one_at_a_time(bursts: list[tuple[int, int]], data: st.DataObject) -> None:
+    # Bursts of equal whole frames starting anywhere (in order, repeated,
+    # ahead of a gap), some with a keepalive or a fragment among them: the
+    # channel delivers the same frames, in the same order, whichever way they
+    # come in, and owes the same ack.
+    prefix = encode(ev.Session(1))
+    frame = encode(ev.Ping(9))
+    datagrams = []
+    for start, count in bursts:
+        chunks = [frame] * count
+        remainings = [0] * count
+        if data.draw(st.booleans()):
+            at = data.draw(st.integers(0, count - 1))
+            chunks[at] = data.draw(st.sampled_from([b"", frame[:5]]))
+            remainings[at] = 0 if not chunks[at] else 1
+        datagrams.append(
+            prefix
+            + b"".join(encode_data(start + i, r, c) for i, (r, c) in enumerate(zip(remainings, chunks, strict=True)))
+        )
+    whole, bulk = _channel_fed(datagrams, split=False)
+    one_by_one, single = _channel_fed(datagrams, split=True)
+    assert whole == one_by_one
+    assert (bulk.duplicates, bulk.malformed) == (single.duplicates, single.malformed)
+    acks = [parse_session(d) for d in (bulk.datagrams(99.0) + single.datagrams(99.0))]
+    assert len({tuple(a[2]) for a in acks if a is not None}) <= 1  # one and the same ack, if any
+
+
+def test_a_burst_in_order_is_delivered_whole() -> None:
+    prefix = encode(ev.Session(1))
+    frames = [encode(ev.Ping(n)) for n in range(8)]
+    channel = Channel(0.0, prefix=prefix)
+    first = parse_session(prefix + b"".join(encode_data(n, 0, f) for n, f in enumerate(frames[:4])))
+    second = parse_session(prefix + b"".join(encode_data(4 + n, 0, f) for n, f in enumerate(frames[4:])))
+    assert first is not None and second is not None
+    assert channel.receive_parsed(second[1], [], 0.0) == []  # ahead of a gap: buffered
+    assert channel.receive_parsed(first[1], [], 0.0) == frames  # the gap filled: all, in order
+    assert channel.receive_parsed(first[1], [], 0.0) == []  # again: duplicates
+    assert channel.duplicates == 4
+    assert channel.receive_parsed(NO_SEGMENTS, [], 0.0) == []

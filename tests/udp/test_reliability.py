@@ -17,6 +17,7 @@ from common.session.reliability import (
     MAX_RTO,
     MIN_CWND,
     MIN_RTO,
+    NO_SEGMENTS,
     PROBES,
     RECV_WINDOW,
     SEND_WINDOW,
@@ -331,8 +332,8 @@ def test_the_ack_of_a_segment_resent_on_the_acks_evidence_reveals_older_losses()
     assert decode_datagram(again[0])[-1] == ev.Data(6, 0, frames[5])
 
 
-def test_a_timeout_resends_probes_and_a_bounded_burst_and_acks_reveal_the_rest() -> None:
-    # Without congestion control, which would let only part of the burst go.
+def test_a_first_timeout_resends_probes_only_and_their_acks_reveal_the_rest() -> None:
+    # Without congestion control, which would pace what goes again anyway.
     a = Channel(0.0, congestion_control=False)
     b = Channel(0.0)
     frames = message_frames(200)
@@ -346,11 +347,10 @@ def test_a_timeout_resends_probes_and_a_bounded_burst_and_acks_reveal_the_rest()
     b.datagrams(0.005)
     assert delivered == []
     resent = a.datagrams(a.rto)
-    singles = [d for d in resent if len(decode_datagram(d)) == 1]
-    assert len(singles) >= PROBES, "each probe goes in a datagram of its own"
-    # The probes go first, so a burst into a full queue cannot push them out.
-    assert [decode_datagram(d)[0] for d in resent[:PROBES]] == [ev.Data(seq, 0, frames[seq]) for seq in range(PROBES)]
-    assert a.retransmits == PROBES + TIMEOUT_BURST, "the timeout's burst is bounded"
+    # A timeout may be a queue as well as a loss: the first sends the two
+    # probes alone, each in a datagram of its own, before anything else.
+    assert [decode_datagram(d) for d in resent] == [[ev.Data(seq, 0, frames[seq])] for seq in range(PROBES)]
+    assert a.retransmits == PROBES
     # Their ack shows what is still missing: sent again at once, no timeout.
     now = a.rto
     for _ in range(5):
@@ -363,6 +363,37 @@ def test_a_timeout_resends_probes_and_a_bounded_burst_and_acks_reveal_the_rest()
     assert delivered == frames
     assert a.flushed
     assert a.retransmits < 2 * (PROBES + TIMEOUT_BURST)
+
+
+def test_a_second_timeout_without_an_answer_resends_a_bounded_burst() -> None:
+    a = Channel(0.0, congestion_control=False)
+    for frame in message_frames(200):
+        a.send(frame)
+    a.datagrams(0.0)  # all lost, and nothing ever answers
+    first = a.rto
+    a.datagrams(first)
+    assert a.retransmits == PROBES  # the first: the probes alone
+    resent = a.datagrams(first + a.rto)
+    assert len(resent) > PROBES
+    assert a.retransmits == 2 * PROBES + TIMEOUT_BURST, "the second takes the stale for lost, a bounded burst"
+
+
+def test_a_queue_that_outgrows_the_rto_costs_two_probes_not_a_window() -> None:
+    # The saturated scenario's case: a window of 64 segments whose acks a
+    # busy peer sends late, all of them arriving.
+    a = Channel(0.0, prefix=session_prefix(1))
+    b = Channel(0.0, prefix=session_prefix(2))
+    for frame in message_frames(64):
+        a.send(frame)
+    sent = a.datagrams(0.0)
+    late = a.rto + 0.010
+    a.datagrams(a.rto)  # the timer fires before the acks come
+    for d in sent:
+        b.receive(decode_datagram(d)[1:], late)
+    for d in b.datagrams(late):
+        a.receive(decode_datagram(d)[1:], late)
+    assert a.flushed
+    assert a.retransmits == PROBES
 
 
 def test_segments_beyond_the_receive_window_are_not_buffered() -> None:
@@ -525,10 +556,10 @@ def test_the_tail_of_a_burst_beyond_every_ack_is_not_taken_for_lost() -> None:
     channel = Channel(0.0, prefix=prefix)
     channel.send_all([b"m" * 80] * 30)
     assert len(channel.datagrams(0.0)) > 1
-    channel.receive_parsed((), [(10, ())], 0.010)  # 0..9 arrived: a 10 ms round trip
+    channel.receive_parsed(NO_SEGMENTS, [(10, ())], 0.010)  # 0..9 arrived: a 10 ms round trip
     assert channel.datagrams(0.030) == []  # past 1.125 round trips, before the RTO
     assert channel.retransmits == 0
     # Below the largest acknowledged, the same burst is judged as before.
-    channel.receive_parsed((), [(12, ((13, 20),))], 0.031)
+    channel.receive_parsed(NO_SEGMENTS, [(12, ((13, 20),))], 0.031)
     assert channel.datagrams(0.031) != []
     assert channel.retransmits == 1
