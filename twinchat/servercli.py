@@ -202,19 +202,26 @@ def parser(prog: str, description: str, defaults: Defaults, *, tls: bool = False
     return p
 
 
-def open_store(data_dir: str, history_limit: int = DEFAULT_HISTORY_LIMIT, redis_url: str = "") -> Store:
+def open_store(
+    data_dir: str, history_limit: int = DEFAULT_HISTORY_LIMIT, redis_url: str = "", heartbeat: float = 0.0
+) -> Store:
     """The store of ``--redis`` if given, else of ``--data-dir``: SQLite in
-    ``data_dir``, or memory if it is ''.
+    ``data_dir``, or memory if it is ''. With ``--redis`` the server is one
+    of many on that Redis (``twinchat.cluster``): the store carries the link
+    to the others (``cluster``), and ``heartbeat`` (seconds; 0 for the
+    default) is how long this server is taken for alive without news.
 
     Raises:
         StoreFault: it cannot be opened (one line, naming the file or server).
     """
     if redis_url:
         try:
-            from twinchat.store.redis import RedisStore  # noqa: PLC0415 (redis-py only when used)
+            from twinchat.cluster.store import ClusterStore  # noqa: PLC0415 (redis-py only when used)
         except ImportError as exc:
             raise StoreFault(f"--redis needs the redis package ({exc}); pip install 'twinchat[redis]'") from None
-        return RedisStore(redis_url, history_limit)
+        if heartbeat:
+            return ClusterStore(redis_url, history_limit, heartbeat=heartbeat)
+        return ClusterStore(redis_url, history_limit)
     if not data_dir:
         return MemoryStore(history_limit)
     from twinchat.store import open_store as open_on_disk  # noqa: PLC0415 (sqlite3 only when used)
@@ -246,6 +253,7 @@ class SharedHub:
         replay: int = DEFAULT_REPLAY,
     ) -> SharedHub:
         store = MemoryStore() if store is None else store
+        cluster = getattr(store, "cluster", None)  # one server of many on Redis (twinchat.cluster)
         hub: Hub[Any] = Hub(
             max_clients=max_clients,
             max_rooms=max_rooms,
@@ -253,9 +261,15 @@ class SharedHub:
             store=store,
             replay=replay,
             departed=log_departure,
+            bus=cluster,
+            nicks=None if cluster is None else cluster.nicks,
+            presence=None if cluster is None else cluster.presence,
         )
         lock = threading.Lock()
-        return cls(hub, lock, Courier(hub, lock, store, log_session), Gatekeeper(hub, lock))
+        shared = cls(hub, lock, Courier(hub, lock, store, log_session), Gatekeeper(hub, lock))
+        if cluster is not None:
+            cluster.start(hub, lock, shared.post)
+        return shared
 
     def post(self, deliveries: list[Delivery[Any]]) -> None:
         """Deliver, once the store has what they depend on (hub lock held)."""

@@ -312,6 +312,11 @@ class RedisStore:
             room.topic, room.topic_by, room.topic_at = topic, row["topic_by"], int(row["topic_at"])
             self._rooms[key] = room
         fix.execute()
+        self._load_accounts()
+
+    def _load_accounts(self) -> None:
+        """Read every account (the answer while Redis does not)."""
+        db = self._writer
         accounts = sorted(db.smembers(f"{self.prefix}accounts"))
         read = db.pipeline(transaction=False)
         for key in accounts:

@@ -1,0 +1,238 @@
+"""Many servers on one Redis are one chat: one conversation across servers and
+transports, one order per room at every member, one owner per nick, presence
+read from everyone, recovery on another server.
+
+Real parts only: a real ``redis-server`` on a free loopback port, real
+servers (TCP and UDP in one process each) on port 0, real clients. Every
+wait is bounded; nothing sleeps to wait.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from common.chat import events as ev
+from common.wire.errors import ErrorCode
+from tests.cluster.conftest import MakeServer
+from tests.tcp.conftest import FramedClient
+from tests.test_one_process import Member, Person
+from udpchat.client import udp_connect
+
+pytestmark = pytest.mark.timeout(60)
+
+WAIT = 20.0
+
+
+def live(client: FramedClient, room: str, count: int) -> list[tuple[str, str, int]]:
+    """The next ``count`` live messages of ``room`` at ``client``, as (sender,
+    text, seq), whatever else comes between (FramedClient checks that seqs
+    come without a gap)."""
+    out: list[tuple[str, str, int]] = []
+    for _ in range(100 * count + 100):
+        if len(out) == count:
+            return out
+        event = client.next()
+        assert event is not None, "the server closed the stream"
+        if isinstance(event, ev.Ping):
+            client.send(ev.Pong(event.nonce))
+        elif isinstance(event, ev.Message) and event.room == room and not event.history:
+            out.append((event.sender, event.text, event.seq))
+    raise AssertionError(f"only {len(out)} of {count} messages came: {out}")
+
+
+def until(client: FramedClient, kind: type[ev.ServerEvent], **fields: object) -> ev.ServerEvent:
+    """The next ``kind`` event with these fields at ``client`` (bounded in count)."""
+    for _ in range(1000):
+        event = client.next()
+        assert event is not None, "the server closed the stream"
+        if isinstance(event, ev.Ping):
+            client.send(ev.Pong(event.nonce))
+        elif isinstance(event, kind) and all(getattr(event, k) == v for k, v in fields.items()):
+            return event
+    raise AssertionError(f"no {kind.__name__} {fields}")
+
+
+def join(client: FramedClient, room: str) -> None:
+    """Join ``room``, whatever others' notices come before our own join; read its briefing."""
+    client.send(ev.Join(room))
+    until(client, ev.Joined, room=room, nick=client.nick)
+    client.briefed(room)
+
+
+def test_two_servers_are_one_conversation_over_tcp_nc_and_udp(redis_url: str, make_node: MakeServer) -> None:
+    a, b = make_node(redis_url), make_node(redis_url)
+    alice = FramedClient(a.address)
+    uma = Member(udp_connect, b.udp.address, "uma")
+    nat = Person(b.address, "nat")
+    try:
+        alice.register("alice")
+        join(alice, "#dev")
+        uma.link.send(ev.Join("#dev"))  # type: ignore[attr-defined]
+        until(alice, ev.Joined, room="#dev", nick="uma")  # uma on B is in: A heard it through Redis
+        nat.say("/join #dev")
+        until(alice, ev.Joined, room="#dev", nick="nat")
+        alice.send(ev.Say("#dev", "hello from A"))
+        assert live(alice, "#dev", 1) == [("alice", "hello from A", 1)]  # the echo comes back numbered
+        nat.say("hello from nc on B")
+        uma.link.send(ev.Say("#dev", "hello from udp on B"))  # type: ignore[attr-defined]
+        heard = live(alice, "#dev", 2)
+        assert sorted(t for _, t, _ in heard) == ["hello from nc on B", "hello from udp on B"]
+        assert [s for _, _, s in heard] == [2, 3]
+        assert uma.wait_for(lambda m: len(m.said("#dev")) == 3)
+        assert [(s, t) for s, t, _ in [("alice", "hello from A", 1), *heard]] == uma.said("#dev")
+        lines = nat.read_until("alice: hello from A")
+        assert "*** uma joined #dev" not in lines or lines.index("*** uma joined #dev") >= 0
+        # /who and /names see every server's members.
+        uma.link.send(ev.Who())  # type: ignore[attr-defined]
+        assert uma.wait_for(lambda m: any(isinstance(e, ev.WhoReply) and not e.room for e in m.events))
+        who = next(e for e in uma.events if isinstance(e, ev.WhoReply) and not e.room)
+        assert set(who.nicks) == {"alice", "uma", "nat"}
+        alice.send(ev.Names("#dev"))
+        names = until(alice, ev.WhoReply, room="#dev")
+        assert set(names.nicks) == {"alice", "uma", "nat"}  # type: ignore[attr-defined]
+    finally:
+        alice.close()
+        uma.link.close()  # type: ignore[attr-defined]
+        nat.sock.close()
+
+
+def test_every_member_on_three_servers_sees_one_order(redis_url: str, make_node: MakeServer) -> None:
+    nodes = [make_node(redis_url) for _ in range(3)]
+    members = [FramedClient(nodes[i % 3].address) for i in range(6)]
+    udp = Member(udp_connect, nodes[2].udp.address, "udo")
+    per_sender = 25
+    try:
+        for i, member in enumerate(members):
+            member.register(f"m{i}")
+            join(member, "#race")
+        udp.link.send(ev.Join("#race"))  # type: ignore[attr-defined]
+        until(members[0], ev.Joined, room="#race", nick="udo")
+
+        def talk(i: int) -> None:
+            members[i].send(*(ev.Say("#race", f"m{i} says {n}") for n in range(per_sender)))
+
+        senders = [threading.Thread(target=talk, args=(i,)) for i in range(len(members))]
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            sender.join(WAIT)
+        total = per_sender * len(members)
+        heard = [live(member, "#race", total) for member in members]
+        assert udp.wait_for(lambda m: len(m.said("#race")) == total)
+        # One order everywhere, numbered 1.. without a gap, each sender's in the order it spoke.
+        assert all(h == heard[0] for h in heard)
+        assert [seq for _, _, seq in heard[0]] == list(range(1, total + 1))
+        assert udp.said("#race") == [(s, t) for s, t, _ in heard[0]]
+        for i in range(len(members)):
+            assert [t for s, t, _ in heard[0] if s == f"m{i}"] == [f"m{i} says {n}" for n in range(per_sender)]
+    finally:
+        for member in members:
+            member.close()
+        udp.link.close()  # type: ignore[attr-defined]
+
+
+def test_of_many_servers_claiming_one_nick_at_once_exactly_one_wins(redis_url: str, make_node: MakeServer) -> None:
+    nodes = [make_node(redis_url) for _ in range(3)]
+    contenders = [FramedClient(nodes[i % 3].address) for i in range(9)]
+    try:
+        gate = threading.Barrier(len(contenders))
+
+        def claim(client: FramedClient) -> None:
+            gate.wait(WAIT)
+            client.send(ev.Register("Zed"))
+
+        threads = [threading.Thread(target=claim, args=(c,)) for c in contenders]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(WAIT)
+        answers = []
+        for client in contenders:
+            event = client.next()
+            assert isinstance(event, ev.Welcome | ev.Error), event
+            answers.append(event)
+        assert sum(isinstance(a, ev.Welcome) for a in answers) == 1
+        assert all(a.code is ErrorCode.NICK_TAKEN for a in answers if isinstance(a, ev.Error))
+        # A look-alike is the same nick on another server too; once its holder
+        # quits, another server may give it out.
+        winner = next(c for c, a in zip(contenders, answers, strict=True) if isinstance(a, ev.Welcome))
+        late = FramedClient(nodes[(contenders.index(winner) + 1) % 3].address)
+        late.send(ev.Register("zed"))
+        assert late.expect(ev.Error).code is ErrorCode.NICK_TAKEN
+        late.close()
+        winner.send(ev.Goodbye("done"))
+        until(winner, ev.Goodbye)
+        for _ in range(100):  # the release is sent by the writer: bounded retries, each answered
+            again = FramedClient(nodes[(contenders.index(winner) + 1) % 3].address)
+            again.send(ev.Register("zed"))
+            answer = again.next()
+            again.close()
+            if isinstance(answer, ev.Welcome):
+                break
+            assert isinstance(answer, ev.Error) and answer.code is ErrorCode.NICK_TAKEN, answer
+        else:
+            raise AssertionError("the nick was never given out again")
+    finally:
+        for client in contenders:
+            client.close()
+
+
+def test_a_client_back_on_another_server_gets_what_it_missed(redis_url: str, make_node: MakeServer) -> None:
+    a, b = make_node(redis_url), make_node(redis_url)
+    alice, bob = FramedClient(a.address), FramedClient(b.address)
+    try:
+        alice.register("alice")
+        bob.register("bob")
+        join(alice, "#dev")
+        join(bob, "#dev")
+        bob.send(ev.Say("#dev", "one"))
+        assert live(alice, "#dev", 1) == [("bob", "one", 1)]
+        epoch = alice.briefing.replay.epoch  # type: ignore[union-attr]
+        alice.close()  # the link drops
+        until(bob, ev.Left, nick="alice")
+        bob.send(*(ev.Say("#dev", text) for text in ("two", "three", "four")))
+        assert [t for _, t, _ in live(bob, "#dev", 3)] == ["two", "three", "four"]
+        back = FramedClient(b.address)  # the other server
+        back.send(ev.Register("alice", resume=True))
+        back.expect(ev.Welcome)
+        back.send(ev.Join("#dev", epoch, 1))
+        assert back.expect(ev.Joined) == ev.Joined("#dev", "alice")
+        replay = back.expect(ev.Replay)
+        assert (replay.epoch, replay.first, replay.last, replay.gap) == (epoch, 2, 4, False)
+        assert [back.expect(ev.Message).text for _ in range(3)] == ["two", "three", "four"]
+        bob.send(ev.Say("#dev", "five"))
+        assert live(back, "#dev", 1) == [("bob", "five", 5)]  # and live after, nothing twice
+        back.close()
+    finally:
+        alice.close()
+        bob.close()
+
+
+def test_parts_renames_and_topics_reach_the_other_servers(redis_url: str, make_node: MakeServer) -> None:
+    a, b = make_node(redis_url), make_node(redis_url)
+    alice, bob = FramedClient(a.address), FramedClient(b.address)
+    try:
+        alice.register("alice")
+        bob.register("bob")
+        join(alice, "#dev")
+        join(bob, "#dev")
+        until(alice, ev.Joined, nick="bob")
+        bob.send(ev.SetTopic("#dev", "ship it"))
+        topic = until(alice, ev.Topic, room="#dev")
+        assert (topic.text, topic.setter, topic.changed) == ("ship it", "bob", True)  # type: ignore[attr-defined]
+        until(bob, ev.Topic, room="#dev")  # the setter hears it in the room's order too
+        bob.send(ev.ChangeNick("robert"))
+        assert until(alice, ev.Renamed) == ev.Renamed("bob", "robert")
+        bob.send(ev.Part("#dev", "later"))
+        assert until(alice, ev.Parted) == ev.Parted("#dev", "robert", "later")
+        late = FramedClient(b.address)  # a newcomer on B sees the topic set through A's Redis
+        late.register("carol")
+        late.send(ev.Join("#dev"))
+        late.expect(ev.Joined)
+        assert late.expect(ev.Topic).text == "ship it"
+        late.close()
+    finally:
+        alice.close()
+        bob.close()

@@ -1,0 +1,484 @@
+"""One server's part in a chat of many: the bus, the nick table and presence in Redis.
+
+``Cluster`` is the edge behind three of the core's ports (``common.ports``):
+``Bus`` (room events), ``NickOwners`` (``RedisNicks``) and ``Presence``
+(``RedisPresence``). It owns every socket to Redis and the threads that use
+them; the hub only ever records what is to be sent, and is handed what came
+back, under its lock.
+
+Strategy (the order of a room comes from Redis, its delivery from the bus,
+as in Centrifugo's Redis engine):
+
+- **Publishing.** ``publish`` (hub lock held) appends to an outbox and wakes
+  the writer thread, which sends everything waiting as one pipeline of
+  ``scripts.POST`` calls (one round trip, however many events): each call
+  numbers a message (``HINCRBY``), adds it to the room's stream (``XADD``
+  with the history limit as ``MAXLEN``), and publishes it, atomically. A
+  call that fails is reported to its sender (``Hub.unsent``): nothing is
+  dropped in silence.
+- **Delivering.** One listener thread per server (a redis-py ``PubSub``
+  belongs to one thread) reads the channel and hands each event to the hub
+  under its lock; the hub delivers it to its own members of the room, in
+  the order Redis gave. Events are read in runs and a run is handed over
+  under one lock. If an event's numbers jump past what a room's members
+  here were given (the listener reconnected), the missing messages are read
+  from the stream outside the lock first (``Hub.missing``, ``Hub.filled``).
+- **Faults.** Either thread failing marks the bus down: ``ready`` is False,
+  the hub refuses new room events with ``STORE_FAILED``, connected members
+  stay. The listener reconnects with backoff, catches up every room from the
+  stream (``Hub.watched``), and the bus is ready again once the heartbeat
+  also gets through.
+- **Heartbeat.** A thread renews ``alive:{server}`` (a key with a TTL) every
+  third of the TTL, and looks for servers of the chat whose key expired: the
+  first to run ``scripts.REAP`` on one removes its members everywhere and
+  publishes their leave notices; the others find nothing left to do. A
+  server that stops does the same for itself.
+
+Reads under the hub lock (a nick claim, opening a room, /who, /names) are one
+short round trip each, with a short timeout, never on the message path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Hashable
+from typing import Any, Final, Generic, NamedTuple, TypeVar
+
+import redis
+
+from common.chat import events as ev
+from common.chat.hub import Delivery, Hub
+from common.ports import Entry, Posted
+from twinchat.cluster import codec, scripts
+from twinchat.store.redis import DEFAULT_PREFIX, READ_PAUSE, READ_TIMEOUT, WRITE_TIMEOUT, _client, _one_line
+
+log = logging.getLogger("twinchat.cluster")
+
+C = TypeVar("C", bound=Hashable)
+
+#: Seconds a server's heartbeat lives unless renewed (``--heartbeat``): a
+#: server killed outright has its members removed, with leave notices, at
+#: most this long plus a third of it later.
+DEFAULT_HEARTBEAT: Final = 9.0
+
+#: Seconds the listener waits at first, and at most, before reconnecting.
+BACKOFF_FIRST: Final = 0.1
+BACKOFF_MOST: Final = 2.0
+
+#: Seconds the listener waits for the channel before it looks whether it is stopping.
+POLL: Final = 0.5
+
+#: Most events the listener hands the hub under one taking of the lock.
+RUN: Final = 512
+
+#: Most messages read from a stream at once to fill a jump or catch up.
+FILL_CHUNK: Final = 1000
+
+#: What a failing call to Redis raises.
+FAILURES: Final = (redis.RedisError, OSError)
+
+#: Which ``scripts.POST`` operation each kind of event is.
+_OPS: Final[dict[type[ev.ServerEvent], str]] = {
+    ev.Message: "say",
+    ev.Action: "say",
+    ev.Joined: "join",
+    ev.Parted: "part",
+    ev.Left: "part",
+    ev.Renamed: "rename",
+    ev.Topic: "topic",
+}
+
+#: Post deliveries (hub lock held): the shared hub's, which holds them for the store's writes.
+Post = Callable[[list[Delivery[Any]]], None]
+
+
+class _Release(NamedTuple):
+    """A nick given up, for the writer to remove from Redis."""
+
+    key: str
+    value: str
+
+
+class Cluster:
+    """This server's link to the others through one Redis; see the module docstring.
+
+    Args:
+        url: the Redis server.
+        history_limit: messages kept per room (each stream's ``MAXLEN``).
+        prefix: what every key starts with (the store's).
+        heartbeat: seconds this server is taken for alive without a heartbeat.
+
+    Raises:
+        redis.RedisError, OSError: Redis cannot be reached (the store,
+            opened first, has said so in one line already).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        history_limit: int,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        heartbeat: float = DEFAULT_HEARTBEAT,
+    ) -> None:
+        self.server = secrets.token_hex(4)
+        self.prefix = prefix
+        self.history_limit = history_limit
+        self.heartbeat = heartbeat
+        self.channel = f"{prefix}bus"
+        self._sync = _client(url, READ_TIMEOUT)  # under the hub lock
+        self._writer = _client(url, WRITE_TIMEOUT)
+        self._beater = _client(url, WRITE_TIMEOUT)
+        self._fetcher = _client(url, WRITE_TIMEOUT)  # the listener's reads of streams
+        self._listen = _client(url, WRITE_TIMEOUT)
+        self._post_script = self._writer.register_script(scripts.POST)
+        self._release_script = self._writer.register_script(scripts.RELEASE)
+        self._open_script = self._sync.register_script(scripts.OPEN_ROOM)
+        self._claim_script = self._sync.register_script(scripts.CLAIM)
+        self._reap_script = self._beater.register_script(scripts.REAP)
+        self._hub: Hub[Any] | None = None
+        self._lock = threading.Lock()  # replaced by the hub lock at start
+        self._post: Post = lambda deliveries: None
+        self._outbox: list[Posted | _Release] = []
+        self._wake = threading.Condition()  # its own lock: taken under the hub lock, never the other way
+        self._stop = threading.Event()
+        self._listening = False
+        self._beating = False
+        self._down_logged = False
+        self._read_paused_until = 0.0
+        self._threads: list[threading.Thread] = []
+        self.nicks: RedisNicks[Any] = RedisNicks(self)
+        self.presence = RedisPresence(self)
+        self._subscribed = threading.Event()
+        self._beat()  # joined the chat: a server that cannot is refused at start
+        self._beating = True
+
+    # -- the Bus port (hub lock held) ------------------------------------------
+
+    def ready(self) -> bool:
+        return self._listening and self._beating
+
+    def publish(self, posted: Posted) -> None:
+        with self._wake:
+            self._outbox.append(posted)
+            self._wake.notify()
+
+    # -- life -------------------------------------------------------------------
+
+    def start(self, hub: Hub[Any], lock: threading.Lock, post: Post) -> None:
+        """Start delivering to ``hub`` (whose lock is ``lock``) through ``post``."""
+        self._hub, self._lock, self._post = hub, lock, post
+        for name, target in (("writer", self._write_loop), ("listener", self._listen_loop), ("heart", self._beat_loop)):
+            thread = threading.Thread(target=target, name=f"twinchat-cluster-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        # Ready once it listens: a member who registers at once is not refused.
+        self._subscribed.wait(WRITE_TIMEOUT)
+
+    def close(self) -> None:
+        """Send what is waiting, leave the chat (the others are told this
+        server's members left), stop the threads. Idempotent."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        with self._wake:
+            self._wake.notify_all()
+        for thread in self._threads:
+            thread.join(WRITE_TIMEOUT * 2)
+        try:
+            self._beater.delete(self._key("alive", self.server))
+            self._reap_script(args=[self.prefix, self.server, "the server stopped", "1"], client=self._beater)
+        except FAILURES as exc:
+            log.warning("cluster: could not tell the others this server stopped (%s)", _one_line(exc))
+        for db in (self._sync, self._writer, self._beater, self._fetcher, self._listen):
+            db.close()
+
+    def _key(self, kind: str, name: str) -> str:
+        return f"{self.prefix}{kind}:{name}"
+
+    def _down(self, what: str, exc: BaseException) -> None:
+        if not self._down_logged:
+            self._down_logged = True
+            log.error(
+                "cluster: %s failed (%s); room events are refused until Redis answers again", what, _one_line(exc)
+            )
+
+    def _up(self) -> None:
+        if self.ready() and self._down_logged:
+            self._down_logged = False
+            log.warning("cluster: Redis answers again; room events are accepted")
+
+    # -- the writer --------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._outbox and not self._stop.is_set():
+                    self._wake.wait()
+                batch, self._outbox = self._outbox, []
+            if batch:
+                self._write(batch)
+            elif self._stop.is_set():
+                return
+
+    def _write(self, batch: list[Posted | _Release]) -> None:
+        pipe = self._writer.pipeline(transaction=False)
+        for item in batch:
+            if isinstance(item, _Release):
+                self._release_script(args=[self.prefix, self.server, item.key, item.value], client=pipe)
+            else:
+                self._post_script(args=self._post_args(item), client=pipe)
+        try:
+            results = pipe.execute(raise_on_error=False)
+        except FAILURES as exc:
+            self._beating = False  # until the heartbeat gets through again
+            self._down("publishing", exc)
+            results = [exc] * len(batch)
+        failed = [(item, r) for item, r in zip(batch, results, strict=True) if isinstance(r, Exception)]
+        if not failed:
+            return
+        if self._beating:  # Redis answered, and refused some (a room it lost)
+            log.error("cluster: Redis refused %d event(s): %s", len(failed), _one_line(failed[0][1]))
+        with self._lock:
+            assert self._hub is not None
+            out: list[Delivery[Any]] = []
+            for item, why in failed:
+                if isinstance(item, Posted):
+                    out += self._hub.unsent(item, f"not sent: {_one_line(why)}")
+            if out:
+                self._post(out)
+
+    def _post_args(self, posted: Posted) -> list[str | int]:
+        event = posted.event
+        op = _OPS[type(event)]
+        fields: tuple[str | int, ...]
+        if isinstance(event, ev.Message | ev.Action):
+            fields = (event.time, event.sender, event.text, int(isinstance(event, ev.Action)))
+        elif isinstance(event, ev.Joined):
+            fields = (event.nick, "", "", "")
+        elif isinstance(event, ev.Renamed):
+            fields = (event.new, "", "", "")
+        elif isinstance(event, ev.Topic):
+            fields = (event.text, event.setter if event.text else "", event.time if event.text else 0, "")
+        else:
+            fields = ("", "", "", "")
+        body = codec.body(posted, self.server)
+        member = codec.origin(self.server, posted.origin) or f"{self.server}|0"
+        return [self.prefix, op, body, member, self.history_limit, *fields, *posted.rooms]
+
+    # -- the listener ------------------------------------------------------------
+
+    def _listen_loop(self) -> None:
+        wait = BACKOFF_FIRST
+        while not self._stop.is_set():
+            pubsub = self._listen.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(self.channel)
+                self._catch_up()
+                self._listening = True
+                self._subscribed.set()
+                self._up()
+                wait = BACKOFF_FIRST
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=POLL)
+                    if message is None:
+                        continue
+                    run = [message["data"]]
+                    while len(run) < RUN:
+                        more = pubsub.get_message(timeout=0)
+                        if more is None:
+                            break
+                        run.append(more["data"])
+                    self._dispatch(run)
+            except FAILURES as exc:
+                self._listening = False
+                self._down("listening", exc)
+                self._stop.wait(wait)
+                wait = min(wait * 2, BACKOFF_MOST)
+            finally:
+                with contextlib.suppress(*FAILURES):
+                    pubsub.close()
+
+    def _dispatch(self, payloads: list[Any]) -> None:
+        """Hand a run of events to the hub under one taking of the lock; from
+        the first that needs filling on, one at a time (``_fill_then``)."""
+        items = []
+        for payload in payloads:
+            try:
+                items.append(codec.decode(payload, self.server))
+            except codec.BadPayload as exc:
+                log.warning("cluster: dropped a payload on %s: %s", self.channel, exc)
+        hub = self._hub
+        assert hub is not None
+        done = 0
+        with self._lock:
+            out: list[Delivery[Any]] = []
+            for posted in items:
+                if hub.missing(posted):
+                    break
+                out += hub.arrived(posted)
+                done += 1
+            if out:
+                self._post(out)
+        for posted in items[done:]:
+            self._fill_then(posted)
+
+    def _fill_then(self, posted: Posted) -> None:
+        hub = self._hub
+        assert hub is not None
+        with self._lock:
+            need = hub.missing(posted)
+        fetched = [(key, self._fetch(key, first, last)) for key, first, last in need]
+        with self._lock:
+            out = [d for key, entries in fetched for d in hub.filled(key, entries)]
+            out += hub.arrived(posted)
+            if out:
+                self._post(out)
+
+    def _catch_up(self) -> None:
+        """Every room with members here, filled from its stream up to now."""
+        hub = self._hub
+        assert hub is not None
+        with self._lock:
+            watched = hub.watched()
+        fetched = [(key, self._fetch(key, seen + 1, 0)) for key, seen in watched]
+        with self._lock:
+            out = [d for key, entries in fetched for d in hub.filled(key, entries)]
+            if out:
+                self._post(out)
+
+    def _fetch(self, key: str, first: int, last: int) -> list[Entry]:
+        """Messages ``first`` to ``last`` (0: the newest) of room ``key``'s stream."""
+        top = f"{last}-0" if last else "+"
+        rows = self._fetcher.xrange(self._key("log", key), f"{first}-0", top, count=FILL_CHUNK)
+        return [Entry(int(i.partition("-")[0]), int(f["t"]), f["s"], f["x"], f["a"] == "1") for i, f in rows]
+
+    # -- the heartbeat -----------------------------------------------------------
+
+    def _beat(self) -> None:
+        """Renew this server's heartbeat, and clean up after servers whose expired."""
+        db = self._beater
+        pipe = db.pipeline(transaction=False)
+        pipe.set(self._key("alive", self.server), int(time.time()), px=int(self.heartbeat * 1000))
+        pipe.sadd(f"{self.prefix}servers", self.server)
+        pipe.smembers(f"{self.prefix}servers")
+        _, _, servers = pipe.execute()
+        for other in sorted(servers):
+            if other != self.server and not db.exists(self._key("alive", other)):
+                gone = self._reap_script(args=[self.prefix, other, "the server was lost", "0"], client=db)
+                if gone:
+                    log.warning("cluster: server %s was lost; %d member(s) removed", other, gone)
+
+    def _beat_loop(self) -> None:
+        every = self.heartbeat / 3
+        wait = every
+        while not self._stop.wait(wait):
+            try:
+                self._beat()
+                self._beating = True
+                self._up()
+                wait = every
+            except FAILURES as exc:
+                self._beating = False
+                self._down("the heartbeat", exc)
+                wait = min(every, BACKOFF_MOST)
+
+    # -- reads under the hub lock (RedisNicks, RedisPresence, ClusterStore) -----
+
+    def read(self, query: Callable[[Any], Any], fallback: Any) -> Any:
+        """``query`` on the hub's connection, or ``fallback`` if Redis fails
+        to answer (then it is left alone for ``READ_PAUSE`` seconds)."""
+        now = time.monotonic()
+        if now < self._read_paused_until:
+            return fallback
+        try:
+            return query(self._sync)
+        except FAILURES as exc:
+            self._read_paused_until = now + READ_PAUSE
+            self._down("a read", exc)
+            return fallback
+
+    def open_room(self, key: str, name: str, epoch: str) -> list[str] | None:
+        """The room's row (made with ``epoch`` if new), or None if Redis fails."""
+        answer: list[str] | None = self.read(lambda db: self._open_script(args=[self.prefix, key, name, epoch]), None)
+        return answer
+
+    def claim(self, key: str, value: str, releasing: str) -> tuple[bool, int] | None:
+        """Take nick ``key`` with ``value``; (taken, members online), or None if Redis fails."""
+        answer = self.read(lambda db: self._claim_script(args=[self.prefix, self.server, key, value, releasing]), None)
+        return None if answer is None else (bool(answer[0]), int(answer[1]))
+
+    def release(self, key: str, value: str) -> None:
+        """Give nick ``key`` up (sent by the writer)."""
+        with self._wake:
+            self._outbox.append(_Release(key, value))
+            self._wake.notify()
+
+
+class RedisNicks(Generic[C]):
+    """Who holds which nick, across every server (``common.ports.NickOwners``).
+
+    A claim is one round trip under the hub lock (``scripts.CLAIM``: atomic,
+    so of two servers claiming one nick at once exactly one wins); a release
+    is sent by the writer, and until it is, this server may take the nick
+    again over its own value (a client reconnecting at once)."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self._cluster = cluster
+        self._held: dict[str, tuple[C, str]] = {}  # nick key -> (owner here, value in Redis)
+        self._releasing: dict[str, str] = {}
+        self._serials = itertools.count(1)
+        #: Members online across the chat at the last claim (the welcome's count).
+        self.online = 0
+
+    def claim(self, key: str, owner: C, nick: str = "") -> bool:
+        held = self._held.get(key)
+        if held is not None:
+            return held[0] is owner
+        value = f"{self._cluster.server}|{next(self._serials)}|{nick}"
+        answer = self._cluster.claim(key, value, self._releasing.get(key, ""))
+        if answer is None:
+            return False
+        taken, self.online = answer
+        if taken:
+            self._held[key] = (owner, value)
+            self._releasing.pop(key, None)
+        return taken
+
+    def release(self, key: str, owner: C) -> None:
+        held = self._held.get(key)
+        if held is None or held[0] is not owner:
+            return
+        del self._held[key]
+        self._releasing[key] = held[1]
+        self._cluster.release(key, held[1])
+
+    def owner(self, key: str) -> C | None:
+        held = self._held.get(key)
+        return None if held is None else held[0]
+
+
+class RedisPresence:
+    """Who is online and where, across every server (``common.ports.Presence``)."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self._cluster = cluster
+
+    def online(self) -> tuple[str, ...] | None:
+        values = self._cluster.read(lambda db: db.hvals(f"{self._cluster.prefix}nicks"), None)
+        if values is None:
+            return None
+        return tuple(sorted((v.split("|", 2)[-1] for v in values), key=lambda n: (n.casefold(), n)))
+
+    def count(self) -> int | None:
+        online: int = self._cluster.nicks.online
+        return online or None
+
+    def names(self, key: str) -> tuple[str, ...] | None:
+        values = self._cluster.read(lambda db: db.hvals(f"{self._cluster.prefix}names:{key}"), None)
+        return None if values is None else tuple(sorted(values, key=lambda n: (n.casefold(), n)))
