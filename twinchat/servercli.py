@@ -172,6 +172,19 @@ def parser(prog: str, description: str, defaults: Defaults, *, tls: bool = False
         " needs the redis package (pip install 'twinchat[redis]')",
     )
     p.add_argument(
+        "--heartbeat",
+        metavar="SECONDS",
+        type=_at_least(0, float, allow_equal=False),
+        default=None,
+        help="with --redis: how long this server is taken for alive by the others without news; a server killed"
+        " outright has its users removed, with leave notices, within this and a third (default: 9)",
+    )
+    p.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="let several server processes listen on the same port (SO_REUSEPORT; with --redis they are one chat)",
+    )
+    p.add_argument(
         "--history-limit",
         metavar="N",
         type=_at_least(1, int, allow_equal=True),
@@ -241,6 +254,8 @@ class SharedHub:
     lock: threading.Lock
     courier: Courier
     gatekeeper: Gatekeeper
+    #: With ``--redis``: this server's link to the others (``twinchat.cluster.node.Cluster``).
+    cluster: Any = None
 
     @classmethod
     def make(
@@ -266,7 +281,7 @@ class SharedHub:
             presence=None if cluster is None else cluster.presence,
         )
         lock = threading.Lock()
-        shared = cls(hub, lock, Courier(hub, lock, store, log_session), Gatekeeper(hub, lock))
+        shared = cls(hub, lock, Courier(hub, lock, store, log_session), Gatekeeper(hub, lock), cluster)
         if cluster is not None:
             cluster.start(hub, lock, shared.post)
         return shared
@@ -300,6 +315,8 @@ def options(args: argparse.Namespace) -> dict[str, Any]:
         "data_dir": "" if args.ephemeral else args.data_dir,
         "history_limit": args.history_limit,
         "redis_url": args.redis,
+        "heartbeat": args.heartbeat or 0.0,
+        "reuse_port": args.reuse_port,
         "replay": args.replay,
     }
 

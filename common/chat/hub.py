@@ -479,6 +479,14 @@ class Hub(Generic[C]):
         what to catch up on from the store after the bus was lost a while."""
         return [(key, room.seen) for key, room in self._rooms.items() if room.members]
 
+    def present(self) -> list[tuple[int, str, list[ev.Joined]]]:
+        """Every member here: its bus token, its nick and a join of each of
+        its rooms, for telling the others again who is here after they were
+        told this server was lost."""
+        return [
+            (m.token, m.nick, [ev.Joined(r.name, m.nick) for r in m.rooms.values()]) for m in self._members.values()
+        ]
+
     def unsent(self, posted: Posted, detail: str) -> list[Delivery[C]]:
         """The bus could not take ``posted``: tell its sender, if it was a
         message and the sender is still here, that it was not sent."""

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.store.conftest import own_redis, redis_server, redis_url  # noqa: F401 (fixtures)
+from tests.test_memory_e2e import servers  # noqa: F401 (a fixture: server processes, killed after the test)
 from twinchat.server import BothServer
 
 WAIT = 20.0

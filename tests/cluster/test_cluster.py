@@ -9,20 +9,29 @@ wait is bounded; nothing sleeps to wait.
 
 from __future__ import annotations
 
+import signal
 import threading
+from pathlib import Path
 
 import pytest
+import redis
 
 from common.chat import events as ev
 from common.wire.errors import ErrorCode
 from tests.cluster.conftest import MakeServer
+from tests.redis_server import RedisServer
 from tests.tcp.conftest import FramedClient
+from tests.test_memory_e2e import Server
 from tests.test_one_process import Member, Person
+from twinchat.cluster import scripts
 from udpchat.client import udp_connect
 
 pytestmark = pytest.mark.timeout(60)
 
 WAIT = 20.0
+
+#: The heartbeat of servers that are killed in a test: short, so it is quick.
+HEARTBEAT = 1.5
 
 
 def live(client: FramedClient, room: str, count: int) -> list[tuple[str, str, int]]:
@@ -233,6 +242,113 @@ def test_parts_renames_and_topics_reach_the_other_servers(redis_url: str, make_n
         late.expect(ev.Joined)
         assert late.expect(ev.Topic).text == "ship it"
         late.close()
+    finally:
+        alice.close()
+        bob.close()
+
+
+def test_a_killed_server_has_its_users_leave_within_the_heartbeat(
+    redis_url: str, make_node: MakeServer, tmp_path: Path, servers: list[Server]
+) -> None:
+    a = make_node(redis_url, heartbeat=HEARTBEAT)
+    b = Server(tmp_path / "unused", 0, "--redis", redis_url, "--heartbeat", str(HEARTBEAT))
+    servers.append(b)
+    alice, bob = FramedClient(a.address), FramedClient(b.address)
+    try:
+        alice.register("alice")
+        bob.register("bob")
+        join(alice, "#dev")
+        join(bob, "#dev")
+        until(alice, ev.Joined, room="#dev", nick="bob")
+        b.proc.kill()  # SIGKILL: no goodbye, no cleanup of its own
+        b.proc.communicate(timeout=WAIT)
+        # The leave notice comes within the 15 s the issue allows (the
+        # heartbeat and a third, on a loaded machine): no read may wait longer.
+        alice.sock.settimeout(15)
+        assert until(alice, ev.Left, nick="bob") == ev.Left("bob", "the server was lost")
+        alice.send(ev.Who())
+        assert until(alice, ev.WhoReply, room="").nicks == ("alice",)  # type: ignore[attr-defined]
+        again = FramedClient(a.address)  # its nick is free again
+        assert again.register("bob").nick == "bob"
+        again.close()
+    finally:
+        alice.close()
+        bob.close()
+
+
+def test_a_stopped_server_says_its_users_left(
+    redis_url: str, make_node: MakeServer, tmp_path: Path, servers: list[Server]
+) -> None:
+    a = make_node(redis_url)
+    b = Server(tmp_path / "unused", 0, "--redis", redis_url)
+    servers.append(b)
+    alice, bob = FramedClient(a.address), FramedClient(b.address)
+    try:
+        alice.register("alice")
+        bob.register("bob")
+        until(alice, ev.Joined, nick="bob")
+        code, err = b.stop(signal.SIGTERM)
+        assert code == 0 and "Traceback" not in err, err
+        assert until(alice, ev.Left, nick="bob") == ev.Left("bob", "the server stopped")
+    finally:
+        alice.close()
+        bob.close()
+
+
+def test_redis_going_away_refuses_room_events_keeps_users_and_resumes(
+    own_redis: RedisServer, make_node: MakeServer
+) -> None:
+    a = make_node(own_redis.url, heartbeat=HEARTBEAT)
+    b = make_node(own_redis.url, heartbeat=HEARTBEAT)
+    alice, bob = FramedClient(a.address), FramedClient(b.address)
+    try:
+        alice.register("alice")
+        bob.register("bob")
+        join(alice, "#dev")
+        join(bob, "#dev")
+        alice.send(ev.Say("#dev", "before"))
+        assert live(bob, "#dev", 1) == [("alice", "before", 1)]
+        own_redis.stop(save=True)  # as a Redis with persistence restarts
+        alice.send(ev.Say("#dev", "during"))
+        refused = until(alice, ev.Error)
+        assert refused.code is ErrorCode.STORE_FAILED, refused  # type: ignore[attr-defined]
+        alice.send(ev.Ping(7))  # still connected, still answered
+        assert until(alice, ev.Pong) == ev.Pong(7)
+        own_redis.start()
+        assert b._shared.cluster.wait_ready(WAIT)
+        bob.send(ev.Say("#dev", "after"))  # A may still be reconnecting: it catches up from the stream
+        assert live(alice, "#dev", 1) == [("bob", "after", 2)]
+        assert a._shared.cluster.wait_ready(WAIT)
+        alice.send(ev.Say("#dev", "and on"))
+        assert live(bob, "#dev", 2) == [("bob", "after", 2), ("alice", "and on", 3)]
+    finally:
+        alice.close()
+        bob.close()
+
+
+def test_a_server_taken_for_lost_by_mistake_says_its_members_are_back(redis_url: str, make_node: MakeServer) -> None:
+    a = make_node(redis_url, heartbeat=HEARTBEAT)
+    b = make_node(redis_url, heartbeat=HEARTBEAT)
+    alice, bob = FramedClient(a.address), FramedClient(b.address)
+    try:
+        alice.register("alice")
+        bob.register("bob")
+        join(alice, "#dev")
+        join(bob, "#dev")
+        until(alice, ev.Joined, room="#dev", nick="bob")
+        # As if A's heartbeat had lapsed (a stall longer than it) and B had reaped it.
+        cluster = a._shared.cluster
+        db = redis.Redis.from_url(redis_url, decode_responses=True, protocol=2)
+        db.delete(f"{cluster.prefix}alive:{cluster.server}")
+        assert db.eval(scripts.REAP, 0, cluster.prefix, cluster.server, "the server was lost", "0") == 1
+        db.close()
+        assert until(bob, ev.Left, nick="alice") == ev.Left("alice", "the server was lost")
+        # A's next heartbeat finds it was dropped, and says who is still here.
+        assert {until(bob, ev.Joined, nick="alice").room for _ in range(2)} == {"#lobby", "#dev"}  # type: ignore[attr-defined]
+        bob.send(ev.Names("#dev"))
+        assert set(until(bob, ev.WhoReply, room="#dev").nicks) == {"alice", "bob"}  # type: ignore[attr-defined]
+        alice.send(ev.Say("#dev", "still here"))
+        assert live(bob, "#dev", 1) == [("alice", "still here", 1)]
     finally:
         alice.close()
         bob.close()

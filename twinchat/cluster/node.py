@@ -53,6 +53,7 @@ import redis
 
 from common.chat import events as ev
 from common.chat.hub import Delivery, Hub
+from common.chat.rooms import room_key
 from common.ports import Entry, Posted
 from twinchat.cluster import codec, scripts
 from twinchat.store.redis import DEFAULT_PREFIX, READ_PAUSE, READ_TIMEOUT, WRITE_TIMEOUT, _client, _one_line
@@ -150,11 +151,13 @@ class Cluster:
         self._listening = False
         self._beating = False
         self._down_logged = False
+        self._changed = threading.Condition()  # notified when readiness may have changed
         self._read_paused_until = 0.0
         self._threads: list[threading.Thread] = []
         self.nicks: RedisNicks[Any] = RedisNicks(self)
         self.presence = RedisPresence(self)
         self._subscribed = threading.Event()
+        self._back_since = -self.heartbeat  # when the heartbeat got through after failing
         self._beat()  # joined the chat: a server that cannot is refused at start
         self._beating = True
 
@@ -162,6 +165,11 @@ class Cluster:
 
     def ready(self) -> bool:
         return self._listening and self._beating
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until the bus is ready (or ``timeout`` seconds); whether it is."""
+        with self._changed:
+            return self._changed.wait_for(self.ready, timeout)
 
     def publish(self, posted: Posted) -> None:
         with self._wake:
@@ -202,6 +210,8 @@ class Cluster:
         return f"{self.prefix}{kind}:{name}"
 
     def _down(self, what: str, exc: BaseException) -> None:
+        with self._changed:
+            self._changed.notify_all()
         if not self._down_logged:
             self._down_logged = True
             log.error(
@@ -209,6 +219,8 @@ class Cluster:
             )
 
     def _up(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
         if self.ready() and self._down_logged:
             self._down_logged = False
             log.warning("cluster: Redis answers again; room events are accepted")
@@ -361,18 +373,51 @@ class Cluster:
     # -- the heartbeat -----------------------------------------------------------
 
     def _beat(self) -> None:
-        """Renew this server's heartbeat, and clean up after servers whose expired."""
+        """Renew this server's heartbeat, and clean up after servers whose expired.
+
+        A server that was cut off from Redis longer than a heartbeat comes
+        back to find itself reaped by another (its members removed, the
+        others told they left): it says again who is here (``_rejoin``). And
+        it reaps no one until it has been back a whole heartbeat, since the
+        others' keys may have lapsed in the same outage and they are renewing
+        them as it is."""
         db = self._beater
         pipe = db.pipeline(transaction=False)
         pipe.set(self._key("alive", self.server), int(time.time()), px=int(self.heartbeat * 1000))
         pipe.sadd(f"{self.prefix}servers", self.server)
         pipe.smembers(f"{self.prefix}servers")
-        _, _, servers = pipe.execute()
+        _, added, servers = pipe.execute()
+        now = time.monotonic()
+        if not self._beating:
+            self._back_since = now
+        if added and self._hub is not None:
+            self._rejoin()
+        if now - self._back_since < self.heartbeat:
+            return
         for other in sorted(servers):
             if other != self.server and not db.exists(self._key("alive", other)):
                 gone = self._reap_script(args=[self.prefix, other, "the server was lost", "0"], client=db)
                 if gone:
                     log.warning("cluster: server %s was lost; %d member(s) removed", other, gone)
+
+    def _rejoin(self) -> None:
+        """Claim this server's nicks again and publish a join of each room
+        for each member: the others learn they are here after all."""
+        assert self._hub is not None
+        with self._lock:
+            present = self._hub.present()
+            held = self.nicks.held()
+        log.warning(
+            "cluster: this server was taken for lost; telling the others its %d member(s) are here", len(present)
+        )
+        pipe = self._beater.pipeline(transaction=False)
+        for key, value in held:
+            pipe.hsetnx(f"{self.prefix}nicks", key, value)
+            pipe.sadd(self._key("held", self.server), key)
+        pipe.execute()
+        for token, _, joins in present:
+            for joined in joins:
+                self.publish(Posted((room_key(joined.room),), joined, token, echo=False))
 
     def _beat_loop(self) -> None:
         every = self.heartbeat / 3
@@ -449,6 +494,10 @@ class RedisNicks(Generic[C]):
             self._held[key] = (owner, value)
             self._releasing.pop(key, None)
         return taken
+
+    def held(self) -> list[tuple[str, str]]:
+        """Every nick held here: (key, value in Redis)."""
+        return [(key, value) for key, (_, value) in self._held.items()]
 
     def release(self, key: str, owner: C) -> None:
         held = self._held.get(key)
