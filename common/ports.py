@@ -232,7 +232,8 @@ class Posted(NamedTuple):
     comes back), or a room notice (``Joined``, ``Parted``, ``Left``,
     ``Renamed``, ``Topic``). ``origin``: the member that made it, as the hub
     of its server numbers members (0: none, or a member of another server).
-    ``echo``: whether the origin is sent it too. ``at``: once back from the
+    ``echo``: whether the origin is sent it too (or, a ``Private`` to a
+    member of another server, no room but ``to``). ``at``: once back from the
     bus, per room, the room's newest seq when it was ordered (a message's own
     seq), so a server can tell that it missed some and fetch them first.
     """
@@ -242,6 +243,8 @@ class Posted(NamedTuple):
     origin: int = 0
     echo: bool = True
     at: tuple[int, ...] = ()
+    #: For a ``Private`` (which has no room): the nick key it is for.
+    to: str = ""
 
 
 class Bus(Protocol):
@@ -274,4 +277,13 @@ class Presence(Protocol):
 
     def names(self, key: str) -> tuple[str, ...] | None:
         """The nicks in room ``key``, or None if that cannot be known now."""
+        ...
+
+    def holder(self, key: str) -> str | None:
+        """The nick held under nick key ``key`` on any server, or None (none, or unknown now)."""
+        ...
+
+    def rooms(self) -> list[ev.RoomInfo] | None:
+        """Every room with members, history or a topic, with its members on
+        every server; None if that cannot be known now."""
         ...

@@ -420,6 +420,9 @@ class Hub(Generic[C]):
         were given already (``seen``) is skipped; the bus's edge has filled
         any jump before it (``missing``)."""
         event = posted.event
+        if posted.to:  # a private message: for whoever holds the nick here, if anyone
+            target = self._owners.owner(posted.to)
+            return [_to(target, event)] if target is not None and target in self._members else []
         origin = self._by_token.get(posted.origin) if posted.origin else None
         if isinstance(event, _NUMBERED):  # the hot path: one room, one seq
             room = self._rooms.get(posted.rooms[0])
@@ -673,6 +676,12 @@ class Hub(Generic[C]):
         sender = self._members[conn].nick
         if target is not None and target in self._members:
             return [_to(target, ev.Private(sender, event.text, int(now * 1000)))]
+        if self._bus is not None and self._presence is not None and self._presence.holder(key) is not None:
+            if not self._bus.ready():  # a member of another server: by way of the bus
+                return [_to(conn, ev.Error(ErrorCode.STORE_FAILED, BUS_DOWN))]
+            told = ev.Private(sender, event.text, int(now * 1000))
+            self._bus.publish(Posted((), told, self._members[conn].token, echo=False, to=key))
+            return []
         account = self._store.account(key)
         if account is None:
             return [_to(conn, ev.Error(ErrorCode.NO_SUCH_NICK, f"nobody is called {event.to}"))]
@@ -774,7 +783,11 @@ class Hub(Generic[C]):
         return _chunked_names(conn, room.name, tuple(self._members[c].nick for c in room.members))
 
     def _on_list_rooms(self, conn: C, event: ev.ListRooms, now: float) -> list[Delivery[C]]:
-        rows = [ev.RoomInfo(r.name, len(r.members), r.topic) for r in sorted(self._rooms.values(), key=_by_name)]
+        everywhere = None if self._presence is None else self._presence.rooms()
+        if everywhere is not None:
+            rows = sorted(everywhere, key=lambda r: (r.room.casefold(), r.room))
+        else:
+            rows = [ev.RoomInfo(r.name, len(r.members), r.topic) for r in sorted(self._rooms.values(), key=_by_name)]
         if not rows:
             return [_to(conn, ev.RoomList((), False))]
         starts = range(0, len(rows), ROOMS_CHUNK)

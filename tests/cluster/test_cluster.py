@@ -24,6 +24,7 @@ from tests.tcp.conftest import FramedClient
 from tests.test_memory_e2e import Server
 from tests.test_one_process import Member, Person
 from twinchat.cluster import scripts
+from twinchat.server import BothServer
 from udpchat.client import udp_connect
 
 pytestmark = pytest.mark.timeout(60)
@@ -352,3 +353,49 @@ def test_a_server_taken_for_lost_by_mistake_says_its_members_are_back(redis_url:
     finally:
         alice.close()
         bob.close()
+
+
+def test_private_messages_and_the_room_list_cross_servers(redis_url: str, make_node: MakeServer) -> None:
+    a, b = make_node(redis_url), make_node(redis_url)
+    alice, bob = FramedClient(a.address), FramedClient(b.address)
+    try:
+        alice.register("alice")
+        bob.register("bob")
+        join(bob, "#b-only")
+        bob.send(ev.SetTopic("#b-only", "on B"))
+        until(bob, ev.Topic, room="#b-only")
+        alice.send(ev.Whisper("BOB", "psst"))  # another spelling of the same nick key
+        told = until(bob, ev.Private)
+        assert (told.sender, told.text) == ("alice", "psst")  # type: ignore[attr-defined]
+        alice.send(ev.Whisper("nobody", "hello?"))
+        assert until(alice, ev.Error).code is ErrorCode.NO_SUCH_NICK  # type: ignore[attr-defined]
+        alice.send(ev.ListRooms())
+        rooms = until(alice, ev.RoomList)
+        assert ev.RoomInfo("#b-only", 1, "on B") in rooms.rooms  # type: ignore[attr-defined]
+        assert ev.RoomInfo("#lobby", 2, "") in rooms.rooms  # type: ignore[attr-defined]
+    finally:
+        alice.close()
+        bob.close()
+
+
+def test_reuse_port_lets_two_servers_share_one_port(redis_url: str, make_node: MakeServer) -> None:
+    a = make_node(redis_url, reuse_port=True)
+    b = BothServer("127.0.0.1", a.address[1], redis_url=redis_url, reuse_port=True, rate_limit=0)
+    thread = threading.Thread(target=b.serve_forever, daemon=True)
+    thread.start()
+    clients = []
+    try:
+        assert b.address == a.address and b.udp.address == a.udp.address
+        # The kernel spreads connections over both; whichever took each, they are one chat.
+        for i in range(8):
+            client = FramedClient(a.address)
+            clients.append(client)
+            client.register(f"u{i}")
+        clients[-1].send(ev.Say("#lobby", "one port"))
+        for client in clients:
+            assert until(client, ev.Message, text="one port").sender == "u7"  # type: ignore[attr-defined]
+    finally:
+        for client in clients:
+            client.close()
+        b.shutdown()
+        thread.join(WAIT)

@@ -10,7 +10,8 @@ a server that died, the script that cleaned up after it):
 - ``f``: its fields in declaration order (a message's seq is 0: it is ``AT``);
 - ``r``: the keys of the rooms it is for, in ``AT``'s order;
 - ``o``: its origin, ``SERVER|TOKEN`` (empty if none);
-- ``e``: 1 if the origin is sent it too, else 0.
+- ``e``: 1 if the origin is sent it too, else 0;
+- ``t``: for a ``Private`` (no room, no ``AT``), the nick key it is for.
 
 Whatever does not decode (another program on the channel, a newer server)
 raises ``BadPayload``: the listener logs and drops it.
@@ -28,7 +29,8 @@ from common.wire.errors import ProtocolError
 
 #: The events the bus carries, by the name a payload gives them.
 KINDS: Final[dict[str, type[ev.ServerEvent]]] = {
-    cls.__name__: cls for cls in (ev.Message, ev.Action, ev.Joined, ev.Parted, ev.Left, ev.Renamed, ev.Topic)
+    cls.__name__: cls
+    for cls in (ev.Message, ev.Action, ev.Joined, ev.Parted, ev.Left, ev.Renamed, ev.Topic, ev.Private)
 }
 
 #: The fields of each kind, in the order a payload lists them.
@@ -50,7 +52,14 @@ def body(posted: Posted, server: str) -> str:
     kind = type(event).__name__
     fields = [getattr(event, name) for name in _FIELDS[kind]]
     return json.dumps(
-        {"k": kind, "f": fields, "r": list(posted.rooms), "o": origin(server, posted.origin), "e": int(posted.echo)},
+        {
+            "k": kind,
+            "f": fields,
+            "r": list(posted.rooms),
+            "o": origin(server, posted.origin),
+            "e": int(posted.echo),
+            "t": posted.to,
+        },
         ensure_ascii=False,
         separators=(",", ":"),
     )
@@ -71,13 +80,14 @@ def decode(payload: str | bytes, server: str) -> Posted:
         kind = KINDS[data["k"]]
         rooms = tuple(str(room) for room in data["r"])
         fields = list(data["f"])
-        if not bar or len(at) != len(rooms) or not rooms:
-            raise BadPayload(f"{len(at)} seq(s) for {len(rooms)} room(s)")
+        to = str(data.get("t") or "")
+        if not bar or len(at) != len(rooms) or bool(rooms) == bool(to):
+            raise BadPayload(f"{len(at)} seq(s) for {len(rooms)} room(s), for {to!r}")
         if kind in (ev.Message, ev.Action):
             fields[3] = at[0]  # its seq: Redis numbered it
         event = kind(*fields)
         mine, _, token = str(data["o"]).rpartition("|")
-        return Posted(rooms, event, int(token) if mine == server and token else 0, bool(data["e"]), at)
+        return Posted(rooms, event, int(token) if mine == server and token else 0, bool(data["e"]), at, to)
     except BadPayload:
         raise
     except (ValueError, KeyError, TypeError, IndexError, ProtocolError) as exc:

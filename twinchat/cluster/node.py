@@ -92,6 +92,7 @@ _OPS: Final[dict[type[ev.ServerEvent], str]] = {
     ev.Left: "part",
     ev.Renamed: "rename",
     ev.Topic: "topic",
+    ev.Private: "tell",
 }
 
 #: Post deliveries (hub lock held): the shared hub's, which holds them for the store's writes.
@@ -141,6 +142,7 @@ class Cluster:
         self._release_script = self._writer.register_script(scripts.RELEASE)
         self._open_script = self._sync.register_script(scripts.OPEN_ROOM)
         self._claim_script = self._sync.register_script(scripts.CLAIM)
+        self.rooms_script = self._sync.register_script(scripts.ROOMS)
         self._reap_script = self._beater.register_script(scripts.REAP)
         self._hub: Hub[Any] | None = None
         self._lock = threading.Lock()  # replaced by the hub lock at start
@@ -531,3 +533,13 @@ class RedisPresence:
     def names(self, key: str) -> tuple[str, ...] | None:
         values = self._cluster.read(lambda db: db.hvals(f"{self._cluster.prefix}names:{key}"), None)
         return None if values is None else tuple(sorted(values, key=lambda n: (n.casefold(), n)))
+
+    def holder(self, key: str) -> str | None:
+        value = self._cluster.read(lambda db: db.hget(f"{self._cluster.prefix}nicks", key), None)
+        return None if value is None else str(value).split("|", 2)[-1]
+
+    def rooms(self) -> list[ev.RoomInfo] | None:
+        rows = self._cluster.read(lambda db: self._cluster.rooms_script(args=[self._cluster.prefix]), None)
+        if rows is None:
+            return None
+        return [ev.RoomInfo(name, int(members), topic) for name, members, topic in rows]

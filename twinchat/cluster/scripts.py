@@ -23,8 +23,9 @@ from __future__ import annotations
 from typing import Final
 
 #: One room event: ordered, stored if it is a message, reflected in who is
-#: where, and published, in one step. ARGV: prefix, op (say, join, part,
-#: rename, topic, note), body, member (``SERVER|TOKEN``), history limit,
+#: where, and published, in one step (a private message, op tell, is only
+#: published: it has no room). ARGV: prefix, op (say, join, part, rename,
+#: topic, tell), body, member (``SERVER|TOKEN``), history limit,
 #: four fields (say: time, sender, text, action; join and rename: the nick;
 #: topic: text, by, at), then the room keys. Returns the first room's seq.
 POST: Final = """
@@ -153,4 +154,19 @@ for _, key in ipairs(redis.call('SMEMBERS', p .. 'held:' .. dead)) do
 end
 redis.call('DEL', p .. 'held:' .. dead, p .. 'where:' .. dead, p .. 'alive:' .. dead)
 return #order
+"""
+
+#: Every room with members, history or a topic: {name, members on every
+#: server, topic} each. ARGV: prefix.
+ROOMS: Final = """
+local p = ARGV[1]
+local out = {}
+for _, key in ipairs(redis.call('SMEMBERS', p .. 'rooms')) do
+  local row = redis.call('HMGET', p .. 'room:' .. key, 'name', 'topic', 'last')
+  local members = redis.call('HLEN', p .. 'names:' .. key)
+  if row[1] and (members > 0 or tonumber(row[3] or '0') > 0 or (row[2] or '') ~= '') then
+    out[#out + 1] = {row[1], members, row[2] or ''}
+  end
+end
+return out
 """
