@@ -614,6 +614,8 @@ class Hub(Generic[C]):
             if self._bus is not None and not self._bus.ready():
                 return [_to(conn, ev.Error(ErrorCode.STORE_FAILED, BUS_DOWN))]
             room = self._rooms[key] = _Room.kept(self._store.open_room(key, name))
+        elif self._bus is not None and not room.members:  # kept here, and not followed: catch up
+            room.seen = max(room.seen, self._store.open_room(key, room.name).last)
         room.members[conn] = None
         room.changed()
         member.rooms[key] = room

@@ -50,6 +50,8 @@ from collections.abc import Callable, Hashable
 from typing import Any, Final, Generic, NamedTuple, TypeVar
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from common.chat import events as ev
 from common.chat.hub import Delivery, Hub
@@ -137,7 +139,16 @@ class Cluster:
         self._writer = _client(url, WRITE_TIMEOUT)
         self._beater = _client(url, WRITE_TIMEOUT)
         self._fetcher = _client(url, WRITE_TIMEOUT)  # the listener's reads of streams
-        self._listen = _client(url, WRITE_TIMEOUT)
+        # Bytes, not text: whatever is published on the channel reaches the
+        # codec, which refuses what is not a room event (not UTF-8 included).
+        self._listen: Any = redis.Redis.from_url(
+            url,
+            socket_timeout=WRITE_TIMEOUT,
+            socket_connect_timeout=READ_TIMEOUT * 10,
+            retry=Retry(NoBackoff(), 0),
+            decode_responses=False,
+            protocol=2,
+        )
         self._post_script = self._writer.register_script(scripts.POST)
         self._release_script = self._writer.register_script(scripts.RELEASE)
         self._open_script = self._sync.register_script(scripts.OPEN_ROOM)
@@ -236,7 +247,10 @@ class Cluster:
                     self._wake.wait()
                 batch, self._outbox = self._outbox, []
             if batch:
-                self._write(batch)
+                try:
+                    self._write(batch)
+                except Exception:  # a bug: say so, and keep the writer alive for the next batch
+                    log.exception("cluster: a batch of %d event(s) could not be sent", len(batch))
             elif self._stop.is_set():
                 return
 
@@ -309,7 +323,9 @@ class Cluster:
                             break
                         run.append(more["data"])
                     self._dispatch(run)
-            except FAILURES as exc:
+            except Exception as exc:  # Redis failing, or a bug: either way, start over after a while
+                if not isinstance(exc, FAILURES):
+                    log.exception("cluster: delivering from the bus failed; listening again")
                 self._listening = False
                 self._down("listening", exc)
                 self._stop.wait(wait)
