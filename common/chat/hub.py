@@ -93,7 +93,7 @@ _NUMBERED: Final = (ev.Message, ev.Action)
 _ANNOUNCED: Final = (ev.Joined, ev.Parted, ev.Left)
 
 #: What a member is told of a room event refused while the bus is unreachable.
-BUS_DOWN: Final = "the chat's shared store is unreachable; nothing was sent; try again shortly"
+BUS_DOWN: Final = "the chat's shared store is unreachable or behind; nothing was sent; try again shortly"
 
 #: Account events: their passwords are checked at the edge, outside the lock.
 ACCOUNT_EVENTS: Final = (ev.Register, ev.RegisterAccount, ev.ChangePassword, ev.DropAccount)
@@ -144,7 +144,7 @@ class Delivery(NamedTuple, Generic[C]):
 class _Room(Generic[C]):
     """A room: its members in join order, its topic, and the audiences it hands out."""
 
-    __slots__ = ("_everyone", "_others", "key", "members", "name", "seen", "topic", "topic_at", "topic_by")
+    __slots__ = ("_everyone", "_others", "epoch", "key", "members", "name", "seen", "topic", "topic_at", "topic_by")
 
     def __init__(self, name: str, key: str) -> None:
         self.name = name
@@ -153,6 +153,8 @@ class _Room(Generic[C]):
         # given (live or replayed); what comes back from the bus at or below
         # it is theirs already.
         self.seen = 0
+        #: The numbering ``seen`` belongs to (the store's epoch when the room was opened here).
+        self.epoch = ""
         self.members: dict[C, None] = {}
         self.topic = ""
         self.topic_by = ""
@@ -182,7 +184,7 @@ class _Room(Generic[C]):
         """A room as the store knows it (its topic), with no members yet."""
         room: _Room[C] = cls(record.name, room_key(record.name))
         room.topic, room.topic_by, room.topic_at = record.topic, record.topic_by, record.topic_at
-        room.seen = record.last
+        room.seen, room.epoch = record.last, record.epoch
         return room
 
     def topic_event(self, *, changed: bool) -> ev.Topic:
@@ -489,6 +491,20 @@ class Hub(Generic[C]):
         return [
             (m.token, m.nick, [ev.Joined(r.name, m.nick) for r in m.rooms.values()]) for m in self._members.values()
         ]
+
+    def renumbered(self, key: str, epoch: str, last: int) -> list[Delivery[C]]:
+        """The store's numbering of room ``key`` is ``epoch`` now, at ``last``:
+        if that is not the one this hub's members follow (the store lost its
+        data and began again), they are told, as the protocol says a client
+        is told of lost messages: a ``Replay`` of nothing, in the new epoch,
+        with ``gap`` set. Live messages then follow from ``last + 1``."""
+        room = self._rooms.get(key)
+        if room is None or room.epoch == epoch:
+            return []
+        room.epoch, room.seen = epoch, last
+        if not room.members:
+            return []
+        return [Delivery(room.everyone(), ev.Replay(room.name, epoch, last + 1, last, True))]
 
     def unsent(self, posted: Posted, detail: str) -> list[Delivery[C]]:
         """The bus could not take ``posted``: tell its sender, if it was a

@@ -399,3 +399,35 @@ def test_reuse_port_lets_two_servers_share_one_port(redis_url: str, make_node: M
             client.close()
         b.shutdown()
         thread.join(WAIT)
+
+
+def test_a_redis_that_lost_its_data_restarts_the_numbering_and_says_so(
+    own_redis: RedisServer, make_node: MakeServer
+) -> None:
+    a = make_node(own_redis.url, heartbeat=HEARTBEAT)
+    b = make_node(own_redis.url, heartbeat=HEARTBEAT)
+    alice, bob = FramedClient(a.address), FramedClient(b.address)
+    try:
+        alice.register("alice")
+        bob.register("bob")
+        join(alice, "#dev")
+        join(bob, "#dev")
+        old = alice.briefing.replay.epoch  # type: ignore[union-attr]
+        alice.send(ev.Say("#dev", "before"))
+        assert live(bob, "#dev", 1) == [("alice", "before", 1)]
+        own_redis.stop()  # no save: it comes back empty
+        own_redis.start()
+        # Each server finds the chat forgotten, opens its rooms again in a new
+        # epoch and tells its members: a Replay of nothing, with a gap.
+        for client in (alice, bob):
+            replay = until(client, ev.Replay, room="#dev")
+            assert replay.epoch != old and replay.gap and replay.last == 0  # type: ignore[attr-defined]
+            client.last_seq["#dev"] = 0
+        assert a._shared.cluster.wait_ready(WAIT) and b._shared.cluster.wait_ready(WAIT)
+        alice.send(ev.Say("#dev", "after"))
+        assert live(bob, "#dev", 1) == [("alice", "after", 1)]
+        bob.send(ev.Names("#dev"))
+        assert set(until(bob, ev.WhoReply, room="#dev").nicks) == {"alice", "bob"}  # type: ignore[attr-defined]
+    finally:
+        alice.close()
+        bob.close()

@@ -55,6 +55,7 @@ from redis.retry import Retry
 
 from common.chat import events as ev
 from common.chat.hub import Delivery, Hub
+from common.chat.log import new_epoch
 from common.chat.rooms import room_key
 from common.ports import Entry, Posted
 from twinchat.cluster import codec, scripts
@@ -78,6 +79,10 @@ POLL: Final = 0.5
 
 #: Most events the listener hands the hub under one taking of the lock.
 RUN: Final = 512
+
+#: Most events waiting for the writer before new ones are refused (a Redis
+#: slower than the members: the queue is bounded, as every queue here is).
+MAX_OUTBOX: Final = 50_000
 
 #: Most messages read from a stream at once to fill a jump or catch up.
 FILL_CHUNK: Final = 1000
@@ -177,7 +182,9 @@ class Cluster:
     # -- the Bus port (hub lock held) ------------------------------------------
 
     def ready(self) -> bool:
-        return self._listening and self._beating
+        # Past MAX_OUTBOX waiting, Redis is behind what the members say: refuse
+        # rather than hold an ever longer queue in memory.
+        return self._listening and self._beating and len(self._outbox) < MAX_OUTBOX
 
     def wait_ready(self, timeout: float) -> bool:
         """Wait until the bus is ready (or ``timeout`` seconds); whether it is."""
@@ -425,6 +432,7 @@ class Cluster:
         with self._lock:
             present = self._hub.present()
             held = self.nicks.held()
+            watched = self._hub.watched()
         log.warning(
             "cluster: this server was taken for lost; telling the others its %d member(s) are here", len(present)
         )
@@ -432,7 +440,21 @@ class Cluster:
         for key, value in held:
             pipe.hsetnx(f"{self.prefix}nicks", key, value)
             pipe.sadd(self._key("held", self.server), key)
-        pipe.execute()
+        # A Redis that lost its data has lost the rooms too: open them again
+        # (in a new epoch) so that they can be spoken in, and have the hub
+        # tell its members the numbering began again.
+        names = {room_key(j.room): j.room for _, _, joins in present for j in joins}
+        for key, _ in watched:
+            self._open_script(args=[self.prefix, key, names.get(key, key), new_epoch()], client=pipe)
+        rows = pipe.execute()[2 * len(held) :]
+        with self._lock:
+            out = [
+                d
+                for (key, _), row in zip(watched, rows, strict=True)
+                for d in self._hub.renumbered(key, row[1], int(row[3]))
+            ]
+            if out:
+                self._post(out)
         for token, _, joins in present:
             for joined in joins:
                 self.publish(Posted((room_key(joined.room),), joined, token, echo=False))
