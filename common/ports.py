@@ -232,8 +232,9 @@ class Posted(NamedTuple):
     comes back), or a room notice (``Joined``, ``Parted``, ``Left``,
     ``Renamed``, ``Topic``). ``origin``: the member that made it, as the hub
     of its server numbers members (0: none, or a member of another server).
-    ``echo``: whether the origin is sent it too (or, a ``Private`` to a
-    member of another server, no room but ``to``). ``at``: once back from the
+    ``echo``: whether the origin is sent it too (a ``Private`` to a member
+    of another server has no room but ``to``: the bus takes it only if
+    someone holds that nick, and the hub is told otherwise, ``Hub.offline``). ``at``: once back from the
     bus, per room, the room's newest seq when it was ordered (a message's own
     seq), so a server can tell that it missed some and fetch them first.
     """
@@ -264,26 +265,24 @@ class Bus(Protocol):
         ...
 
 
-class Presence(Protocol):
-    """Who is online across every server of one chat (read under the hub lock)."""
+#: What a member may ask of every server's members: who is online, who is
+#: in a room, which rooms there are.
+Question = ev.Who | ev.Names | ev.ListRooms
 
-    def online(self) -> tuple[str, ...] | None:
-        """Every member's nick, or None if that cannot be known now."""
-        ...
+
+class Presence(Protocol):
+    """Who is online across every server of one chat.
+
+    Nothing here waits for the network under the hub lock: a question is
+    recorded (``ask``) and its answer comes back later through
+    ``Hub.answered``, which replies to the member who asked.
+    """
 
     def count(self) -> int | None:
-        """How many members are online, or None if that cannot be known now."""
+        """How many members are online (as last seen, no I/O), or None if unknown."""
         ...
 
-    def names(self, key: str) -> tuple[str, ...] | None:
-        """The nicks in room ``key``, or None if that cannot be known now."""
-        ...
-
-    def holder(self, key: str) -> str | None:
-        """The nick held under nick key ``key`` on any server, or None (none, or unknown now)."""
-        ...
-
-    def rooms(self) -> list[ev.RoomInfo] | None:
-        """Every room with members, history or a topic, with its members on
-        every server; None if that cannot be known now."""
+    def ask(self, origin: int, question: Question) -> bool:
+        """Record ``question`` of the member ``origin`` (its bus token);
+        False if it cannot be asked now (the hub answers from what it knows)."""
         ...

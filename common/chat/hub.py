@@ -56,7 +56,7 @@ from common.chat.commands import HELP_LINES
 from common.chat.log import MemoryNicks, MemoryStore
 from common.chat.nicks import check_nick, nick_key
 from common.chat.rooms import LOBBY, check_room, room_key
-from common.ports import Account, Bus, Entry, Kept, NickOwners, Posted, Presence, RoomRecord, Store
+from common.ports import Account, Bus, Entry, Kept, NickOwners, Posted, Presence, Question, RoomRecord, Store
 from common.wire.errors import ErrorCode, FrameRejected, ProtocolError, RuleError
 from common.wire.limits import ROOMS_CHUNK, WHO_CHUNK
 
@@ -506,6 +506,35 @@ class Hub(Generic[C]):
             return []
         return [Delivery(room.everyone(), ev.Replay(room.name, epoch, last + 1, last, True))]
 
+    def answered(self, origin: int, question: Question, answer: object) -> list[Delivery[C]]:
+        """The answer to a member's ``question`` from every server: nicks for
+        ``Who`` and ``Names``, ``RoomInfo`` rows for ``ListRooms``; None if
+        it could not be had (then this hub answers from what it knows)."""
+        conn = self._by_token.get(origin)
+        if conn is None:
+            return []  # gone meanwhile
+        if answer is None:
+            return _ANSWERS_HERE[type(question)](self, conn, question)
+        if isinstance(question, ev.ListRooms):
+            rows = sorted(cast(list[ev.RoomInfo], answer), key=lambda r: (r.room.casefold(), r.room))
+            return _room_list(conn, rows)
+        nicks = cast(tuple[str, ...], answer)
+        if isinstance(question, ev.Who):
+            return _chunked_names(conn, "", nicks)
+        if not nicks:  # nobody anywhere: as this hub knows it (no such room, or one kept empty)
+            return self._names_here(conn, question)
+        room = self._rooms.get(room_key(question.room))
+        return _chunked_names(conn, question.room if room is None else room.name, nicks)
+
+    def offline(self, posted: Posted) -> list[Delivery[C]]:
+        """Nobody held the nick a ``Private`` was for (``posted.to``) when the
+        bus took it: keep it, if that nick is an account's, or say so."""
+        conn = self._by_token.get(posted.origin)
+        if conn is None or not isinstance(posted.event, ev.Private):
+            return []
+        account = self._store.account(posted.to)
+        return self._tell_offline(conn, posted.to if account is None else account.nick, posted.event)
+
     def unsent(self, posted: Posted, detail: str) -> list[Delivery[C]]:
         """The bus could not take ``posted``: tell its sender, if it was a
         message and the sender is still here, that it was not sent."""
@@ -694,16 +723,21 @@ class Hub(Generic[C]):
         sender = self._members[conn].nick
         if target is not None and target in self._members:
             return [_to(target, ev.Private(sender, event.text, int(now * 1000)))]
-        if self._bus is not None and self._presence is not None and self._presence.holder(key) is not None:
-            if not self._bus.ready():  # a member of another server: by way of the bus
+        told = ev.Private(sender, event.text, int(now * 1000))
+        if self._bus is not None:  # to whoever holds it on another server, else as to someone offline
+            if not self._bus.ready():
                 return [_to(conn, ev.Error(ErrorCode.STORE_FAILED, BUS_DOWN))]
-            told = ev.Private(sender, event.text, int(now * 1000))
             self._bus.publish(Posted((), told, self._members[conn].token, echo=False, to=key))
             return []
+        return self._tell_offline(conn, event.to, told)
+
+    def _tell_offline(self, conn: C, to: str, told: ev.Private) -> list[Delivery[C]]:
+        """A private message for ``to``, whom nobody holds: kept if it is an account's."""
+        key = nick_key(to)
         account = self._store.account(key)
         if account is None:
-            return [_to(conn, ev.Error(ErrorCode.NO_SUCH_NICK, f"nobody is called {event.to}"))]
-        if not self._store.keep_private(key, Kept(sender, event.text, int(now * 1000))):
+            return [_to(conn, ev.Error(ErrorCode.NO_SUCH_NICK, f"nobody is called {to}"))]
+        if not self._store.keep_private(key, Kept(told.sender, told.text, told.time)):
             detail = f"{account.nick} is offline and has too many messages waiting; try later"
             return [_to(conn, ev.Error(ErrorCode.NO_SUCH_NICK, detail))]
         return [_to(conn, ev.Reply(f"{account.nick} is offline; they get your message when they log in"))]
@@ -787,29 +821,36 @@ class Hub(Generic[C]):
         return [Delivery((conn, *_audience(member.rooms.values(), conn)), renamed)]
 
     def _on_who(self, conn: C, event: ev.Who, now: float) -> list[Delivery[C]]:
-        online = None if self._presence is None else self._presence.online()
-        return _chunked_names(conn, "", self.nicks() if online is None else online)
+        if self._asked(conn, event):
+            return []
+        return self._who_here(conn, event)
+
+    def _who_here(self, conn: C, event: ev.Who) -> list[Delivery[C]]:
+        return _chunked_names(conn, "", self.nicks())
 
     def _on_names(self, conn: C, event: ev.Names, now: float) -> list[Delivery[C]]:
-        key = room_key(event.room)
-        room = self._rooms.get(key)
-        names = None if self._presence is None else self._presence.names(key)
-        if names:  # the room has members somewhere
-            return _chunked_names(conn, event.room if room is None else room.name, names)
+        if self._asked(conn, event):
+            return []
+        return self._names_here(conn, event)
+
+    def _asked(self, conn: C, question: Question) -> bool:
+        """Whether ``question`` went to every server (``answered`` replies)."""
+        return self._presence is not None and self._presence.ask(self._members[conn].token, question)
+
+    def _names_here(self, conn: C, event: ev.Names) -> list[Delivery[C]]:
+        room = self._rooms.get(room_key(event.room))
         if room is None:
             return [_to(conn, ev.Error(ErrorCode.NO_SUCH_ROOM, f"there is no room {event.room}"))]
         return _chunked_names(conn, room.name, tuple(self._members[c].nick for c in room.members))
 
     def _on_list_rooms(self, conn: C, event: ev.ListRooms, now: float) -> list[Delivery[C]]:
-        everywhere = None if self._presence is None else self._presence.rooms()
-        if everywhere is not None:
-            rows = sorted(everywhere, key=lambda r: (r.room.casefold(), r.room))
-        else:
-            rows = [ev.RoomInfo(r.name, len(r.members), r.topic) for r in sorted(self._rooms.values(), key=_by_name)]
-        if not rows:
-            return [_to(conn, ev.RoomList((), False))]
-        starts = range(0, len(rows), ROOMS_CHUNK)
-        return [_to(conn, ev.RoomList(tuple(rows[i : i + ROOMS_CHUNK]), i + ROOMS_CHUNK < len(rows))) for i in starts]
+        if self._asked(conn, event):
+            return []
+        return self._rooms_here(conn, event)
+
+    def _rooms_here(self, conn: C, event: ev.ListRooms) -> list[Delivery[C]]:
+        rows = [ev.RoomInfo(r.name, len(r.members), r.topic) for r in sorted(self._rooms.values(), key=_by_name)]
+        return _room_list(conn, rows)
 
     def _on_join(self, conn: C, event: ev.Join, now: float) -> list[Delivery[C]]:
         return self._join(conn, self._members[conn], event)
@@ -913,6 +954,13 @@ def _chunked_names(conn: C, room: str, nicks: tuple[str, ...]) -> list[Delivery[
     return [_to(conn, ev.WhoReply(room, nicks[i : i + WHO_CHUNK], i + WHO_CHUNK < len(nicks))) for i in starts]
 
 
+def _room_list(conn: C, rows: list[ev.RoomInfo]) -> list[Delivery[C]]:
+    if not rows:
+        return [_to(conn, ev.RoomList((), False))]
+    starts = range(0, len(rows), ROOMS_CHUNK)
+    return [_to(conn, ev.RoomList(tuple(rows[i : i + ROOMS_CHUNK]), i + ROOMS_CHUNK < len(rows))) for i in starts]
+
+
 def _by_name(room: _Room[Any]) -> tuple[str, str]:
     """The order of /rooms: alphabetical as people read names, not by the
     look-alike key (which maps 0 to o and 1 to l)."""
@@ -929,6 +977,13 @@ _PENDING_HANDLERS: Final[dict[type[ev.ClientEvent], _Handler]] = {
     ev.Ping: Hub._on_ping,
     ev.Pong: Hub._on_pong,
     ev.Goodbye: Hub._on_goodbye,
+}
+
+#: How this hub answers a question on its own (no other server could be asked).
+_ANSWERS_HERE: Final[dict[type[ev.ClientEvent], Callable[[Hub[Any], Any, Any], list[Delivery[Any]]]]] = {
+    ev.Who: Hub._who_here,
+    ev.Names: Hub._names_here,
+    ev.ListRooms: Hub._rooms_here,
 }
 
 #: What a member may say.

@@ -431,3 +431,30 @@ def test_a_redis_that_lost_its_data_restarts_the_numbering_and_says_so(
     finally:
         alice.close()
         bob.close()
+
+
+def test_an_account_and_its_kept_messages_are_the_same_on_every_server(redis_url: str, make_node: MakeServer) -> None:
+    a, b = make_node(redis_url), make_node(redis_url)
+    alice, bob = FramedClient(a.address), FramedClient(b.address)
+    try:
+        alice.register("alice")
+        alice.send(ev.RegisterAccount("correct horse"))
+        assert "registered" in until(alice, ev.Reply).text  # type: ignore[attr-defined]
+        alice.send(ev.Goodbye("later"))
+        until(alice, ev.Goodbye)
+        bob.register("bob")
+        bob.send(ev.Whisper("alice", "call me"))  # nobody holds it: kept for the account
+        assert "offline" in until(bob, ev.Reply).text  # type: ignore[attr-defined]
+        thief = FramedClient(b.address)  # the account is known on the other server
+        thief.send(ev.Register("alice"))
+        assert thief.expect(ev.Error).code is ErrorCode.NEEDS_PASSWORD
+        thief.close()
+        back = FramedClient(b.address)
+        back.send(ev.Register("alice", "correct horse"))
+        back.expect(ev.Welcome)
+        kept = until(back, ev.Private)
+        assert (kept.sender, kept.text, kept.kept) == ("bob", "call me", True)  # type: ignore[attr-defined]
+        back.close()
+    finally:
+        alice.close()
+        bob.close()

@@ -34,8 +34,16 @@ as in Centrifugo's Redis engine):
   publishes their leave notices; the others find nothing left to do. A
   server that stops does the same for itself.
 
-Reads under the hub lock (a nick claim, opening a room, /who, /names) are one
-short round trip each, with a short timeout, never on the message path.
+- **Questions.** /who, /names and /rooms about every server, and whether
+  someone holds the nick a private message is for, are asked by the writer
+  in its pipeline too, and answered under the lock afterwards
+  (``Hub.answered``, ``Hub.offline``): never a wait under the lock.
+
+Two things do wait for Redis under the hub lock, one short round trip each
+with a short timeout (``READ_TIMEOUT``), never on the message path: taking a
+nick (registration, /nick: its answer decides the reply) and opening a room
+for the first member here or a resume (its numbering decides the replay);
+the store's reads of history and accounts are as in ``RedisStore``.
 """
 
 from __future__ import annotations
@@ -57,7 +65,7 @@ from common.chat import events as ev
 from common.chat.hub import Delivery, Hub
 from common.chat.log import new_epoch
 from common.chat.rooms import room_key
-from common.ports import Entry, Posted
+from common.ports import Entry, Posted, Question
 from twinchat.cluster import codec, scripts
 from twinchat.store.redis import DEFAULT_PREFIX, READ_PAUSE, READ_TIMEOUT, WRITE_TIMEOUT, _client, _one_line
 
@@ -90,6 +98,9 @@ FILL_CHUNK: Final = 1000
 #: What a failing call to Redis raises.
 FAILURES: Final = (redis.RedisError, OSError)
 
+#: What ``scripts.POST`` answers for a private message to a nick nobody holds.
+_OFFLINE: Final = -1
+
 #: Which ``scripts.POST`` operation each kind of event is.
 _OPS: Final[dict[type[ev.ServerEvent], str]] = {
     ev.Message: "say",
@@ -104,6 +115,13 @@ _OPS: Final[dict[type[ev.ServerEvent], str]] = {
 
 #: Post deliveries (hub lock held): the shared hub's, which holds them for the store's writes.
 Post = Callable[[list[Delivery[Any]]], None]
+
+
+class _Question(NamedTuple):
+    """A member's question about every server, for the writer to ask Redis."""
+
+    origin: int
+    question: Question
 
 
 class _Release(NamedTuple):
@@ -158,12 +176,12 @@ class Cluster:
         self._release_script = self._writer.register_script(scripts.RELEASE)
         self._open_script = self._sync.register_script(scripts.OPEN_ROOM)
         self._claim_script = self._sync.register_script(scripts.CLAIM)
-        self.rooms_script = self._sync.register_script(scripts.ROOMS)
+        self._rooms_script = self._writer.register_script(scripts.ROOMS)
         self._reap_script = self._beater.register_script(scripts.REAP)
         self._hub: Hub[Any] | None = None
         self._lock = threading.Lock()  # replaced by the hub lock at start
         self._post: Post = lambda deliveries: None
-        self._outbox: list[Posted | _Release] = []
+        self._outbox: list[Posted | _Release | _Question] = []
         self._wake = threading.Condition()  # its own lock: taken under the hub lock, never the other way
         self._stop = threading.Event()
         self._listening = False
@@ -261,32 +279,69 @@ class Cluster:
             elif self._stop.is_set():
                 return
 
-    def _write(self, batch: list[Posted | _Release]) -> None:
+    def _write(self, batch: list[Posted | _Release | _Question]) -> None:
+        """Send a batch as one pipeline; then, under the hub lock, answer its
+        questions and tell the senders of what Redis did not take."""
+        results = self._send(batch)
+        refused = [r for r in results if isinstance(r, Exception)]
+        if refused and self._beating:  # Redis answered, and refused some (a room it lost)
+            log.error("cluster: Redis refused %d event(s): %s", len(refused), _one_line(refused[0]))
+        if refused or any(isinstance(i, _Question) or (isinstance(i, Posted) and i.to) for i in batch):
+            with self._lock:
+                out = self._settle(batch, results)
+                if out:
+                    self._post(out)
+
+    def _send(self, batch: list[Posted | _Release | _Question]) -> list[Any]:
         pipe = self._writer.pipeline(transaction=False)
         for item in batch:
             if isinstance(item, _Release):
                 self._release_script(args=[self.prefix, self.server, item.key, item.value], client=pipe)
+            elif isinstance(item, _Question):
+                self._queue_question(pipe, item.question)
             else:
                 self._post_script(args=self._post_args(item), client=pipe)
         try:
-            results = pipe.execute(raise_on_error=False)
+            results: list[Any] = pipe.execute(raise_on_error=False)
         except FAILURES as exc:
             self._beating = False  # until the heartbeat gets through again
             self._down("publishing", exc)
             results = [exc] * len(batch)
-        failed = [(item, r) for item, r in zip(batch, results, strict=True) if isinstance(r, Exception)]
-        if not failed:
-            return
-        if self._beating:  # Redis answered, and refused some (a room it lost)
-            log.error("cluster: Redis refused %d event(s): %s", len(failed), _one_line(failed[0][1]))
-        with self._lock:
-            assert self._hub is not None
-            out: list[Delivery[Any]] = []
-            for item, why in failed:
-                if isinstance(item, Posted):
-                    out += self._hub.unsent(item, f"not sent: {_one_line(why)}")
-            if out:
-                self._post(out)
+        return results
+
+    def _settle(self, batch: list[Posted | _Release | _Question], results: list[Any]) -> list[Delivery[Any]]:
+        """What the hub makes of a sent batch's answers (hub lock held)."""
+        hub = self._hub
+        assert hub is not None
+        out: list[Delivery[Any]] = []
+        for item, result in zip(batch, results, strict=True):
+            if isinstance(item, _Question):
+                answer = None if isinstance(result, Exception) else _answer(item.question, result)
+                out += hub.answered(item.origin, item.question, answer)
+            elif not isinstance(item, Posted):
+                continue
+            elif isinstance(result, Exception):
+                out += hub.unsent(item, f"not sent: {_one_line(result)}")
+            elif item.to and result == _OFFLINE:
+                out += hub.offline(item)
+        return out
+
+    def _queue_question(self, pipe: Any, question: Question) -> None:
+        if isinstance(question, ev.Who):
+            pipe.hvals(f"{self.prefix}nicks")
+        elif isinstance(question, ev.Names):
+            pipe.hvals(self._key("names", room_key(question.room)))
+        else:
+            self._rooms_script(args=[self.prefix], client=pipe)
+
+    def ask(self, origin: int, question: Question) -> bool:
+        """The ``Presence`` port's: sent by the writer, answered through ``Hub.answered``."""
+        if not self.ready():
+            return False
+        with self._wake:
+            self._outbox.append(_Question(origin, question))
+            self._wake.notify()
+        return True
 
     def _post_args(self, posted: Posted) -> list[str | int]:
         event = posted.event
@@ -300,6 +355,8 @@ class Cluster:
             fields = (event.new, "", "", "")
         elif isinstance(event, ev.Topic):
             fields = (event.text, event.setter if event.text else "", event.time if event.text else 0, "")
+        elif isinstance(event, ev.Private):
+            fields = (posted.to, "", "", "")
         else:
             fields = ("", "", "", "")
         body = codec.body(posted, self.server)
@@ -473,7 +530,7 @@ class Cluster:
                 self._down("the heartbeat", exc)
                 wait = min(every, BACKOFF_MOST)
 
-    # -- reads under the hub lock (RedisNicks, RedisPresence, ClusterStore) -----
+    # -- reads under the hub lock (RedisNicks, ClusterStore) --------------------
 
     def read(self, query: Callable[[Any], Any], fallback: Any) -> Any:
         """``query`` on the hub's connection, or ``fallback`` if Redis fails
@@ -558,26 +615,25 @@ class RedisPresence:
     def __init__(self, cluster: Cluster) -> None:
         self._cluster = cluster
 
-    def online(self) -> tuple[str, ...] | None:
-        values = self._cluster.read(lambda db: db.hvals(f"{self._cluster.prefix}nicks"), None)
-        if values is None:
-            return None
-        return tuple(sorted((v.split("|", 2)[-1] for v in values), key=lambda n: (n.casefold(), n)))
-
     def count(self) -> int | None:
         online: int = self._cluster.nicks.online
         return online or None
 
-    def names(self, key: str) -> tuple[str, ...] | None:
-        values = self._cluster.read(lambda db: db.hvals(f"{self._cluster.prefix}names:{key}"), None)
-        return None if values is None else tuple(sorted(values, key=lambda n: (n.casefold(), n)))
+    def ask(self, origin: int, question: Question) -> bool:
+        return self._cluster.ask(origin, question)
 
-    def holder(self, key: str) -> str | None:
-        value = self._cluster.read(lambda db: db.hget(f"{self._cluster.prefix}nicks", key), None)
-        return None if value is None else str(value).split("|", 2)[-1]
 
-    def rooms(self) -> list[ev.RoomInfo] | None:
-        rows = self._cluster.read(lambda db: self._cluster.rooms_script(args=[self._cluster.prefix]), None)
-        if rows is None:
-            return None
-        return [ev.RoomInfo(name, int(members), topic) for name, members, topic in rows]
+def _by_people(nick: str) -> tuple[str, str]:
+    return nick.casefold(), nick
+
+
+def _answer(question: Question, result: Any) -> object:
+    """What Redis said, as ``Hub.answered`` takes it; None if it is not as the scripts write it."""
+    try:
+        if isinstance(question, ev.Who):
+            return tuple(sorted((str(v).split("|", 2)[-1] for v in result), key=_by_people))
+        if isinstance(question, ev.Names):
+            return tuple(sorted((str(v) for v in result), key=_by_people))
+        return [ev.RoomInfo(str(name), int(members), str(topic)) for name, members, topic in result]
+    except (ValueError, TypeError):
+        return None

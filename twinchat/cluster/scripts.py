@@ -24,10 +24,11 @@ from typing import Final
 
 #: One room event: ordered, stored if it is a message, reflected in who is
 #: where, and published, in one step (a private message, op tell, is only
-#: published: it has no room). ARGV: prefix, op (say, join, part, rename,
-#: topic, tell), body, member (``SERVER|TOKEN``), history limit,
+#: published, if someone holds its nick, else -1 is the answer: it has no
+#: room). ARGV: prefix, op (say, join, part, rename, topic, tell), body, member (``SERVER|TOKEN``), history limit,
 #: four fields (say: time, sender, text, action; join and rename: the nick;
-#: topic: text, by, at), then the room keys. Returns the first room's seq.
+#: topic: text, by, at; tell: the nick key), then the room keys. Returns
+#: the first room's seq.
 POST: Final = """
 local p, op, body, member = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local at = {}
@@ -43,6 +44,8 @@ if op == 'say' then
     't', ARGV[6], 's', ARGV[7], 'x', ARGV[8], 'a', ARGV[9])
   if seq > limit then redis.call('HSET', hkey, 'first', seq - limit + 1) end
   at[1] = seq
+elseif op == 'tell' then
+  if redis.call('HEXISTS', p .. 'nicks', ARGV[6]) == 0 then return -1 end
 else
   local server = string.match(member, '^([^|]*)')
   for i = 10, #ARGV do
