@@ -33,13 +33,23 @@ SAMPLES = [
 def test_what_a_server_publishes_comes_back_as_it_was(posted: Posted) -> None:
     at = tuple(range(41, 41 + len(posted.rooms)))
     payload = ",".join(map(str, at)) + "|" + codec.body(posted, "srv1")
-    back = codec.decode(payload.encode(), "srv1")
+    (back,) = codec.decode(payload.encode(), "srv1")
     event = posted.event
     if isinstance(event, ev.Message | ev.Action):  # numbered by Redis: its seq is the first of AT
         event = dataclasses.replace(event, seq=at[0])
     assert back == posted._replace(event=event, at=at)
     # On another server the origin is nobody of its own.
-    assert codec.decode(payload, "srv2").origin == 0
+    assert codec.decode(payload, "srv2")[0].origin == 0
+
+
+def test_a_run_of_one_rooms_messages_is_one_payload_numbered_in_a_row() -> None:
+    run = [Posted(("#dev",), ev.Message("#Dev", f"u{i}", f"line {i}", 0, 5), i + 1, i % 2 == 0) for i in range(3)]
+    back = codec.decode("7|" + codec.bodies(run, "srv1"), "srv1")
+    assert [(p.event.seq, p.at, p.event.text, p.origin, p.echo) for p in back] == [  # type: ignore[attr-defined]
+        (7, (7,), "line 0", 1, True),
+        (8, (8,), "line 1", 2, False),
+        (9, (9,), "line 2", 3, True),
+    ]
 
 
 @given(st.text(max_size=200))
@@ -54,12 +64,16 @@ def test_anything_else_is_bad_payload_and_nothing_else(text: str) -> None:
         "",
         "|",
         "1|{}",
-        'x|{"k":"Message"}',
-        '1|{"k":"Nope","f":[],"r":["#a"],"o":"","e":1}',
-        '1,2|{"k":"Joined","f":["#a","ann"],"r":["#a"],"o":"","e":1}',
-        '1|{"k":"Joined","f":["#a",""],"r":["#a"],"o":"","e":1}',
-        '1|{"k":"Joined","f":["#a"],"r":["#a"],"o":"","e":1}',
-        '|{"k":"Private","f":["ann","hi",1,false],"r":[],"o":"","e":0}',
+        "1|[]",
+        'x|["Message"]',
+        '1|["Nope",[],["#a"],"",1,""]',
+        '1,2|["Joined",["#a","ann"],["#a"],"",1,""]',
+        '1|["Joined",["#a",""],["#a"],"",1,""]',
+        '1|["Joined",["#a"],["#a"],"",1,""]',
+        '|["Private",["ann","hi",1,false],[],"",0,""]',
+        '0|[["Message",["#a","ann","hi",0,1,false],["#a"],"",1,""]]',
+        '3|[["Joined",["#a","ann"],["#a"],"",1,""]]',
+        '3|[["Message",["#a","ann","hi",0,1,false],["#a"],"",1,""],["Message",["#b","ann","hi",0,1,false],["#b"],"",1,""]]',
         b"\xff\xfe|garbage",
     ],
 )
@@ -75,7 +89,7 @@ def test_garbage_on_the_channel_is_dropped_and_the_chat_goes_on(redis_url: str, 
     try:
         alice.register("alice")
         bob.register("bob")
-        for junk in (b"", b"\xff\x00", b"7|{}", b'99|{"k":"Left","f":["x","y"],"r":["#nowhere"],"o":"","e":1}'):
+        for junk in (b"", b"\xff\x00", b"7|{}", b'99|["Left",["x","y"],["#nowhere"],"",1,""]'):
             db.publish("twinchat:bus", junk)
         alice.send(ev.Say("#lobby", "still here"))
         for client in (alice, bob):

@@ -101,10 +101,8 @@ FAILURES: Final = (redis.RedisError, OSError)
 #: What ``scripts.POST`` answers for a private message to a nick nobody holds.
 _OFFLINE: Final = -1
 
-#: Which ``scripts.POST`` operation each kind of event is.
+#: Which ``scripts.POST`` operation each kind of notice is (messages: ``scripts.SAYS``).
 _OPS: Final[dict[type[ev.ServerEvent], str]] = {
-    ev.Message: "say",
-    ev.Action: "say",
     ev.Joined: "join",
     ev.Parted: "part",
     ev.Left: "part",
@@ -173,6 +171,7 @@ class Cluster:
             protocol=2,
         )
         self._post_script = self._writer.register_script(scripts.POST)
+        self._says_script = self._writer.register_script(scripts.SAYS)
         self._release_script = self._writer.register_script(scripts.RELEASE)
         self._open_script = self._sync.register_script(scripts.OPEN_ROOM)
         self._claim_script = self._sync.register_script(scripts.CLAIM)
@@ -293,21 +292,42 @@ class Cluster:
                     self._post(out)
 
     def _send(self, batch: list[Posted | _Release | _Question]) -> list[Any]:
+        """One pipeline for the whole batch; the answer for each item. A run
+        of messages of one room is one call (``scripts.SAYS``): under load,
+        one round trip numbers, stores and publishes hundreds."""
         pipe = self._writer.pipeline(transaction=False)
-        for item in batch:
+        calls: list[int] = []  # items each call stands for
+        start = 0
+        while start < len(batch):
+            item = batch[start]
+            size = 1
             if isinstance(item, _Release):
                 self._release_script(args=[self.prefix, self.server, item.key, item.value], client=pipe)
             elif isinstance(item, _Question):
                 self._queue_question(pipe, item.question)
+            elif isinstance(item.event, ev.Message | ev.Action):
+                run = _run_of_messages(batch, start)
+                self._says_script(args=self._says_args(run), client=pipe)
+                size = len(run)
             else:
                 self._post_script(args=self._post_args(item), client=pipe)
+            calls.append(size)
+            start += size
         try:
-            results: list[Any] = pipe.execute(raise_on_error=False)
+            answers: list[Any] = pipe.execute(raise_on_error=False)
         except FAILURES as exc:
             self._beating = False  # until the heartbeat gets through again
             self._down("publishing", exc)
-            results = [exc] * len(batch)
-        return results
+            answers = [exc] * len(calls)
+        return [answer for answer, size in zip(answers, calls, strict=True) for _ in range(size)]
+
+    def _says_args(self, run: list[Posted]) -> list[str | int]:
+        args: list[str | int] = [self.prefix, run[0].rooms[0], self.history_limit, codec.bodies(run, self.server)]
+        for posted in run:
+            event = posted.event
+            assert isinstance(event, ev.Message | ev.Action)
+            args += (event.time, event.sender, event.text, int(isinstance(event, ev.Action)))
+        return args
 
     def _settle(self, batch: list[Posted | _Release | _Question], results: list[Any]) -> list[Delivery[Any]]:
         """What the hub makes of a sent batch's answers (hub lock held)."""
@@ -347,9 +367,7 @@ class Cluster:
         event = posted.event
         op = _OPS[type(event)]
         fields: tuple[str | int, ...]
-        if isinstance(event, ev.Message | ev.Action):
-            fields = (event.time, event.sender, event.text, int(isinstance(event, ev.Action)))
-        elif isinstance(event, ev.Joined):
+        if isinstance(event, ev.Joined):
             fields = (event.nick, "", "", "")
         elif isinstance(event, ev.Renamed):
             fields = (event.new, "", "", "")
@@ -401,10 +419,10 @@ class Cluster:
     def _dispatch(self, payloads: list[Any]) -> None:
         """Hand a run of events to the hub under one taking of the lock; from
         the first that needs filling on, one at a time (``_fill_then``)."""
-        items = []
+        items: list[Posted] = []
         for payload in payloads:
             try:
-                items.append(codec.decode(payload, self.server))
+                items += codec.decode(payload, self.server)
             except codec.BadPayload as exc:
                 log.warning("cluster: dropped a payload on %s: %s", self.channel, exc)
         hub = self._hub
@@ -607,6 +625,20 @@ class RedisNicks(Generic[C]):
     def owner(self, key: str) -> C | None:
         held = self._held.get(key)
         return None if held is None else held[0]
+
+
+def _run_of_messages(batch: list[Posted | _Release | _Question], start: int) -> list[Posted]:
+    """The messages of one room from ``start`` on, up to the next other item (at most ``RUN``)."""
+    first = batch[start]
+    assert isinstance(first, Posted)
+    run = [first]
+    for item in batch[start + 1 : start + RUN]:
+        if not (isinstance(item, Posted) and isinstance(item.event, ev.Message | ev.Action)):
+            break
+        if item.rooms != first.rooms:
+            break
+        run.append(item)
+    return run
 
 
 class RedisPresence:

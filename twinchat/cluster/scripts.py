@@ -22,29 +22,16 @@ from __future__ import annotations
 
 from typing import Final
 
-#: One room event: ordered, stored if it is a message, reflected in who is
-#: where, and published, in one step (a private message, op tell, is only
-#: published, if someone holds its nick, else -1 is the answer: it has no
-#: room). ARGV: prefix, op (say, join, part, rename, topic, tell), body, member (``SERVER|TOKEN``), history limit,
-#: four fields (say: time, sender, text, action; join and rename: the nick;
-#: topic: text, by, at; tell: the nick key), then the room keys. Returns
-#: the first room's seq.
+#: One room notice (or a private message), ordered, reflected in who is
+#: where, and published, in one step (a private message, op tell, only if
+#: someone holds its nick; else the answer is -1). ARGV: prefix, op (join,
+#: part, rename, topic, tell), body, member (``SERVER|TOKEN``), history
+#: limit (unused), four fields (join and rename: the nick; topic: text, by,
+#: at; tell: the nick key), then the room keys. Returns the first room's seq.
 POST: Final = """
 local p, op, body, member = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local at = {}
-if op == 'say' then
-  local room = ARGV[10]
-  local hkey = p .. 'room:' .. room
-  if redis.call('HEXISTS', hkey, 'epoch') == 0 then
-    return redis.error_reply('NOROOM the store has no room ' .. room .. ' (was Redis emptied?)')
-  end
-  local seq = redis.call('HINCRBY', hkey, 'last', 1)
-  local limit = tonumber(ARGV[5])
-  redis.call('XADD', p .. 'log:' .. room, 'MAXLEN', limit, seq .. '-0',
-    't', ARGV[6], 's', ARGV[7], 'x', ARGV[8], 'a', ARGV[9])
-  if seq > limit then redis.call('HSET', hkey, 'first', seq - limit + 1) end
-  at[1] = seq
-elseif op == 'tell' then
+if op == 'tell' then
   if redis.call('HEXISTS', p .. 'nicks', ARGV[6]) == 0 then return -1 end
 else
   local server = string.match(member, '^([^|]*)')
@@ -67,6 +54,30 @@ else
 end
 redis.call('PUBLISH', p .. 'bus', table.concat(at, ',') .. '|' .. body)
 return at[1]
+"""
+
+#: A run of messages of one room: numbered in a row (one ``HINCRBY``), each
+#: added to the stream, and published as one payload (``FIRST|[...]``). ARGV:
+#: prefix, room key, history limit, body (the JSON array of the events),
+#: then time, sender, text, action (0 or 1) of each. Returns the first seq.
+SAYS: Final = """
+local p, room, limit, body = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local hkey = p .. 'room:' .. room
+if redis.call('HEXISTS', hkey, 'epoch') == 0 then
+  return redis.error_reply('NOROOM the store has no room ' .. room .. ' (was Redis emptied?)')
+end
+local n = (#ARGV - 4) / 4
+local last = redis.call('HINCRBY', hkey, 'last', n)
+local first = last - n + 1
+local log = p .. 'log:' .. room
+for i = 0, n - 1 do
+  local j = 5 + 4 * i
+  redis.call('XADD', log, 'MAXLEN', limit, (first + i) .. '-0',
+    't', ARGV[j], 's', ARGV[j + 1], 'x', ARGV[j + 2], 'a', ARGV[j + 3])
+end
+if last > limit then redis.call('HSET', hkey, 'first', last - limit + 1) end
+redis.call('PUBLISH', p .. 'bus', first .. '|' .. body)
+return first
 """
 
 #: A room as the store knows it, made (with the given epoch) if it is not:
@@ -148,7 +159,7 @@ for _, field in ipairs(order) do
   for i, room in ipairs(m.rooms) do
     at[i] = tonumber(redis.call('HGET', p .. 'room:' .. room, 'last') or '0')
   end
-  local body = cjson.encode({k = 'Left', f = {m.nick, reason}, r = m.rooms, o = '', e = 1})
+  local body = cjson.encode({'Left', {m.nick, reason}, m.rooms, '', 1, ''})
   redis.call('PUBLISH', p .. 'bus', table.concat(at, ',') .. '|' .. body)
 end
 for _, key in ipairs(redis.call('SMEMBERS', p .. 'held:' .. dead)) do
