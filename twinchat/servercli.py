@@ -168,8 +168,8 @@ def parser(prog: str, description: str, defaults: Defaults, *, tls: bool = False
         "--redis",
         metavar="URL",
         default="",
-        help="keep history, topics and accounts in Redis at URL (redis://HOST:PORT/DB) instead of --data-dir;"
-        " needs the redis package (pip install 'twinchat[redis]')",
+        help="keep history, topics and accounts in Redis at URL (redis://HOST:PORT/DB) instead of --data-dir,"
+        " and be one chat with every server on it; needs the redis package (pip install 'twinchat[redis]')",
     )
     p.add_argument(
         "--heartbeat",
