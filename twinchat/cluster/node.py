@@ -122,6 +122,10 @@ class _Question(NamedTuple):
     question: Question
 
 
+class _Lost(Exception):
+    """What became of a batch whose link to Redis broke: not known."""
+
+
 class _Release(NamedTuple):
     """A nick given up, for the writer to remove from Redis."""
 
@@ -193,7 +197,11 @@ class Cluster:
         self.presence = RedisPresence(self)
         self._subscribed = threading.Event()
         self._back_since = -self.heartbeat  # when the heartbeat got through after failing
-        self._beat()  # joined the chat: a server that cannot is refused at start
+        try:
+            self._beat()  # joined the chat: a server that cannot is refused at start
+        except BaseException:
+            self._disconnect()
+            raise
         self._beating = True
 
     # -- the Bus port (hub lock held) ------------------------------------------
@@ -240,6 +248,9 @@ class Cluster:
             self._reap_script(args=[self.prefix, self.server, "the server stopped", "1"], client=self._beater)
         except FAILURES as exc:
             log.warning("cluster: could not tell the others this server stopped (%s)", _one_line(exc))
+        self._disconnect()
+
+    def _disconnect(self) -> None:
         for db in (self._sync, self._writer, self._beater, self._fetcher, self._listen):
             db.close()
 
@@ -318,7 +329,8 @@ class Cluster:
         except FAILURES as exc:
             self._beating = False  # until the heartbeat gets through again
             self._down("publishing", exc)
-            answers = [exc] * len(calls)
+            # Redis may have run some of it before the link broke: say so.
+            answers = [_Lost(f"may not have been sent: {_one_line(exc)}")] * len(calls)
         return [answer for answer, size in zip(answers, calls, strict=True) for _ in range(size)]
 
     def _says_args(self, run: list[Posted]) -> list[str | int]:
@@ -340,7 +352,9 @@ class Cluster:
                 out += hub.answered(item.origin, item.question, answer)
             elif not isinstance(item, Posted):
                 continue
-            elif isinstance(result, Exception):
+            elif isinstance(result, _Lost):
+                out += hub.unsent(item, str(result))
+            elif isinstance(result, Exception):  # Redis answered: it refused this one
                 out += hub.unsent(item, f"not sent: {_one_line(result)}")
             elif item.to and result == _OFFLINE:
                 out += hub.offline(item)
