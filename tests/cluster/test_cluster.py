@@ -458,3 +458,40 @@ def test_an_account_and_its_kept_messages_are_the_same_on_every_server(redis_url
     finally:
         alice.close()
         bob.close()
+
+
+def test_a_burst_cut_by_redis_going_away_is_each_message_delivered_or_refused(
+    own_redis: RedisServer, make_node: MakeServer
+) -> None:
+    a = make_node(own_redis.url, heartbeat=HEARTBEAT)
+    b = make_node(own_redis.url, heartbeat=HEARTBEAT)
+    alice, bob = FramedClient(a.address), FramedClient(b.address)
+    burst = 300
+    try:
+        alice.register("alice")
+        bob.register("bob")
+        until(alice, ev.Joined, nick="bob")
+        alice.send(*(ev.Say("#lobby", f"n{i}") for i in range(burst // 2)))
+        own_redis.stop(save=True)  # mid-burst, as far as the servers can tell
+        alice.send(*(ev.Say("#lobby", f"n{i}") for i in range(burst // 2, burst)))
+        echoed: list[str] = []
+        refused = 0
+        for _ in range(10 * burst):  # each Say is answered: its echo, or STORE_FAILED
+            if len(echoed) + refused >= burst:
+                break
+            event = alice.next()
+            if isinstance(event, ev.Message):
+                echoed.append(event.text)
+            elif isinstance(event, ev.Error):
+                assert event.code is ErrorCode.STORE_FAILED, event
+                refused += 1
+        assert len(echoed) + refused >= burst  # nothing unanswered (an uncertain one may be both)
+        assert refused  # some came after Redis was gone
+        own_redis.start()
+        assert a._shared.cluster.wait_ready(WAIT) and b._shared.cluster.wait_ready(WAIT)
+        alice.send(ev.Say("#lobby", "the end"))
+        heard = [t for _, t, _ in live(bob, "#lobby", len(echoed) + 1)]
+        assert heard == [*echoed, "the end"]  # bob got exactly what alice saw stored, in her order
+    finally:
+        alice.close()
+        bob.close()

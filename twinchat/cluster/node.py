@@ -479,10 +479,17 @@ class Cluster:
                 self._post(out)
 
     def _fetch(self, key: str, first: int, last: int) -> list[Entry]:
-        """Messages ``first`` to ``last`` (0: the newest) of room ``key``'s stream."""
+        """Messages ``first`` to ``last`` (0: the newest) of room ``key``'s
+        stream, read ``FILL_CHUNK`` at a time: at most the history kept."""
         top = f"{last}-0" if last else "+"
-        rows = self._fetcher.xrange(self._key("log", key), f"{first}-0", top, count=FILL_CHUNK)
-        return [Entry(int(i.partition("-")[0]), int(f["t"]), f["s"], f["x"], f["a"] == "1") for i, f in rows]
+        out: list[Entry] = []
+        for _ in range(self.history_limit // FILL_CHUNK + 1):
+            rows = self._fetcher.xrange(self._key("log", key), f"{first}-0", top, count=FILL_CHUNK)
+            out += [Entry(int(i.partition("-")[0]), int(f["t"]), f["s"], f["x"], f["a"] == "1") for i, f in rows]
+            if len(rows) < FILL_CHUNK:
+                break
+            first = out[-1].seq + 1
+        return out
 
     # -- the heartbeat -----------------------------------------------------------
 
