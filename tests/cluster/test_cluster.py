@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import redis
 
+import tcpchat.server
+import udpchat.server
 from common.chat import events as ev
 from common.wire.errors import ErrorCode
 from tests.cluster.conftest import MakeServer
@@ -495,3 +497,24 @@ def test_a_burst_cut_by_redis_going_away_is_each_message_delivered_or_refused(
     finally:
         alice.close()
         bob.close()
+
+
+def test_the_one_transport_servers_join_the_chat_too(redis_url: str) -> None:
+    tcp_only = tcpchat.server.ChatServer("127.0.0.1", 0, redis_url=redis_url, rate_limit=0)
+    udp_only = udpchat.server.ChatServer(port=0, redis_url=redis_url, rate_limit=0)
+    thread = threading.Thread(target=tcp_only.serve_forever, daemon=True)
+    thread.start()
+    udp_only.start()
+    tess = FramedClient(tcp_only.address)
+    uma = Member(udp_connect, udp_only.address, "uma")
+    try:
+        tess.register("tess")
+        until(tess, ev.Joined, nick="uma")
+        uma.link.send(ev.Say("#lobby", "from the udp-only server"))  # type: ignore[attr-defined]
+        assert live(tess, "#lobby", 1) == [("uma", "from the udp-only server", 1)]
+    finally:
+        tess.close()
+        uma.link.close()  # type: ignore[attr-defined]
+        tcp_only.shutdown()
+        thread.join(WAIT)
+        udp_only.shutdown()
