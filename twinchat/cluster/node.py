@@ -9,13 +9,15 @@ back, under its lock.
 Strategy (the order of a room comes from Redis, its delivery from the bus,
 as in Centrifugo's Redis engine):
 
-- **Publishing.** ``publish`` (hub lock held) appends to an outbox and wakes
-  the writer thread, which sends everything waiting as one pipeline of
-  ``scripts.POST`` calls (one round trip, however many events): each call
-  numbers a message (``HINCRBY``), adds it to the room's stream (``XADD``
-  with the history limit as ``MAXLEN``), and publishes it, atomically. A
-  call that fails is reported to its sender (``Hub.unsent``): nothing is
-  dropped in silence.
+- **Publishing.** ``publish`` (hub lock held) appends to an outbox (bounded:
+  past ``MAX_OUTBOX`` the bus is not ready) and wakes the writer thread,
+  which sends everything waiting as one pipeline (one round trip, however
+  many events). A run of one room's messages is one ``scripts.SAYS`` call:
+  it numbers them (``HINCRBY``), adds them to the room's stream (``XADD``
+  with the history limit as ``MAXLEN``), and publishes them as one payload,
+  atomically; a notice is one ``scripts.POST`` call, which also keeps who
+  is where. A call that fails is reported to its sender (``Hub.unsent``):
+  nothing is dropped in silence.
 - **Delivering.** One listener thread per server (a redis-py ``PubSub``
   belongs to one thread) reads the channel and hands each event to the hub
   under its lock; the hub delivers it to its own members of the room, in
@@ -32,8 +34,8 @@ as in Centrifugo's Redis engine):
   third of the TTL, and looks for servers of the chat whose key expired: the
   first to run ``scripts.REAP`` on one removes its members everywhere and
   publishes their leave notices; the others find nothing left to do. A
-  server that stops does the same for itself.
-
+  server that stops does the same for itself. A server that finds it was
+  reaped (it was cut off longer than its heartbeat) says again who is here.
 - **Questions.** /who, /names and /rooms about every server, and whether
   someone holds the nick a private message is for, are asked by the writer
   in its pipeline too, and answered under the lock afterwards
@@ -44,6 +46,14 @@ with a short timeout (``READ_TIMEOUT``), never on the message path: taking a
 nick (registration, /nick: its answer decides the reply) and opening a room
 for the first member here or a resume (its numbering decides the replay);
 the store's reads of history and accounts are as in ``RedisStore``.
+
+Limits, as built: every server subscribes to the one channel and decodes
+every room's events, wherever its members are (per-room channels would make
+that follow its own rooms); the scripts build their keys from the prefix
+rather than declare them, which suits one Redis, not Redis Cluster; the
+events a server's listener missed while it reconnected are filled from the
+streams only for messages (notices are not stored); an event that reaches
+the others carries its sender's clock, the order is Redis's.
 """
 
 from __future__ import annotations
