@@ -603,11 +603,14 @@ class Hub(Generic[C]):
         said = (_new_action if action else _new_message)(room.name, member.nick, event.text, seq, time, False)
         return [Delivery(room.everyone() if member.echo else room.others(conn), said)]
 
-    def _replay(self, conn: C, room: _Room[C], epoch: str, after: int) -> list[Delivery[C]]:
+    def _replay(
+        self, conn: C, room: _Room[C], epoch: str, after: int, record: RoomRecord | None = None
+    ) -> list[Delivery[C]]:
         """The history a joiner is shown: what it missed since (``epoch``,
         ``after``) if it says where it was and the store still has all of it,
-        or else the latest ``replay`` messages (a gap if it asked for more)."""
-        record = self._store.open_room(room.key, room.name)
+        or else the latest ``replay`` messages (a gap if it asked for more).
+        ``record``: the room as the store gave it just now, if it did."""
+        record = self._store.open_room(room.key, room.name) if record is None else record
         # With a bus, the store may hold messages that are still on their way
         # here: those come live, so the replay stops where the room's live
         # delivery stands.
@@ -658,9 +661,13 @@ class Hub(Generic[C]):
                 return [_to(conn, ev.Error(ErrorCode.TOO_MANY_ROOMS, detail))]
             if self._bus is not None and not self._bus.ready():
                 return [_to(conn, ev.Error(ErrorCode.STORE_FAILED, BUS_DOWN))]
-            room = self._rooms[key] = _Room.kept(self._store.open_room(key, name))
+            record = self._store.open_room(key, name)
+            room = self._rooms[key] = _Room.kept(record)
         elif self._bus is not None and not room.members:  # kept here, and not followed: catch up
-            room.seen = max(room.seen, self._store.open_room(key, room.name).last)
+            record = self._store.open_room(key, room.name)
+            room.seen = max(room.seen, record.last)
+        else:
+            record = None
         room.members[conn] = None
         room.changed()
         member.rooms[key] = room
@@ -673,7 +680,7 @@ class Hub(Generic[C]):
             out = [Delivery(room.everyone() if self._announces(room) else (conn,), joined)]
         if room.topic:
             out.append(_to(conn, room.topic_event(changed=False)))
-        return out + self._replay(conn, room, event.epoch, event.after)
+        return out + self._replay(conn, room, event.epoch, event.after, record)
 
     # --- handlers, by event type (tables at the end of the module) ---------------
 
