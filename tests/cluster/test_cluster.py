@@ -518,3 +518,13 @@ def test_the_one_transport_servers_join_the_chat_too(redis_url: str) -> None:
         tcp_only.shutdown()
         thread.join(WAIT)
         udp_only.shutdown()
+
+
+def test_the_welcome_counts_every_servers_members(redis_url: str, make_node: MakeServer) -> None:
+    a, b = make_node(redis_url), make_node(redis_url)
+    clients = [FramedClient(a.address), FramedClient(a.address), FramedClient(b.address)]
+    try:
+        assert [c.register(f"n{i}").online for i, c in enumerate(clients)] == [1, 2, 3]
+    finally:
+        for client in clients:
+            client.close()
