@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,13 +20,16 @@ import redis
 import tcpchat.server
 import udpchat.server
 from common.chat import events as ev
+from common.chat.view import ClientView
 from common.wire.errors import ErrorCode
+from tcpchat.client import tcp_connect
 from tests.cluster.conftest import MakeServer
 from tests.redis_server import RedisServer
 from tests.tcp.conftest import FramedClient
 from tests.test_memory_e2e import Server
 from tests.test_one_process import Member, Person
 from twinchat.cluster import scripts
+from twinchat.frontend.link import Backoff, Reconnecting
 from twinchat.server import BothServer
 from udpchat.client import udp_connect
 
@@ -528,3 +532,76 @@ def test_the_welcome_counts_every_servers_members(redis_url: str, make_node: Mak
     finally:
         for client in clients:
             client.close()
+
+
+class Viewer:
+    """A person's front end on the reconnecting link (the clients' own), with a view."""
+
+    def __init__(self, port: int, nick: str) -> None:
+        self.view = ClientView(nick)
+        self.changed = threading.Condition()
+        self.status: list[str] = []
+        self.events: list[ev.ServerEvent] = []
+        self.link = Reconnecting(
+            tcp_connect,
+            "127.0.0.1",
+            port,
+            on_event=self._on_event,
+            on_closed=lambda reason: None,
+            on_status=self._on_status,
+            whoami=lambda: (self.view.nick, self.view.resume()),
+            backoff=Backoff(base=0.05, cap=0.3),
+        )
+        self.link.open(nick, another=lambda nick, refusal: None)
+
+    def _on_event(self, event: ev.ServerEvent) -> None:
+        with self.changed:
+            self.view.observe(event)
+            self.events.append(event)
+            self.changed.notify_all()
+
+    def _on_status(self, line: str) -> None:
+        with self.changed:
+            self.status.append(line)
+            self.changed.notify_all()
+
+    def said(self, room: str) -> list[str]:
+        return [e.text for e in self.events if isinstance(e, ev.Message) and e.room == room]
+
+    def wait_for(self, predicate: Callable[[], bool]) -> bool:
+        with self.changed:
+            return self.changed.wait_for(predicate, WAIT)
+
+
+def test_a_client_whose_server_is_killed_comes_back_on_another_sharing_the_port(
+    redis_url: str, make_node: MakeServer, tmp_path: Path, servers: list[Server]
+) -> None:
+    a = Server(tmp_path / "unused", 0, "--redis", redis_url, "--heartbeat", str(HEARTBEAT), "--reuse-port")
+    servers.append(a)
+    ann = Viewer(a.address[1], "ann")  # on A: B is not listening yet
+    b = BothServer("127.0.0.1", a.address[1], redis_url=redis_url, heartbeat=HEARTBEAT, reuse_port=True)
+    thread = threading.Thread(target=b.serve_forever, daemon=True)
+    thread.start()
+    bob = FramedClient(make_node(redis_url).address)  # on a third server: the port is A's and B's
+    try:
+        for typed in ann.view.interpret_typed("/join #dev"):
+            assert typed.send is not None
+            ann.link.send(typed.send)
+        bob.register("bob")
+        join(bob, "#dev")
+        bob.send(ev.Say("#dev", "one"))
+        assert ann.wait_for(lambda: ann.said("#dev") == ["one"])
+        a.proc.kill()  # ann's server dies; the port is B's alone now
+        a.proc.communicate(timeout=WAIT)
+        until(bob, ev.Left, nick="ann")  # B reaped A: ann's nick is free again
+        bob.send(ev.Say("#dev", "two"), ev.Say("#dev", "three"))
+        # ann's client comes back by itself, on B, and resumes where it was.
+        assert ann.wait_for(lambda: ann.said("#dev") == ["one", "two", "three"]), ann.said("#dev")
+        bob.send(ev.Say("#dev", "four"))
+        assert ann.wait_for(lambda: ann.said("#dev") == ["one", "two", "three", "four"]), ann.said("#dev")
+        assert not any(isinstance(e, ev.Replay) and e.gap for e in ann.events)  # nothing was lost
+    finally:
+        ann.link.close()
+        bob.close()
+        b.shutdown()
+        thread.join(WAIT)
