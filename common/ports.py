@@ -264,6 +264,14 @@ class Bus(Protocol):
         """Record ``posted`` to be sent (cheap, never blocks)."""
         ...
 
+    def follow(self, key: str) -> None:
+        """Room ``key`` has members here now: its messages are wanted (cheap, never blocks)."""
+        ...
+
+    def unfollow(self, key: str) -> None:
+        """Room ``key`` has no members here any more: its messages are not wanted."""
+        ...
+
 
 #: What a member may ask of every server's members: who is online, who is
 #: in a room, which rooms there are.

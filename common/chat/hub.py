@@ -466,17 +466,23 @@ class Hub(Generic[C]):
 
     def filled(self, key: str, entries: Iterable[Entry]) -> list[Delivery[C]]:
         """Messages of room ``key`` fetched from the store to fill a jump, in
-        order: delivered as they would have been live (each to every member
-        of the room here, its sender included)."""
+        order: delivered as they would have been live (to every member of
+        the room here, its sender included unless it is at nc)."""
         room = self._rooms.get(key)
         out: list[Delivery[C]] = []
         if room is None:
             return out
+        # Who is not sent their own lines (people at nc), by nick: a stored
+        # message says who said it, not which connection.
+        quiet = {self._members[c].nick: c for c in room.members if not self._members[c].echo}
         for seq, time, sender, text, action in entries:
             if seq > room.seen and room.members:
                 room.seen = seq
                 said = (_new_action if action else _new_message)(room.name, sender, text, seq, time, False)
-                out.append(Delivery(room.everyone(), said))
+                if sender in quiet:
+                    out.append(Delivery(room.others(quiet[sender]), said))
+                else:
+                    out.append(Delivery(room.everyone(), said))
         return out
 
     def watched(self) -> list[tuple[str, int]]:
@@ -576,6 +582,8 @@ class Hub(Generic[C]):
         del member.by_name[room.name]
         del room.members[conn]
         room.changed()
+        if not room.members and self._bus is not None:
+            self._bus.unfollow(room.key)
         if not room.members and not self._store.close_room(room.key):
             del self._rooms[room.key]
 
@@ -654,20 +662,10 @@ class Hub(Generic[C]):
         if len(member.rooms) >= self.rooms_per_member:
             detail = f"you are in {self.rooms_per_member} rooms, the most one may be in; /part one first"
             return [_to(conn, ev.Error(ErrorCode.TOO_MANY_ROOMS, detail))]
-        room = self._rooms.get(key)
-        if room is None:
-            if len(self._rooms) >= self.max_rooms and name != LOBBY:
-                detail = f"the server holds {self.max_rooms} rooms, its most; join one of them"
-                return [_to(conn, ev.Error(ErrorCode.TOO_MANY_ROOMS, detail))]
-            if self._bus is not None and not self._bus.ready():
-                return [_to(conn, ev.Error(ErrorCode.STORE_FAILED, BUS_DOWN))]
-            record = self._store.open_room(key, name)
-            room = self._rooms[key] = _Room.kept(record)
-        elif self._bus is not None and not room.members:  # kept here, and not followed: catch up
-            record = self._store.open_room(key, room.name)
-            room.seen = max(room.seen, record.last)
-        else:
-            record = None
+        opened = self._open_here(key, name)
+        if isinstance(opened, ev.Error):
+            return [_to(conn, opened)]
+        room, record = opened
         room.members[conn] = None
         room.changed()
         member.rooms[key] = room
@@ -681,6 +679,26 @@ class Hub(Generic[C]):
         if room.topic:
             out.append(_to(conn, room.topic_event(changed=False)))
         return out + self._replay(conn, room, event.epoch, event.after, record)
+
+    def _open_here(self, key: str, name: str) -> tuple[_Room[C], RoomRecord | None] | ev.Error:
+        """The room ``key`` for a joiner, and the store's record of it if it
+        was read just now; opened here if it is not (or the error to answer)."""
+        room = self._rooms.get(key)
+        record = None
+        if room is None:
+            if len(self._rooms) >= self.max_rooms and name != LOBBY:
+                detail = f"the server holds {self.max_rooms} rooms, its most; join one of them"
+                return ev.Error(ErrorCode.TOO_MANY_ROOMS, detail)
+            if self._bus is not None and not self._bus.ready():
+                return ev.Error(ErrorCode.STORE_FAILED, BUS_DOWN)
+            record = self._store.open_room(key, name)
+            room = self._rooms[key] = _Room.kept(record)
+        elif self._bus is not None and not room.members:  # kept here, and not followed: catch up
+            record = self._store.open_room(key, room.name)
+            room.seen = max(room.seen, record.last)
+        if self._bus is not None and not room.members:
+            self._bus.follow(key)  # the first member here: this server wants the room's messages now
+        return room, record
 
     # --- handlers, by event type (tables at the end of the module) ---------------
 

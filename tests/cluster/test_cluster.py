@@ -605,3 +605,33 @@ def test_a_client_whose_server_is_killed_comes_back_on_another_sharing_the_port(
         bob.close()
         b.shutdown()
         thread.join(WAIT)
+
+
+def test_a_server_hears_the_messages_of_its_own_members_rooms_only(redis_url: str, make_node: MakeServer) -> None:
+    a, b, c = make_node(redis_url), make_node(redis_url), make_node(redis_url)
+    alice, bob, carol = FramedClient(a.address), FramedClient(b.address), FramedClient(c.address)
+    try:
+        alice.register("alice")
+        bob.register("bob")
+        carol.register("carol")  # in #lobby only
+        join(alice, "#dev")
+        join(bob, "#dev")
+        alice.send(*(ev.Say("#dev", f"m{i}") for i in range(50)))
+        assert len(live(bob, "#dev", 50)) == 50
+        # A notice carol must get comes after all of that on every listener: once
+        # she has it, C's listener has read everything published before.
+        alice.send(ev.SetTopic("#lobby", "marker"))
+        until(carol, ev.Topic, text="marker")
+        assert c._shared.cluster.messages_heard == 0  # C has nobody in #dev
+        assert "#dev" in b._shared.cluster.followed and "#dev" not in c._shared.cluster.followed
+        bob.send(ev.Part("#dev", ""))
+        until(alice, ev.Parted, nick="bob")
+        assert b._shared.cluster.wait_followed(lambda rooms: "#dev" not in rooms, WAIT)  # B lets it go
+        heard = b._shared.cluster.messages_heard
+        alice.send(ev.Say("#dev", "after bob left"), ev.SetTopic("#lobby", "marker 2"))
+        until(bob, ev.Topic, text="marker 2")
+        assert b._shared.cluster.messages_heard == heard  # B follows #dev no more
+        assert live(alice, "#dev", 1) == [("alice", "after bob left", 51)]
+    finally:
+        for client in (alice, bob, carol):
+            client.close()

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from common.chat import events as ev
 from common.chat.hub import Delivery, Hub
 from common.chat.log import MemoryNicks, MemoryStore
-from common.ports import Posted
+from common.ports import Entry, Posted
 
 ROOMS = ("#a", "#b")
 
@@ -37,6 +37,12 @@ class MemoryBus:
 
     def publish(self, posted: Posted) -> None:
         self.recorded.append(posted)
+
+    def follow(self, key: str) -> None:
+        pass  # every hub is handed everything: as if following every room
+
+    def unfollow(self, key: str) -> None:
+        pass
 
     def pump(self, deliver: Callable[[list[Delivery[str]]], None]) -> None:
         while self.recorded:
@@ -176,3 +182,17 @@ def test_a_message_the_bus_could_not_take_is_refused_to_its_sender_only() -> Non
     (posted,) = bus.recorded
     (told,) = hub.unsent(posted, "not sent: Redis went away")
     assert told.recipients == ("c",) and told.event == ev.Error(ev.ErrorCode.STORE_FAILED, "not sent: Redis went away")
+
+
+def test_messages_filled_from_the_store_skip_their_sender_at_nc_only() -> None:
+    store = SharedStore()
+    bus = MemoryBus(store)
+    hub = Hub[str](store=store, bus=bus)
+    hub.connect("nc", echo=False)  # a person at nc sees their own line as they type it
+    hub.connect("app")
+    for conn, nick in (("nc", "nat"), ("app", "ann")):
+        hub.receive(conn, ev.Register(nick), 1.0)
+    key = hub.rooms_of("nc")[0]
+    seen = store.open_room(key, key).last
+    filled = hub.filled(key, [Entry(seen + 1, 5, "nat", "mine", False), Entry(seen + 2, 6, "ann", "hers", False)])
+    assert [(d.recipients, d.event.text) for d in filled] == [(("app",), "mine"), (("nc", "app"), "hers")]  # type: ignore[attr-defined]

@@ -19,9 +19,15 @@ as in Centrifugo's Redis engine):
   is where. A call that fails is reported to its sender (``Hub.unsent``):
   nothing is dropped in silence.
 - **Delivering.** One listener thread per server (a redis-py ``PubSub``
-  belongs to one thread) reads the channel and hands each event to the hub
+  belongs to one thread) reads the channels and hands each event to the hub
   under its lock; the hub delivers it to its own members of the room, in
-  the order Redis gave. Events are read in runs and a run is handed over
+  the order Redis gave (one subscription: Redis pushes what it publishes to
+  it in the order it ran, across channels). Notices go on one channel every
+  server follows; a room's messages on the room's own, which a server
+  follows while it has members in the room (``Bus.follow``: the writer wakes
+  the listener through the server's own channel, the listener subscribes,
+  and once Redis confirms, catches the room up from its stream, so nothing
+  said while it subscribed is missed). Events are read in runs and a run is handed over
   under one lock. If an event's numbers jump past what a room's members
   here were given (the listener reconnected), the missing messages are read
   from the stream outside the lock first (``Hub.missing``, ``Hub.filled``).
@@ -47,9 +53,9 @@ nick (registration, /nick: its answer decides the reply) and opening a room
 for the first member here or a resume (its numbering decides the replay);
 the store's reads of history and accounts are as in ``RedisStore``.
 
-Limits, as built: every server subscribes to the one channel and decodes
-every room's events, wherever its members are (per-room channels would make
-that follow its own rooms); the scripts build their keys from the prefix
+Limits, as built: every server decodes every room's notices (joins, parts,
+leaves, renames, topics, private messages), wherever its members are; only
+messages follow a server's own rooms. The scripts build their keys from the prefix
 rather than declare them, which suits one Redis, not Redis Cluster; the
 events a server's listener missed while it reconnected are filled from the
 streams only for messages (notices are not stored); an event that reaches
@@ -132,6 +138,14 @@ class _Question(NamedTuple):
     question: Question
 
 
+class _Wake:
+    """For the writer: publish on this server's own channel, so that its
+    listener looks at the rooms it is to follow now."""
+
+
+_WAKE: Final = _Wake()
+
+
 class _Lost(Exception):
     """What became of a batch whose link to Redis broke: not known."""
 
@@ -169,7 +183,9 @@ class Cluster:
         self.prefix = prefix
         self.history_limit = history_limit
         self.heartbeat = heartbeat
-        self.channel = f"{prefix}bus"
+        self.channel = f"{prefix}bus"  # every room's notices
+        self.control = f"{prefix}bus@{self.server}"  # this server's own: a wake-up
+        self._room_channels = f"{prefix}bus:"  # and the room's key: its messages
         self._sync = _client(url, READ_TIMEOUT)  # under the hub lock
         self._writer = _client(url, WRITE_TIMEOUT)
         self._beater = _client(url, WRITE_TIMEOUT)
@@ -194,7 +210,13 @@ class Cluster:
         self._hub: Hub[Any] | None = None
         self._lock = threading.Lock()  # replaced by the hub lock at start
         self._post: Post = lambda deliveries: None
-        self._outbox: list[Posted | _Release | _Question] = []
+        self._outbox: list[Posted | _Release | _Question | _Wake] = []
+        self._following: set[str] = set()  # rooms with members here (under _wake's lock)
+        #: Messages (and actions) this server's listener has taken from Redis:
+        #: those of the rooms it has members in, not every room's (figures, tests).
+        self.messages_heard = 0
+        #: The rooms whose channel Redis has confirmed this listener follows.
+        self.followed: set[str] = set()
         self._wake = threading.Condition()  # its own lock: taken under the hub lock, never the other way
         self._stop = threading.Event()
         self._listening = False
@@ -229,6 +251,18 @@ class Cluster:
     def publish(self, posted: Posted) -> None:
         with self._wake:
             self._outbox.append(posted)
+            self._wake.notify()
+
+    def follow(self, key: str) -> None:
+        with self._wake:
+            self._following.add(key)
+            self._outbox.append(_WAKE)
+            self._wake.notify()
+
+    def unfollow(self, key: str) -> None:
+        with self._wake:
+            self._following.discard(key)
+            self._outbox.append(_WAKE)
             self._wake.notify()
 
     # -- life -------------------------------------------------------------------
@@ -299,7 +333,7 @@ class Cluster:
             elif self._stop.is_set():
                 return
 
-    def _write(self, batch: list[Posted | _Release | _Question]) -> None:
+    def _write(self, batch: list[Posted | _Release | _Question | _Wake]) -> None:
         """Send a batch as one pipeline; then, under the hub lock, answer its
         questions and tell the senders of what Redis did not take."""
         results = self._send(batch)
@@ -312,7 +346,7 @@ class Cluster:
                 if out:
                     self._post(out)
 
-    def _send(self, batch: list[Posted | _Release | _Question]) -> list[Any]:
+    def _send(self, batch: list[Posted | _Release | _Question | _Wake]) -> list[Any]:
         """One pipeline for the whole batch; the answer for each item. A run
         of messages of one room is one call (``scripts.SAYS``): under load,
         one round trip numbers, stores and publishes hundreds."""
@@ -322,7 +356,9 @@ class Cluster:
         while start < len(batch):
             item = batch[start]
             size = 1
-            if isinstance(item, _Release):
+            if isinstance(item, _Wake):
+                pipe.publish(self.control, b"")
+            elif isinstance(item, _Release):
                 self._release_script(args=[self.prefix, self.server, item.key, item.value], client=pipe)
             elif isinstance(item, _Question):
                 self._queue_question(pipe, item.question)
@@ -351,7 +387,7 @@ class Cluster:
             args += (event.time, event.sender, event.text, int(isinstance(event, ev.Action)))
         return args
 
-    def _settle(self, batch: list[Posted | _Release | _Question], results: list[Any]) -> list[Delivery[Any]]:
+    def _settle(self, batch: list[Posted | _Release | _Question | _Wake], results: list[Any]) -> list[Delivery[Any]]:
         """What the hub makes of a sent batch's answers (hub lock held)."""
         hub = self._hub
         assert hub is not None
@@ -410,25 +446,19 @@ class Cluster:
     def _listen_loop(self) -> None:
         wait = BACKOFF_FIRST
         while not self._stop.is_set():
-            pubsub = self._listen.pubsub(ignore_subscribe_messages=True)
+            pubsub = self._listen.pubsub()
             try:
-                pubsub.subscribe(self.channel)
-                self._catch_up()
+                pubsub.subscribe(self.channel, self.control)
+                live: set[str] = set()  # rooms this subscription follows (asked of Redis)
+                with self._changed:
+                    self.followed.clear()
+                self._follow_rooms(pubsub, live)
                 self._listening = True
                 self._subscribed.set()
                 self._up()
                 wait = BACKOFF_FIRST
                 while not self._stop.is_set():
-                    message = pubsub.get_message(timeout=POLL)
-                    if message is None:
-                        continue
-                    run = [message["data"]]
-                    while len(run) < RUN:
-                        more = pubsub.get_message(timeout=0)
-                        if more is None:
-                            break
-                        run.append(more["data"])
-                    self._dispatch(run)
+                    self._listen_once(pubsub, live)
             except Exception as exc:  # Redis failing, or a bug: either way, start over after a while
                 if not isinstance(exc, FAILURES):
                     log.exception("cluster: delivering from the bus failed; listening again")
@@ -440,6 +470,61 @@ class Cluster:
                 with contextlib.suppress(*FAILURES):
                     pubsub.close()
 
+    def _listen_once(self, pubsub: Any, live: set[str]) -> None:
+        """Wait for the channels, then take what came in runs: events to the
+        hub, a run under one taking of the lock; a wake-up, or a room's
+        subscription confirmed, in their place among them."""
+        message = pubsub.get_message(timeout=POLL)
+        if message is None:
+            self._follow_rooms(pubsub, live)
+            return
+        run: list[Any] = []
+        while message is not None:
+            channel = message["channel"].decode("utf-8", "replace")
+            if message["type"] == "message" and channel != self.control:
+                run.append(message["data"])
+            else:
+                if run:
+                    self._dispatch(run)
+                    run = []
+                if message["type"] == "message":  # a wake-up: rooms to follow or leave
+                    self._follow_rooms(pubsub, live)
+                elif channel.startswith(self._room_channels):
+                    self._confirmed(message["type"], channel[len(self._room_channels) :])
+            message = pubsub.get_message(timeout=0) if len(run) < RUN else None
+        if run:
+            self._dispatch(run)
+
+    def _confirmed(self, kind: str, key: str) -> None:
+        """Redis confirms it (un)subscribed this listener to a room's channel."""
+        with self._changed:
+            if kind == "subscribe":
+                self.followed.add(key)
+            else:
+                self.followed.discard(key)
+            self._changed.notify_all()
+        if kind == "subscribe":
+            # From now on the room's messages come here: catch up what was
+            # published before, from its stream.
+            self._catch_up([key])
+
+    def wait_followed(self, done: Callable[[set[str]], bool], timeout: float) -> bool:
+        """Wait until ``done(followed)`` (or ``timeout`` seconds); whether it is."""
+        with self._changed:
+            return self._changed.wait_for(lambda: done(self.followed), timeout)
+
+    def _follow_rooms(self, pubsub: Any, live: set[str]) -> None:
+        """Subscribe to the rooms with members here that this subscription
+        does not follow yet, and leave those without (the listener's thread)."""
+        with self._wake:
+            wanted = set(self._following)
+        new, gone = wanted - live, live - wanted
+        if new:
+            pubsub.subscribe(*(self._room_channels + key for key in sorted(new)))
+        if gone:
+            pubsub.unsubscribe(*(self._room_channels + key for key in sorted(gone)))
+        live.symmetric_difference_update(new | gone)
+
     def _dispatch(self, payloads: list[Any]) -> None:
         """Hand a run of events to the hub under one taking of the lock; from
         the first that needs filling on, one at a time (``_fill_then``)."""
@@ -449,6 +534,7 @@ class Cluster:
                 items += codec.decode(payload, self.server)
             except codec.BadPayload as exc:
                 log.warning("cluster: dropped a payload on %s: %s", self.channel, exc)
+        self.messages_heard += sum(isinstance(p.event, ev.Message | ev.Action) for p in items)
         hub = self._hub
         assert hub is not None
         done = 0
@@ -476,12 +562,13 @@ class Cluster:
             if out:
                 self._post(out)
 
-    def _catch_up(self) -> None:
-        """Every room with members here, filled from its stream up to now."""
+    def _catch_up(self, keys: list[str]) -> None:
+        """Rooms ``keys``, if they have members here, filled from their
+        streams up to now."""
         hub = self._hub
         assert hub is not None
         with self._lock:
-            watched = hub.watched()
+            watched = [(key, seen) for key, seen in hub.watched() if key in keys]
         fetched = [(key, self._fetch(key, seen + 1, 0)) for key, seen in watched]
         with self._lock:
             out = [d for key, entries in fetched for d in hub.filled(key, entries)]
@@ -658,7 +745,7 @@ class RedisNicks(Generic[C]):
         return None if held is None else held[0]
 
 
-def _run_of_messages(batch: list[Posted | _Release | _Question], start: int) -> list[Posted]:
+def _run_of_messages(batch: list[Posted | _Release | _Question | _Wake], start: int) -> list[Posted]:
     """The messages of one room from ``start`` on, up to the next other item (at most ``RUN``)."""
     first = batch[start]
     assert isinstance(first, Posted)

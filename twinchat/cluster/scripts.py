@@ -6,7 +6,10 @@ Keys, under the chat's prefix ``{p}`` (``twinchat:`` by default), beside the
 store's (``twinchat.store.redis``: ``{p}room:{key}`` with its ``last`` seq,
 ``{p}log:{key}`` the room's stream):
 
-- ``{p}bus``: the channel every room event is published on;
+- ``{p}bus``: the channel every room notice is published on (every server
+  follows it); ``{p}bus:{room}``: a room's messages (the servers with members
+  in the room follow it); ``{p}bus@{server}``: a server's own, to wake its
+  listener when it is to follow another room;
 - ``{p}nicks``: a hash, nick key -> ``SERVER|N|NICK`` (who holds it);
 - ``{p}held:{server}``: the nick keys a server's members hold;
 - ``{p}names:{room}``: a hash, ``SERVER|TOKEN`` -> nick: the room's members;
@@ -57,7 +60,8 @@ return at[1]
 """
 
 #: A run of messages of one room: numbered in a row (one ``HINCRBY``), each
-#: added to the stream, and published as one payload (``FIRST|[...]``). ARGV:
+#: added to the stream, and published as one payload (``FIRST|[...]``) on
+#: the room's own channel, which only servers with members in it follow. ARGV:
 #: prefix, room key, history limit, body (the JSON array of the events),
 #: then time, sender, text, action (0 or 1) of each. Returns the first seq.
 SAYS: Final = """
@@ -76,7 +80,7 @@ for i = 0, n - 1 do
     't', ARGV[j], 's', ARGV[j + 1], 'x', ARGV[j + 2], 'a', ARGV[j + 3])
 end
 if last > limit then redis.call('HSET', hkey, 'first', last - limit + 1) end
-redis.call('PUBLISH', p .. 'bus', first .. '|' .. body)
+redis.call('PUBLISH', p .. 'bus:' .. room, first .. '|' .. body)
 return first
 """
 
