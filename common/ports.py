@@ -13,7 +13,8 @@ new edge implementing one of them:
 - ``Bus`` and ``Presence``: many servers as one chat (``twinchat.cluster``):
   room events go out through the bus, which numbers and orders them, and come
   back to every server (the one that made them included) to be delivered;
-  who is online is read from what all servers share.
+  who is online is asked of what all servers share, never waited for
+  under the hub lock.
 """
 
 from __future__ import annotations
@@ -227,16 +228,17 @@ class Posted(NamedTuple):
     """A room event on its way through the ``Bus``, or back from it.
 
     ``rooms``: the keys of the rooms it is for (one, but for ``Left`` and
-    ``Renamed``, which concern every room of one member). ``event``: a
-    ``Message`` or ``Action`` (numbered by the bus: ``seq`` is 0 until it
-    comes back), or a room notice (``Joined``, ``Parted``, ``Left``,
-    ``Renamed``, ``Topic``). ``origin``: the member that made it, as the hub
-    of its server numbers members (0: none, or a member of another server).
-    ``echo``: whether the origin is sent it too (a ``Private`` to a member
-    of another server has no room but ``to``: the bus takes it only if
-    someone holds that nick, and the hub is told otherwise, ``Hub.offline``). ``at``: once back from the
-    bus, per room, the room's newest seq when it was ordered (a message's own
-    seq), so a server can tell that it missed some and fetch them first.
+    ``Renamed``, which concern every room of one member; none for a
+    ``Private``). ``event``: a ``Message`` or ``Action`` (numbered by the
+    bus: ``seq`` is 0 until it comes back), a room notice (``Joined``,
+    ``Parted``, ``Left``, ``Renamed``, ``Topic``), or a ``Private`` to a
+    member of another server (``to``: the bus takes it only if someone holds
+    that nick, and the hub is told otherwise, ``Hub.offline``). ``origin``:
+    the member that made it, as the hub of its server numbers members (0:
+    none, or a member of another server). ``echo``: whether the origin is
+    sent it too. ``at``: once back from the bus, per room, the room's newest
+    seq when it was ordered (a message's own seq), so a server can tell that
+    it missed some and fetch them first.
     """
 
     rooms: tuple[str, ...]
