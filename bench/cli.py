@@ -253,6 +253,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench.scale import main as scale_main  # noqa: PLC0415
 
         return scale_main(argv[1:])
+    if argv[:1] == ["cluster"]:
+        # Servers on one Redis against one process (issue 10): see bench.cluster.
+        from bench.cluster import main as cluster_main  # noqa: PLC0415
+
+        return cluster_main(argv[1:])
     args = _parser().parse_args(argv)
     if args.from_json:
         return _replay(args.from_json, markdown=args.markdown, wide=args.wide, png=args.png)

@@ -9,7 +9,12 @@ new edge implementing one of them:
 - ``Store``: rooms, their numbered history, accounts and private messages kept
   for the offline (in memory with ``--ephemeral``, SQLite by default; Redis
   implements it for many servers);
-- ``NickOwners``: who holds which nick (a dict today; Redis makes it shared).
+- ``NickOwners``: who holds which nick (a dict today; Redis makes it shared);
+- ``Bus`` and ``Presence``: many servers as one chat (``twinchat.cluster``):
+  room events go out through the bus, which numbers and orders them, and come
+  back to every server (the one that made them included) to be delivered;
+  who is online is asked of what all servers share, never waited for
+  under the hub lock.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import NamedTuple, Protocol, TypeVar
 
+from common.chat import events as ev
 from common.chat.view import ClientView
 
 C = TypeVar("C", bound=Hashable)
@@ -164,8 +170,9 @@ class StoreFault(Exception):
 class NickOwners(Protocol[C]):
     """Who holds which nick, by nick key (``common.chat.nicks.nick_key``)."""
 
-    def claim(self, key: str, owner: C) -> bool:
-        """Take ``key`` for ``owner``; False if someone else holds it."""
+    def claim(self, key: str, owner: C, nick: str = "") -> bool:
+        """Take ``key`` for ``owner``; False if someone else holds it.
+        ``nick``: its spelling, for a table that lists who is online."""
         ...
 
     def release(self, key: str, owner: C) -> None:
@@ -214,4 +221,78 @@ class Recipient(Protocol):
             the connection off, telling it why (TCP queues nothing of such a
             batch; a UDP channel may have queued its first frames).
         """
+        ...
+
+
+class Posted(NamedTuple):
+    """A room event on its way through the ``Bus``, or back from it.
+
+    ``rooms``: the keys of the rooms it is for (one, but for ``Left`` and
+    ``Renamed``, which concern every room of one member; none for a
+    ``Private``). ``event``: a ``Message`` or ``Action`` (numbered by the
+    bus: ``seq`` is 0 until it comes back), a room notice (``Joined``,
+    ``Parted``, ``Left``, ``Renamed``, ``Topic``), or a ``Private`` to a
+    member of another server (``to``: the bus takes it only if someone holds
+    that nick, and the hub is told otherwise, ``Hub.offline``). ``origin``:
+    the member that made it, as the hub of its server numbers members (0:
+    none, or a member of another server). ``echo``: whether the origin is
+    sent it too. ``at``: once back from the bus, per room, the room's newest
+    seq when it was ordered (a message's own seq), so a server can tell that
+    it missed some and fetch them first.
+    """
+
+    rooms: tuple[str, ...]
+    event: ev.ServerEvent
+    origin: int = 0
+    echo: bool = True
+    at: tuple[int, ...] = ()
+    #: For a ``Private`` (which has no room): the nick key it is for.
+    to: str = ""
+
+
+class Bus(Protocol):
+    """Where room events are ordered across every server of one chat.
+
+    ``publish`` is called under the hub lock and only records; the edge
+    sends it, and every server's hub gets it back (``Hub.arrived``) in the
+    one order of its rooms.
+    """
+
+    def ready(self) -> bool:
+        """Whether events can be published now (False while the bus is unreachable)."""
+        ...
+
+    def publish(self, posted: Posted) -> None:
+        """Record ``posted`` to be sent (cheap, never blocks)."""
+        ...
+
+    def follow(self, key: str) -> None:
+        """Room ``key`` has members here now: its messages are wanted (cheap, never blocks)."""
+        ...
+
+    def unfollow(self, key: str) -> None:
+        """Room ``key`` has no members here any more: its messages are not wanted."""
+        ...
+
+
+#: What a member may ask of every server's members: who is online, who is
+#: in a room, which rooms there are.
+Question = ev.Who | ev.Names | ev.ListRooms
+
+
+class Presence(Protocol):
+    """Who is online across every server of one chat.
+
+    Nothing here waits for the network under the hub lock: a question is
+    recorded (``ask``) and its answer comes back later through
+    ``Hub.answered``, which replies to the member who asked.
+    """
+
+    def count(self) -> int | None:
+        """How many members are online (as last seen, no I/O), or None if unknown."""
+        ...
+
+    def ask(self, origin: int, question: Question) -> bool:
+        """Record ``question`` of the member ``origin`` (its bus token);
+        False if it cannot be asked now (the hub answers from what it knows)."""
         ...

@@ -387,6 +387,8 @@ class ChatServer:
         data_dir: str = "",
         history_limit: int = DEFAULT_HISTORY_LIMIT,
         redis_url: str = "",
+        heartbeat: float = 0.0,
+        reuse_port: bool = False,
         replay: int = DEFAULT_REPLAY,
         shared: servercli.SharedHub | None = None,
         tls_cert: str = "",
@@ -410,6 +412,8 @@ class ChatServer:
         self._listener = socket.socket(family, socket.SOCK_STREAM)
         try:
             self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:  # several server processes share the port (servercli's --reuse-port)
+                self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             self._listener.bind((host, port))
             self._listener.listen(LISTEN_BACKLOG)
             self._listener.setblocking(False)
@@ -419,7 +423,7 @@ class ChatServer:
         self._owns_shared = shared is None
         if shared is None:
             try:
-                store = servercli.open_store(data_dir, history_limit, redis_url)
+                store = servercli.open_store(data_dir, history_limit, redis_url, heartbeat)
             except BaseException:
                 self._listener.close()
                 raise

@@ -64,10 +64,11 @@ class BothServer:
         data_dir: str = "",
         history_limit: int = DEFAULT_HISTORY_LIMIT,
         redis_url: str = "",
+        heartbeat: float = 0.0,
         replay: int = DEFAULT_REPLAY,
         **options: Any,
     ) -> None:
-        store = servercli.open_store(data_dir, history_limit, redis_url)
+        store = servercli.open_store(data_dir, history_limit, redis_url, heartbeat)
         self._shared = shared = servercli.SharedHub.make(
             max_clients, max_rooms, rooms_per_member, store=store, replay=replay
         )

@@ -179,8 +179,21 @@ def parser(prog: str, description: str, defaults: Defaults, *, tls: bool = False
         "--redis",
         metavar="URL",
         default="",
-        help="keep history, topics and accounts in Redis at URL (redis://HOST:PORT/DB) instead of --data-dir;"
-        " needs the redis package (pip install 'twinchat[redis]')",
+        help="keep history, topics and accounts in Redis at URL (redis://HOST:PORT/DB) instead of --data-dir,"
+        " and be one chat with every server on it; needs the redis package (pip install 'twinchat[redis]')",
+    )
+    p.add_argument(
+        "--heartbeat",
+        metavar="SECONDS",
+        type=_at_least(0, float, allow_equal=False),
+        default=None,
+        help="with --redis: how long this server is taken for alive by the others without news; a server killed"
+        " outright has its users removed, with leave notices, within this and a third (default: 9)",
+    )
+    p.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="let several server processes listen on the same port (SO_REUSEPORT; with --redis they are one chat)",
     )
     p.add_argument(
         "--history-limit",
@@ -228,19 +241,26 @@ def parser(prog: str, description: str, defaults: Defaults, *, tls: bool = False
     return p
 
 
-def open_store(data_dir: str, history_limit: int = DEFAULT_HISTORY_LIMIT, redis_url: str = "") -> Store:
+def open_store(
+    data_dir: str, history_limit: int = DEFAULT_HISTORY_LIMIT, redis_url: str = "", heartbeat: float = 0.0
+) -> Store:
     """The store of ``--redis`` if given, else of ``--data-dir``: SQLite in
-    ``data_dir``, or memory if it is ''.
+    ``data_dir``, or memory if it is ''. With ``--redis`` the server is one
+    of many on that Redis (``twinchat.cluster``): the store carries the link
+    to the others (``cluster``), and ``heartbeat`` (seconds; 0 for the
+    default) is how long this server is taken for alive without news.
 
     Raises:
         StoreFault: it cannot be opened (one line, naming the file or server).
     """
     if redis_url:
         try:
-            from twinchat.store.redis import RedisStore  # noqa: PLC0415 (redis-py only when used)
+            from twinchat.cluster.store import ClusterStore  # noqa: PLC0415 (redis-py only when used)
         except ImportError as exc:
             raise StoreFault(f"--redis needs the redis package ({exc}); pip install 'twinchat[redis]'") from None
-        return RedisStore(redis_url, history_limit)
+        if heartbeat:
+            return ClusterStore(redis_url, history_limit, heartbeat=heartbeat)
+        return ClusterStore(redis_url, history_limit)
     if not data_dir:
         return MemoryStore(history_limit)
     from twinchat.store import open_store as open_on_disk  # noqa: PLC0415 (sqlite3 only when used)
@@ -262,6 +282,8 @@ class SharedHub:
     courier: Courier
     gatekeeper: Gatekeeper
     metrics: Metrics
+    #: With ``--redis``: this server's link to the others (``twinchat.cluster.node.Cluster``).
+    cluster: Any = None
 
     @classmethod
     def make(
@@ -274,6 +296,7 @@ class SharedHub:
         replay: int = DEFAULT_REPLAY,
     ) -> SharedHub:
         store = MemoryStore() if store is None else store
+        cluster = getattr(store, "cluster", None)  # one server of many on Redis (twinchat.cluster)
         hub: Hub[Any] = Hub(
             max_clients=max_clients,
             max_rooms=max_rooms,
@@ -281,10 +304,16 @@ class SharedHub:
             store=store,
             replay=replay,
             departed=log_departure,
+            bus=cluster,
+            nicks=None if cluster is None else cluster.nicks,
+            presence=None if cluster is None else cluster.presence,
         )
         lock = threading.Lock()
         courier, gatekeeper = Courier(hub, lock, store, log_session), Gatekeeper(hub, lock)
-        return cls(hub, lock, courier, gatekeeper, Metrics(hub, lock, courier, gatekeeper))
+        shared = cls(hub, lock, courier, gatekeeper, Metrics(hub, lock, courier, gatekeeper), cluster)
+        if cluster is not None:
+            cluster.start(hub, lock, shared.post)
+        return shared
 
     def post(self, deliveries: list[Delivery[Any]]) -> None:
         """Deliver, once the store has what they depend on (hub lock held)."""
@@ -320,6 +349,8 @@ def options(args: argparse.Namespace) -> dict[str, Any]:
         "data_dir": "" if args.ephemeral else args.data_dir,
         "history_limit": args.history_limit,
         "redis_url": args.redis,
+        "heartbeat": args.heartbeat or 0.0,
+        "reuse_port": args.reuse_port,
         "replay": args.replay,
     }
 

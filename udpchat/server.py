@@ -235,7 +235,7 @@ class ChatServer:
     ``shutdown()`` says goodbye to every peer and releases everything.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0915 (one assignment per piece of state, each with its why)
         self,
         host: str = "127.0.0.1",
         port: int = DEFAULT_PORT,
@@ -252,6 +252,8 @@ class ChatServer:
         data_dir: str = "",
         history_limit: int = DEFAULT_HISTORY_LIMIT,
         redis_url: str = "",
+        heartbeat: float = 0.0,
+        reuse_port: bool = False,
         replay: int = DEFAULT_REPLAY,
         shared: servercli.SharedHub | None = None,
         random: Callable[[int], bytes] = os.urandom,
@@ -277,6 +279,8 @@ class ChatServer:
             for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
                 with contextlib.suppress(OSError):
                     self._sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+            if reuse_port:  # several server processes share the port (servercli's --reuse-port)
+                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             self._sock.bind((host, port))
         except OSError:
             self._sock.close()
@@ -284,7 +288,7 @@ class ChatServer:
         self._owns_shared = shared is None
         if shared is None:
             try:
-                store = servercli.open_store(data_dir, history_limit, redis_url)
+                store = servercli.open_store(data_dir, history_limit, redis_url, heartbeat)
             except BaseException:
                 self._sock.close()
                 raise

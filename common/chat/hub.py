@@ -14,6 +14,18 @@ coming back after a lost link, exactly those it missed), and the store keeps
 topics, accounts and private messages for the offline. Nick ownership goes
 through ``common.ports.NickOwners``. The defaults keep both in memory.
 
+Many servers as one chat (``twinchat.cluster``): given a ``Bus``, the hub
+delivers no room event (message, action, join, part, leave, rename, topic)
+to the room's members itself. It publishes it, and every server's hub,
+this one's included, gets it back numbered and ordered (``arrived``) and
+delivers it to its own members of the room; what only concerns the sender
+(its own join, replies, errors) still goes straight to it. Each room
+remembers the newest seq its members here were given (``seen``), so a
+replay and the live events meet without a message shown twice or skipped,
+and a jump in the numbers is filled from the store first (``missing``,
+``filled``). While the bus is unreachable, new room events are refused
+with ``STORE_FAILED``, never dropped in silence.
+
 Passwords are never hashed here, under the lock: the transport's edge checks
 them first (``twinchat.gatekeeper``) and hands the hub a ``Vetted`` event
 saying against which verifier a password was checked and whether it matched.
@@ -34,6 +46,7 @@ is queued for it and closes it.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, Generic, NamedTuple, TypeVar, cast
@@ -43,7 +56,7 @@ from common.chat.commands import HELP_LINES
 from common.chat.log import MemoryNicks, MemoryStore
 from common.chat.nicks import check_nick, nick_key
 from common.chat.rooms import LOBBY, check_room, room_key
-from common.ports import Account, Entry, Kept, NickOwners, RoomRecord, Store
+from common.ports import Account, Bus, Entry, Kept, NickOwners, Posted, Presence, Question, RoomRecord, Store
 from common.wire.errors import ErrorCode, FrameRejected, ProtocolError, RuleError
 from common.wire.limits import ROOMS_CHUNK, WHO_CHUNK
 
@@ -72,6 +85,15 @@ DEFAULT_REPLAY: Final = 20
 #: Most messages replayed to a client coming back after a lost link; one that
 #: missed more gets the latest this many, and is told of the gap.
 MAX_RESUME: Final = 1000
+
+#: Events the bus numbers (the others it carries are notices).
+_NUMBERED: Final = (ev.Message, ev.Action)
+
+#: Notices that a room past ``announce_limit`` does not deliver.
+_ANNOUNCED: Final = (ev.Joined, ev.Parted, ev.Left)
+
+#: What a member is told of a room event refused while the bus is unreachable.
+BUS_DOWN: Final = "the chat's shared store is unreachable or behind; nothing was sent; try again shortly"
 
 #: Account events: their passwords are checked at the edge, outside the lock.
 ACCOUNT_EVENTS: Final = (ev.Register, ev.RegisterAccount, ev.ChangePassword, ev.DropAccount)
@@ -122,11 +144,17 @@ class Delivery(NamedTuple, Generic[C]):
 class _Room(Generic[C]):
     """A room: its members in join order, its topic, and the audiences it hands out."""
 
-    __slots__ = ("_everyone", "_others", "key", "members", "name", "topic", "topic_at", "topic_by")
+    __slots__ = ("_everyone", "_others", "epoch", "key", "members", "name", "seen", "topic", "topic_at", "topic_by")
 
     def __init__(self, name: str, key: str) -> None:
         self.name = name
         self.key = key
+        # With a bus: the newest seq this server's members of the room were
+        # given (live or replayed); what comes back from the bus at or below
+        # it is theirs already.
+        self.seen = 0
+        #: The numbering ``seen`` belongs to (the store's epoch when the room was opened here).
+        self.epoch = ""
         self.members: dict[C, None] = {}
         self.topic = ""
         self.topic_by = ""
@@ -156,6 +184,7 @@ class _Room(Generic[C]):
         """A room as the store knows it (its topic), with no members yet."""
         room: _Room[C] = cls(record.name, room_key(record.name))
         room.topic, room.topic_by, room.topic_at = record.topic, record.topic_by, record.topic_at
+        room.seen, room.epoch = record.last, record.epoch
         return room
 
     def topic_event(self, *, changed: bool) -> ev.Topic:
@@ -163,10 +192,12 @@ class _Room(Generic[C]):
 
 
 class _Member(Generic[C]):
-    __slots__ = ("by_name", "echo", "nick", "rooms")
+    __slots__ = ("by_name", "echo", "nick", "rooms", "token")
 
-    def __init__(self, nick: str, echo: bool) -> None:
+    def __init__(self, nick: str, echo: bool, token: int = 0) -> None:
         self.nick = nick
+        # How the bus names it (``Posted.origin``): unique in this hub.
+        self.token = token
         # Whether its own messages come back to it (numbered, timed, as the
         # others see them): a client shows what the store holds, and learns
         # the seq it needs to resume. A person at nc sees their line already.
@@ -195,6 +226,10 @@ class Hub(Generic[C]):
         departed: told of every session that ends, but at shutdown:
             ``(conn, nick or None if it never registered, why)``, so that a
             transport logs one line per departure, whoever ended it.
+        bus: room events go through it (many servers, one chat); None
+            delivers them here at once.
+        presence: who is online on every server, for /who, /names and the
+            welcome's count; None counts this hub's members.
     """
 
     def __init__(
@@ -208,6 +243,8 @@ class Hub(Generic[C]):
         announce_limit: int = DEFAULT_ANNOUNCE_LIMIT,
         nicks: NickOwners[C] | None = None,
         departed: Callable[[C, str | None, str], None] | None = None,
+        bus: Bus | None = None,
+        presence: Presence | None = None,
     ) -> None:
         self.max_clients = max_clients
         self.max_rooms = max_rooms
@@ -224,6 +261,10 @@ class Hub(Generic[C]):
         #: here: messages accepted by kind, and sessions kicked by error code.
         self.said: dict[str, int] = dict.fromkeys(("say", "act", "whisper"), 0)
         self.kicked: dict[ErrorCode, int] = {}
+        self._bus = bus
+        self._presence = presence
+        self._by_token: dict[int, C] = {}  # members by their bus token
+        self._tokens = itertools.count(1)
         for record in self._store.rooms():  # rooms that outlive their members
             self._rooms[room_key(record.name)] = _Room.kept(record)
 
@@ -374,6 +415,7 @@ class Hub(Generic[C]):
         self._members.clear()
         self._pending.clear()
         self._rooms.clear()
+        self._by_token.clear()
         if not everyone:
             return []
         reason = ev.scrub(reason)
@@ -381,6 +423,141 @@ class Hub(Generic[C]):
             Delivery(everyone, ev.Error(ErrorCode.SHUTTING_DOWN, reason)),
             Delivery(everyone, ev.Goodbye(reason), last=True),
         ]
+
+    # --- the bus's calls (many servers, one chat) ---------------------------------
+
+    def arrived(self, posted: Posted) -> list[Delivery[C]]:
+        """A room event back from the bus, numbered (``posted.at``): deliver
+        it to this hub's members of its rooms. A message this hub's members
+        were given already (``seen``) is skipped; the bus's edge has filled
+        any jump before it (``missing``)."""
+        event = posted.event
+        if posted.to:  # a private message: for whoever holds the nick here, if anyone
+            target = self._owners.owner(posted.to)
+            return [_to(target, event)] if target is not None and target in self._members else []
+        origin = self._by_token.get(posted.origin) if posted.origin else None
+        if isinstance(event, _NUMBERED):  # the hot path: one room, one seq
+            room = self._rooms.get(posted.rooms[0])
+            seq = posted.at[0]
+            if room is None or seq <= room.seen:
+                return []
+            room.seen = seq
+            if origin is None or posted.echo or origin not in room.members:
+                return [Delivery(room.everyone(), event)]
+            others = room.others(origin)
+            return [Delivery(others, event)] if others else []
+        audience: dict[C, None] = {}
+        for key, at in zip(posted.rooms, posted.at, strict=True):
+            room = self._rooms.get(key)
+            if room is None:
+                continue
+            room.seen = max(room.seen, at)
+            if isinstance(event, ev.Topic):
+                room.topic, room.topic_by = event.text, event.setter if event.text else ""
+                room.topic_at = event.time if event.text else 0
+            if not isinstance(event, _ANNOUNCED) or self._announces(room):
+                audience.update(dict.fromkeys(room.members))
+        if origin is not None and not posted.echo:
+            audience.pop(origin, None)
+        return [Delivery(tuple(audience), event)] if audience else []
+
+    def missing(self, posted: Posted) -> list[tuple[str, int, int]]:
+        """The messages this hub's members must be given before ``posted``
+        and were not (the bus lost them: it reconnected): ``(room key, first
+        seq, last seq)`` for the edge to fetch from the store and hand to
+        ``filled``. Empty, but after a reconnect."""
+        numbered = isinstance(posted.event, _NUMBERED)
+        out = []
+        for key, at in zip(posted.rooms, posted.at, strict=True):
+            room = self._rooms.get(key)
+            if room is not None and room.members and room.seen + 1 <= at - numbered:
+                out.append((key, room.seen + 1, at - numbered))
+        return out
+
+    def filled(self, key: str, entries: Iterable[Entry]) -> list[Delivery[C]]:
+        """Messages of room ``key`` fetched from the store to fill a jump, in
+        order: delivered as they would have been live (to every member of
+        the room here, its sender included unless it is at nc)."""
+        room = self._rooms.get(key)
+        out: list[Delivery[C]] = []
+        if room is None:
+            return out
+        # Who is not sent their own lines (people at nc), by nick: a stored
+        # message says who said it, not which connection.
+        quiet = {self._members[c].nick: c for c in room.members if not self._members[c].echo}
+        for seq, time, sender, text, action in entries:
+            if seq > room.seen and room.members:
+                room.seen = seq
+                said = (_new_action if action else _new_message)(room.name, sender, text, seq, time, False)
+                if sender in quiet:
+                    out.append(Delivery(room.others(quiet[sender]), said))
+                else:
+                    out.append(Delivery(room.everyone(), said))
+        return out
+
+    def watched(self) -> list[tuple[str, int]]:
+        """Every room with members here and the newest seq they were given:
+        what to catch up on from the store after the bus was lost a while."""
+        return [(key, room.seen) for key, room in self._rooms.items() if room.members]
+
+    def present(self) -> list[tuple[int, str, list[ev.Joined]]]:
+        """Every member here: its bus token, its nick and a join of each of
+        its rooms, for telling the others again who is here after they were
+        told this server was lost."""
+        return [
+            (m.token, m.nick, [ev.Joined(r.name, m.nick) for r in m.rooms.values()]) for m in self._members.values()
+        ]
+
+    def renumbered(self, key: str, epoch: str, last: int) -> list[Delivery[C]]:
+        """The store's numbering of room ``key`` is ``epoch`` now, at ``last``:
+        if that is not the one this hub's members follow (the store lost its
+        data and began again), they are told, as the protocol says a client
+        is told of lost messages: a ``Replay`` of nothing, in the new epoch,
+        with ``gap`` set. Live messages then follow from ``last + 1``."""
+        room = self._rooms.get(key)
+        if room is None or room.epoch == epoch:
+            return []
+        room.epoch, room.seen = epoch, last
+        if not room.members:
+            return []
+        return [Delivery(room.everyone(), ev.Replay(room.name, epoch, last + 1, last, True))]
+
+    def answered(self, origin: int, question: Question, answer: object) -> list[Delivery[C]]:
+        """The answer to a member's ``question`` from every server: nicks for
+        ``Who`` and ``Names``, ``RoomInfo`` rows for ``ListRooms``; None if
+        it could not be had (then this hub answers from what it knows)."""
+        conn = self._by_token.get(origin)
+        if conn is None:
+            return []  # gone meanwhile
+        if answer is None:
+            return _ANSWERS_HERE[type(question)](self, conn, question)
+        if isinstance(question, ev.ListRooms):
+            rows = sorted(cast(list[ev.RoomInfo], answer), key=lambda r: (r.room.casefold(), r.room))
+            return _room_list(conn, rows)
+        nicks = cast(tuple[str, ...], answer)
+        if isinstance(question, ev.Who):
+            return _chunked_names(conn, "", nicks)
+        if not nicks:  # nobody anywhere: as this hub knows it (no such room, or one kept empty)
+            return self._names_here(conn, question)
+        room = self._rooms.get(room_key(question.room))
+        return _chunked_names(conn, question.room if room is None else room.name, nicks)
+
+    def offline(self, posted: Posted) -> list[Delivery[C]]:
+        """Nobody held the nick a ``Private`` was for (``posted.to``) when the
+        bus took it: keep it, if that nick is an account's, or say so."""
+        conn = self._by_token.get(posted.origin)
+        if conn is None or not isinstance(posted.event, ev.Private):
+            return []
+        account = self._store.account(posted.to)
+        return self._tell_offline(conn, posted.to if account is None else account.nick, posted.event)
+
+    def unsent(self, posted: Posted, detail: str) -> list[Delivery[C]]:
+        """The bus could not take ``posted``: tell its sender, if it was a
+        message and the sender is still here, that it was not sent."""
+        origin = self._by_token.get(posted.origin) if posted.origin else None
+        if origin is None or not isinstance(posted.event, _NUMBERED):
+            return []
+        return [_to(origin, ev.Error(ErrorCode.STORE_FAILED, ev.scrub(detail)))]
 
     # --- bookkeeping -------------------------------------------------------------
 
@@ -397,7 +574,14 @@ class Hub(Generic[C]):
         if self._departed is not None:
             self._departed(conn, member.nick, why or reason)
         self._owners.release(nick_key(member.nick), conn)
-        audience = _audience((r for r in member.rooms.values() if self._announces(r)), conn)
+        del self._by_token[member.token]
+        if self._bus is not None:
+            if member.rooms:
+                left = ev.Left(member.nick, reason)
+                self._bus.publish(Posted(tuple(member.rooms), left, member.token, echo=False))
+            audience: tuple[C, ...] = ()
+        else:
+            audience = _audience((r for r in member.rooms.values() if self._announces(r)), conn)
         for room in list(member.rooms.values()):
             self._drop(conn, member, room)
         return [Delivery(audience, ev.Left(member.nick, reason))] if audience else []
@@ -408,6 +592,8 @@ class Hub(Generic[C]):
         del member.by_name[room.name]
         del room.members[conn]
         room.changed()
+        if not room.members and self._bus is not None:
+            self._bus.unfollow(room.key)
         if not room.members and not self._store.close_room(room.key):
             del self._rooms[room.key]
 
@@ -423,6 +609,12 @@ class Hub(Generic[C]):
         member = self._members[conn]
         action = type(event) is ev.Act
         time = int(now * 1000)
+        if self._bus is not None:  # numbered, stored and delivered by way of the bus
+            if not self._bus.ready():
+                return [_to(conn, ev.Error(ErrorCode.STORE_FAILED, BUS_DOWN))]
+            said = (_new_action if action else _new_message)(room.name, member.nick, event.text, 0, time, False)
+            self._bus.publish(Posted((room.key,), said, member.token, member.echo))
+            return []
         seq = self._store.append(room.key, time, member.nick, event.text, action)
         # Every field was checked already (the room and nick when they were
         # made, the text when the Say was), so the event need not be again.
@@ -430,21 +622,28 @@ class Hub(Generic[C]):
         self.said["act" if action else "say"] += 1
         return [Delivery(room.everyone() if member.echo else room.others(conn), said)]
 
-    def _replay(self, conn: C, room: _Room[C], epoch: str, after: int) -> list[Delivery[C]]:
+    def _replay(
+        self, conn: C, room: _Room[C], epoch: str, after: int, record: RoomRecord | None = None
+    ) -> list[Delivery[C]]:
         """The history a joiner is shown: what it missed since (``epoch``,
         ``after``) if it says where it was and the store still has all of it,
-        or else the latest ``replay`` messages (a gap if it asked for more)."""
-        record = self._store.open_room(room.key, room.name)
+        or else the latest ``replay`` messages (a gap if it asked for more).
+        ``record``: the room as the store gave it just now, if it did."""
+        record = self._store.open_room(room.key, room.name) if record is None else record
+        # With a bus, the store may hold messages that are still on their way
+        # here: those come live, so the replay stops where the room's live
+        # delivery stands.
+        last, below = (record.last, 0) if self._bus is None else (room.seen, room.seen + 1)
         gap = False
         if epoch and epoch == record.epoch and record.first - 1 <= after <= record.last:
-            if record.last - after <= MAX_RESUME:
-                entries = self._store.after(room.key, after, MAX_RESUME)
+            if last - after <= MAX_RESUME:
+                entries = self._store.after(room.key, after, last - after) if last > after else []
             else:
-                entries, gap = self._store.before(room.key, 0, MAX_RESUME), True
+                entries, gap = self._store.before(room.key, below, MAX_RESUME), True
         else:
             gap = bool(epoch) and (epoch != record.epoch or after < record.last)
-            entries = self._store.before(room.key, 0, self.replay) if self.replay else []
-        return _history(conn, room.name, record.epoch, record.last, entries, gap=gap)
+            entries = self._store.before(room.key, below, self.replay) if self.replay else []
+        return _history(conn, room.name, record.epoch, last, entries, gap=gap)
 
     def _refuse_registration(self, conn: C, code: ErrorCode, detail: str) -> list[Delivery[C]]:
         # A password can be given again on the same connection (the edge's
@@ -474,20 +673,43 @@ class Hub(Generic[C]):
         if len(member.rooms) >= self.rooms_per_member:
             detail = f"you are in {self.rooms_per_member} rooms, the most one may be in; /part one first"
             return [_to(conn, ev.Error(ErrorCode.TOO_MANY_ROOMS, detail))]
-        room = self._rooms.get(key)
-        if room is None:
-            if len(self._rooms) >= self.max_rooms and name != LOBBY:
-                detail = f"the server holds {self.max_rooms} rooms, its most; join one of them"
-                return [_to(conn, ev.Error(ErrorCode.TOO_MANY_ROOMS, detail))]
-            room = self._rooms[key] = _Room.kept(self._store.open_room(key, name))
+        opened = self._open_here(key, name)
+        if isinstance(opened, ev.Error):
+            return [_to(conn, opened)]
+        room, record = opened
         room.members[conn] = None
         room.changed()
         member.rooms[key] = room
         member.by_name[room.name] = room
-        out = [Delivery(room.everyone() if self._announces(room) else (conn,), ev.Joined(room.name, member.nick))]
+        joined = ev.Joined(room.name, member.nick)
+        if self._bus is not None:  # the others hear of it from the bus
+            self._bus.publish(Posted((key,), joined, member.token, echo=False))
+            out = [_to(conn, joined)]
+        else:
+            out = [Delivery(room.everyone() if self._announces(room) else (conn,), joined)]
         if room.topic:
             out.append(_to(conn, room.topic_event(changed=False)))
-        return out + self._replay(conn, room, event.epoch, event.after)
+        return out + self._replay(conn, room, event.epoch, event.after, record)
+
+    def _open_here(self, key: str, name: str) -> tuple[_Room[C], RoomRecord | None] | ev.Error:
+        """The room ``key`` for a joiner, and the store's record of it if it
+        was read just now; opened here if it is not (or the error to answer)."""
+        room = self._rooms.get(key)
+        record = None
+        if room is None:
+            if len(self._rooms) >= self.max_rooms and name != LOBBY:
+                detail = f"the server holds {self.max_rooms} rooms, its most; join one of them"
+                return ev.Error(ErrorCode.TOO_MANY_ROOMS, detail)
+            if self._bus is not None and not self._bus.ready():
+                return ev.Error(ErrorCode.STORE_FAILED, BUS_DOWN)
+            record = self._store.open_room(key, name)
+            room = self._rooms[key] = _Room.kept(record)
+        elif self._bus is not None and not room.members:  # kept here, and not followed: catch up
+            record = self._store.open_room(key, room.name)
+            room.seen = max(room.seen, record.last)
+        if self._bus is not None and not room.members:
+            self._bus.follow(key)  # the first member here: this server wants the room's messages now
+        return room, record
 
     # --- handlers, by event type (tables at the end of the module) ---------------
 
@@ -508,11 +730,15 @@ class Hub(Generic[C]):
         if self._full():
             # Room filled up while it was registering: no retry can help.
             return self._full_farewell(conn) + self._leave(conn, "the server is full", "refused: the server is full")
-        if not self._owners.claim(key, conn):
+        if self._bus is not None and not self._bus.ready():
+            return self._refuse_registration(conn, ErrorCode.STORE_FAILED, BUS_DOWN)
+        if not self._owners.claim(key, conn, nick):
             return self._refuse_registration(conn, ErrorCode.NICK_TAKEN, f"the nick {nick} is taken")
         _, echo = self._pending.pop(conn)
-        member = self._members[conn] = _Member[C](nick, echo)
-        out = [_to(conn, ev.Welcome(nick, len(self._members)))]
+        member = self._members[conn] = _Member[C](nick, echo, next(self._tokens))
+        self._by_token[member.token] = conn
+        online = None if self._presence is None else self._presence.count()
+        out = [_to(conn, ev.Welcome(nick, len(self._members) if online is None else max(online, 1)))]
         if account is not None and vetted is not None and vetted.new_verifier:
             self._store.save_account(account._replace(verifier=vetted.new_verifier))  # a stronger hash
         if account is not None:
@@ -534,10 +760,21 @@ class Hub(Generic[C]):
         if target is not None and target in self._members:
             self.said["whisper"] += 1
             return [_to(target, ev.Private(sender, event.text, int(now * 1000)))]
+        told = ev.Private(sender, event.text, int(now * 1000))
+        if self._bus is not None:  # to whoever holds it on another server, else as to someone offline
+            if not self._bus.ready():
+                return [_to(conn, ev.Error(ErrorCode.STORE_FAILED, BUS_DOWN))]
+            self._bus.publish(Posted((), told, self._members[conn].token, echo=False, to=key))
+            return []
+        return self._tell_offline(conn, event.to, told)
+
+    def _tell_offline(self, conn: C, to: str, told: ev.Private) -> list[Delivery[C]]:
+        """A private message for ``to``, whom nobody holds: kept if it is an account's."""
+        key = nick_key(to)
         account = self._store.account(key)
         if account is None:
-            return [_to(conn, ev.Error(ErrorCode.NO_SUCH_NICK, f"nobody is called {event.to}"))]
-        if not self._store.keep_private(key, Kept(sender, event.text, int(now * 1000))):
+            return [_to(conn, ev.Error(ErrorCode.NO_SUCH_NICK, f"nobody is called {to}"))]
+        if not self._store.keep_private(key, Kept(told.sender, told.text, told.time)):
             detail = f"{account.nick} is offline and has too many messages waiting; try later"
             return [_to(conn, ev.Error(ErrorCode.NO_SUCH_NICK, detail))]
         self.said["whisper"] += 1  # kept for them
@@ -607,28 +844,51 @@ class Hub(Generic[C]):
         if account is not None:
             detail = f"{account.nick} is registered; connect with its password to use it"
             return [_to(conn, ev.Error(ErrorCode.NEEDS_PASSWORD, detail))]
-        if key != old_key and not self._owners.claim(key, conn):
+        if self._bus is not None and not self._bus.ready():
+            return [_to(conn, ev.Error(ErrorCode.STORE_FAILED, BUS_DOWN))]
+        if key != old_key and not self._owners.claim(key, conn, nick):
             return [_to(conn, ev.Error(ErrorCode.NICK_TAKEN, f"the nick {nick} is taken"))]
         if key != old_key:
             self._owners.release(old_key, conn)
         member.nick = nick
-        return [Delivery((conn, *_audience(member.rooms.values(), conn)), ev.Renamed(old, nick))]
+        renamed = ev.Renamed(old, nick)
+        if self._bus is not None:
+            if member.rooms:
+                self._bus.publish(Posted(tuple(member.rooms), renamed, member.token, echo=False))
+            return [_to(conn, renamed)]
+        return [Delivery((conn, *_audience(member.rooms.values(), conn)), renamed)]
 
     def _on_who(self, conn: C, event: ev.Who, now: float) -> list[Delivery[C]]:
+        if self._asked(conn, event):
+            return []
+        return self._who_here(conn, event)
+
+    def _who_here(self, conn: C, event: ev.Who) -> list[Delivery[C]]:
         return _chunked_names(conn, "", self.nicks())
 
     def _on_names(self, conn: C, event: ev.Names, now: float) -> list[Delivery[C]]:
+        if self._asked(conn, event):
+            return []
+        return self._names_here(conn, event)
+
+    def _asked(self, conn: C, question: Question) -> bool:
+        """Whether ``question`` went to every server (``answered`` replies)."""
+        return self._presence is not None and self._presence.ask(self._members[conn].token, question)
+
+    def _names_here(self, conn: C, event: ev.Names) -> list[Delivery[C]]:
         room = self._rooms.get(room_key(event.room))
         if room is None:
             return [_to(conn, ev.Error(ErrorCode.NO_SUCH_ROOM, f"there is no room {event.room}"))]
         return _chunked_names(conn, room.name, tuple(self._members[c].nick for c in room.members))
 
     def _on_list_rooms(self, conn: C, event: ev.ListRooms, now: float) -> list[Delivery[C]]:
+        if self._asked(conn, event):
+            return []
+        return self._rooms_here(conn, event)
+
+    def _rooms_here(self, conn: C, event: ev.ListRooms) -> list[Delivery[C]]:
         rows = [ev.RoomInfo(r.name, len(r.members), r.topic) for r in sorted(self._rooms.values(), key=_by_name)]
-        if not rows:
-            return [_to(conn, ev.RoomList((), False))]
-        starts = range(0, len(rows), ROOMS_CHUNK)
-        return [_to(conn, ev.RoomList(tuple(rows[i : i + ROOMS_CHUNK]), i + ROOMS_CHUNK < len(rows))) for i in starts]
+        return _room_list(conn, rows)
 
     def _on_join(self, conn: C, event: ev.Join, now: float) -> list[Delivery[C]]:
         return self._join(conn, self._members[conn], event)
@@ -638,8 +898,12 @@ class Hub(Generic[C]):
         if isinstance(room, ev.Error):
             return [_to(conn, room)]
         member = self._members[conn]
-        audience = room.everyone() if self._announces(room) else (conn,)
-        out = [Delivery(audience, ev.Parted(room.name, member.nick, event.reason))]
+        parted = ev.Parted(room.name, member.nick, event.reason)
+        if self._bus is not None:  # the others hear of it from the bus
+            self._bus.publish(Posted((room.key,), parted, member.token, echo=False))
+            out = [_to(conn, parted)]
+        else:
+            out = [Delivery(room.everyone() if self._announces(room) else (conn,), parted)]
         self._drop(conn, member, room)
         return out
 
@@ -653,6 +917,12 @@ class Hub(Generic[C]):
         room = self._member_room(conn, event.room)
         if isinstance(room, ev.Error):
             return [_to(conn, room)]
+        if self._bus is not None:  # set, in the rooms' one order, when it comes back
+            if not self._bus.ready():
+                return [_to(conn, ev.Error(ErrorCode.STORE_FAILED, BUS_DOWN))]
+            topic = ev.Topic(room.name, event.text, self._members[conn].nick, int(now), True)
+            self._bus.publish(Posted((room.key,), topic, self._members[conn].token))
+            return []
         room.topic = event.text
         room.topic_by = self._members[conn].nick if event.text else ""
         room.topic_at = int(now) if event.text else 0
@@ -722,6 +992,13 @@ def _chunked_names(conn: C, room: str, nicks: tuple[str, ...]) -> list[Delivery[
     return [_to(conn, ev.WhoReply(room, nicks[i : i + WHO_CHUNK], i + WHO_CHUNK < len(nicks))) for i in starts]
 
 
+def _room_list(conn: C, rows: list[ev.RoomInfo]) -> list[Delivery[C]]:
+    if not rows:
+        return [_to(conn, ev.RoomList((), False))]
+    starts = range(0, len(rows), ROOMS_CHUNK)
+    return [_to(conn, ev.RoomList(tuple(rows[i : i + ROOMS_CHUNK]), i + ROOMS_CHUNK < len(rows))) for i in starts]
+
+
 def _by_name(room: _Room[Any]) -> tuple[str, str]:
     """The order of /rooms: alphabetical as people read names, not by the
     look-alike key (which maps 0 to o and 1 to l)."""
@@ -738,6 +1015,13 @@ _PENDING_HANDLERS: Final[dict[type[ev.ClientEvent], _Handler]] = {
     ev.Ping: Hub._on_ping,
     ev.Pong: Hub._on_pong,
     ev.Goodbye: Hub._on_goodbye,
+}
+
+#: How this hub answers a question on its own (no other server could be asked).
+_ANSWERS_HERE: Final[dict[type[ev.ClientEvent], Callable[[Hub[Any], Any, Any], list[Delivery[Any]]]]] = {
+    ev.Who: Hub._who_here,
+    ev.Names: Hub._names_here,
+    ev.ListRooms: Hub._rooms_here,
 }
 
 #: What a member may say.

@@ -158,7 +158,7 @@ class MemoryNicks(Generic[C]):
     def __init__(self) -> None:
         self._owners: dict[str, C] = {}
 
-    def claim(self, key: str, owner: C) -> bool:
+    def claim(self, key: str, owner: C, nick: str = "") -> bool:
         return self._owners.setdefault(key, owner) is owner
 
     def release(self, key: str, owner: C) -> None:

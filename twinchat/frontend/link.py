@@ -82,9 +82,12 @@ CUT_OFF: Final = "cut off by the server mid-frame, as it cuts off a client too s
 CLIENT_ERROR: Final = "client error"
 
 #: Errors a reconnect attempt waits out: the old session still holds the nick
-#: (the server has not noticed yet that it is gone), the server is full, or
-#: its throttle wants a pause. Any other refusal ends the session.
-TRY_AGAIN_AFTER: Final = frozenset({ErrorCode.NICK_TAKEN, ErrorCode.SERVER_FULL, ErrorCode.TOO_MANY_TRIES})
+#: (the server has not noticed yet that it is gone), the server is full, its
+#: throttle wants a pause, or its store (a chat of many servers: their Redis)
+#: is unreachable. Any other refusal ends the session.
+TRY_AGAIN_AFTER: Final = frozenset(
+    {ErrorCode.NICK_TAKEN, ErrorCode.SERVER_FULL, ErrorCode.TOO_MANY_TRIES, ErrorCode.STORE_FAILED}
+)
 
 #: Events typed while the link is down that wait for it; past this, a line is refused.
 QUEUE_LIMIT: Final = 100

@@ -47,16 +47,13 @@ start), never "not registered" for a registered nick; a kept message is
 staged whatever the box holds (the ``LTRIM`` bounds it), and a login takes
 only the staged ones, the rest wait in Redis for the next.
 
-Numbering. For now one server owns the numbering, as with SQLite: a room's
-seq is its in-memory ``last`` plus one, and Redis learns it at ``write``. Two
-servers on one Redis would number over each other (the second's ``XADD`` of
-an existing seq is refused and its entries lost); issue 10 moves the
-numbering into Redis: a Lua script per append (``HINCRBY room last 1``, then
-``XADD log {seq}-0 ... `` and ``PUBLISH`` of the entry for the other
-servers, all atomically), run under the hub lock with a short timeout or,
-better, by the writer with the seq handed back before delivery. Then
-``first`` and ``last`` are read from Redis, not kept here, and the start-up
-trim below must not forget rooms another server has members in.
+Numbering. This store numbers a room's messages itself, as SQLite does: a
+room's seq is its in-memory ``last`` plus one, and Redis learns it at
+``write``; two of them on one Redis would number over each other. The
+servers' ``--redis`` therefore uses ``twinchat.cluster.store.ClusterStore``,
+which keeps this store's accounts and kept messages and leaves the rooms to
+the bus's scripts (``twinchat.cluster``): numbered in Redis, in one order for
+every server.
 """
 
 from __future__ import annotations
@@ -312,6 +309,11 @@ class RedisStore:
             room.topic, room.topic_by, room.topic_at = topic, row["topic_by"], int(row["topic_at"])
             self._rooms[key] = room
         fix.execute()
+        self._load_accounts()
+
+    def _load_accounts(self) -> None:
+        """Read every account (the answer while Redis does not)."""
+        db = self._writer
         accounts = sorted(db.smembers(f"{self.prefix}accounts"))
         read = db.pipeline(transaction=False)
         for key in accounts:
@@ -373,7 +375,6 @@ class RedisStore:
         return False
 
     def append(self, key: str, time: int, sender: str, text: str, action: bool) -> int:
-        # Issue 10: this is where a Lua script (INCR + XADD + PUBLISH) would number the entry.
         room = self._rooms[key]
         seq = room.last = room.last + 1
         if seq - room.first >= self.history_limit:
