@@ -11,7 +11,9 @@ their key moments in DIR (``docs/screenshots`` holds the ones of one run).
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
 import os
 import shutil
 import socket
@@ -21,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -34,7 +38,10 @@ from common.wire.errors import ErrorCode
 from common.wire.framing import encode
 from tcpchat.server import ChatServer
 from tests.tcp.conftest import LineClient
+from tests.tcp.test_tls import TlsLine, pki
 from tests.web.conftest import WAIT
+
+__all__ = ["pki"]  # a fixture: a throwaway CA and the server's certificate
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -56,7 +63,7 @@ return [...document.querySelectorAll('ol.log')]
 """
 
 
-def _browser() -> webdriver.Chrome:
+def _browser(*extra: str) -> webdriver.Chrome:
     for path in (CHROMIUM, CHROMEDRIVER):
         if shutil.which(path) is None:
             pytest.fail(f"{path} is missing: install Debian's chromium and chromium-driver (.ci/run does)")
@@ -66,6 +73,8 @@ def _browser() -> webdriver.Chrome:
         options.add_argument(arg)
     # A name that is not loopback to the page, still served from 127.0.0.1 (no network needed).
     options.add_argument(f"--host-resolver-rules=MAP {REMOTE_NAME} 127.0.0.1")
+    for arg in extra:
+        options.add_argument(arg)
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
 
@@ -139,9 +148,9 @@ class Page:
 class Server:
     """An in-process chat server on 127.0.0.1, restartable on the same port."""
 
-    def __init__(self, data_dir: Path, port: int = 0) -> None:
+    def __init__(self, data_dir: Path, port: int = 0, **options: Any) -> None:
         self.data_dir = data_dir
-        self.server = ChatServer("127.0.0.1", port, rate_limit=0, data_dir=str(data_dir))
+        self.server = ChatServer("127.0.0.1", port, rate_limit=0, data_dir=str(data_dir), **options)
         self.thread = threading.Thread(target=self.server.serve_forever, name="browser test server")
         self.thread.start()
 
@@ -470,6 +479,36 @@ def test_a_page_in_the_clear_from_another_machine_sends_a_password_only_once_tol
     page.wait(expected_conditions.alert_is_present(), "the question asked again")
     driver.switch_to.alert.accept()
     page.wait(lambda d: d.find_element(By.ID, "me").text == "dora", "dora logged in once told yes")
+
+
+def _spki_pin(cert_file: str) -> str:
+    """Chromium's pin of a certificate: base64 of the SHA-256 of its public key (SPKI)."""
+    certificate = x509.load_pem_x509_certificate(Path(cert_file).read_bytes())
+    spki = certificate.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+
+def test_over_tls_the_page_chats_on_wss_with_a_person_at_openssl(servers: list[Server], tmp_path: Path, pki) -> None:
+    # The browser trusts exactly this server's key (a pin, not "ignore every error").
+    server = Server(tmp_path / "data", tls_cert=pki.cert, tls_key=pki.key)
+    servers.append(server)
+    driver = _browser(f"--ignore-certificate-errors-spki-list={_spki_pin(pki.cert)}")
+    person = TlsLine(server.address, pki.client_context())
+    try:
+        page = Page(driver, server.address)
+        page.base = f"https://127.0.0.1:{server.address[1]}/"
+        page.login("tess")
+        assert driver.execute_script("return document.location.protocol") == "https:"
+        person.send("тони\n".encode())
+        assert person.line().startswith("*** welcome, тони")
+        page.wait_line(LOBBY, lambda line: line["text"] == f"тони joined {LOBBY}", "the TLS person's join")
+        page.type("over wss ✓")
+        assert _nc_until(person, "tess: over wss ✓")
+        person.send("and back over TLS ✓\n".encode())
+        page.wait_said(LOBBY, "тони", "and back over TLS ✓")
+    finally:
+        person.close()
+        driver.quit()
 
 
 _LONG_TEXTS = [
