@@ -606,7 +606,7 @@ class Channel:
         self._held = held + cost
         return True
 
-    def send_all(self, frames: Sequence[bytes], *, force: bool = False) -> int:
+    def send_all(self, frames: Sequence[bytes], *, force: bool = False, joined: bytes = b"") -> int:
         """Queue ``frames`` in order, until one is refused, bundling the small ones.
 
         Strategy: a server queues a run of frames on every recipient's channel,
@@ -619,6 +619,10 @@ class Channel:
         A run with a frame to fragment, or that reaches the bound, takes the
         loop below, which bundles the same way.
 
+        Args:
+            joined: the frames joined, if the caller has them (a fan-out joins
+                a run once for every recipient), else empty.
+
         Returns:
             How many were queued: all of them, or those before the refused one.
 
@@ -626,9 +630,23 @@ class Channel:
             LocalProtocolError: a frame is empty or larger than MAX_FRAME (those
                 before it are queued).
         """
+        total = sum(map(len, frames))
+        if total <= MAX_CHUNK and all(frames):
+            # The common case, inlined: the run fits one bundle.
+            if not frames:
+                return 0
+            held = self._held
+            cost = total + DATA_OVERHEAD + HELD_OVERHEAD
+            if held + cost <= self.max_backlog or force:
+                seq = self._next_seq
+                self._next_seq = seq + 1
+                head = _DATA_HEAD.pack(MAGIC, VERSION, _DATA_TYPE, _DATA_FIELDS + total, seq, 0, total)
+                self._backlog.append(head + (joined or b"".join(frames)))
+                self._backlog_bytes += total + DATA_OVERHEAD
+                self._held = held + cost
+                return len(frames)
+            return self._send_each(frames, force)
         sizes = list(map(len, frames))
-        if not sizes:
-            return 0
         if min(sizes) > 0 and max(sizes) <= MAX_CHUNK:
             ends = list(accumulate(sizes))
             cuts: list[int] = []  # where each bundle ends, in frames
@@ -648,7 +666,10 @@ class Channel:
                 for stop in cuts:
                     size = ends[stop - 1] - used
                     head = pack(MAGIC, VERSION, _DATA_TYPE, _DATA_FIELDS + size, seq, 0, size)
-                    append(head + frames[start] if stop - start == 1 else b"".join([head, *frames[start:stop]]))
+                    if joined:
+                        append(head + joined[used : ends[stop - 1]])
+                    else:
+                        append(head + frames[start] if stop - start == 1 else b"".join([head, *frames[start:stop]]))
                     seq += 1
                     start, used = stop, ends[stop - 1]
                 self._next_seq = seq

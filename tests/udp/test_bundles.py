@@ -89,11 +89,13 @@ def _model(frames: list[bytes], bound: int, force: bool) -> tuple[int, list[tupl
     st.lists(st.binary(min_size=1, max_size=3000), max_size=40),
     st.integers(2000, 40_000),
     st.booleans(),
+    st.booleans(),
 )
-def test_send_all_bundles_as_a_plain_loop_would(frames: list[bytes], bound: int, force: bool) -> None:
+def test_send_all_bundles_as_a_plain_loop_would(frames: list[bytes], bound: int, force: bool, join: bool) -> None:
+    # With or without the run joined by the caller (a fan-out's shared join).
     channel = Channel(0.0, prefix=session_prefix(1), max_backlog=bound, congestion_control=False)
     taken, expected = _model(frames, bound, force)
-    assert channel.send_all(frames, force=force) == taken
+    assert channel.send_all(frames, force=force, joined=b"".join(frames) if join else b"") == taken
     size = sum(len(c) + DATA_OVERHEAD for _, c in expected)
     assert (channel.sent, channel.backlog_bytes) == (len(expected), size)
     assert channel.held_bytes == size + HELD_OVERHEAD * len(expected)
