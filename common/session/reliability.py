@@ -14,9 +14,10 @@ Strategy, by concern:
   segment with the next sequence number, so a run of chat lines costs one
   header, one place in flight and one ack, not one per line. A frame larger
   than ``MAX_CHUNK`` becomes several consecutive segments (fragments) whose
-  ``remaining`` counts down to 0. Nothing waits to fill a bundle: only what
-  is queued in one call is bundled. A ``Data`` with an empty chunk is a
-  keepalive: it carries nothing and exists to be acknowledged.
+  ``remaining`` counts down to 0. Nothing waits to fill a bundle: what is
+  queued in one call is bundled, and tops up the newest bundle while that is
+  still unsent. A ``Data`` with an empty chunk is a keepalive: it carries
+  nothing and exists to be acknowledged.
 - **Windows.** At most ``window`` segments are in flight (sent, not yet
   acknowledged), and, with congestion control, no more bytes than the
   congestion window: NewReno as in RFC 9002 (slow start, halving once per
@@ -620,9 +621,10 @@ class Channel:
         consecutive frames that fit ``MAX_CHUNK`` together share a segment
         (PROTOCOL.md, Sequenced data), cut greedily as ``_pack`` cuts
         datagrams: by bisecting the running total of their sizes, a step per
-        bundle. Only this call's frames are bundled: nothing waits for more.
-        A run with a frame to fragment, or that reaches the bound, takes the
-        loop below, which bundles the same way.
+        bundle; the first frames top up the newest bundle if it is not sent
+        yet (``_fill_tail``). Nothing waits for more. A run with a frame to
+        fragment, or that reaches the bound, takes ``_send_each``, which
+        bundles the same way.
 
         Args:
             joined: the frames joined, if the caller has them (a fan-out joins
