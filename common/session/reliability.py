@@ -14,10 +14,9 @@ Strategy, by concern:
   segment with the next sequence number, so a run of chat lines costs one
   header, one place in flight and one ack, not one per line. A frame larger
   than ``MAX_CHUNK`` becomes several consecutive segments (fragments) whose
-  ``remaining`` counts down to 0. Nothing waits to fill a bundle: what is
-  queued in one call is bundled, and tops up the newest bundle while that is
-  still unsent. A ``Data`` with an empty chunk is a keepalive: it carries
-  nothing and exists to be acknowledged.
+  ``remaining`` counts down to 0. Nothing waits to fill a bundle: only what
+  is queued in one call is bundled. A ``Data`` with an empty chunk is a
+  keepalive: it carries nothing and exists to be acknowledged.
 - **Windows.** At most ``window`` segments are in flight (sent, not yet
   acknowledged), and, with congestion control, no more bytes than the
   congestion window: NewReno as in RFC 9002 (slow start, halving once per
@@ -425,7 +424,6 @@ class Channel:
         "_backoff",
         "_base_rto",
         "_buffered",
-        "_bundle_seq",
         "_bytes_in_flight",
         "_cwnd",
         "_cwnd_limited",
@@ -507,9 +505,6 @@ class Channel:
         # Encoded Data frames never sent yet; their seqs run up to _next_seq - 1.
         self._backlog: deque[bytes] = deque()
         self._backlog_bytes = 0
-        # The seq of the last segment queued that holds whole frames (one or a
-        # bundle): while it is the newest and not yet sent, it takes more.
-        self._bundle_seq = -1
         # Sent, in seq order, from seq _next_seq - len(_backlog) - len(_flight):
         # each segment's encoded Data frame (b"" once acknowledged: acknowledged
         # ones linger until the head passes) and the time it was last sent.
@@ -594,7 +589,6 @@ class Channel:
             self._backlog.append(head + frame)
             self._backlog_bytes += size + DATA_OVERHEAD
             self._held = held + cost
-            self._bundle_seq = seq
             return True
         chunks = split_frame(frame)
         cost = size + (DATA_OVERHEAD + HELD_OVERHEAD) * len(chunks)
@@ -621,10 +615,12 @@ class Channel:
         consecutive frames that fit ``MAX_CHUNK`` together share a segment
         (PROTOCOL.md, Sequenced data), cut greedily as ``_pack`` cuts
         datagrams: by bisecting the running total of their sizes, a step per
-        bundle; the first frames top up the newest bundle if it is not sent
-        yet (``_fill_tail``). Nothing waits for more. A run with a frame to
-        fragment, or that reaches the bound, takes ``_send_each``, which
-        bundles the same way.
+        bundle. Only this call's frames are bundled: nothing waits for more.
+        (Topping up the newest bundle while still unsent, with the next
+        call's frames, saved 7% more CPU per delivery but went with client
+        retransmissions in the latency scenario: docs/BENCHMARKS.md, third
+        round.) A run with a frame to fragment, or that reaches the bound,
+        takes ``_send_each``, which bundles the same way.
 
         Args:
             joined: the frames joined, if the caller has them (a fan-out joins
@@ -637,11 +633,6 @@ class Channel:
             LocalProtocolError: a frame is empty or larger than MAX_FRAME (those
                 before it are queued).
         """
-        if self._backlog and self._bundle_seq == self._next_seq - 1:
-            filled, size = self._fill_tail(frames, joined, force)
-            if filled:
-                rest = frames[filled:]
-                return filled + (self.send_all(rest, force=force, joined=joined[size:]) if rest else 0)
         total = sum(map(len, frames))
         if total <= MAX_CHUNK and all(frames):
             # The common case, inlined: the run fits one bundle.
@@ -656,7 +647,6 @@ class Channel:
                 self._backlog.append(head + (joined or b"".join(frames)))
                 self._backlog_bytes += total + DATA_OVERHEAD
                 self._held = held + cost
-                self._bundle_seq = seq
                 return len(frames)
             return self._send_each(frames, force)
         sizes = list(map(len, frames))
@@ -686,7 +676,6 @@ class Channel:
                     seq += 1
                     start, used = stop, ends[stop - 1]
                 self._next_seq = seq
-                self._bundle_seq = seq - 1
                 self._backlog_bytes += added
                 self._held = held + added + HELD_OVERHEAD * len(cuts)
                 return count
@@ -724,40 +713,9 @@ class Channel:
             self._queue_bundle(bundle, bundled)
         return queued
 
-    def _fill_tail(self, frames: Sequence[bytes], joined: bytes, force: bool) -> tuple[int, int]:
-        """Add the first of ``frames`` to the newest segment queued, a bundle
-        not yet sent, as far as they fit; how many it took, and their bytes.
-
-        Strategy: a server queues one run per sender's datagram on each
-        recipient, and the last bundle of a run is often short (a run of 14
-        lines is a bundle of 11 and one of 3). Those short bundles took a
-        datagram each; filling them with the next run, which is queued before
-        anything is sent, keeps segments and datagrams full. Nothing waits.
-        """
-        last = self._backlog[-1]
-        room = MAX_CHUNK + DATA_OVERHEAD - len(last)
-        taken = size = 0
-        for frame in frames:
-            length = len(frame)
-            if not length or size + length > room:
-                break
-            size += length
-            taken += 1
-        if not taken or (self._held + size > self.max_backlog and not force):
-            return 0, 0
-        chunk_size = len(last) - DATA_OVERHEAD + size
-        seq = self._next_seq - 1
-        head = _DATA_HEAD.pack(MAGIC, VERSION, _DATA_TYPE, _DATA_FIELDS + chunk_size, seq, 0, chunk_size)
-        added = joined[:size] if joined else b"".join(frames[:taken])
-        self._backlog[-1] = b"".join((head, memoryview(last)[DATA_OVERHEAD:], added))
-        self._backlog_bytes += size
-        self._held += size
-        return taken, size
-
     def _queue_bundle(self, frames: list[bytes], size: int) -> None:
         """Queue one segment holding ``frames`` (``size`` bytes in all, at most MAX_CHUNK)."""
         seq = self._next_seq
-        self._bundle_seq = seq
         self._next_seq = seq + 1
         head = _DATA_HEAD.pack(MAGIC, VERSION, _DATA_TYPE, _DATA_FIELDS + size, seq, 0, size)
         self._backlog.append(b"".join([head, *frames]))

@@ -277,25 +277,3 @@ def test_the_server_handles_every_frame_of_a_bundle_and_a_bad_one_as_over_tcp(se
             sock.close()
         assert bob.texts("raw") == ["one", "two", "three"]
         assert server.counters["bad frame"] == 2
-
-
-def test_a_short_bundle_not_yet_sent_takes_the_next_run_and_a_sent_one_never_changes() -> None:
-    # Runs of 14 lines of 105 bytes: alone, a bundle of 11 and one of 3 each;
-    # queued before anything is sent, the next run fills the short one first.
-    lines = [encode(ev.Message(LOBBY, "u00001", "x" * 64, n, 1798761600000, False)) for n in range(42)]
-    assert len(lines[0]) == 105
-    channel = Channel(0.0, prefix=session_prefix(1), congestion_control=False)
-    for start in range(0, 42, 14):
-        assert channel.send_all(lines[start : start + 14], joined=b"".join(lines[start : start + 14])) == 14
-    assert channel.sent == 4  # 11 + 11 + 11 + 9, not 11 + 3 three times
-    sent = _segments(channel)
-    assert [s.seq for s in sent] == [0, 1, 2, 3]
-    assert b"".join(s.chunk for s in sent) == b"".join(lines)
-    # Once sent, a bundle is what went: the next frame opens a new segment.
-    assert channel.send_all(lines[:1]) == 1
-    assert [s.seq for s in _segments(channel)] == [4]
-    # A keepalive or a fragment in between is never filled.
-    big = encode(ev.Reply("y" * 2000))
-    assert channel.send_all([big]) == 1
-    assert channel.send_all(lines[:2]) == 2
-    assert [(s.seq, s.remaining) for s in _segments(channel)] == [(5, 1), (6, 0), (7, 0)]
