@@ -103,10 +103,10 @@ class UdpPeer(Peer):
         if waiting:
             waiting.extend(frames)
         else:
-            for i, frame in enumerate(frames):
-                if not channel.send(frame):
-                    waiting.extend(frames[i:])
-                    break
+            # One call: a window of Says goes as bundles (PROTOCOL.md, Sequenced data).
+            queued = channel.send_all(frames)
+            if queued < len(frames):
+                waiting.extend(frames[queued:])
         self._flush(time.monotonic())
 
     def _flush(self, now: float) -> None:
@@ -221,7 +221,10 @@ class UdpPeer(Peer):
 
     def _open(self, accept: ev.Accept, now: float) -> None:
         self.token = accept.token
-        self.channel = open_channel(accept, now, keepalive_after=KEEPALIVE_AFTER, dead_after=DEAD_AFTER)
+        # Bundles stay whole: ``deliver`` feeds the tally a stream of frames anyway.
+        self.channel = open_channel(
+            accept, now, keepalive_after=KEEPALIVE_AFTER, dead_after=DEAD_AFTER, split_bundles=False
+        )
         self._register_at = now
         early = list(self._early)
         self._early.clear()

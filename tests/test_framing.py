@@ -74,7 +74,7 @@ def test_header_states_type_and_length(event: ev.Event) -> None:
 def test_known_bytes_of_a_message() -> None:
     # Pinned so that PROTOCOL.md's worked example stays true.
     assert encode(ev.Message("#lobby", "bob", "hi", 7, 1_798_761_600_000, False)) == bytes.fromhex(
-        "c154 03 21 00000020 06 236c6f626279 03 626f62 0002 6869 0000000000000007 000001a2ce8bd400 00"
+        "c154 04 21 00000020 06 236c6f626279 03 626f62 0002 6869 0000000000000007 000001a2ce8bd400 00"
     )
 
 
@@ -201,7 +201,8 @@ def test_a_frame_exactly_at_the_cap_is_accepted() -> None:
         (b"\xc1\x00", ErrorCode.BAD_MAGIC),
         (HEADER.pack(MAGIC, 1, FrameType.SAY, 0), ErrorCode.BAD_VERSION),  # before rooms
         (HEADER.pack(MAGIC, 2, FrameType.SAY, 0), ErrorCode.BAD_VERSION),  # before history
-        (HEADER.pack(MAGIC, 4, FrameType.SAY, 0), ErrorCode.BAD_VERSION),
+        (HEADER.pack(MAGIC, 3, FrameType.SAY, 0), ErrorCode.BAD_VERSION),  # before bundles
+        (HEADER.pack(MAGIC, 5, FrameType.SAY, 0), ErrorCode.BAD_VERSION),
     ],
 )
 def test_bad_headers_break_the_stream_at_once(prefix: bytes, code: ErrorCode) -> None:

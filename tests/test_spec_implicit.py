@@ -13,6 +13,7 @@ import pytest
 
 from common.chat import events as ev
 from common.chat.hub import Hub
+from common.session.reliability import unbundle
 from common.wire.errors import ErrorCode, RemoteProtocolError, RuleError
 from common.wire.framing import HEADER, VERSION, decode_datagram, decode_frame, encode
 from common.wire.limits import MAX_ACK_RANGES, MAX_DATAGRAM
@@ -70,9 +71,13 @@ def _segments(sock: socket.socket, token: int, *chunks: bytes) -> None:
 
 
 def _frames(sock: socket.socket) -> list[ev.Event]:
-    """The frames the server's next datagram carries, unwrapped from their Data."""
+    """The frames the server's next datagram carries, unwrapped from their Data (bundles cut)."""
     frames = decode_datagram(sock.recv(2048))
-    return [decode_frame(f.chunk) for f in frames if isinstance(f, ev.Data) and f.chunk]
+    pieces: list[bytes] = []
+    for f in frames:
+        if isinstance(f, ev.Data) and f.chunk:
+            unbundle(f.chunk, pieces)
+    return [decode_frame(p) for p in pieces]
 
 
 def test_a_register_need_not_be_the_first_segment(server: ChatServer) -> None:

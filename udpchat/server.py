@@ -213,7 +213,9 @@ class _Peer:
         if self.closing:
             return True  # its last event is queued already; nothing follows it
         parts = batch.parts
-        if self.channel.send_all(parts, force=last) < len(parts):
+        # The run joined once for every recipient: a run that fits one bundle
+        # (the common case) is that and a header (PROTOCOL.md, Sequenced data).
+        if self.channel.send_all(parts, force=last, joined=batch.data) < len(parts):
             log.debug("%s is not keeping up; cut off", self.name)
             self.server._count("slow consumer")
             return False

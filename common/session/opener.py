@@ -74,7 +74,9 @@ class SessionOpener:
         return self.start(now)
 
 
-def open_channel(accept: ev.Accept, now: float, *, keepalive_after: float, dead_after: float) -> Channel:
+def open_channel(
+    accept: ev.Accept, now: float, *, keepalive_after: float, dead_after: float, split_bundles: bool = True
+) -> Channel:
     """The reliability channel of the session ``accept`` opened, as its client keeps it."""
     return Channel(
         now,
@@ -82,4 +84,5 @@ def open_channel(accept: ev.Accept, now: float, *, keepalive_after: float, dead_
         reliable=not accept.unreliable,
         keepalive_after=keepalive_after,
         dead_after=dead_after,
+        split_bundles=split_bundles,
     )

@@ -39,7 +39,9 @@ MAGIC: Final = b"\xc1\x54"
 #: 3 since history and accounts: Message and Action gained seq, time and
 #: history; Private gained time and kept; Register gained a password and Join
 #: a resume flag, and Join a resume position (epoch, after).
-VERSION: Final = 3
+#: 4 since bundles: a UDP Data chunk may hold several whole frames, which a
+#: version 3 receiver would take for one bad frame.
+VERSION: Final = 4
 HEADER: Final = struct.Struct(">2sBBI")
 HEADER_SIZE: Final = HEADER.size
 

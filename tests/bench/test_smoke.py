@@ -59,10 +59,11 @@ def test_a_tiny_udp_run_accounts_for_every_message(transport: str) -> None:
     else:
         assert 0 < result.delivered <= 600  # what the kernel dropped is lost, and counted
     assert (result.duplicates, result.garbled) == (0, 0)
-    # Segments both ways, the server's from its shutdown line: each side sent
-    # at least a segment per message (the server, each to 3 recipients).
-    assert result.client_segments is not None and result.client_segments >= 300
-    assert result.server_segments is not None and result.server_segments >= 900
+    # Segments both ways, the server's from its shutdown line: bundles carry
+    # several messages each, so fewer segments than messages (the server's
+    # to 3 recipients, the clients' in windows of 16), but some.
+    assert result.client_segments is not None and 3 <= result.client_segments < 300
+    assert result.server_segments is not None and 3 <= result.server_segments < 900
     assert result.server_resent is not None and result.client_resent is not None
     assert result.server_duplicates is not None and result.client_duplicates is not None
     if transport == "udp":

@@ -142,12 +142,16 @@ class SimLink:
 
     def _pump(self) -> None:
         for end in (self.a, self.b):
-            while end.to_send and end.to_send[0][0] <= self.now:
-                frame = end.to_send[0][1]
-                if not end.channel.send(frame):
-                    break  # backlog full: try again when the window has moved
-                end.to_send.pop(0)
-                end.sent.append(frame)
+            # What is due goes in one call, as a server queues a run: small
+            # frames due together travel as bundles.
+            due = 0
+            while due < len(end.to_send) and end.to_send[due][0] <= self.now:
+                due += 1
+            if due:
+                frames = [frame for _, frame in end.to_send[:due]]
+                queued = end.channel.send_all(frames)  # the rest waits for the window to move
+                del end.to_send[:queued]
+                end.sent += frames[:queued]
             for datagram in end.channel.datagrams(self.now):
                 self._transmit(end, datagram)
 

@@ -3,13 +3,12 @@
 ``encode_ack`` must produce the bytes ``framing.encode`` makes of an ``Ack``;
 ``parse_session`` may decline any datagram (the caller then decodes it in
 full), but what it accepts must be a datagram ``decode_datagram`` accepts,
-with the same segments and acknowledgements. ``send_all`` queues a run as
-``send`` one frame at a time would, and datagrams are packed greedily.
+with the same segments and acknowledgements. Datagrams are packed greedily.
+(``send_all``, which bundles, is tested in ``test_bundles``.)
 """
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -24,7 +23,7 @@ from common.session.reliability import (
     encode_data,
     parse_session,
 )
-from common.wire.errors import LocalProtocolError, RemoteProtocolError
+from common.wire.errors import RemoteProtocolError
 from common.wire.framing import decode_datagram, encode
 from common.wire.limits import MAX_DATAGRAM
 
@@ -144,36 +143,12 @@ def test_the_common_shapes_take_the_fast_path() -> None:
     assert parse_session(encode(ev.Hello(b"", b"\0" * 100))) is None
 
 
-@given(
-    st.lists(st.binary(min_size=1, max_size=3000), max_size=40),
-    st.integers(2000, 40_000),
-    st.booleans(),
-)
-def test_send_all_queues_what_sends_one_by_one_would(frames: list[bytes], bound: int, force: bool) -> None:
-    one, many = (Channel(0.0, prefix=encode(ev.Session(1)), max_backlog=bound) for _ in range(2))
-    taken = 0
-    for frame in frames:
-        if not one.send(frame, force=force):
-            break
-        taken += 1
-    assert many.send_all(frames, force=force) == taken
-    assert (many.sent, many.held_bytes, many.backlog_bytes) == (one.sent, one.held_bytes, one.backlog_bytes)
-    for now in (0.0, 0.1, 0.5, 1.0):
-        assert many.datagrams(now) == one.datagrams(now)
-
-
-def test_send_all_queues_those_before_a_frame_it_cannot_send() -> None:
-    channel = Channel(0.0)
-    with pytest.raises(LocalProtocolError):
-        channel.send_all([b"a", b"b", b""])
-    assert channel.sent == 2
-
-
 @given(st.lists(st.binary(min_size=1, max_size=MAX_CHUNK), min_size=1, max_size=60))
 def test_datagrams_are_packed_greedily_in_order(frames: list[bytes]) -> None:
     prefix = encode(ev.Session(3))
     channel = Channel(0.0, prefix=prefix, congestion_control=False)
-    assert channel.send_all(frames) == len(frames)
+    for frame in frames:
+        assert channel.send(frame)  # a segment each
     datagrams = channel.datagrams(0.0)
     limit = MAX_DATAGRAM - len(prefix)
     segments = [encode_data(seq, 0, frame) for seq, frame in enumerate(frames)]

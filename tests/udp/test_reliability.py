@@ -123,7 +123,8 @@ def test_a_clean_link_packs_frames_and_never_retransmits() -> None:
 
 def test_window_bounds_what_is_in_flight_when_nothing_comes_back() -> None:
     link = SimLink(3, a_to_b=LinkConfig(loss=1.0), b_to_a=LinkConfig(loss=1.0), congestion_control=False)
-    link.schedule(link.a, message_frames(3 * SEND_WINDOW))
+    # Frames over half a chunk: no two share a segment, so segments are frames.
+    link.schedule(link.a, message_frames(3 * SEND_WINDOW, size=MAX_CHUNK // 2))
     for _ in range(200):
         link.step()
         assert link.a.channel.in_flight <= SEND_WINDOW
@@ -443,15 +444,31 @@ def test_a_datagram_with_a_foreign_frame_changes_nothing() -> None:
 def test_unreliable_mode_never_retransmits_and_counts_losses() -> None:
     frames = message_frames(2000)
     link = SimLink(21, a_to_b=LinkConfig(loss=0.2, duplicate=0.05, reorder=0.1), reliable=False)
-    link.schedule(link.a, frames)
+    # Queued one at a time, a segment each: a lost seq is a lost frame.
+    link.schedule(link.a, frames, spacing=0.0005)
     link.run_for(2.0)
     delivered = link.b.delivered
     assert link.a.channel.retransmits == 0
     assert len(set(delivered)) == len(delivered), "a duplicate was delivered"
     assert set(delivered) <= set(frames)
     assert 0 < len(delivered) < len(frames)
-    # The datagrams carried ~11 messages each; every message missing was counted lost.
-    assert link.b.channel.lost == len(frames) - len(delivered)
+    # Every message missing below the highest that arrived was counted lost
+    # (one after it is not known to exist).
+    highest = max(frames.index(frame) for frame in delivered)
+    assert link.b.channel.lost == highest + 1 - len(delivered)
+
+
+def test_unreliable_mode_delivers_bundles_frame_by_frame() -> None:
+    frames = message_frames(2000)
+    link = SimLink(21, a_to_b=LinkConfig(loss=0.2, duplicate=0.05, reorder=0.1), reliable=False)
+    link.schedule(link.a, frames)
+    link.run_for(2.0)
+    delivered = link.b.delivered
+    assert len(set(delivered)) == len(delivered), "a duplicate was delivered"
+    assert set(delivered) <= set(frames)
+    assert 0 < len(delivered) < len(frames)
+    # About ten messages a bundle: a lost segment loses them all, and counts once.
+    assert 0 < link.b.channel.lost * 5 < len(frames) - len(delivered)
 
 
 def test_unreliable_mode_reassembles_a_fragmented_frame_arriving_out_of_order() -> None:
@@ -554,7 +571,8 @@ def test_the_tail_of_a_burst_beyond_every_ack_is_not_taken_for_lost() -> None:
     # judge them (a busy peer that has read only the head of the burst).
     prefix = session_prefix(1)
     channel = Channel(0.0, prefix=prefix)
-    channel.send_all([b"m" * 80] * 30)
+    for _ in range(30):
+        channel.send(b"m" * 80)  # a segment each
     assert len(channel.datagrams(0.0)) > 1
     channel.receive_parsed(NO_SEGMENTS, [(10, ())], 0.010)  # 0..9 arrived: a 10 ms round trip
     assert channel.datagrams(0.030) == []  # past 1.125 round trips, before the RTO

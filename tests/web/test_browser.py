@@ -394,7 +394,7 @@ def test_the_page_speaks_protocol_md_frames(browsers, servers: list[Server], tmp
     )
     assert decoded == [_fields(e) for e in _SERVER_SAMPLES]
     example = bytes.fromhex(
-        "c1540321000000200623 6c6f626279 03626f62 00026869 0000000000000007 000001a2ce8bd400 00".replace(" ", "")
+        "c1540421000000200623 6c6f626279 03626f62 00026869 0000000000000007 000001a2ce8bd400 00".replace(" ", "")
     )
     assert example == encode(_SERVER_SAMPLES[1])
     refused = page.driver.execute_script(

@@ -181,7 +181,7 @@ def test_a_binary_message_is_exactly_one_frame(make_server, opened) -> None:
     opened.append(ann)
     ann.register("ann")
     # A frame with a bad payload is skipped, as on TCP; the session goes on.
-    ann.ws_sock.send_message(b"\xc1\x54\x03\x02\x00\x00\x00\x01\x00")
+    ann.ws_sock.send_message(b"\xc1\x54\x04\x02\x00\x00\x00\x01\x00")
     assert ann.expect(ev.Error).code is ErrorCode.MALFORMED
     ann.send(ev.Ping(1))
     assert ann.expect(ev.Pong) == ev.Pong(1)

@@ -1,11 +1,11 @@
 // twinchat frames (PROTOCOL.md, "Frames"), in the browser: encode what a client
 // sends, decode what the server sends. One table of frame types and their
 // fields drives both, as common/wire/framing.py does on the server; a frame is
-// an 8-byte header (magic C1 54, version 03, type, u32 length) and its fields.
+// an 8-byte header (magic C1 54, version 04, type, u32 length) and its fields.
 "use strict";
 
 const TwinProto = (() => {
-  const MAGIC0 = 0xc1, MAGIC1 = 0x54, VERSION = 3, HEADER = 8;
+  const MAGIC0 = 0xc1, MAGIC1 = 0x54, VERSION = 4, HEADER = 8;
   const MAX_FRAME = 65536, MAX_TEXT = 4096;
 
   // type -> [name, [[field, kind], ...]], in PROTOCOL.md's order.
