@@ -116,7 +116,7 @@ class Gatekeeper:
                 return Vetted(event, verifier, False, wait=wait)
         with self._slots:
             if verifier and proof:
-                wait = self._begin(key, host)  # asked again, and charged: the slot may have taken a while
+                wait = self._wait(key, host, begin=True)  # asked again: the slot may have taken a while
                 if wait > 0:
                     return Vetted(event, verifier, False, wait=wait)
                 ok = verify(verifier, proof)
@@ -131,18 +131,14 @@ class Gatekeeper:
                 new = make_verifier(event.password, cost=self._cost)
         return Vetted(event, verifier, ok, new)
 
-    def _wait(self, key: str, host: str) -> float:
+    def _wait(self, key: str, host: str, *, begin: bool = False) -> float:
+        """The throttle's wait for this try (a refusal counted); ``begin``:
+        and the try charged if it may go ahead, before hashing, so checks in
+        parallel (one per hashing slot) cannot each pass a throttle that has
+        one try left."""
+        ask = self._throttle.begin if begin else self._throttle.wait
         with self._throttle_lock:
-            wait = self._throttle.wait(key, host, time.monotonic())
-            if wait > 0:
-                self.throttled += 1
-            return wait
-
-    def _begin(self, key: str, host: str) -> float:
-        # Charged before hashing: checks in parallel (one per hashing slot)
-        # cannot each pass a throttle that has one try left.
-        with self._throttle_lock:
-            wait = self._throttle.begin(key, host, time.monotonic())
+            wait = ask(key, host, time.monotonic())
             if wait > 0:
                 self.throttled += 1
             return wait
@@ -153,6 +149,6 @@ class Gatekeeper:
             if ok:
                 self._throttle.succeeded(key, host, begun=True)
             else:
-                self.wrong += 1  # charged already, by _begin
+                self.wrong += 1  # charged already, when it began
         if not ok:
             log.info("%s for %s from %s", _FAILED, key, host)
