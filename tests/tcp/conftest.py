@@ -179,6 +179,24 @@ class LineClient:
         self.sock.close()
 
 
+def flood_until_cut(flooder: FramedClient, cut: Callable[[ev.Event], bool], rounds: int = 40) -> bool:
+    """Flood the lobby from ``flooder`` in rounds of 500 lines of 1 KB, reading
+    its own echoes as it goes (or it would be a slow consumer too), until an
+    event it reads is ``cut``; whether one was (the kernel buffers take some
+    megabytes first)."""
+    text = "y" * 1000
+    for round_ in range(rounds):
+        flooder.send(*(ev.Say(LOBBY, f"{round_}/{n} {text}") for n in range(500)))
+        got, seen = 0, False
+        while got < 500:
+            event = flooder.expect(ev.Event)
+            got += isinstance(event, ev.Message)
+            seen = seen or cut(event)
+        if seen:
+            return True
+    return False
+
+
 @pytest.fixture
 def make_server() -> Iterator[Callable[..., ChatServer]]:
     """Start in-process servers on 127.0.0.1:0; shut them down after the test."""

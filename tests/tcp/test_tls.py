@@ -35,7 +35,7 @@ from twinchat.frontend import ConnectError
 from twinchat.frontend.password import Cleartext
 from twinchat.server import BothServer
 
-from .conftest import WAIT, FramedClient, LineClient, bare
+from .conftest import WAIT, FramedClient, LineClient, bare, flood_until_cut
 
 MakeServer = Callable[..., ChatServer]
 
@@ -159,17 +159,7 @@ def test_a_slow_consumer_over_tls_is_told_why(
     opened += [slow, flooder]
     slow.register("slow")
     flooder.register("flooder")
-    text = "y" * 1000
-    for round_ in range(40):
-        flooder.send(*(ev.Say(LOBBY, f"{round_}/{n} {text}") for n in range(500)))
-        got, cut = 0, False
-        while got < 500:
-            event = flooder.expect(ev.Event)
-            got += isinstance(event, ev.Message)
-            cut = cut or (isinstance(event, ev.Left) and event.nick == "slow")
-        if cut:
-            break
-    else:
+    if not flood_until_cut(flooder, lambda event: isinstance(event, ev.Left) and event.nick == "slow"):
         pytest.fail("the slow client was never cut off")
     events = slow.until_closed()
     assert events[-2:] == [ev.Error(ErrorCode.SLOW_CONSUMER, SLOW_DETAIL), ev.Goodbye(SLOW_DETAIL)]

@@ -4,7 +4,6 @@ the slow-consumer cut, and TLS (``wss://``) on the same port."""
 from __future__ import annotations
 
 import socket
-from typing import Any
 
 import pytest
 
@@ -13,12 +12,12 @@ from common.chat import events as ev
 from common.chat.rooms import LOBBY
 from common.fanout import SLOW_DETAIL
 from common.wire.errors import ErrorCode
-from tests.tcp.conftest import FramedClient
-from tests.tcp.test_tls import Pki, pki
+from tests.tcp.conftest import FramedClient, flood_until_cut
+from tests.tcp.test_tls import Pki, pki, tls_server
 from tests.web.conftest import WAIT, WsFramed, WsLine, make_server
 from twinchat.web.websocket import Close
 
-__all__ = ["make_server", "pki"]
+__all__ = ["make_server", "pki", "tls_server"]
 
 
 def test_a_websocket_flood_is_slowed_not_lost(make_server, opened) -> None:
@@ -44,31 +43,13 @@ def test_a_websocket_that_does_not_read_is_cut_off_and_told_why(
     opened += [slow, flooder]
     slow.register("slow")
     flooder.register("flooder")
-    text = "y" * 1000
-    for round_ in range(40):
-        flooder.send(*(ev.Say(LOBBY, f"{round_}/{n} {text}") for n in range(500)))
-        got, cut = 0, False
-        while got < 500:
-            event = flooder.expect(ev.Event)
-            got += isinstance(event, ev.Message)
-            cut = cut or (event == ev.Left("slow", SLOW_DETAIL))
-        if cut:
-            break
-    else:
+    if not flood_until_cut(flooder, lambda event: event == ev.Left("slow", SLOW_DETAIL)):
         pytest.fail("the slow WebSocket was never cut off")
     # What it was sent is whole messages up to its farewell, then the close frame.
     events = slow.until_closed()
     assert events[-2:] == [ev.Error(ErrorCode.SLOW_CONSUMER, SLOW_DETAIL), ev.Goodbye(SLOW_DETAIL)]
     assert all(isinstance(e, ev.Message | ev.Joined) for e in events[:-2])
     assert slow.ws_sock.close_code == Close.NORMAL
-
-
-@pytest.fixture
-def tls_server(make_server, pki: Pki) -> Any:
-    def make(**options: object) -> tcpchat.server.ChatServer:
-        return make_server(tls_cert=pki.cert, tls_key=pki.key, **options)
-
-    return make
 
 
 def test_wss_and_https_on_the_tls_port(tls_server, pki: Pki, opened) -> None:
