@@ -614,6 +614,7 @@ class Hub(Generic[C]):
                 return [_to(conn, ev.Error(ErrorCode.STORE_FAILED, BUS_DOWN))]
             said = (_new_action if action else _new_message)(room.name, member.nick, event.text, 0, time, False)
             self._bus.publish(Posted((room.key,), said, member.token, member.echo))
+            self.said["act" if action else "say"] += 1
             return []
         seq = self._store.append(room.key, time, member.nick, event.text, action)
         # Every field was checked already (the room and nick when they were
@@ -765,6 +766,7 @@ class Hub(Generic[C]):
             if not self._bus.ready():
                 return [_to(conn, ev.Error(ErrorCode.STORE_FAILED, BUS_DOWN))]
             self._bus.publish(Posted((), told, self._members[conn].token, echo=False, to=key))
+            self.said["whisper"] += 1
             return []
         return self._tell_offline(conn, event.to, told)
 

@@ -27,6 +27,7 @@ from tests.cluster.conftest import MakeServer
 from tests.processes import ServerProcess
 from tests.redis_server import RedisServer
 from tests.tcp.conftest import FramedClient
+from tests.test_metrics import parse
 from tests.test_one_process import Member, Person
 from twinchat.cluster import scripts
 from twinchat.frontend.link import Backoff, Reconnecting
@@ -108,6 +109,9 @@ def test_two_servers_are_one_conversation_over_tcp_nc_and_udp(redis_url: str, ma
         alice.send(ev.Names("#dev"))
         names = until(alice, ev.WhoReply, room="#dev")
         assert set(names.nicks) == {"alice", "uma", "nat"}  # type: ignore[attr-defined]
+        # Each server's metrics count what its own members said, through the bus too.
+        assert parse(a.metrics.render()).value("twinchat_messages_received_total", kind="say") == 1
+        assert parse(b.metrics.render()).value("twinchat_messages_received_total", kind="say") == 2
     finally:
         alice.close()
         uma.link.close()  # type: ignore[attr-defined]
