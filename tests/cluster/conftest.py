@@ -10,12 +10,16 @@ from typing import Any
 import pytest
 
 from tests.store.conftest import own_redis, redis_server, redis_url  # noqa: F401 (fixtures)
+from tests.tcp.conftest import FramedClient, clients  # noqa: F401 (a fixture: framed clients, closed after the test)
 from twinchat.server import BothServer
 
 WAIT = 20.0
 
 #: Makes a server of the chat on a Redis URL; extra options go to ``BothServer``.
 MakeServer = Callable[..., BothServer]
+
+#: Opens a framed client, closed after the test (``tests.tcp.conftest.clients``).
+MakeClient = Callable[..., FramedClient]
 
 
 @pytest.fixture

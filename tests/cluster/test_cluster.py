@@ -23,7 +23,7 @@ from common.chat import events as ev
 from common.chat.view import ClientView
 from common.wire.errors import ErrorCode
 from tcpchat.client import tcp_connect
-from tests.cluster.conftest import MakeServer
+from tests.cluster.conftest import MakeClient, MakeServer
 from tests.processes import ServerProcess
 from tests.redis_server import RedisServer
 from tests.tcp.conftest import FramedClient
@@ -199,195 +199,175 @@ def test_of_many_servers_claiming_one_nick_at_once_exactly_one_wins(redis_url: s
             client.close()
 
 
-def test_a_client_back_on_another_server_gets_what_it_missed(redis_url: str, make_node: MakeServer) -> None:
+def test_a_client_back_on_another_server_gets_what_it_missed(
+    redis_url: str, make_node: MakeServer, clients: MakeClient
+) -> None:
     a, b = make_node(redis_url), make_node(redis_url)
-    alice, bob = FramedClient(a.address), FramedClient(b.address)
-    try:
-        alice.register("alice")
-        bob.register("bob")
-        join(alice, "#dev")
-        join(bob, "#dev")
-        bob.send(ev.Say("#dev", "one"))
-        assert live(alice, "#dev", 1) == [("bob", "one", 1)]
-        epoch = alice.briefing.replay.epoch  # type: ignore[union-attr]
-        alice.close()  # the link drops
-        until(bob, ev.Left, nick="alice")
-        bob.send(*(ev.Say("#dev", text) for text in ("two", "three", "four")))
-        assert [t for _, t, _ in live(bob, "#dev", 3)] == ["two", "three", "four"]
-        back = FramedClient(b.address)  # the other server
-        back.send(ev.Register("alice", resume=True))
-        back.expect(ev.Welcome)
-        back.send(ev.Join("#dev", epoch, 1))
-        assert back.expect(ev.Joined) == ev.Joined("#dev", "alice")
-        replay = back.expect(ev.Replay)
-        assert (replay.epoch, replay.first, replay.last, replay.gap) == (epoch, 2, 4, False)
-        assert [back.expect(ev.Message).text for _ in range(3)] == ["two", "three", "four"]
-        bob.send(ev.Say("#dev", "five"))
-        assert live(back, "#dev", 1) == [("bob", "five", 5)]  # and live after, nothing twice
-        back.close()
-    finally:
-        alice.close()
-        bob.close()
+    alice, bob = clients(a.address), clients(b.address)
+    alice.register("alice")
+    bob.register("bob")
+    join(alice, "#dev")
+    join(bob, "#dev")
+    bob.send(ev.Say("#dev", "one"))
+    assert live(alice, "#dev", 1) == [("bob", "one", 1)]
+    epoch = alice.briefing.replay.epoch  # type: ignore[union-attr]
+    alice.close()  # the link drops
+    until(bob, ev.Left, nick="alice")
+    bob.send(*(ev.Say("#dev", text) for text in ("two", "three", "four")))
+    assert [t for _, t, _ in live(bob, "#dev", 3)] == ["two", "three", "four"]
+    back = FramedClient(b.address)  # the other server
+    back.send(ev.Register("alice", resume=True))
+    back.expect(ev.Welcome)
+    back.send(ev.Join("#dev", epoch, 1))
+    assert back.expect(ev.Joined) == ev.Joined("#dev", "alice")
+    replay = back.expect(ev.Replay)
+    assert (replay.epoch, replay.first, replay.last, replay.gap) == (epoch, 2, 4, False)
+    assert [back.expect(ev.Message).text for _ in range(3)] == ["two", "three", "four"]
+    bob.send(ev.Say("#dev", "five"))
+    assert live(back, "#dev", 1) == [("bob", "five", 5)]  # and live after, nothing twice
+    back.close()
 
 
-def test_parts_renames_and_topics_reach_the_other_servers(redis_url: str, make_node: MakeServer) -> None:
+def test_parts_renames_and_topics_reach_the_other_servers(
+    redis_url: str, make_node: MakeServer, clients: MakeClient
+) -> None:
     a, b = make_node(redis_url), make_node(redis_url)
-    alice, bob = FramedClient(a.address), FramedClient(b.address)
-    try:
-        alice.register("alice")
-        bob.register("bob")
-        join(alice, "#dev")
-        join(bob, "#dev")
-        until(alice, ev.Joined, nick="bob")
-        bob.send(ev.SetTopic("#dev", "ship it"))
-        topic = until(alice, ev.Topic, room="#dev")
-        assert (topic.text, topic.setter, topic.changed) == ("ship it", "bob", True)  # type: ignore[attr-defined]
-        until(bob, ev.Topic, room="#dev")  # the setter hears it in the room's order too
-        bob.send(ev.ChangeNick("robert"))
-        assert until(alice, ev.Renamed) == ev.Renamed("bob", "robert")
-        bob.send(ev.Part("#dev", "later"))
-        assert until(alice, ev.Parted) == ev.Parted("#dev", "robert", "later")
-        late = FramedClient(b.address)  # a newcomer on B sees the topic set through A's Redis
-        late.register("carol")
-        late.send(ev.Join("#dev"))
-        late.expect(ev.Joined)
-        assert late.expect(ev.Topic).text == "ship it"
-        late.close()
-    finally:
-        alice.close()
-        bob.close()
+    alice, bob = clients(a.address), clients(b.address)
+    alice.register("alice")
+    bob.register("bob")
+    join(alice, "#dev")
+    join(bob, "#dev")
+    until(alice, ev.Joined, nick="bob")
+    bob.send(ev.SetTopic("#dev", "ship it"))
+    topic = until(alice, ev.Topic, room="#dev")
+    assert (topic.text, topic.setter, topic.changed) == ("ship it", "bob", True)  # type: ignore[attr-defined]
+    until(bob, ev.Topic, room="#dev")  # the setter hears it in the room's order too
+    bob.send(ev.ChangeNick("robert"))
+    assert until(alice, ev.Renamed) == ev.Renamed("bob", "robert")
+    bob.send(ev.Part("#dev", "later"))
+    assert until(alice, ev.Parted) == ev.Parted("#dev", "robert", "later")
+    late = FramedClient(b.address)  # a newcomer on B sees the topic set through A's Redis
+    late.register("carol")
+    late.send(ev.Join("#dev"))
+    late.expect(ev.Joined)
+    assert late.expect(ev.Topic).text == "ship it"
+    late.close()
 
 
 def test_a_killed_server_has_its_users_leave_within_the_heartbeat(
-    redis_url: str, make_node: MakeServer, tmp_path: Path, server_processes: list[ServerProcess]
+    redis_url: str, make_node: MakeServer, tmp_path: Path, server_processes: list[ServerProcess], clients: MakeClient
 ) -> None:
     a = make_node(redis_url, heartbeat=HEARTBEAT)
     b = ServerProcess(
         "twinchat.server", "--data-dir", str(tmp_path / "unused"), "--redis", redis_url, "--heartbeat", str(HEARTBEAT)
     )
     server_processes.append(b)
-    alice, bob = FramedClient(a.address), FramedClient(b.address)
-    try:
-        alice.register("alice")
-        bob.register("bob")
-        join(alice, "#dev")
-        join(bob, "#dev")
-        until(alice, ev.Joined, room="#dev", nick="bob")
-        b.proc.kill()  # SIGKILL: no goodbye, no cleanup of its own
-        b.proc.communicate(timeout=WAIT)
-        # The leave notice comes within the 15 s the issue allows (the
-        # heartbeat and a third, on a loaded machine): no read may wait longer.
-        alice.sock.settimeout(15)
-        assert until(alice, ev.Left, nick="bob") == ev.Left("bob", "the server was lost")
-        alice.send(ev.Who())
-        assert until(alice, ev.WhoReply, room="").nicks == ("alice",)  # type: ignore[attr-defined]
-        again = FramedClient(a.address)  # its nick is free again
-        assert again.register("bob").nick == "bob"
-        again.close()
-    finally:
-        alice.close()
-        bob.close()
+    alice, bob = clients(a.address), clients(b.address)
+    alice.register("alice")
+    bob.register("bob")
+    join(alice, "#dev")
+    join(bob, "#dev")
+    until(alice, ev.Joined, room="#dev", nick="bob")
+    b.proc.kill()  # SIGKILL: no goodbye, no cleanup of its own
+    b.proc.communicate(timeout=WAIT)
+    # The leave notice comes within the 15 s the issue allows (the
+    # heartbeat and a third, on a loaded machine): no read may wait longer.
+    alice.sock.settimeout(15)
+    assert until(alice, ev.Left, nick="bob") == ev.Left("bob", "the server was lost")
+    alice.send(ev.Who())
+    assert until(alice, ev.WhoReply, room="").nicks == ("alice",)  # type: ignore[attr-defined]
+    again = FramedClient(a.address)  # its nick is free again
+    assert again.register("bob").nick == "bob"
+    again.close()
 
 
 def test_a_stopped_server_says_its_users_left(
-    redis_url: str, make_node: MakeServer, tmp_path: Path, server_processes: list[ServerProcess]
+    redis_url: str, make_node: MakeServer, tmp_path: Path, server_processes: list[ServerProcess], clients: MakeClient
 ) -> None:
     a = make_node(redis_url)
     b = ServerProcess("twinchat.server", "--data-dir", str(tmp_path / "unused"), "--redis", redis_url)
     server_processes.append(b)
-    alice, bob = FramedClient(a.address), FramedClient(b.address)
-    try:
-        alice.register("alice")
-        bob.register("bob")
-        until(alice, ev.Joined, nick="bob")
-        code, err = b.stop(signal.SIGTERM)
-        assert code == 0 and "Traceback" not in err, err
-        assert until(alice, ev.Left, nick="bob") == ev.Left("bob", "the server stopped")
-    finally:
-        alice.close()
-        bob.close()
+    alice, bob = clients(a.address), clients(b.address)
+    alice.register("alice")
+    bob.register("bob")
+    until(alice, ev.Joined, nick="bob")
+    code, err = b.stop(signal.SIGTERM)
+    assert code == 0 and "Traceback" not in err, err
+    assert until(alice, ev.Left, nick="bob") == ev.Left("bob", "the server stopped")
 
 
 def test_redis_going_away_refuses_room_events_keeps_users_and_resumes(
-    own_redis: RedisServer, make_node: MakeServer
+    own_redis: RedisServer, make_node: MakeServer, clients: MakeClient
 ) -> None:
     a = make_node(own_redis.url, heartbeat=HEARTBEAT)
     b = make_node(own_redis.url, heartbeat=HEARTBEAT)
-    alice, bob = FramedClient(a.address), FramedClient(b.address)
-    try:
-        alice.register("alice")
-        bob.register("bob")
-        join(alice, "#dev")
-        join(bob, "#dev")
-        alice.send(ev.Say("#dev", "before"))
-        assert live(bob, "#dev", 1) == [("alice", "before", 1)]
-        own_redis.stop(save=True)  # as a Redis with persistence restarts
-        alice.send(ev.Say("#dev", "during"))
-        refused = until(alice, ev.Error)
-        assert refused.code is ErrorCode.STORE_FAILED, refused  # type: ignore[attr-defined]
-        alice.send(ev.Ping(7))  # still connected, still answered
-        assert until(alice, ev.Pong) == ev.Pong(7)
-        own_redis.start()
-        assert b._shared.cluster.wait_ready(WAIT)
-        bob.send(ev.Say("#dev", "after"))  # A may still be reconnecting: it catches up from the stream
-        assert live(alice, "#dev", 1) == [("bob", "after", 2)]
-        assert a._shared.cluster.wait_ready(WAIT)
-        alice.send(ev.Say("#dev", "and on"))
-        assert live(bob, "#dev", 2) == [("bob", "after", 2), ("alice", "and on", 3)]
-    finally:
-        alice.close()
-        bob.close()
+    alice, bob = clients(a.address), clients(b.address)
+    alice.register("alice")
+    bob.register("bob")
+    join(alice, "#dev")
+    join(bob, "#dev")
+    alice.send(ev.Say("#dev", "before"))
+    assert live(bob, "#dev", 1) == [("alice", "before", 1)]
+    own_redis.stop(save=True)  # as a Redis with persistence restarts
+    alice.send(ev.Say("#dev", "during"))
+    refused = until(alice, ev.Error)
+    assert refused.code is ErrorCode.STORE_FAILED, refused  # type: ignore[attr-defined]
+    alice.send(ev.Ping(7))  # still connected, still answered
+    assert until(alice, ev.Pong) == ev.Pong(7)
+    own_redis.start()
+    assert b._shared.cluster.wait_ready(WAIT)
+    bob.send(ev.Say("#dev", "after"))  # A may still be reconnecting: it catches up from the stream
+    assert live(alice, "#dev", 1) == [("bob", "after", 2)]
+    assert a._shared.cluster.wait_ready(WAIT)
+    alice.send(ev.Say("#dev", "and on"))
+    assert live(bob, "#dev", 2) == [("bob", "after", 2), ("alice", "and on", 3)]
 
 
-def test_a_server_taken_for_lost_by_mistake_says_its_members_are_back(redis_url: str, make_node: MakeServer) -> None:
+def test_a_server_taken_for_lost_by_mistake_says_its_members_are_back(
+    redis_url: str, make_node: MakeServer, clients: MakeClient
+) -> None:
     a = make_node(redis_url, heartbeat=HEARTBEAT)
     b = make_node(redis_url, heartbeat=HEARTBEAT)
-    alice, bob = FramedClient(a.address), FramedClient(b.address)
-    try:
-        alice.register("alice")
-        bob.register("bob")
-        join(alice, "#dev")
-        join(bob, "#dev")
-        until(alice, ev.Joined, room="#dev", nick="bob")
-        # As if A's heartbeat had lapsed (a stall longer than it) and B had reaped it.
-        cluster = a._shared.cluster
-        db = redis.Redis.from_url(redis_url, decode_responses=True, protocol=2)
-        db.delete(f"{cluster.prefix}alive:{cluster.server}")
-        assert db.eval(scripts.REAP, 0, cluster.prefix, cluster.server, "the server was lost", "0") == 1
-        db.close()
-        assert until(bob, ev.Left, nick="alice") == ev.Left("alice", "the server was lost")
-        # A's next heartbeat finds it was dropped, and says who is still here.
-        assert {until(bob, ev.Joined, nick="alice").room for _ in range(2)} == {"#lobby", "#dev"}  # type: ignore[attr-defined]
-        bob.send(ev.Names("#dev"))
-        assert set(until(bob, ev.WhoReply, room="#dev").nicks) == {"alice", "bob"}  # type: ignore[attr-defined]
-        alice.send(ev.Say("#dev", "still here"))
-        assert live(bob, "#dev", 1) == [("alice", "still here", 1)]
-    finally:
-        alice.close()
-        bob.close()
+    alice, bob = clients(a.address), clients(b.address)
+    alice.register("alice")
+    bob.register("bob")
+    join(alice, "#dev")
+    join(bob, "#dev")
+    until(alice, ev.Joined, room="#dev", nick="bob")
+    # As if A's heartbeat had lapsed (a stall longer than it) and B had reaped it.
+    cluster = a._shared.cluster
+    db = redis.Redis.from_url(redis_url, decode_responses=True, protocol=2)
+    db.delete(f"{cluster.prefix}alive:{cluster.server}")
+    assert db.eval(scripts.REAP, 0, cluster.prefix, cluster.server, "the server was lost", "0") == 1
+    db.close()
+    assert until(bob, ev.Left, nick="alice") == ev.Left("alice", "the server was lost")
+    # A's next heartbeat finds it was dropped, and says who is still here.
+    assert {until(bob, ev.Joined, nick="alice").room for _ in range(2)} == {"#lobby", "#dev"}  # type: ignore[attr-defined]
+    bob.send(ev.Names("#dev"))
+    assert set(until(bob, ev.WhoReply, room="#dev").nicks) == {"alice", "bob"}  # type: ignore[attr-defined]
+    alice.send(ev.Say("#dev", "still here"))
+    assert live(bob, "#dev", 1) == [("alice", "still here", 1)]
 
 
-def test_private_messages_and_the_room_list_cross_servers(redis_url: str, make_node: MakeServer) -> None:
+def test_private_messages_and_the_room_list_cross_servers(
+    redis_url: str, make_node: MakeServer, clients: MakeClient
+) -> None:
     a, b = make_node(redis_url), make_node(redis_url)
-    alice, bob = FramedClient(a.address), FramedClient(b.address)
-    try:
-        alice.register("alice")
-        bob.register("bob")
-        join(bob, "#b-only")
-        bob.send(ev.SetTopic("#b-only", "on B"))
-        until(bob, ev.Topic, room="#b-only")
-        alice.send(ev.Whisper("BOB", "psst"))  # another spelling of the same nick key
-        told = until(bob, ev.Private)
-        assert (told.sender, told.text) == ("alice", "psst")  # type: ignore[attr-defined]
-        alice.send(ev.Whisper("nobody", "hello?"))
-        assert until(alice, ev.Error).code is ErrorCode.NO_SUCH_NICK  # type: ignore[attr-defined]
-        alice.send(ev.ListRooms())
-        rooms = until(alice, ev.RoomList)
-        assert ev.RoomInfo("#b-only", 1, "on B") in rooms.rooms  # type: ignore[attr-defined]
-        assert ev.RoomInfo("#lobby", 2, "") in rooms.rooms  # type: ignore[attr-defined]
-    finally:
-        alice.close()
-        bob.close()
+    alice, bob = clients(a.address), clients(b.address)
+    alice.register("alice")
+    bob.register("bob")
+    join(bob, "#b-only")
+    bob.send(ev.SetTopic("#b-only", "on B"))
+    until(bob, ev.Topic, room="#b-only")
+    alice.send(ev.Whisper("BOB", "psst"))  # another spelling of the same nick key
+    told = until(bob, ev.Private)
+    assert (told.sender, told.text) == ("alice", "psst")  # type: ignore[attr-defined]
+    alice.send(ev.Whisper("nobody", "hello?"))
+    assert until(alice, ev.Error).code is ErrorCode.NO_SUCH_NICK  # type: ignore[attr-defined]
+    alice.send(ev.ListRooms())
+    rooms = until(alice, ev.RoomList)
+    assert ev.RoomInfo("#b-only", 1, "on B") in rooms.rooms  # type: ignore[attr-defined]
+    assert ev.RoomInfo("#lobby", 2, "") in rooms.rooms  # type: ignore[attr-defined]
 
 
 def test_reuse_port_lets_two_servers_share_one_port(redis_url: str, make_node: MakeServer) -> None:
@@ -414,62 +394,56 @@ def test_reuse_port_lets_two_servers_share_one_port(redis_url: str, make_node: M
 
 
 def test_a_redis_that_lost_its_data_restarts_the_numbering_and_says_so(
-    own_redis: RedisServer, make_node: MakeServer
+    own_redis: RedisServer, make_node: MakeServer, clients: MakeClient
 ) -> None:
     a = make_node(own_redis.url, heartbeat=HEARTBEAT)
     b = make_node(own_redis.url, heartbeat=HEARTBEAT)
-    alice, bob = FramedClient(a.address), FramedClient(b.address)
-    try:
-        alice.register("alice")
-        bob.register("bob")
-        join(alice, "#dev")
-        join(bob, "#dev")
-        old = alice.briefing.replay.epoch  # type: ignore[union-attr]
-        alice.send(ev.Say("#dev", "before"))
-        assert live(bob, "#dev", 1) == [("alice", "before", 1)]
-        own_redis.stop()  # no save: it comes back empty
-        own_redis.start()
-        # Each server finds the chat forgotten, opens its rooms again in a new
-        # epoch and tells its members: a Replay of nothing, with a gap.
-        for client in (alice, bob):
-            replay = until(client, ev.Replay, room="#dev")
-            assert replay.epoch != old and replay.gap and replay.last == 0  # type: ignore[attr-defined]
-            client.last_seq["#dev"] = 0
-        assert a._shared.cluster.wait_ready(WAIT) and b._shared.cluster.wait_ready(WAIT)
-        alice.send(ev.Say("#dev", "after"))
-        assert live(bob, "#dev", 1) == [("alice", "after", 1)]
-        bob.send(ev.Names("#dev"))
-        assert set(until(bob, ev.WhoReply, room="#dev").nicks) == {"alice", "bob"}  # type: ignore[attr-defined]
-    finally:
-        alice.close()
-        bob.close()
+    alice, bob = clients(a.address), clients(b.address)
+    alice.register("alice")
+    bob.register("bob")
+    join(alice, "#dev")
+    join(bob, "#dev")
+    old = alice.briefing.replay.epoch  # type: ignore[union-attr]
+    alice.send(ev.Say("#dev", "before"))
+    assert live(bob, "#dev", 1) == [("alice", "before", 1)]
+    own_redis.stop()  # no save: it comes back empty
+    own_redis.start()
+    # Each server finds the chat forgotten, opens its rooms again in a new
+    # epoch and tells its members: a Replay of nothing, with a gap.
+    for client in (alice, bob):
+        replay = until(client, ev.Replay, room="#dev")
+        assert replay.epoch != old and replay.gap and replay.last == 0  # type: ignore[attr-defined]
+        client.last_seq["#dev"] = 0
+    assert a._shared.cluster.wait_ready(WAIT) and b._shared.cluster.wait_ready(WAIT)
+    alice.send(ev.Say("#dev", "after"))
+    assert live(bob, "#dev", 1) == [("alice", "after", 1)]
+    bob.send(ev.Names("#dev"))
+    assert set(until(bob, ev.WhoReply, room="#dev").nicks) == {"alice", "bob"}  # type: ignore[attr-defined]
 
 
-def test_an_account_and_its_kept_messages_are_the_same_on_every_server(redis_url: str, make_node: MakeServer) -> None:
+def test_an_account_and_its_kept_messages_are_the_same_on_every_server(
+    redis_url: str, make_node: MakeServer, clients: MakeClient
+) -> None:
     a, b = make_node(redis_url), make_node(redis_url)
-    alice, bob = FramedClient(a.address), FramedClient(b.address)
-    try:
-        alice.register("alice")
-        alice.send(ev.RegisterAccount("correct horse"))
-        assert "registered" in until(alice, ev.Reply).text  # type: ignore[attr-defined]
-        alice.send(ev.Goodbye("later"))
-        until(alice, ev.Goodbye)
-        bob.register("bob")
-        bob.send(ev.Whisper("alice", "call me"))  # nobody holds it: kept for the account
-        assert "offline" in until(bob, ev.Reply).text  # type: ignore[attr-defined]
-        thief = FramedClient(b.address)  # the account is known on the other server
-        thief.send(ev.Register("alice"))
-        assert thief.expect(ev.Error).code is ErrorCode.NEEDS_PASSWORD
-        thief.close()
-        back = FramedClient(b.address)
-        back.send(ev.Register("alice", "correct horse"))
-        back.expect(ev.Welcome)
-        kept = until(back, ev.Private)
-        assert (kept.sender, kept.text, kept.kept) == ("bob", "call me", True)  # type: ignore[attr-defined]
-        back.close()
-    finally:
-        alice.close()
-        bob.close()
+    alice, bob = clients(a.address), clients(b.address)
+    alice.register("alice")
+    alice.send(ev.RegisterAccount("correct horse"))
+    assert "registered" in until(alice, ev.Reply).text  # type: ignore[attr-defined]
+    alice.send(ev.Goodbye("later"))
+    until(alice, ev.Goodbye)
+    bob.register("bob")
+    bob.send(ev.Whisper("alice", "call me"))  # nobody holds it: kept for the account
+    assert "offline" in until(bob, ev.Reply).text  # type: ignore[attr-defined]
+    thief = FramedClient(b.address)  # the account is known on the other server
+    thief.send(ev.Register("alice"))
+    assert thief.expect(ev.Error).code is ErrorCode.NEEDS_PASSWORD
+    thief.close()
+    back = FramedClient(b.address)
+    back.send(ev.Register("alice", "correct horse"))
+    back.expect(ev.Welcome)
+    kept = until(back, ev.Private)
+    assert (kept.sender, kept.text, kept.kept) == ("bob", "call me", True)  # type: ignore[attr-defined]
+    back.close()
 
 
 def test_a_burst_cut_by_redis_going_away_is_each_message_delivered_or_refused(
